@@ -1,0 +1,240 @@
+"""Settings from the environment (pydantic-settings) and policy from ``promptship.yaml``.
+
+A bad policy file stops start-up with the file, the key and the problem, e.g.
+``promptship.yaml: environments.production.approvals: Input should be greater than or
+equal to 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from promptship.durations import format_duration, parse_duration
+from promptship.errors import BadInput
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./promptship.db"
+DEFAULT_POLICY_FILE = "promptship.yaml"
+
+
+def _duration(value: Any) -> timedelta:
+    try:
+        return parse_duration(value)
+    except BadInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StagingPolicy(_Strict):
+    """The gate into the staging environment: the version's suite must pass."""
+
+    min_pass_rate: float = Field(0.8, ge=0.0, le=1.0)
+    regression_check: bool = True
+
+
+class ProductionPolicy(_Strict):
+    """The gate into production: people, and a soak in staging."""
+
+    approvals: int = Field(2, ge=0, le=20)
+    soak: Duration = timedelta(hours=24)
+    max_divergence: float = Field(0.10, ge=0.0, le=1.0)
+    divergence_similarity: float = Field(0.85, ge=0.0, le=1.0)
+    soak_interval: Duration = timedelta(hours=1)
+    soak_sample: int = Field(1000, ge=1, le=100_000)
+
+
+class BreakglassPolicy(_Strict):
+    approvals: int = Field(3, ge=1, le=20)
+    production_soak: Duration = timedelta(hours=1)
+
+
+class RolesPolicy(_Strict):
+    approvers: list[str] = Field(default_factory=list)
+    oncall: list[str] = Field(default_factory=list)
+    stakeholders: list[str] = Field(default_factory=list)
+
+
+class Environments(BaseModel):
+    """The pipeline: a development, a staging and a production environment, in that order.
+
+    The YAML mapping may name all three (``{dev: {}, qa: {...}, live: {...}}``) or only the
+    last two, in which case the development environment is called ``dev``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    dev: str = "dev"
+    staging: str = "staging"
+    production: str = "production"
+    staging_policy: StagingPolicy = StagingPolicy()
+    production_policy: ProductionPolicy = ProductionPolicy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mapping(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or "staging_policy" in value:
+            return value
+        names = list(value)
+        if set(names) <= {"dev", "staging", "production"}:
+            # the default pipeline, with some of its environments' settings overridden
+            value = {"dev": {}, "staging": {}, "production": {}, **value}
+            names = ["dev", "staging", "production"]
+        elif len(names) == 2:
+            names.insert(0, "dev")
+            value = {"dev": {}, **value}
+        if len(names) != 3:
+            raise ValueError(
+                "list the environments in order: dev, staging and production "
+                f"(three, or the last two), got {len(names)}: {', '.join(map(str, names))}"
+            )
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"environment names must be non-empty text, got {name!r}")
+        if len(set(names)) != 3:
+            raise ValueError("environment names must differ")
+        if value[names[0]] not in (None, {}):
+            raise ValueError(f"{names[0]}: the development environment takes no settings")
+        return {
+            "dev": names[0],
+            "staging": names[1],
+            "production": names[2],
+            "staging_policy": value[names[1]] or {},
+            "production_policy": value[names[2]] or {},
+        }
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return (self.dev, self.staging, self.production)
+
+    def check(self, name: str) -> str:
+        """Return ``name`` if it is an environment of this pipeline, else raise BadInput."""
+        if name not in self.names:
+            raise BadInput(
+                f"unknown environment {name!r}", hint=f"use one of: {', '.join(self.names)}"
+            )
+        return name
+
+
+class Policy(_Strict):
+    """The contents of ``promptship.yaml``."""
+
+    channel: str | None = None
+    roles: RolesPolicy = RolesPolicy()
+    #: static user-group membership for the CLI and tests; Slack resolves groups live.
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    environments: Environments = Environments()
+    breakglass: BreakglassPolicy = BreakglassPolicy()
+    approval_expiry: Duration = timedelta(hours=72)
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _environments(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("groups")
+    @classmethod
+    def _group_ids(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for group in value:
+            if not group.startswith("S"):
+                raise ValueError(f"user-group IDs start with S, got {group!r}")
+        return value
+
+
+def _policy_key_names(raw: dict[str, Any]) -> dict[str, str]:
+    """Map the model's field names back to the environment names the file used."""
+    envs = raw.get("environments")
+    if not isinstance(envs, dict) or set(envs) <= {"dev", "staging", "production"}:
+        return {"staging_policy": "staging", "production_policy": "production"}
+    names = list(envs)[-2:]
+    return dict(zip(("staging_policy", "production_policy"), map(str, names), strict=False))
+
+
+def _format_error(source: str, exc: ValidationError, raw: dict[str, Any]) -> str:
+    renames = _policy_key_names(raw)
+    lines = []
+    for error in exc.errors():
+        loc = ".".join(renames.get(str(part), str(part)) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        detail = f"{source}: {loc}: {message}"
+        if "input" in error and error["type"] not in ("extra_forbidden", "missing"):
+            given = error["input"]
+            if not isinstance(given, dict | list) and repr(given) not in detail:
+                detail += f" (got {given!r})"
+        lines.append(detail)
+    return "\n".join(lines)
+
+
+def parse_policy(text: str, source: str = DEFAULT_POLICY_FILE) -> Policy:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{source}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"{source}: expected a mapping of keys at the top level")
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise BadInput(_format_error(source, exc, raw)) from None
+
+
+def load_policy(path: str | os.PathLike[str] | None) -> Policy:
+    """Load the policy file; ``None`` means ``./promptship.yaml`` if present, else defaults."""
+    if path is None:
+        default = Path(DEFAULT_POLICY_FILE)
+        if not default.exists():
+            return Policy()
+        path = default
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{file}: policy file not found (PROMPTSHIP_CONFIG)") from None
+    except OSError as exc:
+        raise BadInput(f"{file}: cannot read the policy file: {exc.strerror}") from None
+    return parse_policy(text, str(file))
+
+
+class Settings(BaseSettings):
+    """Process settings, from environment variables."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, alias="PROMPTSHIP_DATABASE_URL")
+    config: str | None = Field(None, alias="PROMPTSHIP_CONFIG")
+    user: str | None = Field(None, alias="PROMPTSHIP_USER")
+    api_tokens: SecretStr | None = Field(None, alias="PROMPTSHIP_API_TOKENS")
+    slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+
+    def policy(self) -> Policy:
+        return load_policy(self.config)

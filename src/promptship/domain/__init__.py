@@ -1,0 +1,1 @@
+"""The domain: lifecycle states, transitions and gates, prompt files. Pure, no I/O."""

@@ -1,0 +1,325 @@
+"""The promotion state machine, as data.
+
+``TRANSITIONS`` is the whole lifecycle of a prompt version on one screen: which status may
+move to which, by what move, behind which gates. Gates are pure functions of ``GateFacts``
+and return a ``GateCheck`` that says why, never a bare ``False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from promptship.durations import format_duration
+from promptship.errors import GateRefused
+
+
+class VersionStatus(StrEnum):
+    DRAFT = "draft"
+    TESTING = "testing"
+    STAGING = "staging"
+    PRODUCTION = "production"
+    DEPRECATED = "deprecated"
+    ARCHIVED = "archived"
+    REVERTED = "reverted"
+
+
+class Move(StrEnum):
+    """What causes a transition."""
+
+    START_TESTS = "start-tests"  # a validation run starts
+    FINISH_TESTS = "finish-tests"  # a run ended without a promotion waiting on it
+    PROMOTE = "promote"  # a normal promotion request whose gates all passed
+    BREAKGLASS = "breakglass"  # an emergency promotion straight to production
+    REPLACE = "replace"  # another version took this one's environment
+    ROLLBACK = "rollback"  # on-call reverted the active version of an environment
+    RESTORE = "restore"  # a rollback put this (earlier) version back
+    ARCHIVE = "archive"
+
+
+class GateState(StrEnum):
+    PASSED = "passed"
+    WAITING = "waiting"  # may still pass: approvals to come, a soak or a run under way
+    FAILED = "failed"  # cannot pass as things stand
+
+
+class RequestKind(StrEnum):
+    NORMAL = "normal"
+    BREAKGLASS = "breakglass"
+
+
+class RequestState(StrEnum):
+    OPEN = "open"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+
+    @property
+    def is_open(self) -> bool:
+        return self is RequestState.OPEN
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.PASSED, RunState.FAILED)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a gate needs to know of a validation run."""
+
+    run_id: int
+    state: RunState
+    pass_rate: float | None
+    total: int
+    passed: int
+    failed: int
+    errored: int
+    regressions: tuple[str, ...] = ()
+    regression_override: str | None = None
+
+
+@dataclass(frozen=True)
+class SoakSummary:
+    soak_id: int
+    state: str  # running, passed, failed, insufficient-traffic, cancelled
+    started_at: datetime
+    ends_at: datetime
+    cycles_done: int
+    worst_divergence: float | None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    user: str
+    approve: bool
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class GateFacts:
+    """Everything gates read. Built by the services from the store; gates do no I/O."""
+
+    label: str  # "customer-support 2.2.0"
+    status: VersionStatus
+    target: str  # environment name
+    now: datetime
+    min_pass_rate: float = 0.8
+    regression_check: bool = True
+    run: RunSummary | None = None
+    required_approvals: int = 0
+    decisions: tuple[Decision, ...] = ()
+    soak_required: timedelta = timedelta(0)
+    soak: SoakSummary | None = None
+    stakeholders_configured: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    gate: str
+    state: GateState
+    detail: str
+
+    @property
+    def passed(self) -> bool:
+        return self.state is GateState.PASSED
+
+
+Gate = Callable[[GateFacts], GateCheck]
+
+
+def tests_gate(f: GateFacts) -> GateCheck:
+    name = "tests"
+    run = f.run
+    if run is None:
+        return GateCheck(
+            name, GateState.FAILED, f"{f.label} has no test run: run its tests before {f.target}"
+        )
+    if run.state is RunState.RUNNING:
+        done = run.passed + run.failed + run.errored
+        return GateCheck(name, GateState.WAITING, f"tests running ({done}/{run.total} cases)")
+    if run.state in (RunState.CANCELLED, RunState.INTERRUPTED):
+        return GateCheck(
+            name, GateState.FAILED, f"the last test run was {run.state.value}: run the tests again"
+        )
+    rate = run.pass_rate or 0.0
+    counts = f"{run.passed} passed, {run.failed} failed, {run.errored} errored"
+    if run.total == 0:
+        return GateCheck(name, GateState.FAILED, f"{f.label} has no test cases: add tests: to it")
+    if rate < f.min_pass_rate:
+        return GateCheck(
+            name,
+            GateState.FAILED,
+            f"pass rate {rate:.0%} is below the required {f.min_pass_rate:.0%} ({counts})",
+        )
+    return GateCheck(
+        name, GateState.PASSED, f"pass rate {rate:.0%} ≥ {f.min_pass_rate:.0%} ({counts})"
+    )
+
+
+def regression_gate(f: GateFacts) -> GateCheck:
+    name = "regressions"
+    run = f.run
+    if not f.regression_check or run is None or not run.regressions:
+        return GateCheck(name, GateState.PASSED, "no case that passes in production fails here")
+    if run.regression_override:
+        return GateCheck(
+            name,
+            GateState.PASSED,
+            f"{len(run.regressions)} regression(s) overridden: {run.regression_override}",
+        )
+    shown = "; ".join(run.regressions[:3]) + (" …" if len(run.regressions) > 3 else "")
+    return GateCheck(
+        name,
+        GateState.FAILED,
+        f"{len(run.regressions)} case(s) pass on production and fail here ({shown}): "
+        "fix them, or override with a reason",
+    )
+
+
+def approvals_gate(f: GateFacts) -> GateCheck:
+    name = "approvals"
+    approvers = [d.user for d in f.decisions if d.approve and "approvers" in d.roles]
+    have, need = len(approvers), f.required_approvals
+    who = f" ({', '.join(approvers)})" if approvers else ""
+    state = GateState.PASSED if have >= need else GateState.WAITING
+    return GateCheck(name, state, f"{min(have, need) if need else have}/{need} approvals{who}")
+
+
+def soak_gate(f: GateFacts) -> GateCheck:
+    name = "soak"
+    if f.soak_required <= timedelta(0):
+        return GateCheck(name, GateState.PASSED, "no staging soak required")
+    soak = f.soak
+    length = format_duration(f.soak_required)
+    if soak is None:
+        return GateCheck(name, GateState.WAITING, f"staging soak of {length} not started")
+    if soak.state == "passed":
+        return GateCheck(
+            name, GateState.PASSED, f"soaked {length} in staging, every cycle in limits"
+        )
+    if soak.state == "failed":
+        return GateCheck(
+            name, GateState.FAILED, f"staging soak failed: {soak.failure or 'diverged'}"
+        )
+    elapsed = min(max(f.now - soak.started_at, timedelta(0)), f.soak_required)
+    worst = (
+        "" if soak.worst_divergence is None else f", worst divergence {soak.worst_divergence:.0%}"
+    )
+    hours = elapsed.total_seconds() / 3600
+    total = f.soak_required.total_seconds() / 3600
+    return GateCheck(name, GateState.WAITING, f"soaking {hours:.1f}/{total:g} h{worst}")
+
+
+def stakeholder_gate(f: GateFacts) -> GateCheck:
+    name = "stakeholder sign-off"
+    if not f.stakeholders_configured:
+        return GateCheck(name, GateState.PASSED, "no stakeholders configured")
+    signed = [d.user for d in f.decisions if d.approve and "stakeholders" in d.roles]
+    if signed:
+        return GateCheck(name, GateState.PASSED, f"signed off by {', '.join(signed)}")
+    return GateCheck(name, GateState.WAITING, "waiting for a stakeholder's sign-off")
+
+
+def reason_gate(f: GateFacts) -> GateCheck:
+    if f.reason and f.reason.strip():
+        return GateCheck("reason", GateState.PASSED, f.reason.strip())
+    return GateCheck("reason", GateState.FAILED, "break-glass needs a written reason")
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: VersionStatus
+    target: VersionStatus
+    move: Move
+    gates: tuple[Gate, ...] = field(default=())
+
+
+S = VersionStatus
+TESTED = (tests_gate, regression_gate)
+
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition(S.DRAFT, S.TESTING, Move.START_TESTS),
+    Transition(S.TESTING, S.DRAFT, Move.FINISH_TESTS),
+    Transition(S.DRAFT, S.STAGING, Move.PROMOTE, TESTED),
+    Transition(S.TESTING, S.STAGING, Move.PROMOTE, TESTED),
+    Transition(
+        S.STAGING, S.PRODUCTION, Move.PROMOTE, (approvals_gate, soak_gate, stakeholder_gate)
+    ),
+    Transition(S.DRAFT, S.PRODUCTION, Move.BREAKGLASS, (*TESTED, reason_gate, approvals_gate)),
+    Transition(S.TESTING, S.PRODUCTION, Move.BREAKGLASS, (*TESTED, reason_gate, approvals_gate)),
+    Transition(S.STAGING, S.PRODUCTION, Move.BREAKGLASS, (*TESTED, reason_gate, approvals_gate)),
+    Transition(S.STAGING, S.DEPRECATED, Move.REPLACE),
+    Transition(S.PRODUCTION, S.DEPRECATED, Move.REPLACE),
+    Transition(S.STAGING, S.REVERTED, Move.ROLLBACK),
+    Transition(S.PRODUCTION, S.REVERTED, Move.ROLLBACK),
+    Transition(S.DEPRECATED, S.STAGING, Move.RESTORE),
+    Transition(S.REVERTED, S.STAGING, Move.RESTORE),
+    Transition(S.DEPRECATED, S.PRODUCTION, Move.RESTORE),
+    Transition(S.REVERTED, S.PRODUCTION, Move.RESTORE),
+    Transition(S.DEPRECATED, S.ARCHIVED, Move.ARCHIVE),
+    Transition(S.REVERTED, S.ARCHIVED, Move.ARCHIVE),
+)
+
+_BY_KEY = {(t.source, t.target, t.move): t for t in TRANSITIONS}
+
+# What to do instead, when a version's status has no transition to the target.
+_REMEDY = {
+    (S.DRAFT, S.PRODUCTION): "promote it to staging first, or use break-glass in an emergency",
+    (S.TESTING, S.PRODUCTION): "promote it to staging first, or use break-glass in an emergency",
+    (S.PRODUCTION, S.STAGING): "it is already in production",
+    (S.PRODUCTION, S.PRODUCTION): "it is already in production",
+    (S.STAGING, S.STAGING): "it is already in staging",
+    (S.DEPRECATED, S.PRODUCTION): "it was replaced; roll back to it, or push a new version",
+    (S.DEPRECATED, S.STAGING): "it was replaced; push a new version",
+    (S.REVERTED, S.PRODUCTION): "it was rolled back; roll back to it explicitly, or push a fix",
+    (S.REVERTED, S.STAGING): "it was rolled back; push a fixed version",
+    (S.ARCHIVED, S.STAGING): "it is archived; push a new version",
+    (S.ARCHIVED, S.PRODUCTION): "it is archived; push a new version",
+}
+
+
+def find_transition(source: VersionStatus, target: VersionStatus, move: Move) -> Transition | None:
+    return _BY_KEY.get((source, target, move))
+
+
+def require_transition(
+    label: str, source: VersionStatus, target: VersionStatus, move: Move, env: str | None = None
+) -> Transition:
+    """The transition, or GateRefused naming the state and what would be allowed instead."""
+    found = find_transition(source, target, move)
+    if found is not None:
+        return found
+    remedy = _REMEDY.get((source, target))
+    where = env or target.value
+    message = f"{label} is {source.value}: it cannot move to {where} by {move.value}"
+    raise GateRefused(message, hint=remedy)
+
+
+def allowed_moves(source: VersionStatus) -> Sequence[Transition]:
+    return [t for t in TRANSITIONS if t.source is source]
+
+
+def evaluate(transition: Transition, facts: GateFacts) -> list[GateCheck]:
+    return [gate(facts) for gate in transition.gates]
+
+
+def overall(checks: Sequence[GateCheck]) -> GateState:
+    if any(c.state is GateState.FAILED for c in checks):
+        return GateState.FAILED
+    if any(c.state is GateState.WAITING for c in checks):
+        return GateState.WAITING
+    return GateState.PASSED

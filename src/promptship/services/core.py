@@ -1,0 +1,235 @@
+"""``Promptship``: the use cases, each in one transaction. Slack, CLI and API call these."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from promptship.clock import Clock, SystemClock
+from promptship.config import Policy
+from promptship.domain.lifecycle import RequestKind, RunState
+from promptship.domain.promptfile import PromptSpec
+from promptship.errors import BadInput
+from promptship.services import audit, promotions, queries, registry, runs
+from promptship.services.deps import Deps
+from promptship.services.roles import GroupDirectory, RoleResolver
+from promptship.services.views import (
+    DecisionOutcome,
+    HistoryPage,
+    PromptStatus,
+    PushResult,
+    RequestView,
+    RollbackResult,
+    RunView,
+    VersionDetail,
+    VersionDiff,
+    VersionSummary,
+)
+from promptship.store.db import Database
+
+
+def _user(user: str) -> str:
+    user = (user or "").strip()
+    if not user:
+        raise BadInput("who is acting? pass --as USER or set PROMPTSHIP_USER")
+    return user
+
+
+class Promptship:
+    """The core, bound to a database, a policy, a clock and a group directory."""
+
+    def __init__(
+        self,
+        db: Database,
+        policy: Policy | None = None,
+        clock: Clock | None = None,
+        directory: GroupDirectory | None = None,
+    ) -> None:
+        self.db = db
+        self.policy = policy or Policy()
+        self.clock = clock or SystemClock()
+        self.deps = Deps(clock=self.clock, policy=self.policy)
+        self.roles = RoleResolver(self.policy, directory)
+
+    # -- registry --------------------------------------------------------------------------
+
+    async def push(self, spec: PromptSpec, author: str) -> PushResult:
+        async with self.db.transaction() as session:
+            return await registry.push(session, self.deps, spec, _user(author))
+
+    async def show(self, name: str, version: str | None = None) -> VersionDetail:
+        async with self.db.reader() as session:
+            if version is None:
+                prompt = await registry.get_prompt(session, name)
+                versions = await registry.versions_of(session, prompt.id)
+                if not versions:
+                    raise BadInput(f"{name} has no versions")
+                version = versions[-1].version
+            prompt, found = await registry.get_version(session, name, version)
+            return await registry.detail(session, prompt, found)
+
+    async def versions(self, name: str) -> list[VersionSummary]:
+        async with self.db.reader() as session:
+            return await queries.list_versions(session, name)
+
+    async def diff(self, name: str, old: str, new: str) -> VersionDiff:
+        async with self.db.reader() as session:
+            _, a = await registry.get_version(session, name, old)
+            _, b = await registry.get_version(session, name, new)
+            return registry.diff(name, a, b)
+
+    # -- promotions ------------------------------------------------------------------------
+
+    async def request_promotion(
+        self, name: str, version: str, environment: str, requester: str, reason: str | None = None
+    ) -> RequestView:
+        async with self.db.transaction() as session:
+            return await promotions.request_promotion(
+                session, self.deps, name, version, environment, _user(requester), reason
+            )
+
+    async def breakglass(self, name: str, version: str, requester: str, reason: str) -> RequestView:
+        async with self.db.transaction() as session:
+            return await promotions.request_promotion(
+                session,
+                self.deps,
+                name,
+                version,
+                self.policy.environments.production,
+                _user(requester),
+                reason,
+                RequestKind.BREAKGLASS,
+            )
+
+    async def approve(
+        self, request_id: int, user: str, comment: str | None = None
+    ) -> DecisionOutcome:
+        user = _user(user)
+        roles = await self.roles.roles_of(user)
+        async with self.db.transaction() as session:
+            return await promotions.record_decision(
+                session, self.deps, request_id, user, roles, True, comment
+            )
+
+    async def reject(self, request_id: int, user: str, reason: str) -> DecisionOutcome:
+        user = _user(user)
+        roles = await self.roles.roles_of(user)
+        async with self.db.transaction() as session:
+            return await promotions.record_decision(
+                session, self.deps, request_id, user, roles, False, reason
+            )
+
+    async def cancel(self, request_id: int, user: str) -> RequestView:
+        user = _user(user)
+        roles = await self.roles.roles_of(user)
+        async with self.db.transaction() as session:
+            return await promotions.cancel(session, self.deps, request_id, user, roles)
+
+    async def request(self, request_id: int) -> RequestView:
+        async with self.db.reader() as session:
+            prompt, version, request = await promotions._load_request(session, request_id)
+            return await promotions.view(session, self.deps, request, prompt, version)
+
+    async def expire_stale_requests(self) -> list[RequestView]:
+        async with self.db.transaction() as session:
+            return await promotions.expire_stale(session, self.deps)
+
+    async def rollback(
+        self,
+        name: str,
+        environment: str,
+        actor: str,
+        to_version: str | None = None,
+        reason: str | None = None,
+    ) -> RollbackResult:
+        actor = _user(actor)
+        roles = await self.roles.roles_of(actor)
+        async with self.db.transaction() as session:
+            return await promotions.rollback(
+                session, self.deps, name, environment, actor, roles, to_version, reason
+            )
+
+    async def archive(self, name: str, version: str, actor: str) -> str:
+        async with self.db.transaction() as session:
+            return await promotions.archive(session, self.deps, name, version, _user(actor))
+
+    # -- validation runs and soaks (the runner and scheduler record through these) --------
+
+    async def start_validation_run(
+        self, name: str, version: str, requested_by: str, total: int
+    ) -> RunView:
+        async with self.db.transaction() as session:
+            return await runs.start_run(
+                session, self.deps, name, version, _user(requested_by), total
+            )
+
+    async def finish_validation_run(
+        self,
+        run_id: int,
+        results: list[dict[str, Any]],
+        actor: str = audit.SYSTEM_ACTOR,
+        regressions: list[str] | None = None,
+        regression_override: str | None = None,
+    ) -> RunView:
+        async with self.db.transaction() as session:
+            return await runs.finish_run(
+                session, self.deps, run_id, results, actor, regressions or (), regression_override
+            )
+
+    async def record_validation_run(
+        self,
+        name: str,
+        version: str,
+        results: list[dict[str, Any]],
+        requested_by: str,
+        regressions: list[str] | None = None,
+        regression_override: str | None = None,
+    ) -> RunView:
+        """Start and finish a run in one call (results computed elsewhere)."""
+        run = await self.start_validation_run(name, version, requested_by, len(results))
+        return await self.finish_validation_run(
+            run.id, results, requested_by, regressions, regression_override
+        )
+
+    async def stop_validation_run(
+        self, run_id: int, actor: str, state: RunState = RunState.CANCELLED, why: str = "cancelled"
+    ) -> RunView:
+        async with self.db.transaction() as session:
+            return await runs.stop_run(session, self.deps, run_id, actor, state, why)
+
+    async def finish_soak(self, soak_id: int, passed: bool, failure: str | None = None) -> None:
+        async with self.db.transaction() as session:
+            await runs.finish_soak(session, self.deps, soak_id, passed, audit.SYSTEM_ACTOR, failure)
+
+    async def staging_soak_id(self, name: str, version: str) -> int | None:
+        async with self.db.reader() as session:
+            _, found = await registry.get_version(session, name, version)
+            soak = await promotions.latest_soak(session, found.id, self.policy.environments.staging)
+            return soak.id if soak else None
+
+    # -- questions -------------------------------------------------------------------------
+
+    async def status(self, name: str | None = None) -> list[PromptStatus]:
+        async with self.db.reader() as session:
+            return await queries.status(session, self.deps, name)
+
+    async def history(
+        self, name: str, environment: str | None = None, before: int | None = None, limit: int = 20
+    ) -> HistoryPage:
+        async with self.db.reader() as session:
+            return await queries.history(session, self.deps, name, environment, before, limit)
+
+    async def deployment_file(self) -> dict[str, dict[str, dict[str, Any]]]:
+        async with self.db.reader() as session:
+            return await queries.deployment_file(session, self.deps)
+
+    async def verify_audit(self) -> audit.Verification:
+        async with self.db.reader() as session:
+            return await audit.verify(session)
+
+    async def export_audit(self, fmt: str) -> AsyncIterator[str]:
+        if fmt not in ("jsonl", "csv"):
+            raise BadInput(f"unknown export format {fmt!r}", hint="use jsonl or csv")
+        async with self.db.reader() as session:
+            async for chunk in audit.export(session, fmt):
+                yield chunk

@@ -1,0 +1,198 @@
+"""Read-only questions: status, history, the deployment export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.domain.lifecycle import RequestState
+from promptship.services import promotions, registry
+from promptship.services.deps import Deps
+from promptship.services.views import (
+    AuditEventView,
+    DeploymentView,
+    HistoryPage,
+    PromptStatus,
+    VersionSummary,
+)
+from promptship.store.models import AuditEvent, Deployment, PromotionRequest, Prompt, PromptVersion
+
+MAX_PAGE = 200
+
+
+async def _deployments(
+    session: AsyncSession, deps: Deps, prompt_ids: list[int]
+) -> dict[int, list[DeploymentView]]:
+    order = {name: i for i, name in enumerate(deps.policy.environments.names)}
+    rows = (
+        await session.execute(
+            select(Deployment, PromptVersion)
+            .join(PromptVersion, PromptVersion.id == Deployment.version_id)
+            .where(Deployment.prompt_id.in_(prompt_ids))
+        )
+    ).all()
+    found: dict[int, list[DeploymentView]] = {}
+    for deployment, version in rows:
+        found.setdefault(deployment.prompt_id, []).append(
+            DeploymentView(
+                environment=deployment.environment,
+                version=version.version,
+                status=version.status,
+                deployed_at=deployment.deployed_at,
+                deployed_by=deployment.deployed_by,
+                revision=deployment.revision,
+            )
+        )
+    for views in found.values():
+        views.sort(key=lambda d: order.get(d.environment, len(order)))
+    return found
+
+
+async def status(session: AsyncSession, deps: Deps, name: str | None = None) -> list[PromptStatus]:
+    """Each prompt (or the named one) with its version per environment and open requests."""
+    if name is not None:
+        prompts = [await registry.get_prompt(session, name)]
+    else:
+        prompts = list(
+            (await session.execute(select(Prompt).order_by(Prompt.name))).scalars().all()
+        )
+    if not prompts:
+        return []
+    ids = [p.id for p in prompts]
+    deployed = await _deployments(session, deps, ids)
+    counts = dict(
+        (
+            await session.execute(
+                select(PromptVersion.prompt_id, func.count())
+                .where(PromptVersion.prompt_id.in_(ids))
+                .group_by(PromptVersion.prompt_id)
+            )
+        ).all()
+    )
+    latest: dict[int, str] = {}
+    if name is not None:
+        versions = await registry.versions_of(session, prompts[0].id)
+        if versions:
+            latest[prompts[0].id] = versions[-1].version
+    else:
+        newest = (
+            await session.execute(
+                select(PromptVersion.prompt_id, PromptVersion.version).where(
+                    PromptVersion.id.in_(
+                        select(func.max(PromptVersion.id)).group_by(PromptVersion.prompt_id)
+                    )
+                )
+            )
+        ).all()
+        latest = {prompt_id: version for prompt_id, version in newest}
+    open_rows = (
+        (
+            await session.execute(
+                select(PromotionRequest)
+                .where(
+                    PromotionRequest.prompt_id.in_(ids),
+                    PromotionRequest.state == RequestState.OPEN.value,
+                )
+                .order_by(PromotionRequest.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    by_prompt = {p.id: p for p in prompts}
+    open_views: dict[int, list[Any]] = {}
+    for request in open_rows:
+        open_views.setdefault(request.prompt_id, []).append(
+            await promotions.view(session, deps, request, by_prompt[request.prompt_id])
+        )
+    return [
+        PromptStatus(
+            name=p.name,
+            latest_version=latest.get(p.id),
+            versions=counts.get(p.id, 0),
+            environments=deployed.get(p.id, []),
+            open_requests=open_views.get(p.id, []),
+        )
+        for p in prompts
+    ]
+
+
+async def list_versions(session: AsyncSession, name: str) -> list[VersionSummary]:
+    prompt = await registry.get_prompt(session, name)
+    return [registry.summary(prompt, v) for v in await registry.versions_of(session, prompt.id)]
+
+
+async def history(
+    session: AsyncSession,
+    deps: Deps,
+    name: str,
+    environment: str | None = None,
+    before: int | None = None,
+    limit: int = 20,
+) -> HistoryPage:
+    """The prompt's audit events, newest first, a page at a time (keyset on ``seq``)."""
+    await registry.get_prompt(session, name)
+    if environment is not None:
+        deps.policy.environments.check(environment)
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(AuditEvent).where(AuditEvent.prompt == name)
+    if environment is not None:
+        query = query.where(AuditEvent.environment == environment)
+    if before is not None:
+        query = query.where(AuditEvent.seq < before)
+    rows = (
+        (await session.execute(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)))
+        .scalars()
+        .all()
+    )
+    events = [
+        AuditEventView(
+            seq=e.seq,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            prompt=e.prompt,
+            version=e.version,
+            environment=e.environment,
+            request_id=e.request_id,
+            details=e.details,
+        )
+        for e in rows[:limit]
+    ]
+    return HistoryPage(
+        prompt=name,
+        environment=environment,
+        events=events,
+        next_before=events[-1].seq if len(rows) > limit else None,
+    )
+
+
+async def deployment_file(
+    session: AsyncSession, deps: Deps
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The per-environment deployment file: what runs where, and who put it there."""
+    rows = (
+        await session.execute(
+            select(Prompt.name, Deployment, PromptVersion)
+            .join(Deployment, Deployment.prompt_id == Prompt.id)
+            .join(PromptVersion, PromptVersion.id == Deployment.version_id)
+            .order_by(Prompt.name)
+        )
+    ).all()
+    order = {name: i for i, name in enumerate(deps.policy.environments.names)}
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, deployment, version in sorted(
+        rows, key=lambda r: (r[0], order.get(r[1].environment, 9))
+    ):
+        result.setdefault(name, {})[deployment.environment] = {
+            "version": version.version,
+            "model": version.model,
+            "temperature": version.temperature,
+            "max_tokens": version.max_tokens,
+            "content_hash": version.content_hash,
+            "updated_by": deployment.deployed_by,
+            "promoted_at": deployment.deployed_at.isoformat(),
+        }
+    return result

@@ -1,0 +1,171 @@
+"""What services return: plain, serialisable shapes for Slack, the CLI and the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PushResult(View):
+    name: str
+    version: str
+    content_hash: str
+    created: bool  # False: the identical version was already registered
+    status: str
+
+
+class VersionSummary(View):
+    name: str
+    version: str
+    status: str
+    content_hash: str
+    author: str
+    created_at: datetime
+
+
+class RunView(View):
+    id: int
+    state: str
+    total: int
+    passed: int
+    failed: int
+    errored: int
+    pass_rate: float | None
+    started_at: datetime
+    finished_at: datetime | None
+    regressions: list[str]
+    regression_override: str | None
+    error: str | None
+
+
+class VersionDetail(VersionSummary):
+    model: str
+    provider: str
+    temperature: float
+    max_tokens: int
+    system_prompt: str
+    description: str | None
+    tests: list[dict[str, Any]]
+    environments: list[str]  # where this version is active now
+    latest_run: RunView | None
+
+
+class CheckView(View):
+    gate: str
+    state: str  # passed, waiting, failed
+    detail: str
+
+
+class DecisionView(View):
+    user: str
+    approve: bool
+    comment: str | None
+    roles: list[str]
+    at: datetime
+
+
+class RequestView(View):
+    id: int
+    code: str
+    prompt: str
+    version: str
+    content_hash: str
+    environment: str
+    kind: str
+    state: str
+    requester: str
+    author: str
+    reason: str | None
+    required_approvals: int
+    decisions: list[DecisionView]
+    checks: list[CheckView]
+    created_at: datetime
+    expires_at: datetime
+    closed_at: datetime | None
+    closed_by: str | None
+    close_reason: str | None
+
+    @property
+    def approvers(self) -> list[str]:
+        return [d.user for d in self.decisions if d.approve]
+
+
+class DecisionOutcome(View):
+    request: RequestView
+    recorded: bool  # False: this person had already decided the same way
+    message: str
+
+
+class DeploymentView(View):
+    environment: str
+    version: str
+    status: str
+    deployed_at: datetime
+    deployed_by: str
+    revision: int
+
+
+class PromptStatus(View):
+    name: str
+    latest_version: str | None
+    versions: int
+    environments: list[DeploymentView]
+    open_requests: list[RequestView]
+
+
+class RollbackResult(View):
+    prompt: str
+    environment: str
+    from_version: str
+    to_version: str
+    actor: str
+    reason: str | None
+    at: datetime
+
+
+class AuditEventView(View):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    prompt: str | None
+    version: str | None
+    environment: str | None
+    request_id: int | None
+    details: dict[str, Any]
+
+
+class HistoryPage(View):
+    prompt: str
+    environment: str | None
+    events: list[AuditEventView]
+    #: pass as ``before`` to get the next (older) page; None on the last page.
+    next_before: int | None
+
+
+class SettingChange(View):
+    key: str
+    old: Any
+    new: Any
+
+
+class VersionDiff(View):
+    name: str
+    old_version: str
+    new_version: str
+    settings: list[SettingChange]
+    system_prompt_diff: str  # unified diff; empty when the texts are equal
+    tests_added: list[str]
+    tests_removed: list[str]
+
+    @property
+    def identical(self) -> bool:
+        return not (
+            self.settings or self.system_prompt_diff or self.tests_added or self.tests_removed
+        )

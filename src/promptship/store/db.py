@@ -1,0 +1,162 @@
+"""The database handle: engine, transactions and migrations.
+
+SQLite (the default) runs in WAL mode with a busy timeout, and every write transaction
+starts with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing on a lock
+upgrade. PostgreSQL serialises conflicting writers with row locks taken by the services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, make_url
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from promptship.errors import BadInput, PromptshipError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_READ_ONLY = "promptship_read_only"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take over transaction control from the driver so that "begin" below decides the mode.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    read_only = conn.get_execution_options().get(_READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise BadInput(
+            f"PROMPTSHIP_DATABASE_URL is not a database URL: {url!r}",
+            hint="e.g. sqlite+aiosqlite:///./promptship.db or postgresql+asyncpg://user@host/db",
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.drivername != "sqlite+aiosqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername != "postgresql+asyncpg":
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_async_engine(parsed, **kwargs)
+    raise BadInput(
+        f"unsupported database {parsed.get_backend_name()!r} in PROMPTSHIP_DATABASE_URL",
+        hint="promptship runs on SQLite and PostgreSQL",
+    )
+
+
+class Database:
+    """One engine and the two kinds of transaction the services use."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = create_engine(url, **engine_kwargs)
+        self.dialect = self.engine.dialect.name
+        self._write = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read = async_sessionmaker(
+            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction: committed when the block ends, rolled back on error.
+
+        A PromptshipError marked ``keeps_changes`` commits before it propagates, so an
+        operation can record that it failed closed (an expired request) and still refuse.
+        """
+        async with self._write() as session:
+            try:
+                yield session
+            except PromptshipError as exc:
+                if exc.keeps_changes:
+                    await session.commit()
+                else:
+                    await session.rollback()
+                raise
+            except BaseException:
+                await session.rollback()
+                raise
+            else:
+                await session.commit()
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction (never takes SQLite's write lock)."""
+        async with self._read() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    # -- migrations ------------------------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        return config
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply migrations up to ``revision`` (the newest by default)."""
+        config = self._alembic_config()
+
+        def run(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(run)
+
+    async def current_revision(self) -> str | None:
+        def read(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(read)
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    async def is_up_to_date(self) -> bool:
+        return await self.current_revision() == self.head_revision()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine from synchronous code (the CLI)."""
+    return asyncio.run(coro)

@@ -1,0 +1,284 @@
+"""Tables. The services are the only code that reads or writes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC time")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(255))
+
+    versions: Mapped[list[PromptVersion]] = relationship(back_populates="prompt", lazy="raise")
+
+
+class PromptVersion(Base):
+    """An immutable version of a prompt; only ``status`` ever changes."""
+
+    __tablename__ = "prompt_versions"
+    __table_args__ = (UniqueConstraint("prompt_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    version: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    model: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(32))
+    temperature: Mapped[float] = mapped_column(Float)
+    max_tokens: Mapped[int] = mapped_column(Integer)
+    system_prompt: Mapped[str] = mapped_column(Text)
+    #: the version's canonical content, exactly as hashed (settings, tests, description).
+    content: Mapped[dict[str, Any]]
+
+    prompt: Mapped[Prompt] = relationship(back_populates="versions", lazy="raise")
+
+
+class Deployment(Base):
+    """The active pointer: which version an environment runs now."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("prompt_id", "environment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id"))
+    deployed_at: Mapped[datetime]
+    deployed_by: Mapped[str] = mapped_column(String(255))
+    #: bumped on every change of the pointer; the runtime API's ETag builds on it.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class DeploymentHistory(Base):
+    """Every move of an environment's pointer, oldest first."""
+
+    __tablename__ = "deployment_history"
+    __table_args__ = (Index(None, "prompt_id", "environment", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id"))
+    previous_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
+    move: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("promotion_requests.id"))
+    at: Mapped[datetime]
+
+
+class PromotionRequest(Base):
+    __tablename__ = "promotion_requests"
+    __table_args__ = (
+        Index(None, "state", "expires_at"),
+        Index(None, "prompt_id", "environment", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id"))
+    #: an approval is bound to the exact content it was given for.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    requester: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    required_approvals: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(255))
+    close_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Approval(Base):
+    """One decision (approve or reject) per person per request, enforced by the database."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("request_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("promotion_requests.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(String(255))
+    approve: Mapped[bool] = mapped_column(Boolean)
+    comment: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    #: the roles the person held when deciding (approvers, stakeholders).
+    roles: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+
+
+class ValidationRun(Base):
+    __tablename__ = "validation_runs"
+    __table_args__ = (Index(None, "version_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    passed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    errored: Mapped[int] = mapped_column(Integer, default=0)
+    pass_rate: Mapped[float | None] = mapped_column(Float)
+    #: one entry per case: input, expected, got, type, score, passed, error, latency, tokens.
+    results: Mapped[list[Any]]
+    #: inputs of cases that pass on the production version and fail on this one.
+    regressions: Mapped[list[Any]]
+    regression_override: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SoakRun(Base):
+    __tablename__ = "soak_runs"
+    __table_args__ = (Index(None, "version_id", "environment", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    baseline_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
+    state: Mapped[str] = mapped_column(String(24))
+    started_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    cycles_done: Mapped[int] = mapped_column(Integer, default=0)
+    worst_divergence: Mapped[float | None] = mapped_column(Float)
+    failure: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+
+
+class TrafficSample(Base):
+    __tablename__ = "traffic_samples"
+    __table_args__ = (Index(None, "prompt_id", "environment", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))
+    input: Mapped[str] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(String(128))
+    at: Mapped[datetime]
+
+
+class AuditEvent(Base):
+    """Append-only; each row's hash covers its content and the previous row's hash."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index(None, "prompt", "seq"),
+        Index(None, "prompt", "environment", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[str | None] = mapped_column(String(128))
+    environment: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """One row: the chain's last sequence number and hash. Locked to append."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxMessage(Base):
+    """A notification to deliver after its transaction commits (Slack, later others)."""
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (Index(None, "state", "available_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime]
+    topic: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    #: messages with the same key are delivered in order (and threaded together in Slack).
+    thread_key: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]]
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,157 @@
+"""Shared fixtures: a migrated database per test on SQLite, and on PostgreSQL when
+``PROMPTSHIP_TEST_POSTGRES_URL`` is set (``.ci/run`` sets it to the local server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from promptship.clock import ManualClock
+from promptship.config import Policy, parse_policy
+from promptship.services import Promptship
+from promptship.store.db import Database
+from promptship.store.models import Base
+
+POSTGRES_URL = os.environ.get("PROMPTSHIP_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+TEST_POLICY = """
+channel: C0PROMPTOPS
+roles:
+  approvers: [U01, U02, U06, S0GROUP]
+  oncall: [U03]
+  stakeholders: []
+groups:
+  S0GROUP: [U05]
+environments:
+  staging: {min_pass_rate: 0.8}
+  production: {approvals: 2, soak: 0s}
+breakglass: {approvals: 3, production_soak: 0s}
+approval_expiry: 72h
+"""
+
+
+def make_policy(extra: str = "") -> Policy:
+    """The test policy, with YAML lines appended to override keys."""
+    import yaml
+
+    base = yaml.safe_load(TEST_POLICY)
+    for key, value in (yaml.safe_load(extra) or {}).items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return parse_policy(yaml.safe_dump(base))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+
+    async def migrate() -> None:
+        await db.upgrade()
+        await db.dispose()
+
+    asyncio.run(migrate())
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    if not POSTGRES_URL:
+        pytest.skip("PROMPTSHIP_TEST_POSTGRES_URL is not set")
+    admin = make_url(POSTGRES_URL)
+    name = f"promptship_test_{os.getpid()}"
+
+    async def create() -> None:
+        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        await engine.dispose()
+        db = Database(admin.set(database=name).render_as_string(hide_password=False))
+        await db.upgrade()
+        await db.dispose()
+
+    async def drop() -> None:
+        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await engine.dispose()
+
+    asyncio.run(create())
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(drop())
+
+
+async def _truncate(db: Database) -> None:
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name != "audit_head")
+    async with db.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await conn.execute(text("UPDATE audit_head SET seq = 0, hash = :h"), {"h": "0" * 64})
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "promptship.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    if database.dialect == "postgresql":
+        await _truncate(database)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return make_policy()
+
+
+@pytest.fixture
+def core(db: Database, policy: Policy, clock: ManualClock) -> Promptship:
+    return Promptship(db, policy, clock)
+
+
+def prompt_yaml(
+    name: str = "customer-support",
+    version: str = "1.0.0",
+    system_prompt: str = "You are a helpful support agent.",
+    **extra: Any,
+) -> str:
+    import yaml
+
+    doc: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "model": "claude-sonnet-4-5",
+        "temperature": 0.7,
+        "max_tokens": 500,
+        "system_prompt": system_prompt,
+        "tests": [
+            {"input": "What is prompt versioning?", "expected": "versioning", "type": "contains"},
+            {"input": "How do I roll back?", "expected": "previous version", "type": "icontains"},
+        ],
+    }
+    doc.update(extra)
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,48 @@
+"""Build real state through the services, the way a team would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from promptship.domain.promptfile import parse_prompt
+from promptship.services import Promptship
+from promptship.services.views import RequestView
+from tests.conftest import prompt_yaml
+
+AUTHOR = "U09"  # writes prompts; holds no role
+REQUESTER = "U04"  # asks for promotions; holds no role
+
+
+async def push(core: Promptship, name: str = "customer-support", version: str = "1.0.0", **kw: Any) -> None:
+    await core.push(parse_prompt(prompt_yaml(name, version, **kw)), AUTHOR)
+
+
+def case_results(passed: int, failed: int = 0, errored: int = 0) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for i in range(passed):
+        rows.append({"input": f"q{i}", "type": "contains", "passed": True, "got": "ok"})
+    for i in range(failed):
+        rows.append({"input": f"f{i}", "type": "contains", "passed": False, "got": "no"})
+    for i in range(errored):
+        rows.append({"input": f"e{i}", "type": "contains", "passed": False, "error": "timeout"})
+    return rows
+
+
+async def pass_tests(core: Promptship, name: str, version: str, passed: int = 10, failed: int = 0) -> None:
+    await core.record_validation_run(name, version, case_results(passed, failed), REQUESTER)
+
+
+async def to_staging(core: Promptship, name: str = "customer-support", version: str = "1.0.0") -> RequestView:
+    await pass_tests(core, name, version)
+    request = await core.request_promotion(name, version, "staging", REQUESTER)
+    assert request.state == "promoted", request
+    return request
+
+
+async def to_production(core: Promptship, name: str = "customer-support", version: str = "1.0.0") -> RequestView:
+    await to_staging(core, name, version)
+    request = await core.request_promotion(name, version, "production", REQUESTER)
+    await core.approve(request.id, "U01")
+    outcome = await core.approve(request.id, "U02")
+    assert outcome.request.state == "promoted", outcome
+    return outcome.request

@@ -13,7 +13,9 @@ AUTHOR = "U09"  # writes prompts; holds no role
 REQUESTER = "U04"  # asks for promotions; holds no role
 
 
-async def push(core: Promptship, name: str = "customer-support", version: str = "1.0.0", **kw: Any) -> None:
+async def push(
+    core: Promptship, name: str = "customer-support", version: str = "1.0.0", **kw: Any
+) -> None:
     await core.push(parse_prompt(prompt_yaml(name, version, **kw)), AUTHOR)
 
 
@@ -28,18 +30,24 @@ def case_results(passed: int, failed: int = 0, errored: int = 0) -> list[dict[st
     return rows
 
 
-async def pass_tests(core: Promptship, name: str, version: str, passed: int = 10, failed: int = 0) -> None:
+async def pass_tests(
+    core: Promptship, name: str, version: str, passed: int = 10, failed: int = 0
+) -> None:
     await core.record_validation_run(name, version, case_results(passed, failed), REQUESTER)
 
 
-async def to_staging(core: Promptship, name: str = "customer-support", version: str = "1.0.0") -> RequestView:
+async def to_staging(
+    core: Promptship, name: str = "customer-support", version: str = "1.0.0"
+) -> RequestView:
     await pass_tests(core, name, version)
     request = await core.request_promotion(name, version, "staging", REQUESTER)
     assert request.state == "promoted", request
     return request
 
 
-async def to_production(core: Promptship, name: str = "customer-support", version: str = "1.0.0") -> RequestView:
+async def to_production(
+    core: Promptship, name: str = "customer-support", version: str = "1.0.0"
+) -> RequestView:
     await to_staging(core, name, version)
     request = await core.request_promotion(name, version, "production", REQUESTER)
     await core.approve(request.id, "U01")

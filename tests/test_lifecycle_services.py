@@ -15,14 +15,26 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.store.models import AuditEvent, DeploymentHistory, OutboxMessage
 from tests.conftest import make_policy, prompt_yaml
-from tests.helpers import AUTHOR, REQUESTER, case_results, pass_tests, push, to_production, to_staging
+from tests.helpers import (
+    AUTHOR,
+    REQUESTER,
+    case_results,
+    pass_tests,
+    push,
+    to_production,
+    to_staging,
+)
 
 NAME = "customer-support"
 
 
 async def count(db: Database, model: type, *where: object) -> int:
     async with db.reader() as session:
-        return int((await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one())
+        return int(
+            (
+                await session.execute(select(func.count()).select_from(model).where(*where))
+            ).scalar_one()
+        )
 
 
 async def status_of(core: Promptship, version: str) -> str:
@@ -42,7 +54,9 @@ async def test_push_registers_a_draft_and_is_idempotent(core: Promptship) -> Non
     assert await count(core.db, AuditEvent, AuditEvent.action == "version.registered") == 1
 
 
-async def test_push_of_changed_content_under_a_released_version_is_refused(core: Promptship) -> None:
+async def test_push_of_changed_content_under_a_released_version_is_refused(
+    core: Promptship,
+) -> None:
     await push(core, version="1.0.0")
     with pytest.raises(Conflict, match="already registered with other content") as err:
         await push(core, version="1.0.0", system_prompt="Something else entirely.")
@@ -65,7 +79,9 @@ async def test_draft_cannot_enter_staging_without_a_test_run(core: Promptship) -
     await push(core)
     with pytest.raises(GateRefused) as err:
         await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
-    assert str(err.value).startswith("customer-support 1.0.0 is draft: run its tests before staging")
+    assert str(err.value).startswith(
+        "customer-support 1.0.0 is draft: run its tests before staging"
+    )
     assert await status_of(core, "1.0.0") == "draft"
 
 
@@ -78,7 +94,9 @@ async def test_a_run_moves_draft_to_testing_and_back_when_nothing_waits(core: Pr
     assert await status_of(core, "1.0.0") == "draft"
 
 
-async def test_open_staging_request_waits_for_the_run_and_promotes_when_it_passes(core: Promptship) -> None:
+async def test_open_staging_request_waits_for_the_run_and_promotes_when_it_passes(
+    core: Promptship,
+) -> None:
     await push(core)
     run = await core.start_validation_run(NAME, "1.0.0", REQUESTER, total=10)
     request = await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
@@ -101,7 +119,9 @@ async def test_passing_run_then_promote_enters_staging(core: Promptship) -> None
 async def test_low_pass_rate_is_refused_with_the_numbers(core: Promptship) -> None:
     await push(core)
     await pass_tests(core, NAME, "1.0.0", passed=7, failed=3)
-    with pytest.raises(GateRefused, match=r"pass rate 70% is below the required 80% \(7 passed, 3 failed"):
+    with pytest.raises(
+        GateRefused, match=r"pass rate 70% is below the required 80% \(7 passed, 3 failed"
+    ):
         await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
     assert await status_of(core, "1.0.0") == "draft"
 
@@ -116,11 +136,20 @@ async def test_errored_cases_count_against_the_pass_rate(core: Promptship) -> No
 async def test_regressions_block_unless_overridden_with_a_reason(core: Promptship) -> None:
     await push(core, version="1.0.0")
     await push(core, version="1.1.0", system_prompt="v1.1")
-    await core.record_validation_run(NAME, "1.0.0", case_results(10), REQUESTER, regressions=["refund policy"])
-    with pytest.raises(GateRefused, match="1 case\\(s\\) pass on production and fail here \\(refund policy\\)"):
+    await core.record_validation_run(
+        NAME, "1.0.0", case_results(10), REQUESTER, regressions=["refund policy"]
+    )
+    with pytest.raises(
+        GateRefused, match="1 case\\(s\\) pass on production and fail here \\(refund policy\\)"
+    ):
         await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
     await core.record_validation_run(
-        NAME, "1.1.0", case_results(10), REQUESTER, regressions=["refund policy"], regression_override="known flake"
+        NAME,
+        "1.1.0",
+        case_results(10),
+        REQUESTER,
+        regressions=["refund policy"],
+        regression_override="known flake",
     )
     assert (await core.request_promotion(NAME, "1.1.0", "staging", REQUESTER)).state == "promoted"
 
@@ -184,13 +213,13 @@ async def production_request(core: Promptship) -> int:
     return (await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)).id
 
 
-async def test_requester_cannot_approve_their_own_request(core: Promptship, production_request: int) -> None:
-    core.policy.roles.approvers.append(REQUESTER)
-    try:
-        with pytest.raises(Forbidden, match="you requested req-.*someone else must approve"):
-            await core.approve(production_request, REQUESTER)
-    finally:
-        core.policy.roles.approvers.remove(REQUESTER)
+async def test_requester_cannot_approve_their_own_request(db: Database, clock: ManualClock) -> None:
+    core = Promptship(db, make_policy(f"roles: {{approvers: [U01, {REQUESTER}]}}"), clock)
+    await push(core)
+    await to_staging(core)
+    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    with pytest.raises(Forbidden, match="you requested req-.*someone else must approve"):
+        await core.approve(request.id, REQUESTER)
 
 
 async def test_author_cannot_approve_their_own_version(db: Database, clock: ManualClock) -> None:
@@ -202,7 +231,9 @@ async def test_author_cannot_approve_their_own_version(db: Database, clock: Manu
         await core.approve(request.id, AUTHOR)
 
 
-async def test_non_approver_is_refused_and_nothing_changes(core: Promptship, production_request: int) -> None:
+async def test_non_approver_is_refused_and_nothing_changes(
+    core: Promptship, production_request: int
+) -> None:
     with pytest.raises(Forbidden, match="only approvers can approve"):
         await core.approve(production_request, "U08")
     assert (await core.request(production_request)).decisions == []
@@ -227,7 +258,9 @@ async def test_rejection_closes_the_request_and_further_clicks_are_refused(
         await core.approve(production_request, "U02")
 
 
-async def test_expired_request_fails_closed(core: Promptship, clock: ManualClock, production_request: int) -> None:
+async def test_expired_request_fails_closed(
+    core: Promptship, clock: ManualClock, production_request: int
+) -> None:
     clock.advance(timedelta(hours=72, seconds=1))
     with pytest.raises(RequestClosed, match="expired"):
         await core.approve(production_request, "U01")
@@ -236,7 +269,9 @@ async def test_expired_request_fails_closed(core: Promptship, clock: ManualClock
     assert await count(core.db, AuditEvent, AuditEvent.action == "request.expired") == 1
 
 
-async def test_sweeper_expires_stale_requests_once(core: Promptship, clock: ManualClock, production_request: int) -> None:
+async def test_sweeper_expires_stale_requests_once(
+    core: Promptship, clock: ManualClock, production_request: int
+) -> None:
     assert await core.expire_stale_requests() == []
     clock.advance(timedelta(hours=73))
     expired = await core.expire_stale_requests()
@@ -244,7 +279,9 @@ async def test_sweeper_expires_stale_requests_once(core: Promptship, clock: Manu
     assert await core.expire_stale_requests() == []
 
 
-async def test_cancel_by_requester_or_approver_only(core: Promptship, production_request: int) -> None:
+async def test_cancel_by_requester_or_approver_only(
+    core: Promptship, production_request: int
+) -> None:
     with pytest.raises(Forbidden, match="only the requester or an approver"):
         await core.cancel(production_request, "U08")
     cancelled = await core.cancel(production_request, REQUESTER)
@@ -268,8 +305,12 @@ async def test_approval_never_carries_over_to_another_version(core: Promptship) 
 # -- soak and stakeholders -----------------------------------------------------------------
 
 
-async def test_soak_gate_holds_production_until_the_soak_passes(db: Database, clock: ManualClock) -> None:
-    core = Promptship(db, make_policy("environments: {production: {approvals: 2, soak: 1h}}"), clock)
+async def test_soak_gate_holds_production_until_the_soak_passes(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(
+        db, make_policy("environments: {production: {approvals: 2, soak: 1h}}"), clock
+    )
     await push(core)
     await to_staging(core)
     request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
@@ -284,7 +325,9 @@ async def test_soak_gate_holds_production_until_the_soak_passes(db: Database, cl
 
 
 async def test_failed_soak_blocks_production(db: Database, clock: ManualClock) -> None:
-    core = Promptship(db, make_policy("environments: {production: {approvals: 0, soak: 1h}}"), clock)
+    core = Promptship(
+        db, make_policy("environments: {production: {approvals: 0, soak: 1h}}"), clock
+    )
     await push(core)
     await to_staging(core)
     soak_id = await core.staging_soak_id(NAME, "1.0.0")
@@ -437,8 +480,16 @@ async def test_every_change_writes_audit_and_outbox(core: Promptship) -> None:
     await push(core)
     await to_production(core)
     async with core.db.reader() as session:
-        actions = (await session.execute(select(AuditEvent.action).order_by(AuditEvent.seq))).scalars().all()
-        topics = (await session.execute(select(OutboxMessage.topic).order_by(OutboxMessage.id))).scalars().all()
+        actions = (
+            (await session.execute(select(AuditEvent.action).order_by(AuditEvent.seq)))
+            .scalars()
+            .all()
+        )
+        topics = (
+            (await session.execute(select(OutboxMessage.topic).order_by(OutboxMessage.id)))
+            .scalars()
+            .all()
+        )
     assert actions.count("deployment.changed") == 2
     assert actions.count("request.promoted") == 2
     assert "request.promoted" in topics and "request.updated" in topics

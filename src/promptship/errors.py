@@ -46,6 +46,7 @@ class Forbidden(PromptshipError):
     """The acting user lacks the role, or the action is never allowed for them."""
 
     kind = "forbidden"
+    exit_code = 1
     http_status = 403
 
 

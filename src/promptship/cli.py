@@ -1,0 +1,545 @@
+"""The ``promptship`` command line: the same services as Slack and the API.
+
+Exit codes: 0 ok, 1 refused (a gate, a permission, a closed request), 2 bad input
+(a bad file or argument, an unknown name, a conflict). ``--json`` prints machine-readable
+output for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from promptship.config import Settings
+from promptship.domain.promptfile import find_prompt_files, load_prompt_file
+from promptship.errors import BadInput, PromptshipError
+from promptship.services import Promptship
+from promptship.services.deps import parse_request_code
+from promptship.services.views import PromptStatus, RequestView
+from promptship.store.db import Database
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="promptship",
+    help="Ship LLM prompts like software: dev → staging → production, with gates, approvals and rollback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    actor: str | None = None
+    as_json: bool = False
+    settings: Settings | None = None
+
+
+state = State()
+
+AsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as", help="Acting user (a Slack user ID such as U01); default $PROMPTSHIP_USER."
+    ),
+]
+
+
+@app.callback()
+def main_options(
+    as_user: AsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+) -> None:
+    state.actor = as_user
+    state.as_json = as_json
+
+
+def _settings() -> Settings:
+    if state.settings is None:
+        state.settings = Settings()
+    return state.settings
+
+
+async def _open_core() -> Promptship:
+    settings = _settings()
+    policy = settings.policy()
+    db = Database(settings.database_url)
+    if not await db.is_up_to_date():
+        if db.is_sqlite:
+            await db.upgrade()  # the embedded database keeps itself current
+        else:
+            await db.dispose()
+            raise BadInput(
+                "the database schema is not up to date", hint="run: promptship db upgrade"
+            )
+    return Promptship(db, policy)
+
+
+def _run(use: Callable[[Promptship], Coroutine[Any, Any, T]]) -> T:
+    """Open the core, run one use case, close, and render errors once."""
+
+    async def go() -> T:
+        core = await _open_core()
+        try:
+            return await use(core)
+        finally:
+            await core.db.dispose()
+
+    return _guard(go)
+
+
+def _guard(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except PromptshipError as exc:
+        if state.as_json:
+            print(json.dumps({"error": exc.kind, "message": exc.message, "hint": exc.hint}))
+        else:
+            err.print(f"[bold red]error:[/] {escape(exc.message)}")
+            if exc.hint:
+                err.print(f"  {escape(exc.hint)}")
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _actor() -> str:
+    actor = state.actor or _settings().user
+    if not actor:
+        raise BadInput("who is acting? pass --as USER or set PROMPTSHIP_USER")
+    return actor
+
+
+def _emit(value: Any) -> bool:
+    """Print JSON when asked; return True if done."""
+    if not state.as_json:
+        return False
+    if isinstance(value, BaseModel):
+        print(value.model_dump_json(indent=2))
+    elif isinstance(value, list):
+        print(
+            json.dumps(
+                [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value],
+                indent=2,
+            )
+        )
+    else:
+        print(json.dumps(value, indent=2, default=str))
+    return True
+
+
+def _when(at: datetime | None) -> str:
+    return "" if at is None else at.strftime("%Y-%m-%d %H:%M")
+
+
+def _mark(state_: str) -> str:
+    return {"passed": "[green]✓[/]", "waiting": "[yellow]…[/]", "failed": "[red]✗[/]"}.get(
+        state_, "?"
+    )
+
+
+def _print_request(request: RequestView) -> None:
+    out.print(
+        f"[bold]{request.code}[/] {request.prompt} {request.version} → {request.environment}"
+        f" ({request.kind}): [bold]{request.state}[/]"
+    )
+    for check in request.checks:
+        out.print(f"  {_mark(check.state)} {check.gate}: {escape(check.detail)}")
+    if request.close_reason:
+        out.print(f"  reason: {escape(request.close_reason)}")
+
+
+def _parse_code(text: str) -> int:
+    try:
+        return parse_request_code(text)
+    except BadInput as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
+        if exc.hint:
+            err.print(f"  {escape(exc.hint)}")
+        raise typer.Exit(2) from None
+
+
+# -- registry -----------------------------------------------------------------------------
+
+
+@app.command()
+def push(
+    paths: Annotated[list[Path], typer.Argument(help="Prompt files, or directories of them.")],
+    as_user: AsOption = None,
+) -> None:
+    """Register prompt versions. Pushing an identical version again is a no-op."""
+    if as_user:
+        state.actor = as_user
+
+    async def use(core: Promptship) -> list[Any]:
+        files = find_prompt_files(paths)
+        if not files:
+            raise BadInput("no prompt files (*.yaml, *.yml) found in " + ", ".join(map(str, paths)))
+        specs = [load_prompt_file(f) for f in files]  # every file is checked before any push
+        actor = _actor()
+        return [await core.push(spec, actor) for spec in specs]
+
+    results = _run(use)
+    if _emit(results):
+        return
+    for result in results:
+        verb = "[green]registered[/]" if result.created else "[dim]unchanged[/]"
+        out.print(
+            f"{verb} {result.name} {result.version} ({result.content_hash[:12]}, {result.status})"
+        )
+
+
+@app.command("list")
+def list_prompts() -> None:
+    """Every prompt with its latest version and what runs where."""
+
+    async def use(core: Promptship) -> tuple[tuple[str, ...], list[PromptStatus]]:
+        return core.policy.environments.names[1:], await core.status()
+
+    env_names, statuses = _run(use)
+    if _emit(statuses):
+        return
+    table = Table("prompt", "latest", "versions", *env_names, "open requests")
+    for s in statuses:
+        envs = {d.environment: d.version for d in s.environments}
+        table.add_row(
+            s.name,
+            s.latest_version or "",
+            str(s.versions),
+            *(envs.get(name, "—") for name in env_names),
+            ", ".join(r.code for r in s.open_requests),
+        )
+    out.print(table if statuses else "no prompts yet: promptship push FILE")
+
+
+@app.command()
+def show(name: str, version: Annotated[str | None, typer.Argument()] = None) -> None:
+    """A version's settings, system prompt, tests and latest run (default: the newest)."""
+    detail = _run(lambda core: core.show(name, version))
+    if _emit(detail):
+        return
+    out.print(
+        f"[bold]{detail.name} {detail.version}[/]  [{detail.status}]  {detail.content_hash[:12]}"
+    )
+    out.print(
+        f"model {detail.model} ({detail.provider}), temperature {detail.temperature}, "
+        f"max_tokens {detail.max_tokens}; by {detail.author} at {_when(detail.created_at)}"
+    )
+    if detail.environments:
+        out.print("active in: " + ", ".join(detail.environments))
+    if detail.latest_run:
+        run = detail.latest_run
+        rate = "" if run.pass_rate is None else f" pass rate {run.pass_rate:.0%}"
+        out.print(
+            f"latest run {run.id}: {run.state}{rate} ({run.passed} passed, {run.failed} failed, "
+            f"{run.errored} errored)"
+        )
+    out.print("\n[bold]system prompt[/]")
+    out.print(detail.system_prompt, markup=False)
+    out.print(f"\n[bold]tests[/] ({len(detail.tests)})")
+    for case in detail.tests:
+        out.print(f"  {case['type']}: {case['input']!r} → {case['expected']!r}", markup=False)
+
+
+@app.command()
+def diff(name: str, v1: str, v2: str) -> None:
+    """What changed between two versions: settings, system prompt, tests."""
+    result = _run(lambda core: core.diff(name, v1, v2))
+    if _emit(result):
+        return
+    if result.identical:
+        out.print(f"{name} {v1} and {v2} have the same content")
+        return
+    for change in result.settings:
+        out.print(f"{change.key}: {change.old!r} → {change.new!r}", markup=False)
+    if result.system_prompt_diff:
+        out.print(
+            Syntax(result.system_prompt_diff, "diff", theme="ansi_dark", background_color="default")
+        )
+    for case in result.tests_removed:
+        out.print(f"[red]- test[/] {escape(case)}")
+    for case in result.tests_added:
+        out.print(f"[green]+ test[/] {escape(case)}")
+
+
+# -- promotions ---------------------------------------------------------------------------
+
+
+@app.command()
+def promote(
+    name: str,
+    version: str,
+    env: str,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the audit log).")] = None,
+    as_user: AsOption = None,
+) -> None:
+    """Request a promotion; it happens the moment every gate passes."""
+    if as_user:
+        state.actor = as_user
+    request = _run(lambda core: core.request_promotion(name, version, env, _actor(), reason))
+    if not _emit(request):
+        _print_request(request)
+
+
+@app.command()
+def approve(
+    request: str,
+    comment: Annotated[str | None, typer.Option(help="A note for the audit log.")] = None,
+    as_user: AsOption = None,
+) -> None:
+    """Approve a promotion request (approvers role; never your own request or version)."""
+    if as_user:
+        state.actor = as_user
+    code = _parse_code(request)
+    outcome = _run(lambda core: core.approve(code, _actor(), comment))
+    if not _emit(outcome):
+        out.print(outcome.message)
+        _print_request(outcome.request)
+
+
+@app.command()
+def reject(
+    request: str,
+    reason: Annotated[str, typer.Option(help="Why (required).")],
+    as_user: AsOption = None,
+) -> None:
+    """Reject a promotion request; this closes it."""
+    if as_user:
+        state.actor = as_user
+    code = _parse_code(request)
+    outcome = _run(lambda core: core.reject(code, _actor(), reason))
+    if not _emit(outcome):
+        out.print(outcome.message)
+        _print_request(outcome.request)
+
+
+@app.command()
+def cancel(request: str, as_user: AsOption = None) -> None:
+    """Cancel an open promotion request (its requester or an approver)."""
+    if as_user:
+        state.actor = as_user
+    code = _parse_code(request)
+    result = _run(lambda core: core.cancel(code, _actor()))
+    if not _emit(result):
+        _print_request(result)
+
+
+@app.command()
+def breakglass(
+    name: str,
+    version: str,
+    reason: Annotated[str, typer.Option(help="Why this cannot wait (required).")],
+    as_user: AsOption = None,
+) -> None:
+    """Emergency promotion to production: passing tests, a reason and 3 approvals."""
+    if as_user:
+        state.actor = as_user
+    request = _run(lambda core: core.breakglass(name, version, _actor(), reason))
+    if not _emit(request):
+        _print_request(request)
+
+
+@app.command()
+def rollback(
+    name: str,
+    env: str,
+    version: Annotated[str | None, typer.Argument(help="Default: the previous version.")] = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+    as_user: AsOption = None,
+) -> None:
+    """Point an environment back at an earlier version, now (on-call or approvers)."""
+    if as_user:
+        state.actor = as_user
+    result = _run(lambda core: core.rollback(name, env, _actor(), version, reason))
+    if not _emit(result):
+        out.print(
+            f"rolled back {result.prompt} {result.environment}: {result.from_version} → {result.to_version}"
+        )
+
+
+@app.command()
+def archive(name: str, version: str, as_user: AsOption = None) -> None:
+    """Retire a deprecated or reverted version for good."""
+    if as_user:
+        state.actor = as_user
+    status = _run(lambda core: core.archive(name, version, _actor()))
+    if not _emit({"name": name, "version": version, "status": status}):
+        out.print(f"{name} {version} is {status}")
+
+
+# -- questions ----------------------------------------------------------------------------
+
+
+@app.command()
+def status(name: Annotated[str | None, typer.Argument()] = None) -> None:
+    """What runs where, and the open requests with their gate checklist."""
+    statuses = _run(lambda core: core.status(name))
+    if _emit(statuses):
+        return
+    if not statuses:
+        out.print("no prompts yet: promptship push FILE")
+        return
+    for s in statuses:
+        table = Table(
+            "environment",
+            "version",
+            "status",
+            "deployed",
+            "by",
+            title=f"{s.name} (latest {s.latest_version})",
+        )
+        for d in s.environments:
+            table.add_row(
+                d.environment, d.version, d.status, _when(d.deployed_at), escape(d.deployed_by)
+            )
+        out.print(table)
+        for request in s.open_requests:
+            _print_request(request)
+
+
+@app.command()
+def history(
+    name: str,
+    env: Annotated[str | None, typer.Option(help="Only this environment.")] = None,
+    before: Annotated[int | None, typer.Option(help="Page: events older than this number.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """The prompt's audit trail, newest first."""
+    page = _run(lambda core: core.history(name, env, before, limit))
+    if _emit(page):
+        return
+    table = Table()
+    for column in ("#", "when", "who", "what", "version", "env", "details"):
+        table.add_column(column, no_wrap=column == "what")
+    for e in page.events:
+        details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v not in (None, "", []))
+        table.add_row(
+            str(e.seq),
+            _when(e.at),
+            escape(e.actor),
+            e.action,
+            e.version or "",
+            e.environment or "",
+            escape(details),
+        )
+    out.print(table)
+    if page.next_before:
+        out.print(f"older: promptship history {name} --before {page.next_before}")
+
+
+@app.command()
+def export(
+    output: Annotated[
+        str, typer.Argument(help="File to write, or - for standard output.")
+    ] = "deployment.yaml",
+) -> None:
+    """Write the per-environment deployment file (version, model, who, when)."""
+    data = _run(lambda core: core.deployment_file())
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+        if not state.as_json:
+            out.print(f"wrote {output} ({len(data)} prompts)")
+
+
+# -- database and audit -------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations (serve does this on start)."""
+
+    async def go() -> str | None:
+        db = Database(_settings().database_url)
+        try:
+            await db.upgrade()
+            return await db.current_revision()
+        finally:
+            await db.dispose()
+
+    revision = _guard(go)
+    out.print(f"database at revision {revision}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; exit 1 if any event was edited, deleted or inserted."""
+    result = _run(lambda core: core.verify_audit())
+    if state.as_json:
+        print(json.dumps({"ok": result.ok, "checked": result.checked, "problems": result.problems}))
+    elif result.ok:
+        out.print(f"[green]audit log intact[/]: {result.checked} events verified")
+    else:
+        err.print(
+            f"[bold red]audit log tampered[/]: {len(result.problems)} problem(s) in {result.checked} events"
+        )
+        for problem in result.problems:
+            err.print(f"  {escape(problem)}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[str, typer.Option("--output", "-o", help="File, or - for stdout.")] = "-",
+) -> None:
+    """Export every audit event with its hashes, oldest first."""
+    if fmt not in ("jsonl", "csv"):
+        err.print(
+            f"[bold red]error:[/] unknown format {fmt!r}\n  use --format jsonl or --format csv"
+        )
+        raise typer.Exit(2)
+
+    async def use(core: Promptship) -> None:
+        sink = sys.stdout if output == "-" else open(output, "w", encoding="utf-8", newline="")  # noqa: ASYNC230 - a CLI may block
+        try:
+            async for chunk in core.export_audit(fmt):
+                sink.write(chunk)
+        finally:
+            if sink is not sys.stdout:
+                sink.close()
+
+    _run(use)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the server: Slack endpoint, HTTP API, health checks (migrates on start)."""
+    import uvicorn
+
+    from promptship.server import create_app
+
+    try:
+        application = create_app(_settings())
+    except PromptshipError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(exc.exit_code) from None
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    app()

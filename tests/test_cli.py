@@ -1,0 +1,194 @@
+"""The command line, as a user runs it: exit codes, messages, --json, files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from promptship import cli
+from promptship.clock import SystemClock
+from promptship.services import Promptship
+from promptship.store.db import Database
+from tests.conftest import TEST_POLICY, make_policy, prompt_yaml
+from tests.helpers import case_results
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "prompts"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    policy = tmp_path / "promptship.yaml"
+    policy.write_text(TEST_POLICY)
+    monkeypatch.setenv("PROMPTSHIP_DATABASE_URL", url)
+    monkeypatch.setenv("PROMPTSHIP_CONFIG", str(policy))
+    monkeypatch.delenv("PROMPTSHIP_USER", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cli.state.settings = None
+    yield tmp_path
+    cli.state.settings = None
+    cli.state.actor = None
+    cli.state.as_json = False
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli.app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def core_call(tmp: Path, use):  # type: ignore[no-untyped-def]
+    async def go():  # type: ignore[no-untyped-def]
+        db = Database(f"sqlite+aiosqlite:///{tmp / 'cli.db'}")
+        try:
+            return await use(Promptship(db, make_policy(), SystemClock()))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+def test_push_a_directory_then_again_is_a_no_op(env: Path) -> None:
+    code, out, _ = run("--as", "U09", "push", str(EXAMPLES))
+    assert code == 0
+    assert "registered customer-support 2.1.0" in out and "registered sql-assistant 1.4.0" in out
+    code, out, _ = run("--as", "U09", "push", str(EXAMPLES))
+    assert code == 0 and out.count("unchanged") == 2
+
+
+def test_a_bad_file_is_refused_before_anything_is_pushed(env: Path) -> None:
+    good = env / "good.yaml"
+    good.write_text(prompt_yaml("good-prompt", "1.0.0"))
+    bad = env / "bad.yaml"
+    bad.write_text(prompt_yaml("bad-prompt", "1.0.0", temprature=0.2))
+    code, _, err = run("--as", "U09", "push", str(good), str(bad))
+    assert code == 2
+    assert "bad.yaml: temprature: unknown key" in err
+    code, out, _ = run("--json", "list")
+    assert json.loads(out) == []
+
+
+def test_pushing_changed_content_under_the_same_version_exits_2(env: Path) -> None:
+    (env / "p.yaml").write_text(prompt_yaml("p", "1.0.0"))
+    assert run("--as", "U09", "push", "p.yaml")[0] == 0
+    (env / "p.yaml").write_text(prompt_yaml("p", "1.0.0", system_prompt="changed"))
+    code, _, err = run("--as", "U09", "push", "p.yaml")
+    assert (
+        code == 2 and "already registered with other content" in err and "bump the version" in err
+    )
+
+
+def test_missing_actor_is_bad_input(env: Path) -> None:
+    code, _, err = run("push", str(EXAMPLES))
+    assert code == 2 and "pass --as USER or set PROMPTSHIP_USER" in err
+
+
+def test_gate_refusal_exits_1_with_the_reason(env: Path) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    code, _, err = run("--as", "U04", "promote", "customer-support", "2.1.0", "staging")
+    assert code == 1
+    assert "customer-support 2.1.0 is draft: run its tests before staging" in err
+
+
+def test_full_promotion_by_cli_with_json(env: Path) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+
+    async def tested(core: Promptship) -> None:
+        await core.record_validation_run("customer-support", "2.1.0", case_results(5), "U04")
+
+    core_call(env, tested)
+    code, out, _ = run("--json", "--as", "U04", "promote", "customer-support", "2.1.0", "staging")
+    assert code == 0 and json.loads(out)["state"] == "promoted"
+    code, out, _ = run(
+        "--json",
+        "--as",
+        "U04",
+        "promote",
+        "customer-support",
+        "2.1.0",
+        "production",
+        "--reason",
+        "Q3 tone",
+    )
+    request = json.loads(out)
+    assert request["state"] == "open" and request["required_approvals"] == 2
+    code, _, err = run("--as", "U04", "approve", request["code"])
+    assert code == 1 and "you requested" in err
+    code, out, _ = run("--as", "U01", "approve", request["code"], "--comment", "ok")
+    assert code == 0 and "1/2 approvals" in out
+    code, out, _ = run("--as", "U02", "approve", str(request["id"]))
+    assert code == 0 and "is now in production" in out
+    code, out, _ = run("--json", "status", "customer-support")
+    envs = {d["environment"]: d["version"] for d in json.loads(out)[0]["environments"]}
+    assert envs == {"staging": "2.1.0", "production": "2.1.0"}
+
+    code, out, _ = run("export", "deployment.yaml")
+    assert code == 0
+    exported = yaml.safe_load((env / "deployment.yaml").read_text())
+    prod = exported["customer-support"]["production"]
+    assert prod["version"] == "2.1.0" and prod["model"] == "claude-sonnet-4-5"
+    assert prod["temperature"] == 0.3 and prod["updated_by"] == "U02" and prod["promoted_at"]
+
+    code, out, _ = run("history", "customer-support", "--env", "production")
+    assert code == 0 and "deployment.changed" in out
+
+    code, out, _ = run("--as", "U08", "rollback", "customer-support", "production")
+    assert code == 1
+
+
+def test_reject_needs_a_reason_and_bad_request_ids_exit_2(env: Path) -> None:
+    code, _, err = run("--as", "U01", "approve", "req-abc")
+    assert code == 2 and "request ids look like req-42" in err
+    code, _, err = run("--as", "U01", "reject", "req-1")
+    assert code == 2 and "--reason" in err
+    code, _, err = run("--as", "U01", "approve", "req-77")
+    assert code == 2 and "no promotion request req-77" in err
+
+
+def test_show_and_diff(env: Path) -> None:
+    (env / "a.yaml").write_text(prompt_yaml("p", "1.0.0", system_prompt="Be brief.\nBe kind.\n"))
+    (env / "b.yaml").write_text(
+        prompt_yaml("p", "1.1.0", system_prompt="Be brief.\nBe exact.\n", temperature=0.2)
+    )
+    run("--as", "U09", "push", "a.yaml", "b.yaml")
+    code, out, _ = run("show", "p")
+    assert code == 0 and "p 1.1.0" in out and "Be exact." in out
+    code, out, _ = run("diff", "p", "1.0.0", "1.1.0")
+    assert (
+        code == 0 and "-Be kind." in out and "+Be exact." in out and "temperature: 0.7 → 0.2" in out
+    )
+    code, out, _ = run("--json", "diff", "p", "1.0.0", "1.1.0")
+    assert json.loads(out)["settings"] == [{"key": "temperature", "old": 0.7, "new": 0.2}]
+
+
+def test_audit_verify_and_export(env: Path) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    code, out, _ = run("audit", "verify")
+    assert code == 0 and "2 events verified" in out
+    code, out, _ = run("audit", "export", "--format", "jsonl")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [e["seq"] for e in lines] == [1, 2] and lines[1]["prev_hash"] == lines[0]["hash"]
+    code, out, _ = run("audit", "export", "--format", "csv", "-o", "audit.csv")
+    assert code == 0 and (env / "audit.csv").read_text().startswith("seq,at,actor,action")
+    code, _, err = run("audit", "export", "--format", "xml")
+    assert code == 2 and "jsonl" in err
+
+    import sqlite3
+
+    with sqlite3.connect(env / "cli.db") as conn:
+        conn.execute("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 1")
+    code, _, err = run("audit", "verify")
+    assert code == 1 and "event 1 was edited" in err
+
+
+def test_db_upgrade_and_a_bad_policy_file(env: Path) -> None:
+    code, out, _ = run("db", "upgrade")
+    assert code == 0 and "revision 0001" in out
+    (env / "promptship.yaml").write_text("roles:\n  approvers: U01\n")
+    code, _, err = run("status")
+    assert code == 2 and "promptship.yaml: roles.approvers" in err

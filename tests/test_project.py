@@ -1,0 +1,55 @@
+"""The project's own promises: README set-up commands, CI, and the layering rules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_starts_with_exactly_two_setup_commands() -> None:
+    head = (ROOT / "README.md").read_text().split("```sh", 1)[0]
+    assert head.strip() == "# promptship", "the set-up commands come first"
+    run, test = readme_commands()
+    assert run.endswith("promptship serve")
+    assert test.endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert readme_commands()[1] in ci.splitlines()
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_bot_never_touches_the_store() -> None:
+    for path in (ROOT / "bot").rglob("*.py"):
+        for name in _imports(path):
+            assert not name.startswith("sqlalchemy"), f"{path} imports {name}"
+            assert not name.startswith("promptship.store"), f"{path} imports {name}"
+
+
+def test_core_never_imports_the_bot() -> None:
+    for path in (ROOT / "src" / "promptship").rglob("*.py"):
+        assert not any(n == "bot" or n.startswith("bot.") for n in _imports(path)), path
+
+
+def test_torch_is_pinned_to_the_cpu_build() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"torch==2.13.0"' in pyproject
+    assert "torch==2.13.0" in (ROOT / "Dockerfile").read_text()

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -28,8 +28,12 @@ from promptship.domain.promptfile import find_prompt_files, load_prompt_file
 from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 from promptship.services.deps import parse_request_code
-from promptship.services.views import PromptStatus, RequestView
+from promptship.services.views import PromptStatus, RequestView, RunDetail
 from promptship.store.db import Database
+
+if TYPE_CHECKING:
+    from promptship.validation.runner import Progress as RunProgress
+    from promptship.validation.runner import SuiteRunner
 
 T = TypeVar("T")
 
@@ -289,14 +293,150 @@ def promote(
     version: str,
     env: str,
     reason: Annotated[str | None, typer.Option(help="Why (recorded in the audit log).")] = None,
+    override_regressions: Annotated[
+        str | None,
+        typer.Option(help="Accept the listed regressions, with this reason (audited)."),
+    ] = None,
     as_user: AsOption = None,
 ) -> None:
-    """Request a promotion; it happens the moment every gate passes."""
+    """Request a promotion; it happens the moment every gate passes.
+
+    Promoting to staging runs the version's tests first when no passing run exists.
+    """
     if as_user:
         state.actor = as_user
-    request = _run(lambda core: core.request_promotion(name, version, env, _actor(), reason))
+
+    async def use(core: Promptship) -> RequestView:
+        actor = _actor()
+        if override_regressions:
+            await core.override_regressions(name, version, override_regressions, actor)
+        request = await core.request_promotion(name, version, env, actor, reason, queue_tests=True)
+        latest = (await core.show(name, version)).latest_run
+        if request.state == "open" and latest is not None and latest.state == "queued":
+            await _execute_run(core, latest.id, claim=True)
+            request = await core.request(request.id)
+        return request
+
+    request = _run(use)
     if not _emit(request):
         _print_request(request)
+    if request.state not in ("open", "promoted"):
+        raise typer.Exit(1)
+
+
+async def _execute_run(core: Promptship, run_id: int, *, claim: bool = False) -> RunDetail:
+    """Claim a queued run and execute it in this process, with a live progress bar."""
+    from promptship.validation.runner import SuiteRunner
+
+    runner = SuiteRunner(core)
+    if claim and await core.claim_validation_run(runner.owner, run_id) is None:
+        raise BadInput(f"validation run {run_id} was taken by another worker")
+    return await _execute_run_with(core, runner, run_id)
+
+
+async def _execute_run_with(core: Promptship, runner: SuiteRunner, run_id: int) -> RunDetail:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "[green]{task.fields[passed]} passed[/] [red]{task.fields[failed]} failed[/] "
+            "[yellow]{task.fields[errored]} errored[/]"
+        ),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=state.as_json, disable=state.as_json) as bar:
+        task = bar.add_task("testing", total=None, passed=0, failed=0, errored=0)
+
+        def show(p: RunProgress) -> None:
+            bar.update(
+                task,
+                total=p.total,
+                completed=p.done,
+                passed=p.passed,
+                failed=p.failed,
+                errored=p.errored,
+            )
+
+        await runner.execute(run_id, on_progress=show)
+    return await core.validation_run(run_id)
+
+
+@app.command()
+def test(
+    name: str,
+    version: str,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Cases in flight.")] = 8,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per model call.")] = 60.0,
+    as_user: AsOption = None,
+) -> None:
+    """Run a version's suite against its model; exit 1 when the staging gate would refuse."""
+    from promptship.validation.runner import RunnerSettings, SuiteRunner
+
+    if as_user:
+        state.actor = as_user
+
+    async def use(core: Promptship) -> tuple[RunDetail, float]:
+        runner = SuiteRunner(
+            core, settings=RunnerSettings(concurrency=concurrency, timeout=timeout)
+        )
+        run_id = await runner.start(name, version, _actor())
+        runner_run = await _execute_run_with(core, runner, run_id)
+        return runner_run, core.policy.environments.staging_policy.min_pass_rate
+
+    run, minimum = _run(use)
+    gate_ok = run.state == "passed" and (not run.regressions or bool(run.regression_override))
+    if not _emit(run):
+        _print_run(run, minimum)
+    if not gate_ok:
+        raise typer.Exit(1)
+
+
+def _print_run(run: RunDetail, minimum: float) -> None:
+    if run.error:
+        err.print(f"[bold red]run failed:[/] {escape(run.error)}")
+    failures = [r for r in run.results if not r.get("passed") or r.get("error")]
+    if failures:
+        table = Table(
+            "#", "type", "input", "expected", "got / why", title=f"{len(failures)} not passed"
+        )
+        for i, r in enumerate(failures[:25], 1):
+            why = r.get("error") or r.get("detail") or ""
+            got = r.get("got") or ""
+            table.add_row(
+                str(i),
+                "[yellow]errored[/]" if r.get("error") else str(r.get("type")),
+                escape(str(r.get("input"))[:80]),
+                escape(str(r.get("expected"))[:60]),
+                escape((f"{got[:80]!r} — " if got else "") + str(why)),
+            )
+        out.print(table)
+        if len(failures) > 25:
+            out.print(
+                f"… and {len(failures) - 25} more: promptship --json show {run.prompt} {run.version}"
+            )
+    rate = run.pass_rate or 0.0
+    verdict = "[green]passes[/]" if rate >= minimum and run.total else "[red]fails[/]"
+    out.print(
+        f"{run.prompt} {run.version}: pass rate {rate:.0%} ({run.passed} passed, {run.failed} failed, "
+        f"{run.errored} errored) — {verdict} the staging gate (≥ {minimum:.0%})"
+    )
+    if run.regressions:
+        label = "overridden" if run.regression_override else "[red]block the gate[/]"
+        out.print(f"{len(run.regressions)} regression(s) against production ({label}):")
+        for case in run.regressions[:10]:
+            out.print(f"  - {escape(case)}")
 
 
 @app.command()

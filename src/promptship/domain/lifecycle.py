@@ -64,6 +64,7 @@ class RequestState(StrEnum):
 
 
 class RunState(StrEnum):
+    QUEUED = "queued"  # waiting for a worker to claim it
     RUNNING = "running"
     PASSED = "passed"
     FAILED = "failed"
@@ -73,6 +74,10 @@ class RunState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (RunState.PASSED, RunState.FAILED)
+
+    @property
+    def active(self) -> bool:
+        return self in (RunState.QUEUED, RunState.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,8 @@ def tests_gate(f: GateFacts) -> GateCheck:
         return GateCheck(
             name, GateState.FAILED, f"{f.label} has no test run: run its tests before {f.target}"
         )
+    if run.state is RunState.QUEUED:
+        return GateCheck(name, GateState.WAITING, f"tests queued ({run.total} cases)")
     if run.state is RunState.RUNNING:
         done = run.passed + run.failed + run.errored
         return GateCheck(name, GateState.WAITING, f"tests running ({done}/{run.total} cases)")

@@ -20,6 +20,7 @@ from promptship.services.views import (
     PushResult,
     RequestView,
     RollbackResult,
+    RunDetail,
     RunView,
     VersionDetail,
     VersionDiff,
@@ -81,14 +82,31 @@ class Promptship:
     # -- promotions ------------------------------------------------------------------------
 
     async def request_promotion(
-        self, name: str, version: str, environment: str, requester: str, reason: str | None = None
+        self,
+        name: str,
+        version: str,
+        environment: str,
+        requester: str,
+        reason: str | None = None,
+        *,
+        queue_tests: bool = False,
     ) -> RequestView:
+        """Open (or reuse) a request; with ``queue_tests`` a missing test run is queued."""
         async with self.db.transaction() as session:
             return await promotions.request_promotion(
-                session, self.deps, name, version, environment, _user(requester), reason
+                session,
+                self.deps,
+                name,
+                version,
+                environment,
+                _user(requester),
+                reason,
+                queue_tests=queue_tests,
             )
 
-    async def breakglass(self, name: str, version: str, requester: str, reason: str) -> RequestView:
+    async def breakglass(
+        self, name: str, version: str, requester: str, reason: str, *, queue_tests: bool = False
+    ) -> RequestView:
         async with self.db.transaction() as session:
             return await promotions.request_promotion(
                 session,
@@ -99,6 +117,7 @@ class Promptship:
                 _user(requester),
                 reason,
                 RequestKind.BREAKGLASS,
+                queue_tests=queue_tests,
             )
 
     async def approve(
@@ -156,12 +175,48 @@ class Promptship:
     # -- validation runs and soaks (the runner and scheduler record through these) --------
 
     async def start_validation_run(
-        self, name: str, version: str, requested_by: str, total: int
+        self,
+        name: str,
+        version: str,
+        requested_by: str,
+        total: int,
+        *,
+        owner: str | None = None,
+        queued: bool = False,
     ) -> RunView:
         async with self.db.transaction() as session:
             return await runs.start_run(
-                session, self.deps, name, version, _user(requested_by), total
+                session,
+                self.deps,
+                name,
+                version,
+                _user(requested_by),
+                total,
+                owner=owner,
+                queued=queued,
             )
+
+    async def claim_validation_run(self, owner: str, run_id: int | None = None) -> int | None:
+        async with self.db.transaction() as session:
+            return await runs.claim_queued(session, self.deps, owner, run_id)
+
+    async def heartbeat_validation_run(
+        self, run_id: int, owner: str, passed: int, failed: int, errored: int
+    ) -> bool:
+        async with self.db.transaction() as session:
+            return await runs.heartbeat(session, self.deps, run_id, owner, passed, failed, errored)
+
+    async def recover_interrupted_runs(self) -> list[int]:
+        async with self.db.transaction() as session:
+            return await runs.recover_stale(session, self.deps)
+
+    async def validation_run_spec(self, run_id: int) -> runs.RunSpec:
+        async with self.db.reader() as session:
+            return await runs.run_spec(session, self.deps, run_id)
+
+    async def validation_run(self, run_id: int) -> RunDetail:
+        async with self.db.reader() as session:
+            return await runs.run_detail(session, run_id)
 
     async def finish_validation_run(
         self,
@@ -170,10 +225,29 @@ class Promptship:
         actor: str = audit.SYSTEM_ACTOR,
         regressions: list[str] | None = None,
         regression_override: str | None = None,
+        *,
+        error: str | None = None,
+        owner: str | None = None,
     ) -> RunView:
         async with self.db.transaction() as session:
             return await runs.finish_run(
-                session, self.deps, run_id, results, actor, regressions or (), regression_override
+                session,
+                self.deps,
+                run_id,
+                results,
+                actor,
+                regressions or (),
+                regression_override,
+                error,
+                owner,
+            )
+
+    async def override_regressions(
+        self, name: str, version: str, reason: str, actor: str
+    ) -> RunView:
+        async with self.db.transaction() as session:
+            return await runs.override_regressions(
+                session, self.deps, name, version, reason, _user(actor)
             )
 
     async def record_validation_run(

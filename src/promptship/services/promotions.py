@@ -591,7 +591,13 @@ async def request_promotion(
     requester: str,
     reason: str | None = None,
     kind: RequestKind = RequestKind.NORMAL,
+    queue_tests: bool = False,
 ) -> RequestView:
+    """Open (or reuse) a promotion request; it promotes the moment its last gate passes.
+
+    With ``queue_tests``, a version whose content has no passing or active run gets a
+    queued validation run, and the request waits for it.
+    """
     envs = deps.policy.environments
     envs.check(environment)
     if environment == envs.dev:
@@ -612,6 +618,8 @@ async def request_promotion(
     await session.refresh(version)
     target = deps.env_status(environment)
     move = Move.BREAKGLASS if kind is RequestKind.BREAKGLASS else Move.PROMOTE
+    if queue_tests and (target is VersionStatus.STAGING or kind is RequestKind.BREAKGLASS):
+        await _queue_tests_if_needed(session, deps, prompt, version, requester)
     require_transition(
         label(prompt, version), VersionStatus(version.status), target, move, environment
     )
@@ -682,6 +690,34 @@ async def request_promotion(
     if await advance(session, deps, prompt, version, request, requester):
         return await view(session, deps, request, prompt, version)
     return created
+
+
+async def _queue_tests_if_needed(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    requester: str,
+) -> None:
+    from promptship.services import runs  # runs builds on this module
+
+    latest = await registry.latest_run(session, version)
+    if latest is not None and latest.state in (
+        RunState.QUEUED.value,
+        RunState.RUNNING.value,
+        RunState.PASSED.value,
+    ):
+        return  # reuse it
+    await runs.start_run(
+        session,
+        deps,
+        prompt.name,
+        version.version,
+        requester,
+        len(version.content.get("tests", [])),
+        queued=True,
+    )
+    await session.refresh(version)
 
 
 async def _load_request(

@@ -44,6 +44,13 @@ class RunView(View):
     error: str | None
 
 
+class RunDetail(RunView):
+    prompt: str
+    version: str
+    requested_by: str
+    results: list[dict[str, Any]]
+
+
 class VersionDetail(VersionSummary):
     model: str
     provider: str

@@ -175,7 +175,7 @@ class Approval(Base):
 
 class ValidationRun(Base):
     __tablename__ = "validation_runs"
-    __table_args__ = (Index(None, "version_id", "id"),)
+    __table_args__ = (Index(None, "version_id", "id"), Index(None, "state", "heartbeat_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"))
@@ -195,6 +195,10 @@ class ValidationRun(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    #: the worker executing the run, and when it last said so; a stale heartbeat means
+    #: the worker died and the run is marked interrupted.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime | None]
 
 
 class SoakRun(Base):

@@ -90,9 +90,10 @@ def test_missing_actor_is_bad_input(env: Path) -> None:
 
 def test_gate_refusal_exits_1_with_the_reason(env: Path) -> None:
     run("--as", "U09", "push", str(EXAMPLES))
-    code, _, err = run("--as", "U04", "promote", "customer-support", "2.1.0", "staging")
+    code, _, err = run("--as", "U04", "promote", "customer-support", "2.1.0", "production")
     assert code == 1
-    assert "customer-support 2.1.0 is draft: run its tests before staging" in err
+    assert "customer-support 2.1.0 is draft: it cannot move to production by promote" in err
+    assert "break-glass" in err
 
 
 def test_full_promotion_by_cli_with_json(env: Path) -> None:

@@ -504,3 +504,35 @@ async def test_unknown_request(core: Promptship) -> None:
 def test_policy_fixture_is_the_documented_shape(policy: Policy) -> None:
     assert policy.environments.production_policy.approvals == 2
     assert policy.breakglass.approvals == 3
+
+
+async def test_a_failed_run_closes_the_request_waiting_on_it(core: Promptship) -> None:
+    await push(core)
+    run = await core.start_validation_run(NAME, "1.0.0", REQUESTER, total=10)
+    request = await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+    await core.finish_validation_run(run.id, case_results(5, 5))
+    closed = await core.request(request.id)
+    assert closed.state == "failed"
+    assert (
+        closed.close_reason is not None
+        and "pass rate 50% is below the required 80%" in closed.close_reason
+    )
+    assert await status_of(core, "1.0.0") == "draft"
+
+
+async def test_a_failed_soak_closes_the_open_production_request(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(
+        db, make_policy("environments: {production: {approvals: 1, soak: 1h}}"), clock
+    )
+    await push(core)
+    await to_staging(core)
+    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    soak_id = await core.staging_soak_id(NAME, "1.0.0")
+    assert soak_id is not None
+    await core.finish_soak(soak_id, passed=False, failure="cycle 2 diverged 31% > 10%")
+    closed = await core.request(request.id)
+    assert closed.state == "failed" and "cycle 2 diverged" in (closed.close_reason or "")
+    with pytest.raises(RequestClosed):
+        await core.approve(request.id, "U01")

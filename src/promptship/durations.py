@@ -8,8 +8,8 @@ from datetime import timedelta
 from promptship.errors import BadInput
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])", re.ASCII)
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+", re.ASCII)
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
@@ -23,7 +23,7 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
             raise BadInput(f"a duration cannot be negative: {value!r}")
         return timedelta(seconds=value)
     text = str(value).strip().lower().replace(" ", "")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return timedelta(seconds=int(text))
     if not _WHOLE.fullmatch(text):
         raise BadInput(

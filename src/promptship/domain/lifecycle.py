@@ -57,6 +57,7 @@ class RequestState(StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     SUPERSEDED = "superseded"
+    FAILED = "failed"  # a gate it waited on failed (tests, soak)
 
     @property
     def is_open(self) -> bool:

@@ -40,6 +40,6 @@ def parse_request_code(text: str) -> int:
         if raw.startswith(prefix):
             raw = raw[len(prefix) :]
             break
-    if not raw.isdigit() or int(raw) <= 0 or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) <= 0:
         raise BadInput(f"not a request id: {text!r}", hint="request ids look like req-42")
     return int(raw)

@@ -957,6 +957,12 @@ async def reevaluate(
             continue
         if await advance(session, deps, prompt, version, request, actor):
             promoted.append(request)
+            continue
+        checks = await check_request(session, deps, prompt, version, request)
+        failed = [c for c in checks if c.state == GateState.FAILED.value]
+        if failed:  # the gate it waited on failed: it can never pass as it stands
+            why = "; ".join(f"{c.gate}: {c.detail}" for c in failed)
+            await close(session, deps, prompt, version, request, RequestState.FAILED, actor, why)
         else:
             await notify(
                 session,

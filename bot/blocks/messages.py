@@ -1,0 +1,290 @@
+"""Messages: promotion requests with their checklist and buttons, results, notices, help."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.blocks.limits import (
+    BUTTON_VALUE,
+    CONFIRM_BUTTON,
+    CONFIRM_TEXT,
+    CONFIRM_TITLE,
+    MESSAGE_TEXT,
+    Block,
+    cap,
+    code,
+    context,
+    escape,
+    header,
+    plain,
+    section,
+    truncate,
+)
+from bot.grammar import USAGE
+from bot.ids import ActionId, BlockId
+from bot.state import RequestRef
+from promptship.services.views import (
+    DecisionOutcome,
+    PromptStatus,
+    RequestView,
+    RollbackResult,
+    RunView,
+    VersionDetail,
+    VersionDiff,
+)
+
+_SLACK_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+MARK = {"passed": "✅", "waiting": "⏳", "failed": "❌"}
+CLOSED = {
+    "promoted": "✅ Promoted",
+    "rejected": "❌ Rejected",
+    "cancelled": "🚫 Cancelled",
+    "expired": "⌛ Expired",
+    "superseded": "↪️ Superseded",
+    "failed": "❌ Failed",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """Blocks plus the plain-text fallback Slack shows in notifications."""
+
+    text: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", truncate(self.text, MESSAGE_TEXT))
+
+    def payload(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
+
+
+def who(user: str) -> str:
+    """Mention a Slack user; show anything else (a CLI name) as escaped text."""
+    return f"<@{user}>" if _SLACK_ID.fullmatch(user) else escape(user)
+
+
+def _target(r: RequestView) -> str:
+    return f"*{escape(r.prompt)}* `{escape(r.version)}` → *{escape(r.environment)}*"
+
+
+def _confirm(title: str, text: str, confirm: str, style: str | None = None) -> dict[str, Any]:
+    dialog: dict[str, Any] = {
+        "title": plain(title, CONFIRM_TITLE),
+        "text": {"type": "mrkdwn", "text": truncate(text, CONFIRM_TEXT)},
+        "confirm": plain(confirm, CONFIRM_BUTTON),
+        "deny": plain("Cancel", CONFIRM_BUTTON),
+    }
+    if style:
+        dialog["style"] = style
+    return dialog
+
+
+def request_message(r: RequestView) -> Message:
+    """The approval request, updated in place as decisions arrive; buttons only while open."""
+    breakglass = r.kind == "breakglass"
+    title = f"{'🚨 BREAK-GLASS' if breakglass else 'Promotion'} request {r.code}"
+    lines = [f"{_target(r)}", f"requested by {who(r.requester)} · written by {who(r.author)}"]
+    if breakglass:
+        lines.insert(
+            0,
+            f"🚨 *Emergency promotion straight to production.* It needs "
+            f"*{r.required_approvals} approvals* and a production soak follows.",
+        )
+    blocks: list[Block] = [header(title), section("\n".join(lines), BlockId.SUMMARY)]
+    if r.reason:
+        blocks.append(section(f"*Reason:* {escape(r.reason)}", BlockId.REASON, "/prompt history"))
+    if r.checks:
+        checklist = "\n".join(
+            f"{MARK.get(c.state, '•')} *{escape(c.gate)}*: {escape(c.detail)}" for c in r.checks
+        )
+        blocks.append(section(checklist, BlockId.CHECKLIST))
+    approvers = [who(d.user) for d in r.decisions if d.approve]
+    status = [
+        f"Approvals {min(len(approvers), r.required_approvals) if r.required_approvals else len(approvers)}/{r.required_approvals}"
+    ]
+    if approvers:
+        status[0] += ": " + ", ".join(approvers)
+    if r.state == "open":
+        blocks.append(
+            context(*status, f"expires {r.expires_at:%Y-%m-%d %H:%M} UTC", block_id=BlockId.CONTEXT)
+        )
+        value = RequestRef(r=r.id, h=r.content_hash[:12]).model_dump_json()[:BUTTON_VALUE]
+        label = f"{r.prompt} {r.version} → {r.environment}"
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.DECISION,
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ActionId.APPROVE,
+                        "text": plain("Approve", 75),
+                        "style": "primary",
+                        "value": value,
+                        "confirm": _confirm(
+                            "Approve this promotion?",
+                            f"Approve *{escape(label)}*? Your name is recorded in the audit log.",
+                            "Approve",
+                            "primary",
+                        ),
+                    },
+                    {
+                        "type": "button",
+                        "action_id": ActionId.REJECT,
+                        "text": plain("Reject", 75),
+                        "style": "danger",
+                        "value": value,
+                        "confirm": _confirm(
+                            "Reject this promotion?",
+                            f"Reject *{escape(label)}*? You will be asked for a reason; this closes the request.",
+                            "Reject",
+                            "danger",
+                        ),
+                    },
+                ],
+            }
+        )
+    else:
+        closed = CLOSED.get(r.state, r.state)
+        by = f" by {who(r.closed_by)}" if r.closed_by else ""
+        why = f": {escape(r.close_reason)}" if r.close_reason else ""
+        blocks.append(section(f"*{closed}*{by}{why}", BlockId.CONTEXT))
+        blocks.append(context(*status))
+    text = f"{title}: {r.prompt} {r.version} → {r.environment} ({r.state})"
+    return Message(text, cap(blocks))
+
+
+def decision_reply(outcome: DecisionOutcome) -> Message:
+    return Message(outcome.message, [section(escape(outcome.message))])
+
+
+def rollback_message(result: RollbackResult) -> Message:
+    text = (
+        f"⏪ {result.prompt} {result.environment} rolled back: "
+        f"{result.from_version} → {result.to_version} by {result.actor}"
+    )
+    lines = [
+        f"⏪ *{escape(result.prompt)}* in *{escape(result.environment)}*: "
+        f"`{escape(result.from_version)}` → `{escape(result.to_version)}`",
+        f"by {who(result.actor)} at {result.at:%H:%M:%S} UTC",
+    ]
+    if result.reason:
+        lines.append(f"*Reason:* {escape(result.reason)}")
+    return Message(text, [section("\n".join(lines))])
+
+
+def run_message(prompt: str, version: str, run: RunView, failures: list[dict[str, Any]]) -> Message:
+    """A validation result: pass rate, counts, duration and the first failures."""
+    rate = "n/a" if run.pass_rate is None else f"{run.pass_rate:.0%}"
+    icon = "✅" if run.state == "passed" else "❌"
+    duration = ""
+    if run.finished_at:
+        duration = f" in {(run.finished_at - run.started_at).total_seconds():.0f}s"
+    head = (
+        f"{icon} Tests of *{escape(prompt)}* `{escape(version)}`: {rate} pass rate — "
+        f"{run.passed} passed, {run.failed} failed, {run.errored} errored{duration}"
+    )
+    blocks: list[Block] = [section(head)]
+    if run.error:
+        blocks.append(section(f"*Run failed:* {escape(run.error)}"))
+    for f in failures[:10]:
+        kind = "errored" if f.get("errored") else str(f.get("type"))
+        blocks.append(
+            section(
+                f"*{escape(kind)}* · _{escape(str(f.get('input', '')))}_\n"
+                f"expected: {escape(str(f.get('expected', '')))}\n"
+                f"got: {escape(str(f.get('got') or '—'))}\n{escape(str(f.get('why') or ''))}",
+                where=f"/prompt show {prompt} {version}",
+            )
+        )
+    if run.failed + run.errored > len(failures[:10]):
+        blocks.append(context(f"all results: `promptship test {escape(prompt)} {escape(version)}`"))
+    if run.regressions:
+        blocks.append(
+            section(
+                f"*{len(run.regressions)} regression(s)* against production: "
+                + "; ".join(escape(x) for x in run.regressions[:5])
+            )
+        )
+    text = f"Tests of {prompt} {version}: {rate} ({run.passed}/{run.total} passed, {run.errored} errored)"
+    return Message(text, cap(blocks))
+
+
+def status_message(statuses: list[PromptStatus], environments: tuple[str, ...]) -> Message:
+    if not statuses:
+        return Message(
+            "No prompts yet.", [section("No prompts yet: `promptship push FILE` registers one.")]
+        )
+    blocks: list[Block] = []
+    for s in statuses[:40]:
+        envs = {d.environment: d.version for d in s.environments}
+        cells = " · ".join(
+            f"{escape(e)} `{escape(envs[e])}`" if e in envs else f"{escape(e)} —"
+            for e in environments
+        )
+        pending = f"  ({len(s.open_requests)} open request(s))" if s.open_requests else ""
+        blocks.append(
+            section(
+                f"*{escape(s.name)}* latest `{escape(s.latest_version or '—')}`\n{cells}{pending}"
+            )
+        )
+    if len(statuses) > 40:
+        blocks.append(context(f"… {len(statuses) - 40} more: `/prompt status <name>`"))
+    return Message(f"{len(statuses)} prompt(s)", cap(blocks))
+
+
+def version_message(d: VersionDetail) -> Message:
+    where = f"promptship show {d.name} {d.version}"
+    blocks: list[Block] = [
+        header(f"{d.name} {d.version}"),
+        section(
+            f"status *{escape(d.status)}* · model `{escape(d.model)}` ({escape(d.provider)}) · "
+            f"temperature {d.temperature} · max_tokens {d.max_tokens}\nby {who(d.author)} · "
+            f"`{d.content_hash[:12]}`"
+            + (
+                f"\nactive in: {', '.join(escape(e) for e in d.environments)}"
+                if d.environments
+                else ""
+            )
+        ),
+        code(d.system_prompt, where),
+        context(f"{len(d.tests)} test case(s)"),
+    ]
+    return Message(f"{d.name} {d.version} ({d.status})", blocks)
+
+
+def diff_message(d: VersionDiff) -> Message:
+    where = f"promptship diff {d.name} {d.old_version} {d.new_version}"
+    blocks: list[Block] = [
+        section(f"*{escape(d.name)}* `{escape(d.old_version)}` → `{escape(d.new_version)}`")
+    ]
+    if d.identical:
+        blocks.append(section("Same content."))
+    for change in d.settings[:10]:
+        blocks.append(
+            section(
+                f"*{escape(change.key)}*: `{escape(str(change.old))}` → `{escape(str(change.new))}`"
+            )
+        )
+    if d.system_prompt_diff:
+        blocks.append(code(d.system_prompt_diff, where))
+    if d.tests_added or d.tests_removed:
+        blocks.append(context(f"tests: +{len(d.tests_added)} −{len(d.tests_removed)}"))
+    return Message(f"diff {d.name} {d.old_version} {d.new_version}", cap(blocks))
+
+
+def help_message() -> Message:
+    lines = [f"`{form}`\n    e.g. `{example}`" for form, example in USAGE.values()]
+    return Message(
+        "promptship /prompt commands", [section("*/prompt* commands:"), section("\n".join(lines))]
+    )
+
+
+def error_message(message: str, hint: str | None = None) -> Message:
+    text = f"⚠️ {escape(message)}"
+    if hint:
+        text += f"\n{escape(hint)}"
+    return Message(message, [section(text)])

@@ -1,0 +1,14 @@
+"""State carried between interactions: small pydantic models serialised to JSON."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class RequestRef(BaseModel):
+    """A button's value and the reject modal's private_metadata: which request, which content."""
+
+    model_config = ConfigDict(frozen=True)
+
+    r: int  # request id
+    h: str  # the content hash the request was made for (first 12 chars)

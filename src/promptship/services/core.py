@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from promptship.clock import Clock, SystemClock
@@ -10,7 +11,7 @@ from promptship.config import Policy
 from promptship.domain.lifecycle import RequestKind, RunState
 from promptship.domain.promptfile import PromptSpec
 from promptship.errors import BadInput
-from promptship.services import audit, promotions, queries, registry, runs
+from promptship.services import audit, outbox, promotions, queries, registry, runs
 from promptship.services.deps import Deps
 from promptship.services.roles import GroupDirectory, RoleResolver
 from promptship.services.views import (
@@ -280,6 +281,44 @@ class Promptship:
             _, found = await registry.get_version(session, name, version)
             soak = await promotions.latest_soak(session, found.id, self.policy.environments.staging)
             return soak.id if soak else None
+
+    # -- notifications (the Slack dispatcher delivers through these) ----------------------
+
+    async def outbox_channels(self) -> list[str]:
+        async with self.db.reader() as session:
+            return await outbox.pending_channels(session, self.clock)
+
+    async def lease_outbox_channel(self, channel: str, worker: str, seconds: float = 30.0) -> bool:
+        async with self.db.transaction() as session:
+            return await outbox.lease_channel(
+                session, self.clock, channel, worker, timedelta(seconds=seconds)
+            )
+
+    async def release_outbox_channel(self, channel: str, worker: str) -> None:
+        async with self.db.transaction() as session:
+            await outbox.release_channel(session, channel, worker)
+
+    async def due_notifications(self, channel: str, limit: int = 20) -> list[outbox.Delivery]:
+        async with self.db.reader() as session:
+            return await outbox.due(session, self.clock, channel, limit)
+
+    async def notification_sent(
+        self, delivery: outbox.Delivery, message_id: str | None, *, starts_thread: bool
+    ) -> None:
+        async with self.db.transaction() as session:
+            await outbox.mark_sent(session, self.clock, delivery, message_id, starts_thread)
+
+    async def notification_failed(
+        self, delivery: outbox.Delivery, retry_in: float, error: str
+    ) -> None:
+        async with self.db.transaction() as session:
+            await outbox.mark_retry(
+                session, self.clock, delivery, timedelta(seconds=retry_in), error
+            )
+
+    async def outbox_backlog(self) -> int:
+        async with self.db.reader() as session:
+            return await outbox.backlog(session)
 
     # -- questions -------------------------------------------------------------------------
 

@@ -14,12 +14,18 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.lifecycle import Move, RunState, VersionStatus
+from promptship.domain.lifecycle import Move, RequestState, RunState, VersionStatus
 from promptship.errors import BadInput, GateRefused, NotFound
 from promptship.services import audit, outbox, promotions, registry
-from promptship.services.deps import Deps
+from promptship.services.deps import Deps, request_code
 from promptship.services.views import RunDetail, RunView
-from promptship.store.models import Prompt, PromptVersion, SoakRun, ValidationRun
+from promptship.store.models import (
+    PromotionRequest,
+    Prompt,
+    PromptVersion,
+    SoakRun,
+    ValidationRun,
+)
 
 #: a running run whose worker has not reported for this long is taken as interrupted.
 STALE_AFTER = timedelta(seconds=60)
@@ -336,6 +342,17 @@ async def finish_run(
             "regression_override": regression_override,
         },
     )
+    waiting = (
+        await session.execute(
+            select(PromotionRequest.id)
+            .where(
+                PromotionRequest.version_id == version.id,
+                PromotionRequest.state == RequestState.OPEN.value,
+            )
+            .order_by(PromotionRequest.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
     await outbox.enqueue(
         session,
         deps.clock,
@@ -344,9 +361,11 @@ async def finish_run(
             "prompt": prompt.name,
             "version": version.version,
             "run": registry.run_view(run).model_dump(mode="json"),
+            "failures": first_failures(results),
         },
         channel=deps.policy.channel,
-        thread_key=f"{prompt.name}@{version.version}",
+        # threaded under the promotion that waited for this run, if one did
+        thread_key=request_code(waiting) if waiting else f"{prompt.name}@{version.version}",
     )
     await promotions.reevaluate(session, deps, prompt, version, actor)
     if version.status == VersionStatus.TESTING.value:

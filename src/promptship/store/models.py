@@ -286,3 +286,25 @@ class OutboxMessage(Base):
     claimed_until: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxChannelLease(Base):
+    """Who delivers a channel's notifications now: one sender per channel keeps their order
+    across replicas."""
+
+    __tablename__ = "outbox_channel_leases"
+
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    leased_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None]
+
+
+class NotificationThread(Base):
+    """The message a thread of notifications hangs under (a Slack ``ts``), by thread key."""
+
+    __tablename__ = "notification_threads"
+
+    thread_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]

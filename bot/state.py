@@ -12,3 +12,9 @@ class RequestRef(BaseModel):
 
     r: int  # request id
     h: str  # the content hash the request was made for (first 12 chars)
+
+
+class RejectContext(RequestRef):
+    """The reject modal's private_metadata: the request, and the channel to answer in."""
+
+    c: str | None = None  # channel id

@@ -27,10 +27,12 @@ from bot.ids import ActionId, BlockId
 from bot.state import RequestRef
 from promptship.services.views import (
     DecisionOutcome,
+    HistoryPage,
     PromptStatus,
     RequestView,
     RollbackResult,
     RunView,
+    SoakView,
     VersionDetail,
     VersionDiff,
 )
@@ -277,7 +279,7 @@ def diff_message(d: VersionDiff) -> Message:
 
 
 def help_message() -> Message:
-    lines = [f"`{form}`\n    e.g. `{example}`" for form, example in USAGE.values()]
+    lines = [f"`{escape(form)}`\n    e.g. `{escape(example)}`" for form, example in USAGE.values()]
     return Message(
         "promptship /prompt commands", [section("*/prompt* commands:"), section("\n".join(lines))]
     )
@@ -288,3 +290,37 @@ def error_message(message: str, hint: str | None = None) -> Message:
     if hint:
         text += f"\n{escape(hint)}"
     return Message(message, [section(text)])
+
+
+def history_message(page: HistoryPage) -> Message:
+    where = f"promptship history {page.prompt}"
+    lines = []
+    for e in page.events:
+        what = " ".join(x for x in (e.version, e.environment) if x)
+        lines.append(
+            f"`{e.seq}` {e.at:%Y-%m-%d %H:%M} {who(e.actor)} *{escape(e.action)}* {escape(what)}"
+        )
+    body = "\n".join(lines) or "No events yet."
+    blocks: list[Block] = [
+        section(f"*History of {escape(page.prompt)}*"),
+        section(body, where=where),
+    ]
+    if page.next_before:
+        blocks.append(context(f"older events: `{where} --before {page.next_before}`"))
+    return Message(f"History of {page.prompt}", blocks)
+
+
+def soak_message(soaks: list[SoakView]) -> Message:
+    if not soaks:
+        return Message(
+            "No soaks yet.", [section("No soaks yet: a soak starts when a version enters staging.")]
+        )
+    lines = []
+    for s in soaks:
+        worst = "" if s.worst_divergence is None else f", worst divergence {s.worst_divergence:.0%}"
+        failure = f" — {escape(s.failure)}" if s.failure else ""
+        lines.append(
+            f"`{escape(s.version)}` {escape(s.kind)} in {escape(s.environment)}: *{escape(s.state)}*, "
+            f"{s.cycles_done} cycle(s){worst}, ends {s.ends_at:%Y-%m-%d %H:%M} UTC{failure}"
+        )
+    return Message(f"{len(soaks)} soak(s)", [section("\n".join(lines))])

@@ -1,47 +1,111 @@
-"""The ASGI app ``promptship serve`` runs: health checks now; Slack and the API mount here."""
+"""The ASGI app ``promptship serve`` runs: Slack (``POST /slack/events``), health checks, and
+the background workers (validation runs, the notification outbox)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from promptship.config import Policy, Settings
 from promptship.services import Promptship
 from promptship.store.db import Database
+from promptship.worker import worker_id
 
 log = logging.getLogger("promptship.server")
 
 
 def create_app(
-    settings: Settings, policy: Policy | None = None, *, migrate: bool = True
+    settings: Settings,
+    policy: Policy | None = None,
+    *,
+    migrate: bool = True,
+    workers: bool = True,
 ) -> Starlette:
-    """Build the app; the policy file is read (and refused if bad) before anything starts.
+    """Build the app. The policy and Slack settings are checked (and refused if bad) before
+    anything starts; with ``migrate`` the schema is brought up to date on start-up; with
+    ``workers`` the validation worker and the Slack dispatcher run in the background."""
+    from bot.app import build_app, check_settings, web_client
+    from bot.directory import SlackGroupDirectory
+    from bot.dispatcher import SlackDispatcher
 
-    With ``migrate`` (the default) the schema is brought up to date on start-up.
-    """
     policy = policy or settings.policy()
+    slack_mode = check_settings(settings)
     db = Database(settings.database_url)
-    core = Promptship(db, policy)
+    routes = [Route("/healthz", _healthz), Route("/readyz", _readyz_for(db))]
+    background: list[Callable[[], Awaitable[None]]] = []
+    slack_app = None
+    if slack_mode is None:
+        core = Promptship(db, policy)
+    else:
+        from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+
+        client = web_client(settings)
+        core = Promptship(db, policy, directory=SlackGroupDirectory(client))
+        slack_app = build_app(settings, core, client)
+        handler = AsyncSlackRequestHandler(slack_app)
+
+        async def slack_events(request: Request) -> Response:
+            return await handler.handle(request)
+
+        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+        dispatcher = SlackDispatcher(core, client, worker=worker_id())
+        background.append(dispatcher.run_forever)
+
+    if workers:
+
+        async def validation_worker() -> None:
+            from promptship.validation.runner import SuiteRunner, ValidationWorker
+
+            await ValidationWorker(SuiteRunner(core)).run_forever()
+
+        background.append(validation_worker)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if migrate:
             await db.upgrade()
         log.info("database at revision %s", await db.current_revision())
+        if slack_mode is None:
+            log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
+        tasks = [asyncio.create_task(job()) for job in background] if workers else []
+        socket_handler: Any = None
+        if slack_mode == "socket" and slack_app is not None and settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            socket_handler = AsyncSocketModeHandler(
+                slack_app, settings.slack_app_token.get_secret_value()
+            )
+            await socket_handler.connect_async()
         try:
             yield
         finally:
+            if socket_handler is not None:
+                await socket_handler.close_async()
+            for task in tasks:
+                task.cancel()
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.error("background worker had failed: %r", outcome)
             await db.dispose()
 
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.core = core
+    return app
 
+
+async def _healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def _readyz_for(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def readyz(request: Request) -> JSONResponse:
         problems = []
         try:
@@ -53,9 +117,4 @@ def create_app(
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
-        lifespan=lifespan,
-    )
-    app.state.core = core
-    return app
+    return readyz

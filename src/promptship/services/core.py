@@ -15,6 +15,7 @@ from promptship.services import audit, outbox, promotions, queries, registry, ru
 from promptship.services.deps import Deps
 from promptship.services.roles import GroupDirectory, RoleResolver
 from promptship.services.views import (
+    AuditEventView,
     DecisionOutcome,
     HistoryPage,
     PromptStatus,
@@ -23,6 +24,7 @@ from promptship.services.views import (
     RollbackResult,
     RunDetail,
     RunView,
+    SoakView,
     VersionDetail,
     VersionDiff,
     VersionSummary,
@@ -122,21 +124,29 @@ class Promptship:
             )
 
     async def approve(
-        self, request_id: int, user: str, comment: str | None = None
+        self,
+        request_id: int,
+        user: str,
+        comment: str | None = None,
+        *,
+        content_hash: str | None = None,
+    ) -> DecisionOutcome:
+        """Approve; ``content_hash`` (or its prefix) binds the decision to what was shown."""
+        user = _user(user)
+        roles = await self.roles.roles_of(user)
+        async with self.db.transaction() as session:
+            return await promotions.record_decision(
+                session, self.deps, request_id, user, roles, True, comment, content_hash
+            )
+
+    async def reject(
+        self, request_id: int, user: str, reason: str, *, content_hash: str | None = None
     ) -> DecisionOutcome:
         user = _user(user)
         roles = await self.roles.roles_of(user)
         async with self.db.transaction() as session:
             return await promotions.record_decision(
-                session, self.deps, request_id, user, roles, True, comment
-            )
-
-    async def reject(self, request_id: int, user: str, reason: str) -> DecisionOutcome:
-        user = _user(user)
-        roles = await self.roles.roles_of(user)
-        async with self.db.transaction() as session:
-            return await promotions.record_decision(
-                session, self.deps, request_id, user, roles, False, reason
+                session, self.deps, request_id, user, roles, False, reason, content_hash
             )
 
     async def cancel(self, request_id: int, user: str) -> RequestView:
@@ -196,6 +206,13 @@ class Promptship:
                 owner=owner,
                 queued=queued,
             )
+
+    async def queue_validation_run(self, name: str, version: str, requested_by: str) -> RunView:
+        """Queue a run of the version's suite for a worker (Slack, the API)."""
+        detail = await self.show(name, version)
+        return await self.start_validation_run(
+            name, version, requested_by, len(detail.tests), queued=True
+        )
 
     async def claim_validation_run(self, owner: str, run_id: int | None = None) -> int | None:
         async with self.db.transaction() as session:
@@ -331,6 +348,14 @@ class Promptship:
     ) -> HistoryPage:
         async with self.db.reader() as session:
             return await queries.history(session, self.deps, name, environment, before, limit)
+
+    async def soak_status(self, name: str) -> list[SoakView]:
+        async with self.db.reader() as session:
+            return await queries.soak_status(session, self.deps, name)
+
+    async def recent_events(self, limit: int = 10) -> list[AuditEventView]:
+        async with self.db.reader() as session:
+            return await queries.recent_events(session, limit)
 
     async def deployment_file(self) -> dict[str, dict[str, dict[str, Any]]]:
         async with self.db.reader() as session:

@@ -780,9 +780,15 @@ async def record_decision(
     roles: frozenset[str],
     approve: bool,
     comment: str | None = None,
+    content_hash: str | None = None,
 ) -> DecisionOutcome:
     prompt, version, request = await _load_request(session, request_id)
     code = request_code(request.id)
+    if content_hash is not None and not request.content_hash.startswith(content_hash or "-"):
+        raise Conflict(
+            f"{code} is for other content than the message you clicked showed",
+            hint=f"see /prompt show {prompt.name} {version.version}",
+        )
     await _ensure_open(session, deps, prompt, version, request)
     if user == request.requester:
         if approve:

@@ -15,9 +15,17 @@ from promptship.services.views import (
     DeploymentView,
     HistoryPage,
     PromptStatus,
+    SoakView,
     VersionSummary,
 )
-from promptship.store.models import AuditEvent, Deployment, PromotionRequest, Prompt, PromptVersion
+from promptship.store.models import (
+    AuditEvent,
+    Deployment,
+    PromotionRequest,
+    Prompt,
+    PromptVersion,
+    SoakRun,
+)
 
 MAX_PAGE = 200
 
@@ -147,25 +155,67 @@ async def history(
         .scalars()
         .all()
     )
-    events = [
-        AuditEventView(
-            seq=e.seq,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            prompt=e.prompt,
-            version=e.version,
-            environment=e.environment,
-            request_id=e.request_id,
-            details=e.details,
-        )
-        for e in rows[:limit]
-    ]
+    events = [_event_view(e) for e in rows[:limit]]
     return HistoryPage(
         prompt=name,
         environment=environment,
         events=events,
         next_before=events[-1].seq if len(rows) > limit else None,
+    )
+
+
+async def soak_status(
+    session: AsyncSession, deps: Deps, name: str, limit: int = 10
+) -> list[SoakView]:
+    """The prompt's soaks, newest first."""
+    prompt = await registry.get_prompt(session, name)
+    rows = (
+        await session.execute(
+            select(SoakRun, PromptVersion.version)
+            .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
+            .where(PromptVersion.prompt_id == prompt.id)
+            .order_by(SoakRun.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    return [
+        SoakView(
+            id=soak.id,
+            version=version,
+            environment=soak.environment,
+            kind=soak.kind,
+            state=soak.state,
+            started_at=soak.started_at,
+            ends_at=soak.ends_at,
+            finished_at=soak.finished_at,
+            cycles_done=soak.cycles_done,
+            worst_divergence=soak.worst_divergence,
+            failure=soak.failure,
+        )
+        for soak, version in rows
+    ]
+
+
+async def recent_events(session: AsyncSession, limit: int = 10) -> list[AuditEventView]:
+    rows = (
+        (await session.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)))
+        .scalars()
+        .all()
+    )
+    return [_event_view(e) for e in rows]
+
+
+def _event_view(e: AuditEvent) -> AuditEventView:
+    return AuditEventView(
+        seq=e.seq,
+        at=e.at,
+        actor=e.actor,
+        action=e.action,
+        prompt=e.prompt,
+        version=e.version,
+        environment=e.environment,
+        request_id=e.request_id,
+        details=e.details,
     )
 
 

@@ -176,3 +176,17 @@ class VersionDiff(View):
         return not (
             self.settings or self.system_prompt_diff or self.tests_added or self.tests_removed
         )
+
+
+class SoakView(View):
+    id: int
+    version: str
+    environment: str
+    kind: str
+    state: str
+    started_at: datetime
+    ends_at: datetime
+    finished_at: datetime | None
+    cycles_done: int
+    worst_divergence: float | None
+    failure: str | None

@@ -1,0 +1,96 @@
+"""``build_app``: the Bolt app, configured and wired; nothing Slack-related at import time."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import messages
+from bot.listeners import actions, commands, events, views
+from promptship.config import Settings
+from promptship.errors import BadInput, PromptshipError
+from promptship.services import Promptship
+
+log = logging.getLogger("promptship.slack")
+
+
+def check_settings(settings: Settings) -> str | None:
+    """Which Slack mode the settings ask for (``http``, ``socket``) or None; BadInput naming the
+    variable when they are incomplete or malformed."""
+    bot = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    secret = (
+        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    )
+    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else ""
+    if not (bot or secret or app_token):
+        return None
+    if not bot:
+        raise BadInput("SLACK_BOT_TOKEN is not set: Slack needs the bot token (xoxb-...)")
+    if not bot.startswith("xoxb-"):
+        raise BadInput("SLACK_BOT_TOKEN is malformed: a bot token starts with xoxb-")
+    if app_token:
+        if not app_token.startswith("xapp-"):
+            raise BadInput("SLACK_APP_TOKEN is malformed: an app-level token starts with xapp-")
+        return "socket"
+    if not secret:
+        raise BadInput(
+            "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify requests "
+            "(or set SLACK_APP_TOKEN for Socket Mode)"
+        )
+    return "http"
+
+
+def web_client(settings: Settings) -> AsyncWebClient:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return AsyncWebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def build_app(settings: Settings, core: Promptship, client: AsyncWebClient) -> AsyncApp:
+    signing = (
+        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    )
+    app = AsyncApp(
+        client=client,
+        signing_secret=signing,
+        request_verification_enabled=True,
+        raise_error_for_unhandled_request=False,
+        ignoring_self_events_enabled=True,
+    )
+
+    @app.middleware
+    async def inject(context: Any, body: dict[str, Any], next: Any) -> Any:
+        context["core"] = core
+        context["actor"] = context.get("user_id") or (body.get("user") or {}).get("id")
+        return await next()
+
+    @app.error
+    async def on_error(
+        error: Exception, body: dict[str, Any], respond: Any, logger: logging.Logger
+    ) -> None:
+        if isinstance(error, PromptshipError):
+            reply = messages.error_message(error.message, error.hint)
+        else:
+            logger.exception("unexpected error handling a Slack request", exc_info=error)
+            reply = messages.error_message("Something went wrong on our side; it was logged.")
+        if (respond is not None and body.get("response_url")) or body.get("response_urls"):
+            await respond(**reply.payload(), response_type="ephemeral", replace_original=False)
+
+    for module in (commands, actions, views, events):
+        module.register(app)
+    return app

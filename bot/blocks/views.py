@@ -1,0 +1,94 @@
+"""Modals and the App Home tab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.blocks.limits import (
+    MODAL_TITLE,
+    VIEW_BLOCKS,
+    Block,
+    cap,
+    context,
+    divider,
+    escape,
+    header,
+    plain,
+    section,
+)
+from bot.blocks.messages import MARK, who
+from bot.ids import BlockId, CallbackId, InputActionId
+from promptship.services.views import AuditEventView, PromptStatus, RequestView
+
+
+def reject_modal(private_metadata: str, label: str) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.REJECT_REASON,
+        "private_metadata": private_metadata,
+        "title": plain("Reject promotion", MODAL_TITLE),
+        "submit": plain("Reject", MODAL_TITLE),
+        "close": plain("Cancel", MODAL_TITLE),
+        "blocks": [
+            section(f"Rejecting *{escape(label)}* closes the request. Say why:"),
+            {
+                "type": "input",
+                "block_id": BlockId.REASON,
+                "label": plain("Reason", 2000),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": InputActionId.VALUE,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+            },
+        ],
+    }
+
+
+def home_view(
+    user: str,
+    statuses: list[PromptStatus],
+    environments: tuple[str, ...],
+    events: list[AuditEventView],
+) -> dict[str, Any]:
+    """Every prompt per environment, requests awaiting the viewer, the last audit events."""
+    blocks: list[Block] = [header("promptship")]
+    waiting: list[RequestView] = [
+        r
+        for s in statuses
+        for r in s.open_requests
+        if r.requester != user and r.author != user and not any(d.user == user for d in r.decisions)
+    ]
+    blocks.append(section(f"*Awaiting your decision* ({len(waiting)})"))
+    for r in waiting[:10]:
+        gates = " ".join(f"{MARK.get(c.state, '•')}{escape(c.gate)}" for c in r.checks)
+        blocks.append(
+            section(
+                f"`{r.code}` *{escape(r.prompt)}* `{escape(r.version)}` → {escape(r.environment)}"
+                f" · by {who(r.requester)}\n{gates}"
+            )
+        )
+    blocks.append(divider())
+    blocks.append(section(f"*Prompts* ({len(statuses)})"))
+    for s in statuses[:40]:
+        envs = {d.environment: d for d in s.environments}
+        cells = []
+        for name in environments:
+            d = envs.get(name)
+            cells.append(f"{escape(name)} `{escape(d.version)}`" if d else f"{escape(name)} —")
+        soak = next((c.detail for r in s.open_requests for c in r.checks if c.gate == "soak"), None)
+        line = f"*{escape(s.name)}* · " + " · ".join(cells)
+        if soak:
+            line += f"\n⏳ {escape(soak)}"
+        blocks.append(section(line))
+    if len(statuses) > 40:
+        blocks.append(context(f"… {len(statuses) - 40} more: `/prompt status <name>`"))
+    blocks.append(divider())
+    blocks.append(section("*Recent activity*"))
+    for e in events[:10]:
+        what = " ".join(x for x in (e.prompt, e.version, e.environment) if x)
+        blocks.append(
+            context(f"{e.at:%m-%d %H:%M} {who(e.actor)} {escape(e.action)} {escape(what)}")
+        )
+    return {"type": "home", "blocks": cap(blocks, VIEW_BLOCKS)}

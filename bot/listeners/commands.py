@@ -1,0 +1,125 @@
+"""``/prompt``: parse the text, call one service, answer through ``response_url``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncRespond
+from slack_bolt.context.ack.async_ack import AsyncAck
+
+from bot.blocks import messages
+from bot.blocks.limits import escape, section
+from bot.blocks.messages import Message
+from bot.errors import explains_errors
+from bot.grammar import Command, Verb, parse
+from bot.ids import COMMAND
+from promptship.services import Promptship
+
+Handler = Callable[[Command, Promptship, str], Awaitable[tuple[Message, bool]]]
+
+
+async def _help(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    return messages.help_message(), False
+
+
+async def _status(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    statuses = await core.status(cmd.name)
+    return messages.status_message(statuses, core.policy.environments.names), False
+
+
+async def _show(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    return messages.version_message(await core.show(cmd.name or "", cmd.version)), False
+
+
+async def _diff(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    result = await core.diff(cmd.name or "", cmd.version or "", cmd.other_version or "")
+    return messages.diff_message(result), False
+
+
+async def _test(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    run = await core.queue_validation_run(cmd.name or "", cmd.version or "", actor)
+    text = (
+        f"Queued test run {run.id} of {cmd.name} {cmd.version} ({run.total} cases); "
+        "the result will be posted to the channel."
+    )
+    return Message(text, [section(escape(text))]), False
+
+
+async def _promote(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    request = await core.request_promotion(
+        cmd.name or "", cmd.version or "", cmd.environment or "", actor, cmd.text, queue_tests=True
+    )
+    return messages.request_message(request), False
+
+
+async def _approve(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    outcome = await core.approve(cmd.request_id or 0, actor, cmd.text)
+    return messages.decision_reply(outcome), False
+
+
+async def _reject(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    outcome = await core.reject(cmd.request_id or 0, actor, cmd.text or "")
+    return messages.decision_reply(outcome), False
+
+
+async def _cancel(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    return messages.request_message(await core.cancel(cmd.request_id or 0, actor)), False
+
+
+async def _rollback(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    result = await core.rollback(
+        cmd.name or "", cmd.environment or "", actor, cmd.version, cmd.text
+    )
+    return messages.rollback_message(result), True  # everyone in the channel sees it at once
+
+
+async def _breakglass(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    request = await core.breakglass(
+        cmd.name or "", cmd.version or "", actor, cmd.text or "", queue_tests=True
+    )
+    return messages.request_message(request), False
+
+
+async def _history(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    page = await core.history(cmd.name or "", cmd.environment)
+    return messages.history_message(page), False
+
+
+async def _soak(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+    return messages.soak_message(await core.soak_status(cmd.name or "")), False
+
+
+HANDLERS: dict[Verb, Handler] = {
+    Verb.HELP: _help,
+    Verb.STATUS: _status,
+    Verb.SHOW: _show,
+    Verb.DIFF: _diff,
+    Verb.TEST: _test,
+    Verb.PROMOTE: _promote,
+    Verb.APPROVE: _approve,
+    Verb.REJECT: _reject,
+    Verb.CANCEL: _cancel,
+    Verb.ROLLBACK: _rollback,
+    Verb.BREAKGLASS: _breakglass,
+    Verb.HISTORY: _history,
+    Verb.SOAK: _soak,
+}
+
+
+@explains_errors
+async def prompt_command(
+    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: str
+) -> None:
+    await ack()
+    parsed = parse(command.get("text", ""))
+    reply, in_channel = await HANDLERS[parsed.verb](parsed, core, actor)
+    await respond(
+        **reply.payload(),
+        response_type="in_channel" if in_channel else "ephemeral",
+        replace_original=False,
+    )
+
+
+def register(app: AsyncApp) -> None:
+    app.command(COMMAND)(prompt_command)

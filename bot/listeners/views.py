@@ -1,0 +1,43 @@
+"""The reject-reason modal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import messages
+from bot.ids import BlockId, CallbackId, InputActionId
+from bot.state import RejectContext
+from promptship.errors import PromptshipError
+from promptship.services import Promptship
+
+
+async def reject_reason(
+    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: str
+) -> None:
+    reason = (
+        ((view.get("state") or {}).get("values") or {})
+        .get(BlockId.REASON, {})
+        .get(InputActionId.VALUE, {})
+        .get("value")
+        or ""
+    ).strip()
+    if not reason:
+        await ack(response_action="errors", errors={BlockId.REASON: "Say why you reject it."})
+        return
+    await ack()
+    meta = RejectContext.model_validate_json(view.get("private_metadata") or "{}")
+    try:
+        outcome = await core.reject(meta.r, actor, reason, content_hash=meta.h)
+        reply = messages.decision_reply(outcome)
+    except PromptshipError as exc:
+        reply = messages.error_message(exc.message, exc.hint)
+    if meta.c:  # no response_url on a modal: answer the person privately in the channel
+        await client.chat_postEphemeral(channel=meta.c, user=actor, **reply.payload())
+
+
+def register(app: AsyncApp) -> None:
+    app.view(CallbackId.REJECT_REASON)(reject_reason)

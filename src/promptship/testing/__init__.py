@@ -1,0 +1,1 @@
+"""Doubles of the outside services promptship talks to, for tests and benchmarks."""

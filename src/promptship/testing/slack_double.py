@@ -1,0 +1,396 @@
+"""A local HTTP double of the Slack Web API, strict where Slack is strict.
+
+It checks the bot token, enforces SLACK.md's Block Kit limits (answering
+``{"ok": false, "error": "invalid_blocks"}`` like Slack), records every call, serves
+``response_url`` posts (at most 5 per URL), and injects 429 (with ``Retry-After``) or 500.
+Point the bot at it with ``SLACK_API_URL=double.api_url``.
+
+    with SlackDouble(token="xoxb-test") as slack:
+        ...  # run the app with SLACK_API_URL=slack.api_url
+        assert slack.calls("chat.postMessage")[0]["channel"] == "C0PROMPTOPS"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+LIMITS = {
+    "message_blocks": 50,
+    "view_blocks": 100,
+    "section_text": 3000,
+    "field_text": 2000,
+    "fields": 10,
+    "header_text": 150,
+    "button_text": 75,
+    "button_value": 2000,
+    "action_id": 255,
+    "block_id": 255,
+    "context_elements": 10,
+    "actions_elements": 25,
+    "confirm_title": 100,
+    "confirm_text": 300,
+    "confirm_button": 30,
+    "modal_title": 24,
+    "message_text": 40_000,
+}
+
+
+def block_problems(blocks: Any, *, limit: int) -> list[str]:
+    """Everything Slack would refuse in a list of blocks, in plain words."""
+    if blocks is None:
+        return []
+    if not isinstance(blocks, list):
+        return ["blocks must be a list"]
+    problems: list[str] = []
+    if len(blocks) > limit:
+        problems.append(f"{len(blocks)} blocks > {limit}")
+    block_ids: set[str] = set()
+
+    def text_len(obj: Any, max_len: int, where: str, plain_only: bool = False) -> None:
+        if not isinstance(obj, dict) or "text" not in obj:
+            problems.append(f"{where}: missing text object")
+            return
+        if plain_only and obj.get("type") != "plain_text":
+            problems.append(f"{where}: must be plain_text")
+        if obj.get("type") not in ("plain_text", "mrkdwn"):
+            problems.append(f"{where}: bad text type {obj.get('type')!r}")
+        text = obj.get("text")
+        if not isinstance(text, str) or not text:
+            problems.append(f"{where}: empty text")
+        elif len(text) > max_len:
+            problems.append(f"{where}: {len(text)} chars > {max_len}")
+
+    def element(e: dict[str, Any], where: str, action_ids: set[str]) -> None:
+        aid = e.get("action_id")
+        if aid is not None:
+            if len(aid) > LIMITS["action_id"]:
+                problems.append(f"{where}: action_id too long")
+            if aid in action_ids:
+                problems.append(f"{where}: duplicate action_id {aid!r}")
+            action_ids.add(aid)
+        if e.get("type") == "button":
+            text_len(e.get("text"), LIMITS["button_text"], f"{where}.text", plain_only=True)
+            if len(str(e.get("value", ""))) > LIMITS["button_value"]:
+                problems.append(f"{where}: button value too long")
+            confirm = e.get("confirm")
+            if confirm is not None:
+                text_len(
+                    confirm.get("title"), LIMITS["confirm_title"], f"{where}.confirm.title", True
+                )
+                text_len(confirm.get("text"), LIMITS["confirm_text"], f"{where}.confirm.text")
+                text_len(
+                    confirm.get("confirm"),
+                    LIMITS["confirm_button"],
+                    f"{where}.confirm.confirm",
+                    True,
+                )
+                text_len(
+                    confirm.get("deny"), LIMITS["confirm_button"], f"{where}.confirm.deny", True
+                )
+
+    for i, block in enumerate(blocks):
+        where = f"blocks[{i}]"
+        if not isinstance(block, dict) or "type" not in block:
+            problems.append(f"{where}: not a block")
+            continue
+        bid = block.get("block_id")
+        if bid is not None:
+            if len(bid) > LIMITS["block_id"]:
+                problems.append(f"{where}: block_id too long")
+            if bid in block_ids:
+                problems.append(f"{where}: duplicate block_id {bid!r}")
+            block_ids.add(bid)
+        kind = block["type"]
+        if kind == "section":
+            if "text" not in block and "fields" not in block:
+                problems.append(f"{where}: section needs text or fields")
+            if "text" in block:
+                text_len(block["text"], LIMITS["section_text"], f"{where}.text")
+            fields_ = block.get("fields", [])
+            if len(fields_) > LIMITS["fields"]:
+                problems.append(f"{where}: {len(fields_)} fields > 10")
+            for j, f in enumerate(fields_):
+                text_len(f, LIMITS["field_text"], f"{where}.fields[{j}]")
+        elif kind == "header":
+            text_len(block.get("text"), LIMITS["header_text"], f"{where}.text", plain_only=True)
+        elif kind == "context":
+            elements = block.get("elements", [])
+            if not elements or len(elements) > LIMITS["context_elements"]:
+                problems.append(f"{where}: context needs 1-10 elements")
+            for j, e in enumerate(elements):
+                if e.get("type") in ("mrkdwn", "plain_text"):
+                    text_len(e, LIMITS["section_text"], f"{where}.elements[{j}]")
+        elif kind == "actions":
+            elements = block.get("elements", [])
+            if not elements or len(elements) > LIMITS["actions_elements"]:
+                problems.append(f"{where}: actions need 1-25 elements")
+            seen: set[str] = set()
+            for j, e in enumerate(elements):
+                element(e, f"{where}.elements[{j}]", seen)
+        elif kind == "input":
+            text_len(block.get("label"), 2000, f"{where}.label", plain_only=True)
+            if "element" not in block:
+                problems.append(f"{where}: input needs an element")
+        elif kind not in ("divider", "image", "rich_text"):
+            problems.append(f"{where}: unknown block type {kind!r}")
+    return problems
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+
+class SlackDouble:
+    def __init__(
+        self,
+        token: str = "xoxb-test-token",
+        *,
+        users: dict[str, str] | None = None,
+        usergroups: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.token = token
+        self.usergroups = dict(usergroups or {})
+        self.users = dict(users or {})
+        self._calls: list[Call] = []
+        self._responses: dict[str, list[dict[str, Any]]] = {}
+        self._failures: list[tuple[str | None, int, float | None]] = []
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- control -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def response_url(self, key: str = "default") -> str:
+        return f"{self.url}/response/{key}"
+
+    def fail_next(
+        self,
+        count: int,
+        status: int = 429,
+        *,
+        method: str | None = None,
+        retry_after: float | None = 1,
+    ) -> None:
+        """The next ``count`` calls (of ``method``, or any) fail with ``status``."""
+        with self._lock:
+            self._failures.extend([(method, status, retry_after)] * count)
+
+    def calls(self, method: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [c.args for c in self._calls if method is None or c.method == method]
+
+    def responses(self, key: str = "default") -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._responses.get(key, []))
+
+    def all_responses(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            return {k: list(v) for k, v in self._responses.items()}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._calls.clear()
+            self._responses.clear()
+            self._failures.clear()
+
+    # -- the API -----------------------------------------------------------------------
+
+    def _take_failure(self, method: str) -> tuple[int, float | None] | None:
+        with self._lock:
+            for i, (only, status, retry_after) in enumerate(self._failures):
+                if only is None or only == method:
+                    del self._failures[i]
+                    return status, retry_after
+        return None
+
+    async def _api(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        raw = await request.body()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            args = json.loads(raw or b"{}")
+        else:
+            args = dict(parse_qsl(raw.decode()))
+        args.update(request.query_params)
+        for key in ("blocks", "view", "users"):
+            if isinstance(args.get(key), str) and args[key][:1] in "[{":
+                args[key] = json.loads(args[key])
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ").strip() or args.get("token", "")
+        failure = self._take_failure(method)
+        if failure is not None:
+            status, retry_after = failure
+            headers = (
+                {"Retry-After": str(int(retry_after))}
+                if status == 429 and retry_after is not None
+                else {}
+            )
+            error = "ratelimited" if status == 429 else "internal_error"
+            return JSONResponse({"ok": False, "error": error}, status_code=status, headers=headers)
+        with self._lock:
+            self._calls.append(Call(method, args))
+        if token != self.token:
+            return JSONResponse({"ok": False, "error": "invalid_auth"})
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return JSONResponse({"ok": False, "error": "unknown_method"})
+        return JSONResponse(handler(args))
+
+    def _message_problems(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        text, blocks = args.get("text"), args.get("blocks")
+        if not text and not blocks:
+            return {"ok": False, "error": "no_text"}
+        if text and len(text) > LIMITS["message_text"]:
+            return {"ok": False, "error": "msg_too_long"}
+        problems = block_problems(blocks, limit=LIMITS["message_blocks"])
+        if problems:
+            return {"ok": False, "error": "invalid_blocks", "errors": problems}
+        return None
+
+    def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": "https://example.slack.com/", "team": "Example", "user": "promptship",
+                "team_id": "T0001", "user_id": "U0BOT", "bot_id": "B0001"}  # fmt: skip
+
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        problem = self._message_problems(args)
+        if problem:
+            return problem
+        ts = f"{1700000000 + next(self._ts)}.000100"
+        return {
+            "ok": True,
+            "channel": args["channel"],
+            "ts": ts,
+            "message": {"text": args.get("text"), "ts": ts},
+        }
+
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel") or not args.get("ts"):
+            return {"ok": False, "error": "message_not_found"}
+        problem = self._message_problems(args)
+        if problem:
+            return problem
+        return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
+
+    def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        problem = self._message_problems(args)
+        if problem:
+            return problem
+        if not args.get("user"):
+            return {"ok": False, "error": "user_not_in_channel"}
+        return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+
+    def _view_problems(self, view: Any) -> dict[str, Any] | None:
+        if not isinstance(view, dict):
+            return {"ok": False, "error": "invalid_arguments"}
+        limit = LIMITS["view_blocks"]
+        problems = block_problems(view.get("blocks"), limit=limit)
+        title = (view.get("title") or {}).get("text", "")
+        if view.get("type") == "modal" and (not title or len(title) > LIMITS["modal_title"]):
+            problems.append(f"modal title must be 1-{LIMITS['modal_title']} chars")
+        if problems:
+            return {"ok": False, "error": "invalid_blocks", "errors": problems}
+        return None
+
+    def _m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        return self._view_problems(args.get("view")) or {"ok": True, "view": {"id": "V0001"}}
+
+    def _m_views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("user_id"):
+            return {"ok": False, "error": "user_not_found"}
+        return self._view_problems(args.get("view")) or {"ok": True, "view": {"id": "V0002"}}
+
+    def _m_usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        group = args.get("usergroup")
+        if group not in self.usergroups:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": self.usergroups[group]}
+
+    async def _response_url(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        body = json.loads(await request.body() or b"{}")
+        with self._lock:
+            posts = self._responses.setdefault(key, [])
+            if len(posts) >= 5:
+                return Response("used_url", status_code=404)
+            problems = block_problems(body.get("blocks"), limit=LIMITS["message_blocks"])
+            if problems:
+                return Response("invalid_blocks: " + "; ".join(problems), status_code=400)
+            posts.append(body)
+        return Response("ok")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> SlackDouble:
+        app = Starlette(
+            routes=[
+                Route("/api/{method}", self._api, methods=["GET", "POST"]),
+                Route("/response/{key}", self._response_url, methods=["POST"]),
+            ]
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        server = self._server
+
+        def run() -> None:
+            asyncio.run(server.serve(sockets=[sock]))
+            sock.close()
+
+        self._thread = threading.Thread(target=run, name="slack-double", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def __enter__(self) -> SlackDouble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def slack_double(**kwargs: Any) -> Iterator[SlackDouble]:
+    with SlackDouble(**kwargs) as double:
+        yield double

@@ -1,0 +1,169 @@
+"""Drive the running app the way Slack does: signed HTTP requests to ``/slack/events``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from promptship.testing.slack_double import SlackDouble
+
+FIXTURES = Path(__file__).parent / "fixtures" / "slack"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_TOKEN = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
+
+
+def sign(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+class ServerThread:
+    """Serve an ASGI app with uvicorn on a free loopback port, in its own thread and loop."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        server = self._server
+
+        def run() -> None:
+            asyncio.run(server.serve(sockets=[sock]))
+            sock.close()
+
+        self._thread = threading.Thread(target=run, name="promptship-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+class SlackClient:
+    """Sends signed slash commands, button clicks, modal submissions and events."""
+
+    def __init__(self, base_url: str, double: SlackDouble, channel: str = "C0PROMPTOPS") -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=10)
+        self.double = double
+        self.channel = channel
+        self._keys = itertools.count(1)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def post(
+        self, body: str, content_type: str, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return self.http.post(
+            "/slack/events",
+            content=body,
+            headers={"Content-Type": content_type, **sign(body), **(headers or {})},
+        )
+
+    def command(self, text: str, user: str = "U04") -> tuple[httpx.Response, str]:
+        key = f"cmd{next(self._keys)}"
+        form = {
+            "token": "legacy",
+            "team_id": "T0001",
+            "team_domain": "example",
+            "channel_id": self.channel,
+            "channel_name": "promptops",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/prompt",
+            "text": text,
+            "api_app_id": "A123456",
+            "is_enterprise_install": "false",
+            "response_url": self.double.response_url(key),
+            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        }
+        return self.post(urlencode(form), "application/x-www-form-urlencoded"), key
+
+    def click(
+        self, action_id: str, value: str, user: str, message_ts: str = "1700000001.000100"
+    ) -> tuple[httpx.Response, str]:
+        key = f"act{next(self._keys)}"
+        payload = json.loads((FIXTURES / "block_actions.json").read_text())
+        payload["user"] = {
+            "id": user,
+            "username": user.lower(),
+            "name": user.lower(),
+            "team_id": "T0001",
+        }
+        payload["channel"] = {"id": self.channel, "name": "promptops"}
+        payload["container"]["channel_id"] = self.channel
+        payload["container"]["message_ts"] = message_ts
+        payload["response_url"] = self.double.response_url(key)
+        payload["actions"] = [
+            {"action_id": action_id, "block_id": "decision", "value": value, "type": "button",
+             "text": {"type": "plain_text", "text": action_id.title()}, "action_ts": "1700000005.123456"}
+        ]  # fmt: skip
+        return self.post(
+            urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+        ), key
+
+    def submit_view(
+        self, callback_id: str, private_metadata: str, reason: str, user: str
+    ) -> httpx.Response:
+        payload = json.loads((FIXTURES / "view_submission.json").read_text())
+        payload["user"] = {
+            "id": user,
+            "username": user.lower(),
+            "name": user.lower(),
+            "team_id": "T0001",
+        }
+        payload["view"]["callback_id"] = callback_id
+        payload["view"]["private_metadata"] = private_metadata
+        payload["view"]["state"]["values"] = {
+            "reason": {"value": {"type": "plain_text_input", "value": reason}}
+        }
+        return self.post(
+            urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+        )
+
+    def event(self, event: dict[str, Any], event_id: str = "Ev0001") -> httpx.Response:
+        body = json.loads((FIXTURES / "app_home_opened.json").read_text())
+        body["event"] = event
+        body["event_id"] = event_id
+        return self.post(json.dumps(body), "application/json")
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -40,6 +40,10 @@ def render(delivery: Delivery) -> tuple[Message, bool]:
     raise KeyError(topic)
 
 
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error") if exc.response is not None else exc)
+
+
 def _retry_after(error: SlackApiError, attempts: int) -> float:
     response = error.response
     if response is not None and response.status_code == 429:
@@ -86,10 +90,17 @@ class SlackDispatcher:
                 await self.core.notification_sent(delivery, None, starts_thread=False)
                 continue
             try:
-                message_id, starts = await self._send(delivery, message, in_place)
+                try:
+                    message_id, starts = await self._send(delivery, message, in_place)
+                except SlackApiError as exc:
+                    if _error(exc) not in ("invalid_blocks", "invalid_attachments"):
+                        raise
+                    # never drop a notification: fall back to its plain-text form
+                    log.error("slack refused the blocks of outbox %s: %s", delivery.id, exc)
+                    message_id, starts = await self._send(delivery, Message(message.text), in_place)
             except SlackApiError as exc:
                 delay = _retry_after(exc, delivery.attempts)
-                error = str(exc.response.get("error") if exc.response is not None else exc)
+                error = _error(exc)
                 log.warning(
                     "slack refused outbox %s (%s); retry in %.0fs", delivery.id, error, delay
                 )

@@ -79,6 +79,7 @@ def bot(tmp_path: Path) -> Iterator[Bot]:
             bot = Bot(server.url, double, db_url, policy)
             yield bot
             bot.slack.close()
+        assert double.refused == [], "every message and view the bot sent must pass Slack's limits"
 
 
 def texts(message: dict[str, Any]) -> str:

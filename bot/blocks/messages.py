@@ -60,6 +60,8 @@ class Message:
         object.__setattr__(self, "text", truncate(self.text, MESSAGE_TEXT))
 
     def payload(self) -> dict[str, Any]:
+        if not self.blocks:
+            return {"text": self.text}
         return {"text": self.text, "blocks": self.blocks}
 
 

@@ -171,6 +171,8 @@ class SlackDouble:
         self.usergroups = dict(usergroups or {})
         self.users = dict(users or {})
         self._calls: list[Call] = []
+        #: every call refused for breaking Slack's limits: (method, problems)
+        self.refused: list[tuple[str, list[str]]] = []
         self._responses: dict[str, list[dict[str, Any]]] = {}
         self._failures: list[tuple[str | None, int, float | None]] = []
         self._lock = threading.Lock()
@@ -262,7 +264,11 @@ class SlackDouble:
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"})
-        return JSONResponse(handler(args))
+        result = handler(args)
+        if result.get("error") in ("invalid_blocks", "msg_too_long", "no_text"):
+            with self._lock:
+                self.refused.append((method, result.get("errors", [result["error"]])))
+        return JSONResponse(result)
 
     def _message_problems(self, args: dict[str, Any]) -> dict[str, Any] | None:
         text, blocks = args.get("text"), args.get("blocks")
@@ -346,6 +352,7 @@ class SlackDouble:
                 return Response("used_url", status_code=404)
             problems = block_problems(body.get("blocks"), limit=LIMITS["message_blocks"])
             if problems:
+                self.refused.append(("response_url", problems))
                 return Response("invalid_blocks: " + "; ".join(problems), status_code=400)
             posts.append(body)
         return Response("ok")

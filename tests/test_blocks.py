@@ -93,10 +93,19 @@ def test_long_text_is_cut_with_a_visible_pointer() -> None:
 
 def test_every_other_builder_fits_with_oversized_input() -> None:
     run = RunView(
-        id=1, state="failed", total=500, passed=0, failed=400, errored=100, pass_rate=0.0,
-        started_at=NOW, finished_at=NOW + timedelta(minutes=3), regressions=[HUGE] * 50,
-        regression_override=None, error=HUGE,
-    )  # fmt: skip
+        id=1,
+        state="failed",
+        total=500,
+        passed=0,
+        failed=400,
+        errored=100,
+        pass_rate=0.0,
+        started_at=NOW,
+        finished_at=NOW + timedelta(minutes=3),
+        regressions=[HUGE] * 50,
+        regression_override=None,
+        error=HUGE,
+    )
     failures = [
         {
             "input": HUGE,
@@ -109,15 +118,31 @@ def test_every_other_builder_fits_with_oversized_input() -> None:
         for i in range(500)
     ]
     detail = VersionDetail(
-        name="p", version="1.0.0", status="draft", content_hash="f" * 64, author="U01", created_at=NOW,
-        model="m" * 200, provider="anthropic", temperature=0.7, max_tokens=500, system_prompt=HUGE,
-        description=HUGE, tests=[{"input": HUGE}] * 100, environments=["staging"], latest_run=None,
-    )  # fmt: skip
+        name="p",
+        version="1.0.0",
+        status="draft",
+        content_hash="f" * 64,
+        author="U01",
+        created_at=NOW,
+        model="m" * 200,
+        provider="anthropic",
+        temperature=0.7,
+        max_tokens=500,
+        system_prompt=HUGE,
+        description=HUGE,
+        tests=[{"input": HUGE}] * 100,
+        environments=["staging"],
+        latest_run=None,
+    )
     diff = VersionDiff(
-        name="p", old_version="1.0.0", new_version="2.0.0",
+        name="p",
+        old_version="1.0.0",
+        new_version="2.0.0",
         settings=[SettingChange(key=f"k{i}", old=HUGE, new=HUGE) for i in range(60)],
-        system_prompt_diff=HUGE, tests_added=[HUGE] * 100, tests_removed=[HUGE] * 100,
-    )  # fmt: skip
+        system_prompt_diff=HUGE,
+        tests_added=[HUGE] * 100,
+        tests_removed=[HUGE] * 100,
+    )
     statuses = [
         PromptStatus(
             name=f"prompt-{i}",
@@ -131,7 +156,7 @@ def test_every_other_builder_fits_with_oversized_input() -> None:
                     deployed_at=NOW,
                     deployed_by="U01",
                     revision=1,
-                )  # fmt: skip
+                )
             ],
             open_requests=[request(decisions=2)] * 3,
         )
@@ -148,7 +173,7 @@ def test_every_other_builder_fits_with_oversized_input() -> None:
             environment="production",
             request_id=1,
             details={},
-        )  # fmt: skip
+        )
         for i in range(200)
     ]
     soaks = [
@@ -164,7 +189,7 @@ def test_every_other_builder_fits_with_oversized_input() -> None:
             cycles_done=24,
             worst_divergence=0.5,
             failure=HUGE,
-        )  # fmt: skip
+        )
         for i in range(100)
     ]
     built = [
@@ -179,7 +204,7 @@ def test_every_other_builder_fits_with_oversized_input() -> None:
                 actor=HUGE,
                 reason=HUGE,
                 at=NOW,
-            )  # fmt: skip
+            )
         ),
         messages.status_message(statuses, ("dev", "staging", "production")),
         messages.version_message(detail),

@@ -57,3 +57,18 @@ def test_torch_is_pinned_to_the_cpu_build() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject
     assert "torch==2.13.0" in (ROOT / "Dockerfile").read_text()
+
+
+def test_manifest_declares_what_the_bot_uses() -> None:
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    commands = manifest["features"]["slash_commands"]
+    assert [c["command"] for c in commands] == ["/prompt"]
+    assert all(c["url"].endswith("/slack/events") for c in commands)
+    settings = manifest["settings"]
+    assert settings["interactivity"]["is_enabled"] is True
+    assert settings["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert "socket_mode_enabled" in settings
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "usergroups:read"}

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
 import json
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
 
+from promptship.testing.serve import ServerThread
 from promptship.testing.slack_double import SlackDouble
+
+__all__ = ["BOT_TOKEN", "SIGNING_SECRET", "ServerThread", "SlackClient", "sign", "wait_for"]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -29,45 +27,6 @@ def sign(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) 
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
-
-
-class ServerThread:
-    """Serve an ASGI app with uvicorn on a free loopback port, in its own thread and loop."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
-        server = self._server
-
-        def run() -> None:
-            asyncio.run(server.serve(sockets=[sock]))
-            sock.close()
-
-        self._thread = threading.Thread(target=run, name="promptship-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
 
 
 class SlackClient:

@@ -1,0 +1,182 @@
+"""Assertions: does an answer satisfy a test case? Plus the promptfoo importer."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import yaml
+
+from promptship.domain.promptfile import AssertionType, TestCase
+from promptship.errors import BadInput
+from promptship.validation.scoring import Scorer
+
+_FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AssertionResult:
+    passed: bool
+    score: float | None = None
+    detail: str = ""  # why it failed; empty when it passed
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _parse_json(got: str) -> Any:
+    try:
+        return json.loads(got)
+    except json.JSONDecodeError as first:
+        fenced = _FENCED.search(got)
+        if fenced:
+            return json.loads(fenced.group(1))
+        raise first
+
+
+def check_text(case: TestCase, got: str) -> AssertionResult:
+    """Every assertion type but ``score``."""
+    kind, expected = case.type, case.expected
+    if kind is AssertionType.JSON_SCHEMA:
+        try:
+            document = _parse_json(got)
+        except json.JSONDecodeError as exc:
+            return AssertionResult(False, detail=f"not valid JSON: {exc.msg} at position {exc.pos}")
+        try:
+            jsonschema.validate(document, expected)  # type: ignore[arg-type]
+        except jsonschema.ValidationError as exc:
+            return AssertionResult(False, detail=f"JSON does not match the schema: {exc.message}")
+        return AssertionResult(True)
+    assert isinstance(expected, str)
+    if kind is AssertionType.CONTAINS:
+        ok = expected in got
+        return AssertionResult(
+            ok, detail="" if ok else f"expected the answer to contain {_short(expected)}"
+        )
+    if kind is AssertionType.ICONTAINS:
+        ok = expected.casefold() in got.casefold()
+        why = f"expected the answer to contain {_short(expected)} (any case)"
+        return AssertionResult(ok, detail="" if ok else why)
+    if kind is AssertionType.NOT_CONTAINS:
+        ok = expected not in got
+        return AssertionResult(
+            ok, detail="" if ok else f"the answer contains the forbidden {_short(expected)}"
+        )
+    if kind is AssertionType.EXACT:
+        ok = got.strip() == expected.strip()
+        return AssertionResult(
+            ok, detail="" if ok else f"expected exactly {_short(expected.strip())}"
+        )
+    if kind is AssertionType.REGEX:
+        ok = re.search(expected, got) is not None
+        return AssertionResult(
+            ok, detail="" if ok else f"no match for the pattern {_short(expected)}"
+        )
+    raise ValueError(f"{kind} needs a scorer")
+
+
+async def check(case: TestCase, got: str, scorer: Scorer | None = None) -> AssertionResult:
+    return (await check_many([(case, got)], scorer))[0]
+
+
+async def check_many(
+    cases_and_answers: Sequence[tuple[TestCase, str]], scorer: Scorer | None
+) -> list[AssertionResult]:
+    """Check a batch; every ``score`` case of the batch is scored in one model pass."""
+    results: list[AssertionResult | None] = [None] * len(cases_and_answers)
+    scored: list[int] = []
+    for i, (case, got) in enumerate(cases_and_answers):
+        if case.type is AssertionType.SCORE:
+            scored.append(i)
+        else:
+            results[i] = check_text(case, got)
+    if scored:
+        if scorer is None:
+            raise ValueError("score assertions need a scorer")
+        pairs = [(cases_and_answers[i][1], str(cases_and_answers[i][0].expected)) for i in scored]
+        for i, similarity in zip(scored, await scorer.similarity(pairs), strict=True):
+            case = cases_and_answers[i][0]
+            threshold = case.effective_threshold
+            score = round(similarity, 4)
+            ok = score >= threshold
+            why = "" if ok else f"similarity {score:.2f} is below the threshold {threshold:.2f}"
+            results[i] = AssertionResult(ok, score, why)
+    return [r for r in results if r is not None]
+
+
+# -- promptfoo ----------------------------------------------------------------------------
+
+PROMPTFOO_TYPES = {
+    "contains": AssertionType.CONTAINS,
+    "icontains": AssertionType.ICONTAINS,
+    "not-contains": AssertionType.NOT_CONTAINS,
+    "equals": AssertionType.EXACT,
+    "regex": AssertionType.REGEX,
+    "is-json": AssertionType.JSON_SCHEMA,
+    "contains-json": AssertionType.JSON_SCHEMA,
+    "similar": AssertionType.SCORE,
+}
+_INPUT_VARS = ("input", "query", "question", "prompt", "message")
+
+
+def import_promptfoo(text: str, source: str) -> list[TestCase]:
+    """Test cases from a promptfoo test file (``tests:`` with ``vars`` and ``assert``)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{source}: not valid YAML: {exc}") from None
+    tests = raw.get("tests") if isinstance(raw, dict) else raw
+    if not isinstance(tests, list):
+        raise BadInput(f"{source}: expected a list of tests, or a mapping with tests:")
+    cases: list[TestCase] = []
+    supported = ", ".join(PROMPTFOO_TYPES)
+    for index, test in enumerate(tests):
+        where = f"{source}: tests[{index}]"
+        if not isinstance(test, dict):
+            raise BadInput(f"{where}: each test is a mapping with vars and assert")
+        variables = test.get("vars") or {}
+        if not isinstance(variables, dict) or not variables:
+            raise BadInput(f"{where}: vars is missing")
+        if len(variables) == 1:
+            value = next(iter(variables.values()))
+        else:
+            name = next((n for n in _INPUT_VARS if n in variables), None)
+            if name is None:
+                raise BadInput(
+                    f"{where}: several vars ({', '.join(variables)}) and none is the input",
+                    hint=f"name the user's message one of: {', '.join(_INPUT_VARS)}",
+                )
+            value = variables[name]
+        asserts = test.get("assert") or []
+        if not isinstance(asserts, list) or not asserts:
+            raise BadInput(f"{where}: assert is missing")
+        for position, item in enumerate(asserts):
+            kind = str((item or {}).get("type", ""))
+            if kind not in PROMPTFOO_TYPES:
+                raise BadInput(
+                    f"{where}.assert[{position}]: unsupported assertion type {kind!r}",
+                    hint=f"supported: {supported}",
+                )
+            target = PROMPTFOO_TYPES[kind]
+            expected = item.get("value")
+            if target is AssertionType.JSON_SCHEMA and expected is None:
+                expected = {}
+            threshold = item.get("threshold") if target is AssertionType.SCORE else None
+            try:
+                cases.append(
+                    TestCase(
+                        input=str(value),
+                        type=target,
+                        expected=expected if isinstance(expected, dict) else str(expected),
+                        threshold=threshold,
+                        description=test.get("description"),
+                    )
+                )
+            except ValueError as exc:
+                raise BadInput(f"{where}.assert[{position}]: {exc}") from None
+    return cases

@@ -1,0 +1,289 @@
+"""Runs a version's suite against its model: concurrent under a limit, scored in batches,
+heart-beating so a dead worker's run is found, cancellable, and recorded through the core.
+
+A case that gets no answer (provider down, retries exhausted, timeout) is ``errored``, never
+``passed``; errored cases count against the pass rate and are reported apart from assertion
+failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptship.domain.lifecycle import RunState
+from promptship.domain.promptfile import TestCase
+from promptship.errors import BadInput
+from promptship.services import Promptship
+from promptship.services.views import RunView
+from promptship.validation.assertions import check_many
+from promptship.validation.providers import make_provider
+from promptship.validation.providers.base import Completion, Provider, ProviderError
+from promptship.validation.scoring import Scorer, get_scorer
+from promptship.worker import worker_id
+
+log = logging.getLogger("promptship.validation")
+
+
+@dataclass
+class Progress:
+    """Live counts of a run, for progress bars."""
+
+    total: int
+    passed: int = 0
+    failed: int = 0
+    errored: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.passed + self.failed + self.errored
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def eta(self) -> float | None:
+        if not self.done or self.done >= self.total:
+            return None
+        return self.elapsed / self.done * (self.total - self.done)
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    concurrency: int = 8
+    timeout: float = 60.0  # seconds, per model call, retries included
+    max_retries: int = 4
+    heartbeat: float = 5.0  # seconds between progress reports to the store
+    score_batch: int = 64
+
+
+ProviderFactory = Callable[..., Provider]
+
+
+def _case_key(case: dict[str, Any]) -> str:
+    return json.dumps(
+        [case.get("input"), case.get("type"), case.get("expected")], sort_keys=True, default=str
+    )
+
+
+def regressions(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | None) -> list[str]:
+    """Inputs of cases that pass in the baseline (production) run and fail here."""
+    if not baseline:
+        return []
+    passed_before = {_case_key(r) for r in baseline if r.get("passed") and not r.get("error")}
+    return [
+        str(r["input"])[:200]
+        for r in results
+        if not (r.get("passed") and not r.get("error")) and _case_key(r) in passed_before
+    ]
+
+
+class SuiteRunner:
+    """Executes claimed validation runs for one worker (a CLI process or a server replica)."""
+
+    def __init__(
+        self,
+        core: Promptship,
+        *,
+        settings: RunnerSettings | None = None,
+        scorer: Scorer | None = None,
+        provider_factory: ProviderFactory = make_provider,
+        owner: str | None = None,
+    ) -> None:
+        self.core = core
+        self.settings = settings or RunnerSettings()
+        self._scorer = scorer
+        self._provider_factory = provider_factory
+        self.owner = owner or worker_id()
+
+    @property
+    def scorer(self) -> Scorer:
+        return self._scorer or get_scorer()
+
+    async def start(self, name: str, version: str, requested_by: str) -> int:
+        """Record a new running run of the version's suite, owned by this worker."""
+        detail = await self.core.show(name, version)
+        run = await self.core.start_validation_run(
+            name, version, requested_by, len(detail.tests), owner=self.owner
+        )
+        return run.id
+
+    async def execute(
+        self, run_id: int, on_progress: Callable[[Progress], None] | None = None
+    ) -> RunView:
+        """Run every case of a claimed run and record the results. Cancelling the calling
+        task records the run as cancelled."""
+        spec = await self.core.validation_run_spec(run_id)
+        try:
+            provider = self._provider_factory(
+                spec.provider, timeout=self.settings.timeout, max_retries=self.settings.max_retries
+            )
+        except BadInput as exc:  # e.g. a missing API key: fail before any case runs
+            return await self.core.finish_validation_run(
+                run_id, [], error=exc.message, owner=self.owner
+            )
+        cases = [TestCase.model_validate(t) for t in spec.tests]
+        progress = Progress(total=len(cases))
+        try:
+            results = await self._run_cases(run_id, spec, provider, cases, progress, on_progress)
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self.core.stop_validation_run(run_id, self.owner, RunState.CANCELLED, "cancelled")
+            )
+            raise
+        finally:
+            await provider.aclose()
+        if results is None:  # the run was cancelled or taken over elsewhere
+            return await self.core.validation_run(run_id)
+        found = regressions(results, spec.baseline_results)
+        return await self.core.finish_validation_run(
+            run_id, results, regressions=found, owner=self.owner
+        )
+
+    async def _run_cases(
+        self,
+        run_id: int,
+        spec: Any,
+        provider: Provider,
+        cases: list[TestCase],
+        progress: Progress,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> list[dict[str, Any]] | None:
+        results: list[dict[str, Any] | None] = [None] * len(cases)
+        answered: asyncio.Queue[tuple[int, Completion] | None] = asyncio.Queue()
+        limit = asyncio.Semaphore(self.settings.concurrency)
+
+        def report() -> None:
+            if on_progress is not None:
+                on_progress(progress)
+
+        async def ask(index: int, case: TestCase) -> None:
+            async with limit:
+                try:
+                    completion = await provider.complete(
+                        model=spec.model,
+                        system=spec.system_prompt,
+                        user=case.input,
+                        temperature=spec.temperature,
+                        max_tokens=spec.max_tokens,
+                    )
+                except ProviderError as exc:
+                    results[index] = _result(case, None, error=str(exc))
+                    progress.errored += 1
+                    report()
+                    return
+            await answered.put((index, completion))
+
+        async def score() -> None:
+            while True:
+                first = await answered.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < self.settings.score_batch and not answered.empty():
+                    item = answered.get_nowait()
+                    if item is None:
+                        await answered.put(None)  # seen again after this batch
+                        break
+                    batch.append(item)
+                verdicts = await check_many(
+                    [(cases[i], completion.text) for i, completion in batch], self.scorer
+                )
+                for (i, completion), verdict in zip(batch, verdicts, strict=True):
+                    results[i] = _result(cases[i], completion, verdict=verdict)
+                    if verdict.passed:
+                        progress.passed += 1
+                    else:
+                        progress.failed += 1
+                report()
+
+        stopped_elsewhere = asyncio.Event()
+
+        async def heartbeat(work: asyncio.Task[None]) -> None:
+            while not work.done():
+                await asyncio.sleep(self.settings.heartbeat)
+                alive = await self.core.heartbeat_validation_run(
+                    run_id, self.owner, progress.passed, progress.failed, progress.errored
+                )
+                if not alive:
+                    log.warning("run %s was cancelled or taken over; stopping", run_id)
+                    stopped_elsewhere.set()
+                    work.cancel()
+                    return
+
+        async def work() -> None:
+            scorer_task = asyncio.create_task(score())
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, case in enumerate(cases):
+                        group.create_task(ask(index, case))
+                await answered.put(None)
+                await scorer_task
+            finally:
+                scorer_task.cancel()
+
+        report()
+        task = asyncio.create_task(work())
+        beat = asyncio.create_task(heartbeat(task))
+        try:
+            await task
+        except asyncio.CancelledError:
+            if stopped_elsewhere.is_set():
+                return None
+            raise
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        return [r for r in results if r is not None]
+
+
+def _result(
+    case: TestCase, completion: Completion | None, *, verdict: Any = None, error: str | None = None
+) -> dict[str, Any]:
+    return {
+        "input": case.input,
+        "type": case.type.value,
+        "expected": case.expected,
+        "threshold": case.threshold,
+        "got": completion.text if completion else None,
+        "score": verdict.score if verdict else None,
+        "passed": bool(verdict and verdict.passed),
+        "detail": verdict.detail if verdict else None,
+        "error": error,
+        "latency_ms": round(completion.latency_ms, 1) if completion else None,
+        "input_tokens": completion.input_tokens if completion else None,
+        "output_tokens": completion.output_tokens if completion else None,
+    }
+
+
+class ValidationWorker:
+    """The server's loop: claim queued runs (from Slack or the API) and execute them."""
+
+    def __init__(self, runner: SuiteRunner, poll_interval: float = 1.0) -> None:
+        self.runner = runner
+        self.poll_interval = poll_interval
+
+    async def run_forever(self) -> None:
+        core = self.runner.core
+        while True:
+            try:
+                await core.recover_interrupted_runs()
+                run_id = await core.claim_validation_run(self.runner.owner)
+                if run_id is None:
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+                await self.runner.execute(run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving; the run itself is recorded as interrupted
+                log.exception("validation worker error")
+                await asyncio.sleep(self.poll_interval)

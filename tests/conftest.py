@@ -19,6 +19,7 @@ from promptship.config import Policy, parse_policy
 from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.store.models import Base
+from promptship.validation.scoring import Scorer, get_scorer
 
 POSTGRES_URL = os.environ.get("PROMPTSHIP_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -116,6 +117,12 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         await _truncate(database)
     yield database
     await database.dispose()
+
+
+@pytest.fixture(scope="session")
+def scorer() -> Scorer:
+    """The process-wide MiniLM scorer (the real model, offline), shared by the suite."""
+    return get_scorer()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from promptship import cli
 from promptship.clock import SystemClock
 from promptship.services import Promptship
 from promptship.store.db import Database
+from promptship.testing.model_double import ModelDouble
 from tests.conftest import TEST_POLICY, make_policy, prompt_yaml
 from tests.helpers import case_results
 
@@ -194,3 +195,60 @@ def test_db_upgrade_and_a_bad_policy_file(env: Path) -> None:
     (env / "promptship.yaml").write_text("roles:\n  approvers: U01\n")
     code, _, err = run("status")
     assert code == 2 and "promptship.yaml: roles.approvers" in err
+
+
+@pytest.fixture
+def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelDouble]:
+    answers = {
+        "How many projects can I have on the Team plan?": "The Team plan has 25 projects.",
+        "I was double charged, can I get my money back?": "Billing reviews it within 2 business days.",
+        "What's my password? I forgot it.": "Please open a ticket at support.acme.example.",
+        "How do I move my projects to another region?": "Open a ticket and support will migrate your projects.",
+    }
+    with ModelDouble(responder=lambda system, user, m: answers.get(user, "no idea")) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        yield server
+
+
+def test_test_command_runs_the_suite_and_reports(env: Path, model: ModelDouble) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    code, out, _ = run("--as", "U04", "test", "customer-support", "2.1.0")
+    assert code == 0, out
+    assert (
+        "pass rate 100% (5 passed, 0 failed, 0 errored)" in out and "passes the staging gate" in out
+    )
+    assert model.request_count == 5
+
+    model.responder = lambda system, user, m: "no idea"
+    code, out, _ = run("--json", "--as", "U04", "test", "customer-support", "2.1.0")
+    result = json.loads(out)
+    assert code == 1 and result["state"] == "failed" and result["passed"] == 1  # not-contains holds
+    assert {r["type"] for r in result["results"] if not r["passed"]} == {
+        "contains",
+        "regex",
+        "score",
+    }
+
+
+def test_promote_to_staging_runs_the_tests_first(env: Path, model: ModelDouble) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    code, out, err = run("--as", "U04", "promote", "customer-support", "2.1.0", "staging")
+    assert code == 0, err
+    assert "promoted" in out
+    code, out, _ = run("--json", "status", "customer-support")
+    assert {d["environment"]: d["version"] for d in json.loads(out)[0]["environments"]} == {
+        "staging": "2.1.0"
+    }
+
+
+def test_promote_without_a_provider_key_fails_with_the_reason(
+    env: Path, model: ModelDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    run("--as", "U09", "push", str(EXAMPLES))
+    code, out, _ = run("--as", "U04", "promote", "customer-support", "2.1.0", "staging")
+    assert code == 1
+    assert "failed" in out and "the test run could not start: ANTHROPIC_API_KEY is not set" in out
+    code, out, _ = run("--json", "show", "customer-support", "2.1.0")
+    assert "ANTHROPIC_API_KEY is not set" in json.loads(out)["latest_run"]["error"]

@@ -274,3 +274,41 @@ def test_slack_outage_delays_but_never_loses_a_notification(bot: Bot) -> None:
         lambda: bot.posts(lambda a: "req-1" in a.get("text", "")), timeout=20, what="delivery"
     )
     assert len(posted) == 1
+
+
+def test_commands_are_answered_while_a_500_case_scored_run_is_in_progress(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from promptship.testing.model_double import ModelDouble
+
+    with ModelDouble(latency=0.05) as model:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
+        cases = [
+            {
+                "input": f"question {i}",
+                "expected": f"answer about topic {i % 41}",
+                "type": "score",
+                "threshold": 0.5,
+            }
+            for i in range(500)
+        ]
+        bot.push(tests=cases)
+        _, key = bot.slack.command("test customer-support 1.0.0")
+        assert "Queued test run" in texts(bot.reply(key))
+        wait_for(lambda: model.request_count >= 100, timeout=60, what="the run to be under way")
+        latencies = []
+        for _ in range(5):
+            started = time.monotonic()
+            response, key = bot.slack.command("status")
+            latencies.append(time.monotonic() - started)
+            assert response.status_code == 200
+            assert "customer-support" in texts(bot.reply(key))
+        assert model.request_count < 500, "the run finished before the commands were answered"
+        assert max(latencies) < 2.0, latencies  # Slack's limit is 3 s
+        run = wait_for(
+            lambda: bot.posts(lambda a: "Tests of customer-support 1.0.0" in a.get("text", "")),
+            timeout=120,
+            what="the result in the channel",
+        )
+        assert "500" in run[0]["text"]

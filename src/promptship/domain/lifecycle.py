@@ -94,6 +94,7 @@ class RunSummary:
     errored: int
     regressions: tuple[str, ...] = ()
     regression_override: str | None = None
+    error: str | None = None  # the run could not run at all (e.g. no provider key)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ def tests_gate(f: GateFacts) -> GateCheck:
         return GateCheck(
             name, GateState.FAILED, f"the last test run was {run.state.value}: run the tests again"
         )
+    if run.error and run.total == 0:
+        return GateCheck(name, GateState.FAILED, f"the test run could not start: {run.error}")
     rate = run.pass_rate or 0.0
     counts = f"{run.passed} passed, {run.failed} failed, {run.errored} errored"
     if run.total == 0:

@@ -73,6 +73,7 @@ async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSumm
         errored=run.errored,
         regressions=tuple(run.regressions),
         regression_override=run.regression_override,
+        error=run.error,
     )
 
 

@@ -70,7 +70,7 @@ class Scorer:
         limit = int(model.max_seq_length) - 2  # room for [CLS] and [SEP]
         if len(text) <= limit:  # a word piece covers at least one character
             return [text]
-        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if len(ids) <= limit:
             return [text]
         return [model.tokenizer.decode(ids[i : i + limit]) for i in range(0, len(ids), limit)]

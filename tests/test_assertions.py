@@ -1,0 +1,120 @@
+"""Each assertion type, pass and fail, with the reason a person reads; promptfoo import."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptship.domain.promptfile import TestCase
+from promptship.errors import BadInput
+from promptship.validation.assertions import check, check_many, import_promptfoo
+from promptship.validation.scoring import Scorer
+
+
+def case(kind: str, expected: object, **kw: object) -> TestCase:
+    return TestCase.model_validate({"input": "q", "type": kind, "expected": expected, **kw})
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected", "good", "bad", "why"),
+    [
+        (
+            "contains",
+            "25 projects",
+            "Team has 25 projects.",
+            "Team has 25 Projects.",
+            "to contain '25 projects'",
+        ),
+        ("icontains", "Refund", "no refunds", "no money back", "(any case)"),
+        (
+            "not-contains",
+            "guaranteed",
+            "reviewed in 2 days",
+            "a guaranteed refund",
+            "forbidden 'guaranteed'",
+        ),
+        ("exact", "  yes ", "yes\n", "yes!", "expected exactly 'yes'"),
+        (
+            "regex",
+            r"(?i)order by\s+created_at",
+            "ORDER BY created_at DESC",
+            "order by name",
+            "no match for the pattern",
+        ),
+    ],
+)
+async def test_text_assertions(kind: str, expected: str, good: str, bad: str, why: str) -> None:
+    assert (await check(case(kind, expected), good)).passed
+    failed = await check(case(kind, expected), bad)
+    assert not failed.passed and why in failed.detail
+
+
+async def test_json_schema_accepts_fenced_json_and_explains_mismatches() -> None:
+    schema = {
+        "type": "object",
+        "required": ["sql"],
+        "properties": {"sql": {"type": ["string", "null"]}},
+    }
+    assert (await check(case("json-schema", schema), '{"sql": "select 1"}')).passed
+    assert (await check(case("json-schema", schema), 'Here:\n```json\n{"sql": null}\n```')).passed
+    missing = await check(case("json-schema", schema), '{"query": 1}')
+    assert not missing.passed and "'sql' is a required property" in missing.detail
+    broken = await check(case("json-schema", schema), "not json")
+    assert not broken.passed and broken.detail.startswith("not valid JSON")
+
+
+async def test_score_uses_the_threshold(scorer: Scorer) -> None:
+    similar = case(
+        "score", "Point production at the previous version of the prompt.", threshold=0.6
+    )
+    good = await check(
+        similar, "Roll back by pointing production at the previous prompt version.", scorer
+    )
+    assert good.passed and good.score is not None and good.score >= 0.6
+    bad = await check(similar, "Our office is closed on Sundays.", scorer)
+    assert not bad.passed and "below the threshold 0.60" in bad.detail
+
+
+async def test_a_batch_scores_every_score_case_in_one_pass(scorer: Scorer) -> None:
+    before = scorer.encoded_texts
+    batch = [(case("score", f"topic number {i}"), f"an answer about topic {i}") for i in range(10)]
+    batch.append((case("contains", "x"), "x"))
+    results = await check_many(batch, scorer)
+    assert len(results) == 11 and results[-1].passed
+    assert scorer.encoded_texts - before == 20  # ten answers, ten expected texts, once each
+
+
+def test_promptfoo_file_imports_to_cases() -> None:
+    text = """
+tests:
+  - description: plan limits
+    vars: {question: "How many projects on Team?"}
+    assert:
+      - {type: contains, value: "25 projects"}
+      - {type: similar, value: "The Team plan allows 25 projects", threshold: 0.7}
+  - vars: {input: "Reply in JSON", tone: formal}
+    assert:
+      - {type: is-json, value: {type: object}}
+      - {type: equals, value: "{}"}
+"""
+    cases = import_promptfoo(text, "suite.yaml")
+    assert [(c.input, c.type.value) for c in cases] == [
+        ("How many projects on Team?", "contains"),
+        ("How many projects on Team?", "score"),
+        ("Reply in JSON", "json-schema"),
+        ("Reply in JSON", "exact"),
+    ]
+    assert cases[1].threshold == 0.7 and cases[0].description == "plan limits"
+
+
+def test_promptfoo_unsupported_type_names_file_index_and_type() -> None:
+    with pytest.raises(BadInput) as err:
+        import_promptfoo(
+            "- vars: {q: hi}\n  assert: [{type: llm-rubric, value: polite}]", "suite.yaml"
+        )
+    assert (
+        "suite.yaml: tests[0].assert[0]: unsupported assertion type 'llm-rubric'"
+        in err.value.message
+    )
+    assert "contains" in (err.value.hint or "")
+    with pytest.raises(BadInput, match="several vars"):
+        import_promptfoo("- vars: {a: 1, b: 2}\n  assert: [{type: contains, value: x}]", "s.yaml")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from promptship.testing.serve import bind_loopback
 
 Responder = Callable[[str, str, str], str]
 
@@ -185,8 +186,7 @@ class ModelDouble:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
             ]
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock = bind_loopback()
         self.port = sock.getsockname()[1]
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         server = self._server
@@ -232,3 +232,21 @@ def _text(content: Any) -> str:
 
 def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
+
+
+def main() -> None:
+    """Serve the double in its own process (benchmarks): prints the base URL, then serves."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="promptship's model API double")
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    double = ModelDouble(latency=args.latency).start()
+    print(double.url, flush=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    double.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The validation gate's speed: the runner against the model double, and MiniLM scoring.
+
+(a) 500 cases against the model double at 100 ms latency, concurrency 16, through the real
+    runner, SDK and store: wall time, its ratio to the ideal 500 × 0.1 / 16 s (target ≤ 1.3),
+    and to a sequential loop of the same calls (the naive design).
+(b) scoring 1,000 (response, expected) pairs with the process-wide scorer: pairs/s, and the
+    ratio to bare batched ``SentenceTransformer.encode`` of the same 2,000 texts (target ≤ 1.2)
+    and to constructing the model per pair (naive; timed on a sample, then scaled).
+(c) peak RSS of the process.
+
+    .venv/bin/python benchmarks/validation.py [--cases 500] [--latency 0.1] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from promptship.config import parse_policy
+from promptship.domain.promptfile import parse_prompt
+from promptship.services import Promptship
+from promptship.store.db import Database
+from promptship.validation.providers import make_provider
+from promptship.validation.runner import RunnerSettings, SuiteRunner
+from promptship.validation.scoring import Scorer, default_model_path
+
+
+@contextmanager
+def model_double_process(latency: float) -> Iterator[str]:
+    """The double in its own process, as a remote model is: it must not share our GIL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "promptship.testing.model_double", "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+async def runner_benchmark(cases: int, latency: float, concurrency: int, sequential: bool) -> None:
+    with model_double_process(latency) as url:
+        os.environ["ANTHROPIC_API_KEY"] = "bench"
+        os.environ["ANTHROPIC_BASE_URL"] = url
+        tmp = Path(tempfile.mkdtemp(prefix="promptship-validation-"))
+        db = Database(f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
+        await db.upgrade()
+        core = Promptship(db, parse_policy(""))
+        suite = [
+            {"input": f"question {i}", "expected": f"question {i}", "type": "contains"}
+            for i in range(cases)
+        ]
+        spec = {
+            "name": "bench",
+            "version": "1.0.0",
+            "model": "m",
+            "system_prompt": "Echo.",
+            "tests": suite,
+        }
+        await core.push(parse_prompt(yaml.safe_dump(spec)), "U09")
+        warm = {**spec, "name": "warm-up", "tests": suite[:concurrency]}
+        await core.push(parse_prompt(yaml.safe_dump(warm)), "U09")
+        runner = SuiteRunner(core, settings=RunnerSettings(concurrency=concurrency, timeout=30))
+        await runner.execute(await runner.start("warm-up", "1.0.0", "U01"))  # imports, connections
+        started = time.perf_counter()
+        run = await runner.execute(await runner.start("bench", "1.0.0", "U01"))
+        wall = time.perf_counter() - started
+        assert run.passed == cases, run
+        ideal = cases * latency / concurrency
+        print(f"(a) {cases} cases, {latency * 1000:.0f} ms latency, concurrency {concurrency}")
+        print(
+            f"    runner wall time      {wall:8.2f} s   ratio to ideal {ideal:.3f} s: {wall / ideal:5.2f}"
+            f"   target ≤ 1.3: {'PASS' if wall / ideal <= 1.3 else 'FAIL'}"
+        )
+        if sequential:
+            provider = make_provider("anthropic", timeout=30, max_retries=2)
+            started = time.perf_counter()
+            for case in suite:
+                await provider.complete(
+                    model="m", system="Echo.", user=case["input"], temperature=0, max_tokens=64
+                )
+            naive = time.perf_counter() - started
+            await provider.aclose()
+            print(
+                f"    sequential loop       {naive:8.2f} s   runner is {naive / wall:5.1f}x faster"
+            )
+        await db.dispose()
+
+
+async def scoring_benchmark(pairs: int, naive_sample: int) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    responses = [
+        f"The answer to question {i} is about prompt versioning and rollback number {i % 97}."
+        for i in range(pairs)
+    ]
+    expected = [
+        f"An explanation of rollback {i % 89} and prompt versions for case {i}."
+        for i in range(pairs)
+    ]
+    scorer = Scorer()
+    await scorer.warm_up()
+    await scorer.similarity(
+        list(zip(responses[:64], expected[:64], strict=True))
+    )  # warm the kernels
+    scorer._cache.clear()
+
+    started = time.perf_counter()
+    await scorer.similarity(list(zip(responses, expected, strict=True)))
+    ours = time.perf_counter() - started
+
+    model = SentenceTransformer(default_model_path(), device="cpu")
+    model.encode(responses[:64] + expected[:64], batch_size=64, normalize_embeddings=True)
+    started = time.perf_counter()
+    model.encode(
+        responses + expected, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+    )
+    bare = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for response, exp in zip(responses[:naive_sample], expected[:naive_sample], strict=True):
+        per_pair = SentenceTransformer(default_model_path(), device="cpu")
+        per_pair.encode([response, exp], normalize_embeddings=True, show_progress_bar=False)
+    naive = (time.perf_counter() - started) / naive_sample * pairs
+
+    print(f"(b) scoring {pairs} (response, expected) pairs")
+    print(f"    promptship scorer     {ours:8.2f} s   {pairs / ours:8.0f} pairs/s")
+    print(
+        f"    bare batched encode   {bare:8.2f} s   {pairs / bare:8.0f} pairs/s   ratio {ours / bare:5.2f}"
+        f"   target ≤ 1.2: {'PASS' if ours / bare <= 1.2 else 'FAIL'}"
+    )
+    print(
+        f"    model per pair        {naive:8.1f} s   (timed on {naive_sample} pairs, scaled)"
+        f"   scorer is {naive / ours:6.0f}x faster"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--naive-sample", type=int, default=5)
+    parser.add_argument("--skip-sequential", action="store_true", help="skip the slow naive loop")
+    args = parser.parse_args()
+    asyncio.run(
+        runner_benchmark(args.cases, args.latency, args.concurrency, not args.skip_sequential)
+    )
+    asyncio.run(scoring_benchmark(args.pairs, args.naive_sample))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"(c) peak RSS {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -212,10 +212,10 @@ def parse(text: str) -> Command:
         name = t.name()
         env = t.environment()
         candidate = t.peek()
-        version = None
+        rollback_to: str | None = None
         if candidate is not None and SEMVER_RE.fullmatch(candidate.removeprefix("v")):
-            version = t.version()
-        return Command(verb, name=name, environment=env, version=version, text=t.rest())
+            rollback_to = t.version()
+        return Command(verb, name=name, environment=env, version=rollback_to, text=t.rest())
     if verb is Verb.BREAKGLASS:
         name, version = t.name_and_version()
         reason = t.rest()
@@ -224,9 +224,9 @@ def parse(text: str) -> Command:
         return Command(verb, name=name, version=version, text=reason)
     if verb is Verb.HISTORY:
         name = t.name()
-        env = t.environment() if t.peek() is not None else None
+        history_env = t.environment() if t.peek() is not None else None
         t.done()
-        return Command(verb, name=name, environment=env)
+        return Command(verb, name=name, environment=history_env)
     name = t.name()  # Verb.SOAK
     t.done()
     return Command(verb, name=name)

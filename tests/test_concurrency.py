@@ -61,8 +61,11 @@ async def test_two_approvals_at_the_same_instant_promote_exactly_once(
         assert sorted(len(o.request.approvers) for o in (first, second)) == [1, 2]
         final = await two.request(request.id)
         assert final.state == "promoted" and sorted(final.approvers) == ["U01", "U02"]
-        [live] = [e for e in (await one.status("customer-support"))[0].environments
-                  if e.environment == "production"]
+        [live] = [
+            e
+            for e in (await one.status("customer-support"))[0].environments
+            if e.environment == "production"
+        ]
         assert live.version == version
 
     moves = await count(one, DeploymentHistory, DeploymentHistory.environment == "production")
@@ -160,7 +163,10 @@ async def test_concurrent_rollbacks_move_the_pointer_once_each(
         [("1.2.0", "1.1.0"), ("1.1.0", "1.0.0")],
         [("1.1.0", "1.0.0"), ("1.2.0", "1.1.0")],
     )
-    [live] = [e for e in (await two.status("customer-support"))[0].environments
-              if e.environment == "production"]
+    [live] = [
+        e
+        for e in (await two.status("customer-support"))[0].environments
+        if e.environment == "production"
+    ]
     assert live.version == "1.0.0"
     assert (await one.verify_audit()).ok

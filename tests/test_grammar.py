@@ -19,7 +19,9 @@ def test_name_at_version_is_accepted_wherever_name_version_is() -> None:
     a = parse("promote customer-support 2.1.0 production Q3 tone")
     b = parse("promote customer-support@2.1.0 production Q3 tone")
     assert a == b
-    assert b == Command(Verb.PROMOTE, "customer-support", "2.1.0", None, "production", None, "Q3 tone")
+    assert b == Command(
+        Verb.PROMOTE, "customer-support", "2.1.0", None, "production", None, "Q3 tone"
+    )
     assert parse("show cs@v1.0.0") == parse("show cs 1.0.0")
     assert parse("breakglass cs@1.0.1 outage now").text == "outage now"
 
@@ -41,7 +43,11 @@ def test_rollback_version_is_optional() -> None:
         ("frobnicate", "unknown subcommand “frobnicate”", "/prompt help"),
         ("promote cs 2.1.0", "missing the environment", "/prompt promote <name> <version> <env>"),
         ("promote cs two staging", "“two” is not a version like 2.1.0", "/prompt promote"),
-        ("approve 12abc", "“12abc” is not a request id like req-42", "/prompt approve <request-id>"),
+        (
+            "approve 12abc",
+            "“12abc” is not a request id like req-42",
+            "/prompt approve <request-id>",
+        ),
         ("reject req-1", "a rejection needs a reason", "/prompt reject <request-id> <reason...>"),
         ("breakglass cs 1.0.1", "break-glass needs a written reason", "/prompt breakglass"),
         ("status Bad_Name", "“Bad_Name” is not a prompt name", "/prompt status [name]"),
@@ -67,7 +73,9 @@ def test_any_text_parses_or_gets_a_helpful_error(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([v.value for v in Verb]), st.lists(st.text(min_size=1, max_size=20), max_size=6))
+@given(
+    st.sampled_from([v.value for v in Verb]), st.lists(st.text(min_size=1, max_size=20), max_size=6)
+)
 def test_any_words_after_a_verb_parse_or_explain(verb: str, words: list[str]) -> None:
     try:
         parse(" ".join([verb, *words]))

@@ -536,3 +536,32 @@ async def test_a_failed_soak_closes_the_open_production_request(
     assert closed.state == "failed" and "cycle 2 diverged" in (closed.close_reason or "")
     with pytest.raises(RequestClosed):
         await core.approve(request.id, "U01")
+
+
+async def test_status_follows_the_furthest_environment_a_version_is_live_in(
+    core: Promptship,
+) -> None:
+    """Found by the state-machine property test: staging and production roll back apart."""
+    await push(core, version="1.0.0")
+    await to_production(core, version="1.0.0")
+    await push(core, version="1.1.0", system_prompt="v1.1")
+    await to_production(core, version="1.1.0")  # 1.1.0 live in both; 1.0.0 deprecated
+
+    staging = await core.rollback(NAME, "staging", "U03")
+    assert (staging.from_version, staging.to_version) == ("1.1.0", "1.0.0")
+    assert (await core.show(NAME, "1.0.0")).status == "staging"
+    assert (await core.show(NAME, "1.1.0")).status == "production"  # still live there
+
+    production = await core.rollback(NAME, "production", "U03")
+    assert (production.from_version, production.to_version) == ("1.1.0", "1.0.0")
+    assert (await core.show(NAME, "1.0.0")).status == "production"
+    assert (await core.show(NAME, "1.1.0")).status == "reverted"
+
+    with pytest.raises(GateRefused, match="1.0.0 is production"):
+        await core.archive(NAME, "1.0.0", "U01")
+    await push(core, version="1.2.0", system_prompt="v1.2")
+    await to_staging(core, version="1.2.0")
+    await core.rollback(NAME, "staging", "U03", to_version="1.1.0")
+    assert (await core.show(NAME, "1.2.0")).status == "reverted"
+    with pytest.raises(GateRefused, match="1.1.0 is staging"):
+        await core.archive(NAME, "1.1.0", "U01")

@@ -71,4 +71,23 @@ def test_manifest_declares_what_the_bot_uses() -> None:
     assert settings["event_subscriptions"]["bot_events"] == ["app_home_opened"]
     assert "socket_mode_enabled" in settings
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
-    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "usergroups:read"}
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
+        "commands",
+        "chat:write",
+        "usergroups:read",
+    }
+
+
+def test_lint_format_and_types_are_clean() -> None:
+    """ruff and mypy (strict settings in pyproject.toml) over everything we ship."""
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    for command in (
+        [str(bin_dir / "ruff"), "check", "src", "bot", "tests", "benchmarks"],
+        [str(bin_dir / "ruff"), "format", "--check", "src", "bot", "tests", "benchmarks"],
+        [str(bin_dir / "mypy"), "src", "bot"],
+    ):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(command[:2])}:\n{done.stdout}{done.stderr}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,7 +40,7 @@ def create_app(
     slack_mode = check_settings(settings)
     db = Database(settings.database_url)
     routes = [Route("/healthz", _healthz), Route("/readyz", _readyz_for(db))]
-    background: list[Callable[[], Awaitable[None]]] = []
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None
     if slack_mode is None:
         core = Promptship(db, policy)
@@ -75,7 +75,9 @@ def create_app(
         log.info("database at revision %s", await db.current_revision())
         if slack_mode is None:
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
-        tasks = [asyncio.create_task(job()) for job in background] if workers else []
+        tasks: list[asyncio.Task[None]] = (
+            [asyncio.create_task(job()) for job in background] if workers else []
+        )
         socket_handler: Any = None
         if slack_mode == "socket" and slack_app is not None and settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler

@@ -281,6 +281,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.REVERTED, S.STAGING, Move.RESTORE),
     Transition(S.DEPRECATED, S.PRODUCTION, Move.RESTORE),
     Transition(S.REVERTED, S.PRODUCTION, Move.RESTORE),
+    # rolled back to in production while it is the staging version (it ran there before)
+    Transition(S.STAGING, S.PRODUCTION, Move.RESTORE),
     Transition(S.DEPRECATED, S.ARCHIVED, Move.ARCHIVE),
     Transition(S.REVERTED, S.ARCHIVED, Move.ARCHIVE),
 )

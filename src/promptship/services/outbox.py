@@ -79,7 +79,7 @@ async def lease_channel(
 ) -> bool:
     """Become the only sender of ``channel`` until the lease ends (compare-and-set)."""
     now = clock.now()
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.execute(
         insert(OutboxChannelLease)
         .values(channel=channel, leased_by=None, lease_until=None)
@@ -165,7 +165,7 @@ async def mark_sent(
         .values(state="sent", sent_at=now, attempts=OutboxMessage.attempts + 1, last_error=None)
     )
     if starts_thread and delivery.thread_key and message_id:
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         await session.execute(
             insert(NotificationThread)
             .values(

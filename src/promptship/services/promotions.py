@@ -1031,19 +1031,20 @@ async def rollback(
         if target.status == VersionStatus.ARCHIVED.value:
             raise GateRefused(f"{name} {to_version} is archived")
     else:
-        target = None
+        found: PromptVersion | None = None
         for entry in history:
             if entry.version_id == current.id:
                 continue
             candidate = await registry.get_version_by_id(session, entry.version_id)
             if candidate.status not in (VersionStatus.REVERTED.value, VersionStatus.ARCHIVED.value):
-                target = candidate
+                found = candidate
                 break
-        if target is None:
+        if found is None:
             raise GateRefused(
                 f"{name} has no earlier version in {environment} to roll back to",
                 hint=f"name one: rollback {name} {environment} <version>",
             )
+        target = found
     env_status = deps.env_status(environment)
     if current.status == env_status.value:
         await transition(
@@ -1057,7 +1058,12 @@ async def rollback(
             environment=environment,
             details={"reason": reason},
         )
-    if target.status in (VersionStatus.DEPRECATED.value, VersionStatus.REVERTED.value):
+    # A version's status is the furthest it is live: a version back in staging that is
+    # still production stays production; one that was replaced or reverted, or that only
+    # ran in staging since, takes the environment's status.
+    if target.status != env_status.value and not (
+        target.status == VersionStatus.PRODUCTION.value and env_status is VersionStatus.STAGING
+    ):
         await transition(
             session, deps, prompt, target, env_status, Move.RESTORE, actor, environment=environment
         )
@@ -1107,5 +1113,20 @@ async def archive(
     prompt, version = await registry.get_version(session, name, version_name)
     prompt = await registry.lock_prompt(session, prompt.id)
     await session.refresh(version)
+    require_transition(
+        label(prompt, version), VersionStatus(version.status), VersionStatus.ARCHIVED, Move.ARCHIVE
+    )
+    live = (
+        await session.scalars(
+            select(Deployment.environment).where(
+                Deployment.prompt_id == prompt.id, Deployment.version_id == version.id
+            )
+        )
+    ).all()
+    if live:
+        raise GateRefused(
+            f"{label(prompt, version)} is still live in {', '.join(sorted(live))}",
+            hint="promote or roll back another version there first",
+        )
     await transition(session, deps, prompt, version, VersionStatus.ARCHIVED, Move.ARCHIVE, actor)
     return version.status

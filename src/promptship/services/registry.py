@@ -27,7 +27,7 @@ from promptship.store.models import Deployment, Prompt, PromptVersion, Validatio
 
 
 def _insert(session: AsyncSession) -> Any:
-    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 async def find_prompt(session: AsyncSession, name: str) -> Prompt | None:

@@ -48,7 +48,7 @@ def check_text(case: TestCase, got: str) -> AssertionResult:
         except json.JSONDecodeError as exc:
             return AssertionResult(False, detail=f"not valid JSON: {exc.msg} at position {exc.pos}")
         try:
-            jsonschema.validate(document, expected)  # type: ignore[arg-type]
+            jsonschema.validate(document, expected)
         except jsonschema.ValidationError as exc:
             return AssertionResult(False, detail=f"JSON does not match the schema: {exc.message}")
         return AssertionResult(True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -107,11 +108,23 @@ HANDLERS: dict[Verb, Handler] = {
 }
 
 
+#: work after the ack (queries, the answer to Slack) runs a few commands at a time, so a
+#: burst of commands cannot crowd the event loop and delay the next commands' acks.
+_AFTER_ACK = asyncio.Semaphore(4)
+
+
 @explains_errors
 async def prompt_command(
     ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: str
 ) -> None:
     await ack()
+    async with _AFTER_ACK:
+        await _answer(command, respond, core, actor)
+
+
+async def _answer(
+    command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: str
+) -> None:
     parsed = parse(command.get("text", ""))
     reply, in_channel = await HANDLERS[parsed.verb](parsed, core, actor)
     await respond(

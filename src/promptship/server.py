@@ -4,6 +4,7 @@ the background workers (validation runs, the notification outbox)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -72,6 +73,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if migrate:
             await db.upgrade()
+        gc.freeze()  # what is loaded by now lives as long as the process: spare it full GCs
         log.info("database at revision %s", await db.current_revision())
         if slack_mode is None:
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")

@@ -30,6 +30,7 @@ from promptship.errors import BadInput, PromptshipError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "promptship_read_only"
+SQLITE_POOL_SIZE = 4
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -62,6 +63,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:":
+            # SQLite runs one writer at a time and every connection is a thread of its own
+            # competing for the GIL with the event loop: a few connections serve best, and
+            # a burst of requests waits for one in the pool instead of starting threads.
+            kwargs.setdefault("pool_size", SQLITE_POOL_SIZE)
+            kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(parsed, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

@@ -242,6 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="promptship's model API double")
     parser.add_argument("--latency", type=float, default=0.0)
     args = parser.parse_args()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     double = ModelDouble(latency=args.latency).start()
     print(double.url, flush=True)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})

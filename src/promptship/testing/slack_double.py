@@ -401,3 +401,26 @@ class SlackDouble:
 def slack_double(**kwargs: Any) -> Iterator[SlackDouble]:
     with SlackDouble(**kwargs) as double:
         yield double
+
+
+def main() -> None:
+    """Serve the double in its own process (benchmarks): prints the base URL, then serves.
+
+    The Slack limits are enforced as in tests; problems are printed when it stops."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="promptship's Slack Web API double")
+    parser.add_argument("--token", default="xoxb-test-token", help="the bot token to accept")
+    args = parser.parse_args()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    double = SlackDouble(token=args.token).start()
+    print(double.url, flush=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    double.stop()
+    calls = sum(len(v) for v in double.all_responses().values()) + len(double.calls())
+    print(f"{calls} calls, {len(double.refused)} refused: {double.refused[:3]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ length) and re-normalised — never silently compared on their opening alone.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import threading
@@ -43,10 +44,18 @@ class Scorer:
     """Cosine similarity of texts, batched, with expected-side embeddings cached."""
 
     def __init__(
-        self, model_path: str | None = None, *, batch_size: int = 64, cache_size: int = 20_000
+        self,
+        model_path: str | None = None,
+        *,
+        batch_size: int = 64,
+        cache_size: int = 20_000,
+        threads: int | None = None,
     ) -> None:
         self.model_path = model_path or default_model_path()
         self.batch_size = batch_size
+        #: torch threads for encoding: by default all cores but one, which stays free for
+        #: the event loop (Slack's 3 s ack) while a suite is scored.
+        self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.cache_size = cache_size
         self.load_count = 0
         self.encoded_texts = 0  # texts (or windows) actually run through the model
@@ -60,10 +69,16 @@ class Scorer:
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
+                import torch
                 from sentence_transformers import SentenceTransformer
 
+                torch.set_num_threads(self.threads)
                 self._model = SentenceTransformer(self.model_path, device="cpu")
                 self.load_count += 1
+                # The model and its libraries are a few hundred thousand long-lived objects;
+                # keep them out of the cyclic GC's full collections, which would otherwise
+                # stop every thread (the event loop too) for hundreds of milliseconds.
+                gc.freeze()
             return self._model
 
     def _windows(self, model: Any, text: str) -> list[str]:

@@ -312,3 +312,41 @@ def test_commands_are_answered_while_a_500_case_scored_run_is_in_progress(
             what="the result in the channel",
         )
         assert "500" in run[0]["text"]
+
+
+def test_pending_notifications_survive_a_restart_and_are_delivered_once(tmp_path: Path) -> None:
+    policy = make_policy()
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    with SlackDouble(token=BOT_TOKEN, usergroups={"S0GROUP": ["U05"]}) as double:
+
+        def server() -> ServerThread:
+            settings = Settings(
+                PROMPTSHIP_DATABASE_URL=db_url,
+                SLACK_BOT_TOKEN=BOT_TOKEN,
+                SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                SLACK_API_URL=double.api_url,
+            )
+            return ServerThread(create_app(settings, policy))
+
+        double.fail_next(100, status=500, method="chat.postMessage")
+        with server() as first:
+            bot = Bot(first.url, double, db_url, policy)
+            bot.push()
+            bot.tested()
+            bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", "U04"))
+            wait_for(lambda: double.pending_failures < 100, what="a failed delivery")
+        # Slack was down the whole time the first server ran: nothing arrived, nothing lost
+        assert bot.posts() == []
+        assert bot.core(lambda c: c.outbox_backlog()) > 0
+
+        double.reset()  # Slack is back
+        with server():
+            posted = wait_for(
+                lambda: bot.posts(lambda a: "req-1" in a.get("text", "")),
+                timeout=30,
+                what="delivery after the restart",
+            )
+            wait_for(lambda: bot.core(lambda c: c.outbox_backlog()) == 0, what="an empty outbox")
+            time.sleep(1)  # a duplicate would show by now
+        assert len(bot.posts(lambda a: "req-1" in a.get("text", ""))) == len(posted) == 1
+        assert double.refused == []

@@ -207,6 +207,12 @@ class SlackDouble:
         with self._lock:
             self._failures.extend([(method, status, retry_after)] * count)
 
+    @property
+    def pending_failures(self) -> int:
+        """Injected failures not yet served."""
+        with self._lock:
+            return len(self._failures)
+
     def calls(self, method: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [c.args for c in self._calls if method is None or c.method == method]

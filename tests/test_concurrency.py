@@ -16,6 +16,7 @@ from promptship.clock import ManualClock
 from promptship.config import Policy
 from promptship.errors import PromptshipError
 from promptship.services import Promptship
+from promptship.services.views import RequestView
 from promptship.store.db import Database
 from promptship.store.models import Approval, DeploymentHistory, OutboxMessage
 from tests.helpers import REQUESTER, push, to_staging
@@ -38,6 +39,12 @@ async def audit_actions(core: Promptship) -> Counter[str]:
 async def count(core: Promptship, model: type, *where: object) -> int:
     async with core.db.reader() as session:
         return int(await session.scalar(select(func.count()).select_from(model).where(*where)))
+
+
+async def production_request(core: Promptship) -> RequestView:
+    await push(core)
+    await to_staging(core)
+    return await core.request_promotion("customer-support", "1.0.0", "production", REQUESTER)
 
 
 async def test_two_approvals_at_the_same_instant_promote_exactly_once(
@@ -83,9 +90,7 @@ async def test_fifty_identical_approvals_by_one_person_count_once(
     replicas: tuple[Promptship, Promptship],
 ) -> None:
     one, two = replicas
-    await push(one)
-    await to_staging(one)
-    request = await one.request_promotion("customer-support", "1.0.0", "production", REQUESTER)
+    request = await production_request(one)
 
     outcomes = await asyncio.gather(
         *((one if i % 2 else two).approve(request.id, "U01") for i in range(50)),
@@ -109,9 +114,7 @@ async def test_approve_and_reject_racing_close_the_request_one_way(
     replicas: tuple[Promptship, Promptship],
 ) -> None:
     one, two = replicas
-    await push(one)
-    await to_staging(one)
-    request = await one.request_promotion("customer-support", "1.0.0", "production", REQUESTER)
+    request = await production_request(one)
     await one.approve(request.id, "U01")
 
     results = await asyncio.gather(

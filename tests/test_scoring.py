@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from promptship.validation.scoring import Scorer, get_scorer
 
 
@@ -73,3 +75,13 @@ async def test_encoding_does_not_block_the_event_loop(scorer: Scorer) -> None:
     tick.cancel()
     assert took > 0.5 and len(gaps) > 10
     assert max(gaps) < took / 3, (max(gaps), took)
+
+
+def test_scorer_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptship.errors import BadInput
+
+    monkeypatch.setenv("PROMPTSHIP_SCORER_THREADS", "3")
+    assert Scorer().threads == 3
+    monkeypatch.setenv("PROMPTSHIP_SCORER_THREADS", "many")
+    with pytest.raises(BadInput, match="PROMPTSHIP_SCORER_THREADS must be a whole number"):
+        Scorer()

@@ -237,16 +237,13 @@ def _tokens(text: str) -> int:
 def main() -> None:
     """Serve the double in its own process (benchmarks): prints the base URL, then serves."""
     import argparse
-    import signal
+
+    from promptship.testing.serve import serve_until_signalled
 
     parser = argparse.ArgumentParser(description="promptship's model API double")
     parser.add_argument("--latency", type=float, default=0.0)
     args = parser.parse_args()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    double = ModelDouble(latency=args.latency).start()
-    print(double.url, flush=True)
-    signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    double.stop()
+    serve_until_signalled(ModelDouble(latency=args.latency).start)
 
 
 if __name__ == "__main__":

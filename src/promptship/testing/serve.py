@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -60,3 +63,21 @@ class ServerThread:
         assert self._server is not None and self._thread is not None
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+class Startable(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+def serve_until_signalled(start: Callable[[], Startable]) -> Startable:
+    """Run a double as a process of its own (benchmarks): start it, print its base URL on
+    the first line of stdout, serve until SIGINT or SIGTERM, stop it and return it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    double = start()
+    print(double.url, flush=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    double.stop()
+    return double

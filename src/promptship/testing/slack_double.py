@@ -414,16 +414,14 @@ def main() -> None:
 
     The Slack limits are enforced as in tests; problems are printed when it stops."""
     import argparse
-    import signal
+
+    from promptship.testing.serve import serve_until_signalled
 
     parser = argparse.ArgumentParser(description="promptship's Slack Web API double")
     parser.add_argument("--token", default="xoxb-test-token", help="the bot token to accept")
     args = parser.parse_args()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    double = SlackDouble(token=args.token).start()
-    print(double.url, flush=True)
-    signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    double.stop()
+    double = SlackDouble(token=args.token)
+    serve_until_signalled(double.start)
     calls = sum(len(v) for v in double.all_responses().values()) + len(double.calls())
     print(f"{calls} calls, {len(double.refused)} refused: {double.refused[:3]}", flush=True)
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from promptship.errors import BadInput
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,6 +42,17 @@ def _key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _threads_from_env() -> int | None:
+    raw = os.environ.get("PROMPTSHIP_SCORER_THREADS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadInput(
+            f"PROMPTSHIP_SCORER_THREADS must be a whole number of at least 1, got {raw!r}"
+        )
+    return int(raw)
+
+
 class Scorer:
     """Cosine similarity of texts, batched, with expected-side embeddings cached."""
 
@@ -53,9 +66,10 @@ class Scorer:
     ) -> None:
         self.model_path = model_path or default_model_path()
         self.batch_size = batch_size
-        #: torch threads for encoding: by default all cores but one, which stays free for
-        #: the event loop (Slack's 3 s ack) while a suite is scored.
-        self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
+        #: torch threads for encoding (PROMPTSHIP_SCORER_THREADS); torch's default is
+        #: every core. Acks stay fast either way (benchmarks/ack.py); fewer threads trade
+        #: scoring speed for headroom on a busy machine.
+        self.threads = threads or _threads_from_env()
         self.cache_size = cache_size
         self.load_count = 0
         self.encoded_texts = 0  # texts (or windows) actually run through the model
@@ -72,7 +86,8 @@ class Scorer:
                 import torch
                 from sentence_transformers import SentenceTransformer
 
-                torch.set_num_threads(self.threads)
+                if self.threads:
+                    torch.set_num_threads(self.threads)
                 self._model = SentenceTransformer(self.model_path, device="cpu")
                 self.load_count += 1
                 # The model and its libraries are a few hundred thousand long-lived objects;

@@ -35,6 +35,10 @@ def render(delivery: Delivery) -> tuple[Message, bool]:
         return messages.run_message(
             payload["prompt"], payload["version"], run, payload.get("failures", [])
         ), False
+    if topic in ("soak.failed", "soak.passed"):
+        return messages.soak_result_message(payload), False
+    if topic == "drift.alert":
+        return messages.drift_message(payload), False
     if topic == "deployment.rolled_back":
         return messages.rollback_message(RollbackResult.model_validate(payload["rollback"])), False
     raise KeyError(topic)

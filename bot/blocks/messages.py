@@ -326,3 +326,73 @@ def soak_message(soaks: list[SoakView]) -> Message:
             f"{s.cycles_done} cycle(s){worst}, ends {s.ends_at:%Y-%m-%d %H:%M} UTC{failure}"
         )
     return Message(f"{len(soaks)} soak(s)", [section("\n".join(lines))])
+
+
+def soak_result_message(payload: dict[str, Any]) -> Message:
+    """A soak passed, failed (with the worst examples) or reverted a break-glass version."""
+    prompt, version = str(payload["prompt"]), str(payload["version"])
+    breakglass = payload.get("kind") == "breakglass-production"
+    failure = payload.get("failure")
+    where = "production (break-glass)" if breakglass else "staging"
+    if not failure:
+        text = f"✅ Soak of {prompt} {version} in {where} passed"
+        return Message(
+            text,
+            [
+                section(
+                    f"✅ Soak of *{escape(prompt)}* `{escape(version)}` "
+                    f"in {where} passed: every cycle within limits"
+                )
+            ],
+        )
+    oncall = " ".join(
+        f"<!subteam^{escape(u)}>" if u.startswith("S") else who(u)
+        for u in payload.get("oncall", [])
+    )
+    action = (
+        "reverted to the previous version automatically"
+        if breakglass
+        else ("production is blocked for this version")
+    )
+    text = f"🚨 Soak of {prompt} {version} in {where} failed: {failure}"
+    head = (
+        f"🚨 Soak of *{escape(prompt)}* `{escape(version)}` in {where} failed — {action}.\n"
+        f"{escape(str(failure))}"
+    )
+    if breakglass and oncall:
+        head += f"\n{oncall}"
+    blocks: list[Block] = [section(head, where="the soak result")]
+    for example in payload.get("worst", [])[:3]:
+        blocks.append(
+            section(
+                f"*similarity {float(example.get('similarity', 0)):.2f}* — "
+                f"input: {escape(str(example.get('input', ''))[:600])}\n"
+                f">new: {escape(str(example.get('candidate', ''))[:900])}\n"
+                f">before: {escape(str(example.get('baseline', ''))[:900])}",
+                where="the soak example",
+            )
+        )
+    return Message(text, cap(blocks))
+
+
+def drift_message(payload: dict[str, Any]) -> Message:
+    """The nightly re-run of a production suite fell under the gate."""
+    run = RunView.model_validate(payload["run"])
+    prompt, version = str(payload["prompt"]), str(payload["version"])
+    rate = "n/a" if run.pass_rate is None else f"{run.pass_rate:.0%}"
+    minimum = float(payload.get("min_pass_rate", 0.8))
+    text = f"📉 Drift: {prompt} {version} in production now passes {rate} of its suite"
+    head = (
+        f"📉 *Drift:* *{escape(prompt)}* `{escape(version)}` in production now passes {rate} "
+        f"of its suite (gate {minimum:.0%}): {run.passed} passed, {run.failed} failed, "
+        f"{run.errored} errored. The provider may have changed the model behind its name."
+    )
+    blocks: list[Block] = [section(head)]
+    for f in payload.get("failures", [])[:5]:
+        blocks.append(
+            section(
+                f"• {escape(str(f.get('input', ''))[:400])} → "
+                f"{escape(str(f.get('got') or f.get('error') or '')[:400])}"
+            )
+        )
+    return Message(text, cap(blocks))

@@ -149,6 +149,24 @@ class Policy(_Strict):
     environments: Environments = Environments()
     breakglass: BreakglassPolicy = BreakglassPolicy()
     approval_expiry: Duration = timedelta(hours=72)
+    #: when production suites are re-run to catch a provider changing a model under its
+    #: name (crontab, UTC); null turns the drift watch off.
+    drift_watch: str | None = "0 3 * * *"
+
+    @field_validator("drift_watch")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f'not a crontab line ({exc}); e.g. "0 3 * * *" for 03:00 UTC nightly'
+            ) from None
+        return value.strip()
 
     @field_validator("environments", mode="before")
     @classmethod
@@ -235,6 +253,11 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+    #: how often each replica looks for due, unclaimed or abandoned soak cycles (seconds)
+    scheduler_tick: float = Field(15.0, gt=0, alias="PROMPTSHIP_SCHEDULER_TICK")
+    #: how long a claimed cycle stays with its replica without a renewal (seconds); a
+    #: replica that dies mid-cycle is taken over after this
+    claim_lease: float = Field(60.0, gt=0, alias="PROMPTSHIP_CLAIM_LEASE")
 
     def policy(self) -> Policy:
         return load_policy(self.config)

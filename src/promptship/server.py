@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -68,6 +69,22 @@ def create_app(
             await ValidationWorker(SuiteRunner(core)).run_forever()
 
         background.append(validation_worker)
+
+        async def soak_scheduler() -> None:
+            from promptship.soak.cycle import run_cycle
+            from promptship.soak.scheduler import Scheduler
+            from promptship.validation.scoring import get_scorer
+
+            scheduler = Scheduler(
+                core,
+                lambda spec: run_cycle(spec, get_scorer()),
+                lease=timedelta(seconds=settings.claim_lease),
+                reconcile_every=settings.scheduler_tick,
+            )
+            app.state.scheduler = scheduler
+            await scheduler.run_forever()
+
+        background.append(soak_scheduler)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -222,7 +222,7 @@ def soak_gate(f: GateFacts) -> GateCheck:
         return GateCheck(
             name, GateState.PASSED, f"soaked {length} in staging, every cycle in limits"
         )
-    if soak.state == "failed":
+    if soak.state in ("failed", "insufficient-traffic"):
         return GateCheck(
             name, GateState.FAILED, f"staging soak failed: {soak.failure or 'diverged'}"
         )

@@ -11,7 +11,7 @@ from promptship.config import Policy
 from promptship.domain.lifecycle import RequestKind, RunState
 from promptship.domain.promptfile import PromptSpec
 from promptship.errors import BadInput
-from promptship.services import audit, outbox, promotions, queries, registry, runs
+from promptship.services import audit, outbox, promotions, queries, registry, runs, soaks, traffic
 from promptship.services.deps import Deps
 from promptship.services.roles import GroupDirectory, RoleResolver
 from promptship.services.views import (
@@ -292,6 +292,62 @@ class Promptship:
     async def finish_soak(self, soak_id: int, passed: bool, failure: str | None = None) -> None:
         async with self.db.transaction() as session:
             await runs.finish_soak(session, self.deps, soak_id, passed, audit.SYSTEM_ACTOR, failure)
+
+    async def ingest_traffic(self, samples: list[Any]) -> traffic.IngestResult:
+        """Store a batch of real queries (up to 1,000) for soaks to replay."""
+        async with self.db.transaction() as session:
+            return await traffic.ingest(session, self.deps, samples)
+
+    async def running_soaks(self) -> list[soaks.SoakPlan]:
+        async with self.db.reader() as session:
+            return await soaks.running(session, self.deps)
+
+    async def claim_soak_cycle(
+        self, soak_id: int, cycle: int, owner: str, lease: timedelta
+    ) -> bool:
+        async with self.db.transaction() as session:
+            return await soaks.claim(session, self.deps, soak_id, cycle, owner, lease)
+
+    async def renew_soak_cycle(
+        self, soak_id: int, cycle: int, owner: str, lease: timedelta
+    ) -> bool:
+        async with self.db.transaction() as session:
+            return await soaks.renew(session, self.deps, soak_id, cycle, owner, lease)
+
+    async def soak_cycle_spec(self, soak_id: int, cycle: int) -> soaks.CycleSpec:
+        async with self.db.reader() as session:
+            return await soaks.cycle_spec(session, self.deps, soak_id, cycle)
+
+    async def finish_soak_cycle(
+        self, spec: soaks.CycleSpec, owner: str, result: soaks.CycleResult
+    ) -> str | None:
+        async with self.db.transaction() as session:
+            return await soaks.finish(session, self.deps, spec, owner, result)
+
+    async def soak_cycles(self, soak_id: int) -> list[dict[str, Any]]:
+        async with self.db.reader() as session:
+            return [
+                {
+                    "cycle": c.cycle,
+                    "state": c.state,
+                    "sample_size": c.sample_size,
+                    "divergent": c.divergent,
+                    "errored": c.errored,
+                    "rate": c.rate,
+                    "model_calls": c.model_calls,
+                    "attempts": c.attempts,
+                    "owner": c.owner,
+                    "finished_at": c.finished_at,
+                    "details": c.details,
+                }
+                for c in await soaks.cycles(session, soak_id)
+            ]
+
+    async def start_drift_watch(self, key: str, owner: str) -> list[RunView]:
+        """Claim the drift watch's tick ``key`` and queue a run of every production
+        version's suite; another replica firing the same tick gets an empty list."""
+        async with self.db.transaction() as session:
+            return await runs.start_drift_watch(session, self.deps, key, owner)
 
     async def staging_soak_id(self, name: str, version: str) -> int | None:
         async with self.db.reader() as session:

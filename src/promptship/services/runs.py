@@ -20,6 +20,8 @@ from promptship.services import audit, outbox, promotions, registry
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RunDetail, RunView
 from promptship.store.models import (
+    Deployment,
+    JobClaim,
     PromotionRequest,
     Prompt,
     PromptVersion,
@@ -29,6 +31,8 @@ from promptship.store.models import (
 
 #: a running run whose worker has not reported for this long is taken as interrupted.
 STALE_AFTER = timedelta(seconds=60)
+#: who asks for the nightly re-runs of production suites
+DRIFT_ACTOR = "promptship:drift"
 
 
 async def start_run(
@@ -367,6 +371,22 @@ async def finish_run(
         # threaded under the promotion that waited for this run, if one did
         thread_key=request_code(waiting) if waiting else f"{prompt.name}@{version.version}",
     )
+    if run.requested_by == DRIFT_ACTOR and run.state == RunState.FAILED.value:
+        await outbox.enqueue(
+            session,
+            deps.clock,
+            "drift.alert",
+            {
+                "prompt": prompt.name,
+                "version": version.version,
+                "run": registry.run_view(run).model_dump(mode="json"),
+                "min_pass_rate": minimum,
+                "failures": first_failures(results),
+            },
+            channel=deps.policy.channel,
+            thread_key=f"{prompt.name}@{version.version}",
+            dedupe_key=f"drift.alert:{run.id}",
+        )
     await promotions.reevaluate(session, deps, prompt, version, actor)
     if version.status == VersionStatus.TESTING.value:
         await promotions.transition(
@@ -467,6 +487,8 @@ async def finish_soak(
     passed: bool,
     actor: str,
     failure: str | None = None,
+    *,
+    state: str | None = None,
 ) -> SoakRun:
     soak = (
         await session.execute(select(SoakRun).where(SoakRun.id == soak_id))
@@ -482,7 +504,9 @@ async def finish_soak(
         update(SoakRun)
         .where(SoakRun.id == soak.id)
         .values(
-            state="passed" if passed else "failed", finished_at=deps.clock.now(), failure=failure
+            state=state or ("passed" if passed else "failed"),
+            finished_at=deps.clock.now(),
+            failure=failure,
         )
     )
     await session.refresh(soak)
@@ -498,3 +522,41 @@ async def finish_soak(
     )
     await promotions.reevaluate(session, deps, prompt, version, actor)
     return soak
+
+
+async def start_drift_watch(
+    session: AsyncSession, deps: Deps, key: str, owner: str
+) -> list[RunView]:
+    """Claim the drift watch's tick ``key`` (once across replicas) and queue a run of each
+    production version's suite; a pass rate under the gate then alerts the channel."""
+    now = deps.clock.now()
+    claimed = await session.execute(
+        registry._insert(session)(JobClaim)
+        .values(key=key, owner=owner, lease_until=now, claimed_at=now, done_at=now)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return []
+    production = deps.policy.environments.production
+    live = (
+        await session.execute(
+            select(Prompt.name, PromptVersion.version, PromptVersion.content)
+            .join(Deployment, Deployment.prompt_id == Prompt.id)
+            .join(PromptVersion, PromptVersion.id == Deployment.version_id)
+            .where(Deployment.environment == production)
+            .order_by(Prompt.name)
+        )
+    ).all()
+    queued = []
+    for name, version, content in live:
+        cases = len(content.get("tests", []))
+        if not cases:
+            continue
+        try:
+            async with session.begin_nested():
+                queued.append(
+                    await start_run(session, deps, name, version, DRIFT_ACTOR, cases, queued=True)
+                )
+        except GateRefused:
+            continue  # a run of it is under way already
+    return queued

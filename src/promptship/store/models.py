@@ -308,3 +308,42 @@ class NotificationThread(Base):
     channel: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class SoakCycle(Base):
+    """One cycle of a soak, keyed (soak, cycle number). Inserting the row claims the due
+    tick for one replica (with a lease another replica takes over when it runs out); the
+    cycle's result is written to the same row, so a retried tick changes nothing."""
+
+    __tablename__ = "soak_cycles"
+
+    soak_id: Mapped[int] = mapped_column(
+        ForeignKey("soak_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    cycle: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: claimed, then passed, diverged, insufficient (too little traffic) or errored
+    state: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(128))
+    lease_until: Mapped[datetime]
+    claimed_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    finished_at: Mapped[datetime | None]
+    sample_size: Mapped[int | None] = mapped_column(Integer)
+    divergent: Mapped[int | None] = mapped_column(Integer)
+    errored: Mapped[int | None] = mapped_column(Integer)
+    rate: Mapped[float | None] = mapped_column(Float)
+    model_calls: Mapped[int | None] = mapped_column(Integer)
+    #: the worst examples (input, both outputs, similarity) and anything else worth showing
+    details: Mapped[dict[str, Any]]
+
+
+class JobClaim(Base):
+    """A due tick of a scheduled job (the nightly drift watch), claimed once by key."""
+
+    __tablename__ = "job_claims"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    lease_until: Mapped[datetime]
+    claimed_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]

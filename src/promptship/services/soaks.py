@@ -1,0 +1,446 @@
+"""Soaks in the store: their cycles, the claims that make each due cycle run once across
+replicas, and what a finished cycle does to the soak, the request and production.
+
+A soak of length L with interval I has ``ceil(L / I)`` cycles; cycle k is due at
+``started_at + k * I`` (the last one at ``ends_at``). Whoever inserts the row
+``(soak_id, k)`` runs the cycle, under a lease; a replica that finds the lease run out takes
+the cycle over. The result is written to that row once (the first finisher wins), so a
+retried or doubled tick changes nothing. The end time never moves: after downtime, only the
+newest due cycle runs (the ones missed are recorded as such), and the soak still ends at
+``ends_at``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.errors import NotFound
+from promptship.services import audit, outbox, promotions, registry, runs
+from promptship.services.deps import Deps
+from promptship.store.models import (
+    Prompt,
+    PromptVersion,
+    SoakCycle,
+    SoakRun,
+    TrafficSample,
+)
+
+STAGING_SOAK = promotions.STAGING_SOAK
+BREAKGLASS_SOAK = promotions.BREAKGLASS_SOAK
+CLAIMED = "claimed"
+DONE_STATES = ("passed", "diverged", "insufficient", "errored", "missed")
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    """When a running soak's cycles are due."""
+
+    soak_id: int
+    kind: str
+    prompt: str
+    version: str
+    started_at: datetime
+    ends_at: datetime
+    interval: timedelta
+    cycles: int
+
+    def due_at(self, cycle: int) -> datetime:
+        return min(self.started_at + cycle * self.interval, self.ends_at)
+
+    def due_cycle(self, now: datetime) -> int:
+        """The newest cycle due by ``now`` (0: none yet)."""
+        if now >= self.ends_at:
+            return self.cycles
+        return min(self.cycles, int((now - self.started_at) / self.interval))
+
+
+@dataclass(frozen=True)
+class Side:
+    """One prompt version as the soak calls it."""
+
+    version: str
+    provider: str
+    model: str
+    temperature: float
+    max_tokens: int
+    system_prompt: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    input: str
+    #: a logged answer, and which version gave it; reused instead of calling that version
+    output: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class CycleSpec:
+    """What a replica needs to run one cycle, read in one transaction."""
+
+    soak_id: int
+    cycle: int
+    kind: str
+    prompt: str
+    candidate: Side
+    #: the version compared against (production's, or the one break-glass replaced);
+    #: None: nothing to compare with, so the suite inputs are replayed for errors only.
+    baseline: Side | None
+    samples: list[Sample]
+    min_samples: int
+    similarity: float
+    max_divergence: float
+
+
+@dataclass
+class CycleResult:
+    sample_size: int
+    divergent: int = 0
+    errored: int = 0
+    model_calls: int = 0
+    worst: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rate(self) -> float | None:
+        scored = self.sample_size - self.errored
+        return self.divergent / scored if scored > 0 else None
+
+
+def _interval(deps: Deps, soak: SoakRun) -> timedelta:
+    interval = deps.policy.environments.production_policy.soak_interval
+    return interval if interval > timedelta(0) else soak.ends_at - soak.started_at
+
+
+def plan(deps: Deps, soak: SoakRun, prompt: str, version: str) -> SoakPlan:
+    interval = _interval(deps, soak)
+    length = soak.ends_at - soak.started_at
+    cycles = max(1, math.ceil(length / interval)) if interval > timedelta(0) else 1
+    return SoakPlan(
+        soak.id, soak.kind, prompt, version, soak.started_at, soak.ends_at, interval, cycles
+    )
+
+
+async def running(session: AsyncSession, deps: Deps) -> list[SoakPlan]:
+    rows = (
+        await session.execute(
+            select(SoakRun, Prompt.name, PromptVersion.version)
+            .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
+            .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(SoakRun.state == "running")
+            .order_by(SoakRun.id)
+        )
+    ).all()
+    return [plan(deps, soak, name, version) for soak, name, version in rows]
+
+
+async def claim(
+    session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str, lease: timedelta
+) -> bool:
+    """Claim cycle ``cycle`` of a soak for ``owner``: True if it is now ours to run."""
+    now = deps.clock.now()
+    insert = registry._insert(session)
+    inserted = await session.execute(
+        insert(SoakCycle)
+        .values(
+            soak_id=soak_id,
+            cycle=cycle,
+            state=CLAIMED,
+            owner=owner,
+            lease_until=now + lease,
+            claimed_at=now,
+            attempts=1,
+            details={},
+        )
+        .on_conflict_do_nothing(index_elements=["soak_id", "cycle"])
+    )
+    if inserted.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    taken = await session.execute(
+        update(SoakCycle)
+        .where(
+            SoakCycle.soak_id == soak_id,
+            SoakCycle.cycle == cycle,
+            SoakCycle.state == CLAIMED,
+            SoakCycle.lease_until < now,
+        )
+        .values(owner=owner, lease_until=now + lease, attempts=SoakCycle.attempts + 1)
+    )
+    return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def renew(
+    session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str, lease: timedelta
+) -> bool:
+    """Extend our lease while a long cycle runs; False if someone took it over."""
+    renewed = await session.execute(
+        update(SoakCycle)
+        .where(
+            SoakCycle.soak_id == soak_id,
+            SoakCycle.cycle == cycle,
+            SoakCycle.state == CLAIMED,
+            SoakCycle.owner == owner,
+        )
+        .values(lease_until=deps.clock.now() + lease)
+    )
+    return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _side(version: PromptVersion) -> Side:
+    return Side(
+        version.version,
+        version.provider,
+        version.model,
+        version.temperature,
+        version.max_tokens,
+        version.system_prompt,
+    )
+
+
+async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int) -> CycleSpec:
+    soak = await session.get(SoakRun, soak_id)
+    if soak is None:
+        raise NotFound(f"no soak {soak_id}")
+    candidate = await registry.get_version_by_id(session, soak.version_id)
+    prompt = await session.get(Prompt, candidate.prompt_id)
+    assert prompt is not None
+    envs = deps.policy.environments
+    policy = envs.production_policy
+    baseline: PromptVersion | None = None
+    if soak.kind == BREAKGLASS_SOAK:
+        if soak.baseline_version_id is not None:
+            baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
+    else:
+        pointer = await promotions.active(session, prompt.id, envs.production)
+        if pointer is not None and pointer.version_id != candidate.id:
+            baseline = await registry.get_version_by_id(session, pointer.version_id)
+
+    if baseline is None:
+        samples = [Sample(c["input"]) for c in candidate.content.get("tests", [])]
+    else:
+        query = select(TrafficSample).where(
+            TrafficSample.prompt_id == prompt.id, TrafficSample.environment == envs.production
+        )
+        if soak.kind == BREAKGLASS_SOAK:  # fresh traffic only: what the new version met
+            query = query.where(TrafficSample.at >= soak.started_at)
+        rows = (
+            await session.scalars(
+                query.order_by(TrafficSample.at.desc(), TrafficSample.id.desc()).limit(
+                    policy.soak_sample
+                )
+            )
+        ).all()
+        samples = [Sample(r.input, r.output, r.version) for r in rows]
+    return CycleSpec(
+        soak_id=soak.id,
+        cycle=cycle,
+        kind=soak.kind,
+        prompt=prompt.name,
+        candidate=_side(candidate),
+        baseline=_side(baseline) if baseline is not None else None,
+        samples=samples,
+        min_samples=min(policy.soak_sample, MIN_SAMPLES),
+        similarity=policy.divergence_similarity,
+        max_divergence=policy.max_divergence,
+    )
+
+
+#: fewer production queries than this in a cycle is "not enough traffic", never a pass
+MIN_SAMPLES = 20
+
+
+def _cycle_state(spec: CycleSpec, result: CycleResult) -> str:
+    if result.error or (spec.baseline is None and result.errored):
+        return "errored"
+    if spec.baseline is not None and result.sample_size - result.errored < spec.min_samples:
+        return "insufficient"
+    rate = result.rate
+    if rate is not None and rate > spec.max_divergence:
+        return "diverged"
+    return "passed"
+
+
+async def finish(
+    session: AsyncSession, deps: Deps, spec: CycleSpec, owner: str, result: CycleResult
+) -> str | None:
+    """Record a cycle's result under its key (first finisher only) and act on it: fail the
+    soak (and revert a break-glass version), or pass it after its last cycle. Returns the
+    cycle's state, or None if the cycle had already been recorded."""
+    soak = await session.get(SoakRun, spec.soak_id)
+    if soak is None:
+        raise NotFound(f"no soak {spec.soak_id}")
+    version = await registry.get_version_by_id(session, soak.version_id)
+    prompt = await registry.lock_prompt(session, version.prompt_id)
+    await session.refresh(soak)
+    state = _cycle_state(spec, result)
+    now = deps.clock.now()
+    written = await session.execute(
+        update(SoakCycle)
+        .where(
+            SoakCycle.soak_id == spec.soak_id,
+            SoakCycle.cycle == spec.cycle,
+            SoakCycle.state == CLAIMED,
+        )
+        .values(
+            state=state,
+            owner=owner,
+            finished_at=now,
+            sample_size=result.sample_size,
+            divergent=result.divergent,
+            errored=result.errored,
+            rate=result.rate,
+            model_calls=result.model_calls,
+            details={"worst": result.worst[:5], "error": result.error},
+        )
+    )
+    if written.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    plan_ = plan(deps, soak, prompt.name, version.version)
+    # cycles passed over while every replica was down are recorded as missed, once
+    for missed in range(1, spec.cycle):
+        await session.execute(
+            registry._insert(session)(SoakCycle)
+            .values(
+                soak_id=soak.id,
+                cycle=missed,
+                state="missed",
+                owner=owner,
+                lease_until=now,
+                claimed_at=now,
+                attempts=0,
+                finished_at=now,
+                details={},
+            )
+            .on_conflict_do_nothing(index_elements=["soak_id", "cycle"])
+        )
+    done = await session.scalar(
+        select(func.count())
+        .select_from(SoakCycle)
+        .where(SoakCycle.soak_id == soak.id, SoakCycle.state.in_(DONE_STATES[:4]))
+    )
+    worst = soak.worst_divergence
+    if result.rate is not None:
+        worst = result.rate if worst is None else max(worst, result.rate)
+    soak.cycles_done = int(done or 0)
+    soak.worst_divergence = worst
+    soak.details = {**soak.details, "last_cycle": spec.cycle, "cycles": plan_.cycles}
+    await session.flush()
+    if soak.state != "running":
+        return state
+
+    summary = _summary(spec, result)
+    if state in ("diverged", "errored"):
+        failure = (
+            f"cycle {spec.cycle}: {summary}"
+            if state == "diverged"
+            else f"cycle {spec.cycle}: {result.error or f'{result.errored} call(s) errored'}"
+        )
+        await runs.finish_soak(session, deps, soak.id, False, audit.SYSTEM_ACTOR, failure)
+        if soak.kind == BREAKGLASS_SOAK and soak.baseline_version_id is not None:
+            baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
+            await _auto_revert(session, deps, prompt, version, baseline, failure)
+        await _alert(session, deps, "soak.failed", spec, result, prompt.name, version, failure)
+    elif spec.cycle >= plan_.cycles:
+        lacking = await session.scalar(
+            select(func.count())
+            .select_from(SoakCycle)
+            .where(SoakCycle.soak_id == soak.id, SoakCycle.state.in_(("insufficient", "missed")))
+        )
+        if lacking:
+            failure = (
+                f"not enough traffic: {lacking} of {plan_.cycles} cycle(s) had fewer than "
+                f"{spec.min_samples} production queries or did not run"
+            )
+            await runs.finish_soak(
+                session,
+                deps,
+                soak.id,
+                False,
+                audit.SYSTEM_ACTOR,
+                failure,
+                state="insufficient-traffic",
+            )
+            await _alert(session, deps, "soak.failed", spec, result, prompt.name, version, failure)
+        else:
+            await runs.finish_soak(session, deps, soak.id, True, audit.SYSTEM_ACTOR)
+            await _alert(session, deps, "soak.passed", spec, result, prompt.name, version, None)
+    return state
+
+
+def _summary(spec: CycleSpec, result: CycleResult) -> str:
+    rate = result.rate
+    shown = "n/a" if rate is None else f"{rate:.0%}"
+    return (
+        f"{result.divergent} of {result.sample_size} answers diverged ({shown}, "
+        f"limit {spec.max_divergence:.0%})"
+    )
+
+
+async def _auto_revert(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    baseline: PromptVersion,
+    failure: str,
+) -> None:
+    envs = deps.policy.environments
+    pointer = await promotions.active(session, prompt.id, envs.production)
+    if pointer is None or pointer.version_id != version.id:
+        return  # production moved on already
+    await promotions.rollback(
+        session,
+        deps,
+        prompt.name,
+        envs.production,
+        audit.SYSTEM_ACTOR,
+        frozenset({"oncall"}),
+        baseline.version,
+        f"break-glass soak failed: {failure}",
+    )
+
+
+async def _alert(
+    session: AsyncSession,
+    deps: Deps,
+    topic: str,
+    spec: CycleSpec,
+    result: CycleResult,
+    prompt: str,
+    version: PromptVersion,
+    failure: str | None,
+) -> None:
+    await outbox.enqueue(
+        session,
+        deps.clock,
+        topic,
+        {
+            "prompt": prompt,
+            "version": version.version,
+            "kind": spec.kind,
+            "cycle": spec.cycle,
+            "failure": failure,
+            "summary": _summary(spec, result),
+            "worst": result.worst[:3],
+            "oncall": list(deps.policy.roles.oncall),
+        },
+        channel=deps.policy.channel,
+        thread_key=f"{prompt}/{version.version}/soak",
+        dedupe_key=f"{topic}:{spec.soak_id}",
+    )
+
+
+async def cycles(session: AsyncSession, soak_id: int) -> list[SoakCycle]:
+    return list(
+        (
+            await session.scalars(
+                select(SoakCycle).where(SoakCycle.soak_id == soak_id).order_by(SoakCycle.cycle)
+            )
+        ).all()
+    )

@@ -1,0 +1,127 @@
+"""Traffic samples: the real queries a soak replays, logged by apps (client, API) or
+imported from JSONL. Each batch is checked whole before anything is stored; retention keeps
+the newest ``MAX_PER_PROMPT`` samples per prompt and environment, none older than
+``MAX_AGE``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.errors import BadInput
+from promptship.services import registry
+from promptship.services.deps import Deps
+from promptship.store.models import TrafficSample
+
+MAX_BATCH = 1000
+MAX_INPUT_CHARS = 32_000
+MAX_OUTPUT_CHARS = 64_000
+MAX_PER_PROMPT = 50_000
+MAX_AGE = timedelta(days=7)
+KEYS = {"prompt", "environment", "input", "output", "version", "at"}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    stored: int
+    pruned: int
+
+
+def _check(deps: Deps, index: int, sample: Any) -> dict[str, Any]:
+    where = f"sample {index + 1}"
+    if not isinstance(sample, dict):
+        raise BadInput(f"{where}: expected an object with prompt, environment and input")
+    unknown = set(sample) - KEYS
+    if unknown:
+        raise BadInput(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
+            hint=f"the keys are {', '.join(sorted(KEYS))}",
+        )
+    for key in ("prompt", "environment", "input"):
+        if not isinstance(sample.get(key), str) or not sample[key].strip():
+            raise BadInput(f"{where}: {key} is required text")
+    deps.policy.environments.check(sample["environment"])
+    if len(sample["input"]) > MAX_INPUT_CHARS:
+        raise BadInput(
+            f"{where}: input is {len(sample['input']):,} characters; the limit is "
+            f"{MAX_INPUT_CHARS:,}"
+        )
+    output = sample.get("output")
+    if output is not None and (not isinstance(output, str) or len(output) > MAX_OUTPUT_CHARS):
+        raise BadInput(f"{where}: output must be text of at most {MAX_OUTPUT_CHARS:,} characters")
+    version = sample.get("version")
+    if version is not None and not isinstance(version, str):
+        raise BadInput(f'{where}: version must be text, e.g. "2.1.0"')
+    at = sample.get("at")
+    if at is not None:
+        try:
+            parsed = datetime.fromisoformat(at) if isinstance(at, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise BadInput(
+                f"{where}: at must be an ISO 8601 time with a zone, e.g. 2026-11-25T10:00:00Z"
+            )
+        sample = {**sample, "at": parsed}
+    return dict(sample)
+
+
+async def ingest(session: AsyncSession, deps: Deps, samples: list[Any]) -> IngestResult:
+    if not isinstance(samples, list) or not samples:
+        raise BadInput("send a non-empty list of samples")
+    if len(samples) > MAX_BATCH:
+        raise BadInput(f"{len(samples):,} samples in one batch; the limit is {MAX_BATCH:,}")
+    checked = [_check(deps, i, s) for i, s in enumerate(samples)]
+    now = deps.clock.now()
+    prompts: dict[str, int] = {}
+    for sample in checked:
+        name = sample["prompt"]
+        if name not in prompts:
+            prompts[name] = (await registry.get_prompt(session, name)).id
+    session.add_all(
+        TrafficSample(
+            prompt_id=prompts[s["prompt"]],
+            environment=s["environment"],
+            input=s["input"],
+            output=s.get("output"),
+            version=s.get("version"),
+            at=s.get("at") or now,
+        )
+        for s in checked
+    )
+    await session.flush()
+    pruned = 0
+    for prompt_id in prompts.values():
+        pruned += await _prune(session, prompt_id, now)
+    return IngestResult(stored=len(checked), pruned=pruned)
+
+
+async def _prune(session: AsyncSession, prompt_id: int, now: datetime) -> int:
+    old = await session.execute(
+        delete(TrafficSample).where(
+            TrafficSample.prompt_id == prompt_id, TrafficSample.at < now - MAX_AGE
+        )
+    )
+    removed = int(old.rowcount or 0)  # type: ignore[attr-defined]
+    count = await session.scalar(
+        select(func.count()).select_from(TrafficSample).where(TrafficSample.prompt_id == prompt_id)
+    )
+    if count and count > MAX_PER_PROMPT:
+        cutoff = await session.scalar(
+            select(TrafficSample.id)
+            .where(TrafficSample.prompt_id == prompt_id)
+            .order_by(TrafficSample.id.desc())
+            .offset(MAX_PER_PROMPT)
+            .limit(1)
+        )
+        extra = await session.execute(
+            delete(TrafficSample).where(
+                TrafficSample.prompt_id == prompt_id, TrafficSample.id <= cutoff
+            )
+        )
+        removed += int(extra.rowcount or 0)  # type: ignore[attr-defined]
+    return removed

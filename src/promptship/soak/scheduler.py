@@ -1,0 +1,172 @@
+"""The scheduler: APScheduler triggers, the store decides.
+
+Every replica runs an ``AsyncIOScheduler`` with an in-memory job store, rebuilt from our
+own tables: one job per running soak at its next due time, the nightly drift watch, and a
+``reconcile`` job every few seconds that picks up soaks started by other replicas, cycles
+whose claim ran out (a replica died mid-cycle) and ticks missed while everything was down.
+Whatever fires, a cycle runs only for the replica whose insert of ``(soak id, cycle)``
+succeeded, or that took an expired lease over; so double fires record once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from promptship.services import Promptship
+from promptship.services.soaks import CycleResult, CycleSpec, SoakPlan
+from promptship.worker import worker_id
+
+log = logging.getLogger("promptship.scheduler")
+
+CycleRunner = Callable[[CycleSpec], Awaitable[CycleResult]]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        core: Promptship,
+        run_cycle: CycleRunner,
+        *,
+        owner: str | None = None,
+        lease: timedelta = timedelta(seconds=60),
+        reconcile_every: float = 15.0,
+    ) -> None:
+        self.core = core
+        self.run_cycle = run_cycle
+        self.owner = owner or worker_id()
+        self.lease = lease
+        self.reconcile_every = reconcile_every
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
+        self.alive = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.scheduler.add_job(
+            self.reconcile,
+            IntervalTrigger(seconds=self.reconcile_every),
+            id="reconcile",
+            next_run_time=self.core.clock.now(),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+        drift = self.core.policy.drift_watch
+        if drift:
+            self.scheduler.add_job(
+                self.drift_watch,
+                CronTrigger.from_crontab(drift, timezone="UTC"),
+                id="drift-watch",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=3600,
+            )
+        self.scheduler.start()
+        self.alive = True
+
+    async def stop(self) -> None:
+        self.alive = False
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self._running.values()):
+            task.cancel()
+        for task in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def run_forever(self) -> None:
+        """For the server's background tasks: run until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Rebuild the soak jobs from the store and run whatever is due and unclaimed."""
+        try:
+            plans = await self.core.running_soaks()
+        except Exception:
+            log.exception("could not read the running soaks")
+            return
+        now = self.core.clock.now()
+        wanted = set()
+        for soak in plans:
+            job_id = f"soak-{soak.soak_id}"
+            wanted.add(job_id)
+            due = soak.due_cycle(now)
+            if due >= 1:
+                await self.tick(soak, due)
+            following = min(due + 1, soak.cycles)
+            if following > due:
+                self.scheduler.add_job(
+                    self._fire,
+                    DateTrigger(run_date=soak.due_at(following)),
+                    args=[soak.soak_id],
+                    id=job_id,
+                    replace_existing=True,
+                    misfire_grace_time=None,
+                )
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("soak-") and job.id not in wanted:
+                job.remove()
+
+    async def _fire(self, soak_id: int) -> None:
+        """A soak's due time came: run its cycle (if ours) and schedule the next."""
+        await self.reconcile()
+
+    async def tick(self, soak: SoakPlan, cycle: int) -> None:
+        key = (soak.soak_id, cycle)
+        if key in self._running and not self._running[key].done():
+            return
+        if not await self.core.claim_soak_cycle(soak.soak_id, cycle, self.owner, self.lease):
+            return
+        log.info(
+            "running cycle %d of soak %d (%s %s)", cycle, soak.soak_id, soak.prompt, soak.version
+        )
+        self._running[key] = asyncio.create_task(self._run(soak, cycle))
+
+    async def _run(self, soak: SoakPlan, cycle: int) -> None:
+        key = (soak.soak_id, cycle)
+        renewal = asyncio.create_task(self._keep_lease(soak.soak_id, cycle))
+        try:
+            spec = await self.core.soak_cycle_spec(soak.soak_id, cycle)
+            result = await self.run_cycle(spec)
+            state = await self.core.finish_soak_cycle(spec, self.owner, result)
+            log.info("cycle %d of soak %d: %s", cycle, soak.soak_id, state or "already recorded")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # the claim's lease runs out and this or another replica tries again
+            log.exception("cycle %d of soak %d failed; it will be retried", cycle, soak.soak_id)
+        finally:
+            renewal.cancel()
+            self._running.pop(key, None)
+
+    async def _keep_lease(self, soak_id: int, cycle: int) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                if not await self.core.renew_soak_cycle(soak_id, cycle, self.owner, self.lease):
+                    return
+            except Exception:
+                log.exception("could not renew the lease of cycle %d of soak %d", cycle, soak_id)
+
+    async def drift_watch(self) -> None:
+        """Re-run each production version's suite; a pass rate under the gate alerts."""
+        fire_time = self.core.clock.now().replace(second=0, microsecond=0)
+        queued = await self.core.start_drift_watch(f"drift:{fire_time.isoformat()}", self.owner)
+        if queued:
+            log.info("drift watch queued %d run(s)", len(queued))

@@ -1,0 +1,178 @@
+"""Soak cycles for real: the anthropic client against the model double, the MiniLM scorer,
+and the scheduler running cycles on its own (seconds-long soaks from the policy file) on
+one replica and on two replicas sharing a store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from promptship.services import Promptship
+from promptship.services.soaks import CycleSpec, Sample, Side
+from promptship.soak.cycle import run_cycle
+from promptship.soak.scheduler import Scheduler
+from promptship.store.db import Database
+from promptship.testing.model_double import ModelDouble
+from promptship.validation.scoring import Scorer
+from tests.conftest import make_policy
+from tests.helpers import REQUESTER, push, to_staging
+
+NAME = "customer-support"
+TOPICS = [
+    "To reset your password, open Settings, choose Security and press Reset password.",
+    "Refunds are paid back to the original card within five working days.",
+    "You can export your invoices as PDF from the Billing page.",
+    "Our support team answers chat messages between 9:00 and 17:00 CET.",
+]
+
+
+def helpful(system: str, user: str, model: str) -> str:
+    last = user.split()[-1]
+    return TOPICS[(int(last) if last.isdigit() else len(user)) % len(TOPICS)]
+
+
+def off_topic(system: str, user: str, model: str) -> str:
+    if "pirate" in system:  # the staging prompt went wrong
+        return "Arr, the sea be calm and the parrots be singing tonight, matey."
+    return helpful(system, user, model)
+
+
+@pytest.fixture
+def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelDouble]:
+    with ModelDouble(responder=off_topic) as double:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", double.url)
+        yield double
+
+
+def side(version: str, system: str) -> Side:
+    return Side(version, "anthropic", "claude-test", 0.0, 200, system)
+
+
+def spec(samples: list[Sample], candidate: str = "Be helpful.", baseline: bool = True) -> CycleSpec:
+    return CycleSpec(
+        soak_id=1,
+        cycle=1,
+        kind="staging-shadow",
+        prompt=NAME,
+        candidate=side("1.1.0", candidate),
+        baseline=side("1.0.0", "Be helpful.") if baseline else None,
+        samples=samples,
+        min_samples=5,
+        similarity=0.85,
+        max_divergence=0.1,
+    )
+
+
+QUERIES = [Sample(f"customer question {i}") for i in range(40)]
+
+
+async def test_same_answers_do_not_diverge(model: ModelDouble, scorer: Scorer) -> None:
+    result = await run_cycle(spec(QUERIES), scorer)
+    assert (result.sample_size, result.divergent, result.errored) == (40, 0, 0)
+    assert result.model_calls == model.request_count == 80  # both versions, every query
+
+
+async def test_a_prompt_that_answers_differently_diverges(
+    model: ModelDouble, scorer: Scorer
+) -> None:
+    result = await run_cycle(spec(QUERIES, candidate="Talk like a pirate."), scorer)
+    assert result.divergent == 40 and result.rate == 1.0
+    worst = result.worst[0]
+    assert worst["candidate"].startswith("Arr") and worst["similarity"] < 0.85
+    assert worst["baseline"] in TOPICS
+
+
+async def test_logged_production_outputs_halve_the_model_calls(
+    model: ModelDouble, scorer: Scorer
+) -> None:
+    logged = [Sample(s.input, helpful("", s.input, ""), "1.0.0") for s in QUERIES]
+    result = await run_cycle(spec(logged), scorer)
+    assert result.model_calls == model.request_count == 40  # against 80 without the log
+    assert result.divergent == 0
+    assert {c["system"] for c in model.requests} == {"Be helpful."}
+
+
+async def test_with_no_baseline_the_suite_is_replayed_for_errors(
+    model: ModelDouble, scorer: Scorer
+) -> None:
+    model.down = True
+    result = await run_cycle(spec(QUERIES[:5], baseline=False), scorer)
+    assert (result.errored, result.divergent) == (5, 0)
+
+
+async def test_too_few_queries_make_no_calls(model: ModelDouble, scorer: Scorer) -> None:
+    result = await run_cycle(spec(QUERIES[:3]), scorer)
+    assert (result.sample_size, result.model_calls, model.request_count) == (3, 0, 0)
+
+
+async def test_a_missing_key_is_the_cycle_error(
+    model: ModelDouble, scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    result = await run_cycle(spec(QUERIES), scorer)
+    assert result.error and "ANTHROPIC_API_KEY is not set" in result.error
+
+
+SOAK_POLICY = """
+environments:
+  production: {approvals: 0, soak: 3s, soak_interval: 1s, soak_sample: 50}
+"""
+
+
+async def soaking(core: Promptship) -> int:
+    await push(core, version="1.0.0")
+    await to_staging(core, version="1.0.0")
+    soak_id = await core.staging_soak_id(NAME, "1.0.0")
+    assert soak_id is not None
+    return soak_id
+
+
+async def wait_until(predicate) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(20):
+        while not await predicate():
+            await asyncio.sleep(0.1)
+
+
+async def test_the_scheduler_runs_every_cycle_once_across_two_replicas(
+    db: Database, database_url: str, model: ModelDouble, scorer: Scorer
+) -> None:
+    policy = make_policy(SOAK_POLICY)
+    second = Database(database_url)
+    replicas = [Promptship(db, policy), Promptship(second, policy)]
+    soak_id = await soaking(replicas[0])
+    request = await replicas[0].request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    assert request.state == "open"  # waiting for the soak
+    schedulers = [
+        Scheduler(
+            core,
+            lambda s: run_cycle(s, scorer),
+            owner=f"replica-{i}",
+            lease=timedelta(seconds=5),
+            reconcile_every=0.2,
+        )
+        for i, core in enumerate(replicas)
+    ]
+    for scheduler in schedulers:
+        await scheduler.start()
+    try:
+
+        async def soak_done() -> bool:
+            return (await replicas[1].soak_status(NAME))[0].state != "running"
+
+        await wait_until(soak_done)
+    finally:
+        for scheduler in schedulers:
+            await scheduler.stop()
+        await second.dispose()
+    cycles = await replicas[0].soak_cycles(soak_id)
+    assert [c["cycle"] for c in cycles] == [1, 2, 3]
+    assert all(c["state"] == "passed" and c["attempts"] == 1 for c in cycles)
+    [soak] = await replicas[0].soak_status(NAME)
+    assert (soak.state, soak.cycles_done) == ("passed", 3)
+    assert (await replicas[0].request(request.id)).state == "promoted"
+    # suite replay (nothing in production yet): 2 cases a cycle, each called once
+    assert model.request_count == 6

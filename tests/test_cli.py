@@ -252,3 +252,34 @@ def test_promote_without_a_provider_key_fails_with_the_reason(
     assert "failed" in out and "the test run could not start: ANTHROPIC_API_KEY is not set" in out
     code, out, _ = run("--json", "show", "customer-support", "2.1.0")
     assert "ANTHROPIC_API_KEY is not set" in json.loads(out)["latest_run"]["error"]
+
+
+def test_traffic_import_stores_batches_and_names_a_bad_line(env: Path) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    name = yaml.safe_load(next(EXAMPLES.glob("*.yaml")).read_text())["name"]
+    good = [
+        json.dumps({"prompt": name, "environment": "production", "input": f"q{i}"})
+        for i in range(1500)
+    ]
+    (env / "traffic.jsonl").write_text("\n".join(good) + "\n")
+    code, out, _ = run("traffic", "import", "traffic.jsonl")
+    assert code == 0 and "stored 1500 traffic sample(s)" in out
+
+    (env / "bad.jsonl").write_text(good[0] + "\n{not json\n")
+    code, _, err = run("traffic", "import", "bad.jsonl")
+    assert code == 2 and "bad.jsonl:2: not JSON" in err
+    too_long = json.dumps({"prompt": name, "environment": "production", "input": "x" * 40_000})
+    (env / "long.jsonl").write_text(too_long + "\n")
+    code, _, err = run("traffic", "import", "long.jsonl")
+    assert code == 2 and "input is 40,000 characters; the limit is 32,000" in err
+    code, _, err = run("traffic", "import", "missing.jsonl")
+    assert code == 2 and "missing.jsonl: cannot read" in err
+
+
+def test_soak_shows_progress(env: Path) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    name = yaml.safe_load(next(EXAMPLES.glob("*.yaml")).read_text())["name"]
+    code, out, _ = run("soak", name)
+    assert code == 0 and "no soaks yet" in out
+    code, _, err = run("soak", "nope")
+    assert code == 2 and "no prompt named 'nope'" in err

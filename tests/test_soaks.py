@@ -94,9 +94,13 @@ async def test_the_soak_has_its_cycles_on_a_fixed_schedule(
     assert plan.due_cycle(clock.now()) == 0
     clock.advance(timedelta(seconds=1.5))
     assert plan.due_cycle(clock.now()) == 1
+    assert (await soak_core.soak_status(NAME))[0].next_at == plan.due_at(2)
     clock.advance(timedelta(seconds=10))
     assert plan.due_cycle(clock.now()) == 3  # never past the last; the end does not move
     assert plan.due_at(3) == plan.ends_at
+    view = (await soak_core.soak_status(NAME))[0]
+    assert (view.state, view.cycles_done, view.cycles_total) == ("running", 0, 3)
+    assert view.next_at is None  # every cycle is due: none comes later
 
 
 async def test_a_cycle_is_claimed_once_and_taken_over_when_its_lease_runs_out(

@@ -321,9 +321,11 @@ def soak_message(soaks: list[SoakView]) -> Message:
     for s in soaks:
         worst = "" if s.worst_divergence is None else f", worst divergence {s.worst_divergence:.0%}"
         failure = f" — {escape(s.failure)}" if s.failure else ""
+        upcoming = f", next cycle at {s.next_at:%H:%M:%S} UTC" if s.next_at else ""
         lines.append(
             f"`{escape(s.version)}` {escape(s.kind)} in {escape(s.environment)}: *{escape(s.state)}*, "
-            f"{s.cycles_done} cycle(s){worst}, ends {s.ends_at:%Y-%m-%d %H:%M} UTC{failure}"
+            f"{s.cycles_done}/{s.cycles_total} cycle(s){worst}{upcoming}, "
+            f"ends {s.ends_at:%Y-%m-%d %H:%M} UTC{failure}"
         )
     return Message(f"{len(soaks)} soak(s)", [section("\n".join(lines))])
 

@@ -48,6 +48,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+traffic_app = typer.Typer(help="Real queries for soaks to replay.", no_args_is_help=True)
+app.add_typer(traffic_app, name="traffic")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -586,6 +588,33 @@ def history(
 
 
 @app.command()
+def soak(name: str) -> None:
+    """The prompt's soaks, newest first: state, cycles, next cycle, worst divergence."""
+    soaks = _run(lambda core: core.soak_status(name))
+    if state.as_json:
+        print(json.dumps([s.model_dump(mode="json") for s in soaks]))
+        return
+    if not soaks:
+        out.print(f"{escape(name)} has no soaks yet: one starts when a version enters staging")
+        return
+    table = Table()
+    for column in ("version", "kind", "state", "cycles", "next", "worst", "ends", "why"):
+        table.add_column(column)
+    for s in soaks:
+        table.add_row(
+            s.version,
+            s.kind,
+            s.state,
+            f"{s.cycles_done}/{s.cycles_total}",
+            _when(s.next_at) if s.next_at else "",
+            "" if s.worst_divergence is None else f"{s.worst_divergence:.0%}",
+            _when(s.ends_at),
+            escape(s.failure or ""),
+        )
+    out.print(table)
+
+
+@app.command()
 def export(
     output: Annotated[
         str, typer.Argument(help="File to write, or - for standard output.")
@@ -619,6 +648,47 @@ def db_upgrade() -> None:
 
     revision = _guard(go)
     out.print(f"database at revision {revision}")
+
+
+@traffic_app.command("import")
+def traffic_import(
+    file: Annotated[
+        Path, typer.Argument(help="JSONL: {prompt, environment, input, output?, version?, at?}")
+    ],
+) -> None:
+    """Store production queries from a JSONL file, 1,000 a batch; a bad line stops the
+    import before its batch is stored and names the line."""
+    from promptship.services.traffic import MAX_BATCH
+
+    async def go(core: Promptship) -> int:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise BadInput(f"{file}: cannot read: {exc.strerror}") from None
+        samples: list[Any] = []
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    samples.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise BadInput(f"{file}:{number}: not JSON: {exc.msg}") from None
+        stored = 0
+        for start in range(0, len(samples), MAX_BATCH):
+            try:
+                stored += (await core.ingest_traffic(samples[start : start + MAX_BATCH])).stored
+            except PromptshipError as exc:
+                before = f"; {stored} stored before it" if stored else ""
+                raise BadInput(
+                    f"{file}: in the batch starting at sample {start + 1}: {exc.message}{before}",
+                    hint=exc.hint,
+                ) from None
+        return stored
+
+    stored = _run(go)
+    if state.as_json:
+        print(json.dumps({"stored": stored}))
+    else:
+        out.print(f"stored {stored} traffic sample(s) from {escape(str(file))}")
 
 
 @audit_app.command("verify")

@@ -178,22 +178,33 @@ async def soak_status(
             .limit(limit)
         )
     ).all()
-    return [
-        SoakView(
-            id=soak.id,
-            version=version,
-            environment=soak.environment,
-            kind=soak.kind,
-            state=soak.state,
-            started_at=soak.started_at,
-            ends_at=soak.ends_at,
-            finished_at=soak.finished_at,
-            cycles_done=soak.cycles_done,
-            worst_divergence=soak.worst_divergence,
-            failure=soak.failure,
+    from promptship.services.soaks import plan
+
+    now = deps.clock.now()
+    views = []
+    for soak, version in rows:
+        schedule = plan(deps, soak, name, version)
+        following = schedule.due_cycle(now) + 1
+        views.append(
+            SoakView(
+                id=soak.id,
+                version=version,
+                environment=soak.environment,
+                kind=soak.kind,
+                state=soak.state,
+                started_at=soak.started_at,
+                ends_at=soak.ends_at,
+                finished_at=soak.finished_at,
+                cycles_done=soak.cycles_done,
+                cycles_total=schedule.cycles,
+                next_at=schedule.due_at(following)
+                if soak.state == "running" and following <= schedule.cycles
+                else None,
+                worst_divergence=soak.worst_divergence,
+                failure=soak.failure,
+            )
         )
-        for soak, version in rows
-    ]
+    return views
 
 
 async def recent_events(session: AsyncSession, limit: int = 10) -> list[AuditEventView]:

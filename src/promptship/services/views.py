@@ -188,5 +188,8 @@ class SoakView(View):
     ends_at: datetime
     finished_at: datetime | None
     cycles_done: int
+    cycles_total: int = 0
+    #: when the next cycle is due (running soaks only)
+    next_at: datetime | None = None
     worst_divergence: float | None
     failure: str | None

@@ -7,8 +7,11 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from promptship.config import Settings
+from promptship.domain.promptfile import parse_prompt
 from promptship.server import create_app
+from promptship.services import Promptship
 from promptship.store.db import Database
+from tests.conftest import prompt_yaml
 
 
 def test_serve_migrates_a_fresh_database_and_is_ready(tmp_path: Path) -> None:
@@ -30,3 +33,53 @@ async def test_readyz_reports_missing_migrations(tmp_path: Path) -> None:
     db = Database(url)
     assert await db.current_revision() is None
     await db.dispose()
+
+
+def test_traffic_ingest_needs_a_token_and_answers_problems(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    settings = Settings(PROMPTSHIP_DATABASE_URL=url, PROMPTSHIP_API_TOKENS="ci-secret, app-2")
+    app = create_app(settings, workers=False)
+    sample = {"prompt": "customer-support", "environment": "production", "input": "hi"}
+    with TestClient(app) as client:
+        core = app.state.core
+        client.portal.call(push_example, core)  # type: ignore[union-attr]
+
+        missing = client.post("/v1/traffic", json=[sample])
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/v1/traffic", json=[sample], headers=bearer("nope"))
+        assert wrong.status_code == 401 and "not one of" in wrong.json()["detail"]
+
+        stored = client.post("/v1/traffic", json={"samples": [sample] * 3}, headers=bearer("app-2"))
+        assert stored.status_code == 201 and stored.json() == {"stored": 3, "pruned": 0}
+
+        bad = client.post(
+            "/v1/traffic", json=[{**sample, "input": "x" * 40_000}], headers=bearer("ci-secret")
+        )
+        assert bad.status_code == 400
+        assert "input is 40,000 characters" in bad.json()["detail"]
+        assert bad.json()["type"] == "urn:promptship:bad-input"
+        unknown = client.post(
+            "/v1/traffic", json=[{**sample, "prompt": "nope"}], headers=bearer("ci-secret")
+        )
+        assert unknown.status_code == 404
+        garbage = client.post("/v1/traffic", content=b"{oops", headers={**bearer("ci-secret")})
+        assert garbage.status_code == 400 and garbage.json()["title"] == "Bad JSON"
+        shape = client.post("/v1/traffic", json={"sample": []}, headers=bearer("ci-secret"))
+        assert shape.status_code == 400
+
+
+def test_without_tokens_writes_are_off(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    with TestClient(create_app(Settings(PROMPTSHIP_DATABASE_URL=url), workers=False)) as client:
+        refused = client.post("/v1/traffic", json=[], headers=bearer("anything"))
+    assert refused.status_code == 403 and "PROMPTSHIP_API_TOKENS" in refused.json()["detail"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def push_example(core: Promptship) -> None:
+    await core.push(parse_prompt(prompt_yaml()), "U09")

@@ -61,6 +61,14 @@ def create_app(
         dispatcher = SlackDispatcher(core, client, worker=worker_id())
         background.append(dispatcher.run_forever)
 
+    from promptship.api import parse_tokens
+    from promptship.api import routes as api_routes
+
+    tokens = parse_tokens(
+        settings.api_tokens.get_secret_value() if settings.api_tokens is not None else None
+    )
+    routes.extend(api_routes(core, tokens))
+
     if workers:
 
         async def validation_worker() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from promptship.config import Settings
@@ -83,3 +84,19 @@ def bearer(token: str) -> dict[str, str]:
 
 async def push_example(core: Promptship) -> None:
     await core.push(parse_prompt(prompt_yaml()), "U09")
+
+
+def test_a_second_process_on_one_sqlite_file_is_told_it_is_single_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'one.db'}"
+    first = create_app(Settings(PROMPTSHIP_DATABASE_URL=url))
+    second = create_app(Settings(PROMPTSHIP_DATABASE_URL=url))
+    with caplog.at_level("WARNING", logger="promptship.server"), TestClient(first):
+        assert "single-process" not in caplog.text
+        with TestClient(second):
+            pass
+        assert "SQLite mode is single-process: another promptship serve (pid" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="promptship.server"), TestClient(second):
+        assert "single-process" not in caplog.text  # the first one stopped: the lock is free

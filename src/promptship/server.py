@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -99,6 +100,14 @@ def create_app(
         if migrate:
             await db.upgrade()
         gc.freeze()  # what is loaded by now lives as long as the process: spare it full GCs
+        single = _SingleProcessLock.for_database(db) if workers else None
+        if single is not None and not single.acquire():
+            log.warning(
+                "SQLite mode is single-process: another promptship serve (%s) already uses %s. "
+                "Run several replicas on PostgreSQL (PROMPTSHIP_DATABASE_URL=postgresql+asyncpg://…)",
+                single.holder() or "pid unknown",
+                single.database,
+            )
         log.info("database at revision %s", await db.current_revision())
         if slack_mode is None:
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
@@ -123,6 +132,8 @@ def create_app(
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(outcome, Exception):
                     log.error("background worker had failed: %r", outcome)
+            if single is not None:
+                single.release()
             await db.dispose()
 
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -147,3 +158,46 @@ def _readyz_for(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:
         return JSONResponse({"status": "ready"})
 
     return readyz
+
+
+class _SingleProcessLock:
+    """An advisory lock file beside a SQLite database, held while ``serve`` runs, so a
+    second process on the same file is told SQLite mode is single-process."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.path = f"{database}.serve.lock"
+        self._fd: int | None = None
+
+    @classmethod
+    def for_database(cls, db: Database) -> _SingleProcessLock | None:
+        name = db.engine.url.database
+        if not db.is_sqlite or not name or name == ":memory:":
+            return None
+        return cls(name)
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str | None:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                return file.read().strip() or None
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None

@@ -13,7 +13,7 @@ newest due cycle runs (the ones missed are recorded as such), and the soak still
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,8 @@ class SoakPlan:
     ends_at: datetime
     interval: timedelta
     cycles: int
+    #: cycles claimed by a replica whose lease ran out (it died mid-cycle): to take over
+    abandoned: tuple[int, ...] = ()
 
     def due_at(self, cycle: int) -> datetime:
         return min(self.started_at + cycle * self.interval, self.ends_at)
@@ -137,7 +139,27 @@ async def running(session: AsyncSession, deps: Deps) -> list[SoakPlan]:
             .order_by(SoakRun.id)
         )
     ).all()
-    return [plan(deps, soak, name, version) for soak, name, version in rows]
+    now = deps.clock.now()
+    stale = (
+        await session.execute(
+            select(SoakCycle.soak_id, SoakCycle.cycle)
+            .join(SoakRun, SoakRun.id == SoakCycle.soak_id)
+            .where(
+                SoakRun.state == "running",
+                SoakCycle.state == CLAIMED,
+                SoakCycle.lease_until < now,
+            )
+        )
+    ).all()
+    abandoned: dict[int, list[int]] = {}
+    for soak_id, cycle in stale:
+        abandoned.setdefault(soak_id, []).append(cycle)
+    return [
+        replace(
+            plan(deps, soak, name, version), abandoned=tuple(sorted(abandoned.get(soak.id, [])))
+        )
+        for soak, name, version in rows
+    ]
 
 
 async def claim(
@@ -324,6 +346,11 @@ async def finish(
         .select_from(SoakCycle)
         .where(SoakCycle.soak_id == soak.id, SoakCycle.state.in_(DONE_STATES[:4]))
     )
+    settled = await session.scalar(
+        select(func.count())
+        .select_from(SoakCycle)
+        .where(SoakCycle.soak_id == soak.id, SoakCycle.state.in_(DONE_STATES))
+    )
     worst = soak.worst_divergence
     if result.rate is not None:
         worst = result.rate if worst is None else max(worst, result.rate)
@@ -346,16 +373,18 @@ async def finish(
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
             await _auto_revert(session, deps, prompt, version, baseline, failure)
         await _alert(session, deps, "soak.failed", spec, result, prompt.name, version, failure)
-    elif spec.cycle >= plan_.cycles:
+    elif (settled or 0) >= plan_.cycles:
+        # every cycle is settled (one still running elsewhere keeps the soak open); cycles
+        # missed while every replica was down were covered by the next one that ran
         lacking = await session.scalar(
             select(func.count())
             .select_from(SoakCycle)
-            .where(SoakCycle.soak_id == soak.id, SoakCycle.state.in_(("insufficient", "missed")))
+            .where(SoakCycle.soak_id == soak.id, SoakCycle.state == "insufficient")
         )
         if lacking:
             failure = (
                 f"not enough traffic: {lacking} of {plan_.cycles} cycle(s) had fewer than "
-                f"{spec.min_samples} production queries or did not run"
+                f"{spec.min_samples} production queries"
             )
             await runs.finish_soak(
                 session,

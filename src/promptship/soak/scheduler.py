@@ -107,6 +107,9 @@ class Scheduler:
             job_id = f"soak-{soak.soak_id}"
             wanted.add(job_id)
             due = soak.due_cycle(now)
+            for cycle in soak.abandoned:  # a replica died mid-cycle: take it over
+                if cycle != due:
+                    await self.tick(soak, cycle)
             if due >= 1:
                 await self.tick(soak, due)
             following = min(due + 1, soak.cycles)

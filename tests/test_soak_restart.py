@@ -1,0 +1,150 @@
+"""``kill -9`` of the server in the middle of a soak cycle: a restarted server takes the
+cycle over when its lease runs out, the soak completes with every cycle recorded once, and
+its end time does not move. Real processes: ``promptship serve`` and the model double."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from promptship.services import Promptship
+from promptship.store.db import Database
+from tests.conftest import make_policy
+from tests.helpers import push, to_staging
+
+NAME = "customer-support"
+POLICY = """
+environments:
+  production: {approvals: 2, soak: 6s, soak_interval: 2s, soak_sample: 50}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Serve:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "promptship.cli", "serve", "--port", str(self.port)],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError(f"serve did not get ready; see {log}")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def model() -> Iterator[str]:
+    double = subprocess.Popen(
+        [sys.executable, "-m", "promptship.testing.model_double", "--latency", "1.0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert double.stdout is not None
+    yield double.stdout.readline().strip()
+    double.terminate()
+    double.wait(timeout=10)
+    double.stdout.close()
+
+
+def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
+    tmp_path: Path, model: str
+) -> None:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'soak.db'}"
+    (tmp_path / "promptship.yaml").write_text(POLICY)
+    env = {
+        "PROMPTSHIP_DATABASE_URL": db_url,
+        "PROMPTSHIP_CONFIG": str(tmp_path / "promptship.yaml"),
+        "PROMPTSHIP_SCHEDULER_TICK": "0.2",
+        "PROMPTSHIP_CLAIM_LEASE": "2",
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": model,
+    }
+    policy = make_policy(POLICY)
+
+    async def core_do(use):  # type: ignore[no-untyped-def]
+        db = Database(db_url)
+        try:
+            return await use(Promptship(db, policy))
+        finally:
+            await db.dispose()
+
+    def call(use):  # type: ignore[no-untyped-def]
+        return asyncio.run(core_do(use))
+
+    first = Serve(env, tmp_path / "serve.log")
+    try:
+
+        async def stage(core: Promptship) -> int:
+            await push(core)
+            await to_staging(core)
+            soak_id = await core.staging_soak_id(NAME, "1.0.0")
+            assert soak_id is not None
+            return soak_id
+
+        soak_id = call(stage)
+        [soak] = call(lambda c: c.soak_status(NAME))
+        ends_at = soak.ends_at
+        deadline = time.monotonic() + 30
+        while not call(lambda c: c.soak_cycles(soak_id)):
+            assert time.monotonic() < deadline, "the first cycle never started"
+            time.sleep(0.05)
+        [claimed] = call(lambda c: c.soak_cycles(soak_id))
+        assert claimed["state"] == "claimed"  # the model answers in 1 s: mid-cycle
+    finally:
+        first.kill()
+    killed_at = datetime.now(UTC)
+
+    second = Serve(env, tmp_path / "serve.log")
+    try:
+        deadline = time.monotonic() + 60
+        while call(lambda c: c.soak_status(NAME))[0].state == "running":
+            assert time.monotonic() < deadline, "the soak never finished after the restart"
+            time.sleep(0.2)
+    finally:
+        second.stop()
+
+    cycles = call(lambda c: c.soak_cycles(soak_id))
+    assert [c["cycle"] for c in cycles] == [1, 2, 3]
+    assert [c["state"] for c in cycles] == ["passed"] * 3
+    assert cycles[0]["attempts"] == 2  # taken over once
+    assert cycles[0]["owner"] != claimed["owner"]
+    [soak] = call(lambda c: c.soak_status(NAME))
+    assert (soak.state, soak.cycles_done, soak.ends_at) == ("passed", 3, ends_at)
+    takeover = (cycles[0]["finished_at"] - killed_at).total_seconds()
+    print(f"cycle 1 taken over and finished {takeover:.1f} s after the kill (lease 2 s)")
+    assert takeover < 30

@@ -148,3 +148,78 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
     takeover = (cycles[0]["finished_at"] - killed_at).total_seconds()
     print(f"cycle 1 taken over and finished {takeover:.1f} s after the kill (lease 2 s)")
     assert takeover < 30
+
+
+@pytest.mark.postgres
+def test_two_servers_on_postgres_record_each_cycle_once_and_post_once(
+    postgres_url: str, tmp_path: Path, model: str
+) -> None:
+    from promptship.testing.slack_double import SlackDouble
+    from tests.conftest import _truncate
+    from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET
+
+    async def reset() -> None:
+        db = Database(postgres_url)
+        await _truncate(db)
+        await db.dispose()
+
+    asyncio.run(reset())
+    (tmp_path / "promptship.yaml").write_text("channel: C0SOAK\n" + POLICY)
+    policy = make_policy("channel: C0SOAK\n" + POLICY)
+
+    def call(use):  # type: ignore[no-untyped-def]
+        async def go():  # type: ignore[no-untyped-def]
+            db = Database(postgres_url)
+            try:
+                return await use(Promptship(db, policy))
+            finally:
+                await db.dispose()
+
+        return asyncio.run(go())
+
+    with SlackDouble(token=BOT_TOKEN) as slack:
+        env = {
+            "PROMPTSHIP_DATABASE_URL": postgres_url,
+            "PROMPTSHIP_CONFIG": str(tmp_path / "promptship.yaml"),
+            "PROMPTSHIP_SCHEDULER_TICK": "0.2",
+            "PROMPTSHIP_CLAIM_LEASE": "5",
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": model,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.api_url,
+        }
+        servers = [Serve(env, tmp_path / f"serve-{i}.log") for i in range(2)]
+        try:
+
+            async def stage(core: Promptship) -> int:
+                await push(core)
+                await to_staging(core)
+                soak_id = await core.staging_soak_id(NAME, "1.0.0")
+                assert soak_id is not None
+                return soak_id
+
+            soak_id = call(stage)
+            deadline = time.monotonic() + 60
+            while call(lambda c: c.soak_status(NAME))[0].state == "running":
+                assert time.monotonic() < deadline, "the soak never finished"
+                time.sleep(0.2)
+            deadline = time.monotonic() + 20
+            while call(lambda c: c.outbox_backlog()) > 0:
+                assert time.monotonic() < deadline, "notifications were not delivered"
+                time.sleep(0.2)
+            time.sleep(1)  # a duplicate delivery would show by now
+        finally:
+            for server in servers:
+                server.stop()
+        cycles = call(lambda c: c.soak_cycles(soak_id))
+        assert [(c["cycle"], c["state"], c["attempts"]) for c in cycles] == [
+            (1, "passed", 1),
+            (2, "passed", 1),
+            (3, "passed", 1),
+        ]
+        posts = [p.get("text", "") for p in slack.calls("chat.postMessage")]
+        passed = [p for p in posts if "Soak of customer-support 1.0.0 in staging passed" in p]
+        assert len(passed) == 1, posts
+        assert len(posts) == len(set(posts)), posts
+        assert slack.refused == []

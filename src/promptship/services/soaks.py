@@ -108,6 +108,8 @@ class CycleResult:
     model_calls: int = 0
     worst: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    calls_seconds: float = 0.0
+    scoring_seconds: float = 0.0
 
     @property
     def rate(self) -> float | None:
@@ -318,7 +320,12 @@ async def finish(
             errored=result.errored,
             rate=result.rate,
             model_calls=result.model_calls,
-            details={"worst": result.worst[:5], "error": result.error},
+            details={
+                "worst": result.worst[:5],
+                "error": result.error,
+                "calls_seconds": round(result.calls_seconds, 3),
+                "scoring_seconds": round(result.scoring_seconds, 3),
+            },
         )
     )
     if written.rowcount != 1:  # type: ignore[attr-defined]

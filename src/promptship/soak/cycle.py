@@ -9,6 +9,7 @@ cycle into one pass in its worker thread.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from promptship.errors import PromptshipError
@@ -63,15 +64,19 @@ async def run_cycle(
             result.errored += 1
             return None
 
+    started = time.perf_counter()
     try:
         answers = await asyncio.gather(*(both(s) for s in spec.samples))
     finally:
         for provider in opened.values():
             await provider.aclose()
+    result.calls_seconds = time.perf_counter() - started
     scored = [(s, pair) for s, pair in zip(spec.samples, answers, strict=True) if pair]
     if not scored:
         return result
+    started = time.perf_counter()
     similarities = await scorer.similarity([pair for _, pair in scored])
+    result.scoring_seconds = time.perf_counter() - started
     ranked = sorted(zip(similarities, scored, strict=True), key=lambda item: item[0])
     result.divergent = sum(1 for similarity, _ in ranked if similarity < spec.similarity)
     result.worst = [

@@ -287,3 +287,42 @@ async def claim_spec(core: Promptship, soak_id: int, cycle: int) -> CycleSpec:
 async def due(core: Promptship) -> list:  # type: ignore[type-arg]
     channel = core.policy.channel or ""
     return await core.due_notifications(channel, limit=200)
+
+
+async def test_a_new_staging_version_restarts_the_soak(
+    soak_core: Promptship, clock: ManualClock
+) -> None:
+    first = await staged_with_production(soak_core)
+    clock.advance(timedelta(seconds=1))
+    await run(soak_core, first, 1, clean())
+    await push(soak_core, version="1.2.0", system_prompt="Be kind.")
+    await to_staging(soak_core, version="1.2.0")
+    second = await soak_core.staging_soak_id(NAME, "1.2.0")
+    views = {s.id: s for s in await soak_core.soak_status(NAME)}
+    assert views[first].state == "cancelled" and "replaced in staging by 1.2.0" in (
+        views[first].failure or ""
+    )
+    assert second is not None and views[second].state == "running"
+    assert [p.soak_id for p in await soak_core.running_soaks()] == [second]
+
+
+async def test_retention_keeps_the_newest_samples_within_the_age_limit(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(db, make_policy("traffic: {max_samples: 5, max_age: 2d}"), clock)
+    await push(core)
+    old = (clock.now() - timedelta(days=3)).isoformat()
+    sample = {"prompt": NAME, "environment": "production"}
+    result = await core.ingest_traffic(
+        [{**sample, "input": "ancient", "at": old}]
+        + [{**sample, "input": f"q{i}"} for i in range(7)]
+        + [{**sample, "environment": "staging", "input": "s"}]
+    )
+    assert (result.stored, result.pruned) == (9, 3)  # the 3-day-old one and the 2 oldest
+    async with db.reader() as session:
+        from sqlalchemy import select
+
+        from promptship.store.models import TrafficSample
+
+        kept = (await session.scalars(select(TrafficSample.input))).all()
+    assert sorted(kept) == ["q2", "q3", "q4", "q5", "q6", "s"]

@@ -72,6 +72,13 @@ class BreakglassPolicy(_Strict):
     production_soak: Duration = timedelta(hours=1)
 
 
+class TrafficPolicy(_Strict):
+    """How much logged traffic is kept per prompt and environment for soaks."""
+
+    max_samples: int = Field(50_000, ge=1, le=10_000_000)
+    max_age: Duration = timedelta(days=7)
+
+
 class RolesPolicy(_Strict):
     approvers: list[str] = Field(default_factory=list)
     oncall: list[str] = Field(default_factory=list)
@@ -149,6 +156,7 @@ class Policy(_Strict):
     environments: Environments = Environments()
     breakglass: BreakglassPolicy = BreakglassPolicy()
     approval_expiry: Duration = timedelta(hours=72)
+    traffic: TrafficPolicy = TrafficPolicy()
     #: when production suites are re-run to catch a provider changing a model under its
     #: name (crontab, UTC); null turns the drift watch off.
     drift_watch: str | None = "0 3 * * *"

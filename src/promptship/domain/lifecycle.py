@@ -232,7 +232,8 @@ def soak_gate(f: GateFacts) -> GateCheck:
     )
     hours = elapsed.total_seconds() / 3600
     total = f.soak_required.total_seconds() / 3600
-    return GateCheck(name, GateState.WAITING, f"soaking {hours:.1f}/{total:g} h{worst}")
+    cycles = f", {soak.cycles_done} cycle(s) done" if soak.cycles_done else ""
+    return GateCheck(name, GateState.WAITING, f"soaking {hours:.1f}/{total:g} h{cycles}{worst}")
 
 
 def stakeholder_gate(f: GateFacts) -> GateCheck:

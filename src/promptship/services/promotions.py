@@ -323,6 +323,9 @@ async def deploy(
             environment=environment,
             details={"replaced_by": version.version},
         )
+        await _stop_soaks(
+            session, deps, previous, f"replaced in {environment} by {version.version}"
+        )
     if version.status != env_status.value and move is not Move.ROLLBACK:
         await transition(
             session,

@@ -1,12 +1,12 @@
 """Traffic samples: the real queries a soak replays, logged by apps (client, API) or
-imported from JSONL. Each batch is checked whole before anything is stored; retention keeps
-the newest ``MAX_PER_PROMPT`` samples per prompt and environment, none older than
-``MAX_AGE``."""
+imported from JSONL. Each batch is checked whole before anything is stored; retention
+(policy ``traffic: {max_samples, max_age}``) keeps the newest samples of each prompt and
+environment, none older than the age limit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -20,8 +20,6 @@ from promptship.store.models import TrafficSample
 MAX_BATCH = 1000
 MAX_INPUT_CHARS = 32_000
 MAX_OUTPUT_CHARS = 64_000
-MAX_PER_PROMPT = 50_000
-MAX_AGE = timedelta(days=7)
 KEYS = {"prompt", "environment", "input", "output", "version", "at"}
 
 
@@ -95,32 +93,37 @@ async def ingest(session: AsyncSession, deps: Deps, samples: list[Any]) -> Inges
     )
     await session.flush()
     pruned = 0
+    keep = deps.policy.traffic
     for prompt_id in prompts.values():
-        pruned += await _prune(session, prompt_id, now)
+        for environment in {s["environment"] for s in checked if prompts[s["prompt"]] == prompt_id}:
+            pruned += await _prune(
+                session, prompt_id, environment, now - keep.max_age, keep.max_samples
+            )
     return IngestResult(stored=len(checked), pruned=pruned)
 
 
-async def _prune(session: AsyncSession, prompt_id: int, now: datetime) -> int:
-    old = await session.execute(
-        delete(TrafficSample).where(
-            TrafficSample.prompt_id == prompt_id, TrafficSample.at < now - MAX_AGE
-        )
-    )
+async def _prune(
+    session: AsyncSession, prompt_id: int, environment: str, oldest: datetime, keep: int
+) -> int:
+    mine = (TrafficSample.prompt_id == prompt_id, TrafficSample.environment == environment)
+    old = await session.execute(delete(TrafficSample).where(*mine, TrafficSample.at < oldest))
     removed = int(old.rowcount or 0)  # type: ignore[attr-defined]
-    count = await session.scalar(
-        select(func.count()).select_from(TrafficSample).where(TrafficSample.prompt_id == prompt_id)
-    )
-    if count and count > MAX_PER_PROMPT:
+    count = await session.scalar(select(func.count()).select_from(TrafficSample).where(*mine))
+    if count and count > keep:
         cutoff = await session.scalar(
             select(TrafficSample.id)
-            .where(TrafficSample.prompt_id == prompt_id)
-            .order_by(TrafficSample.id.desc())
-            .offset(MAX_PER_PROMPT)
+            .where(*mine)
+            .order_by(TrafficSample.at.desc(), TrafficSample.id.desc())
+            .offset(keep)
             .limit(1)
         )
+        newest_dropped = await session.get(TrafficSample, cutoff)
+        assert newest_dropped is not None
         extra = await session.execute(
             delete(TrafficSample).where(
-                TrafficSample.prompt_id == prompt_id, TrafficSample.id <= cutoff
+                *mine,
+                (TrafficSample.at < newest_dropped.at)
+                | ((TrafficSample.at == newest_dropped.at) & (TrafficSample.id <= cutoff)),
             )
         )
         removed += int(extra.rowcount or 0)  # type: ignore[attr-defined]

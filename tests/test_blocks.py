@@ -215,6 +215,29 @@ def test_every_other_builder_fits_with_oversized_input() -> None:
             HistoryPage(prompt="p", environment=None, events=events, next_before=5)
         ),
         messages.soak_message(soaks),
+        messages.soak_result_message(
+            {
+                "prompt": "p",
+                "version": "1.0.0",
+                "kind": "breakglass-production",
+                "cycle": 3,
+                "failure": HUGE,
+                "summary": HUGE,
+                "worst": [{"input": HUGE, "candidate": HUGE, "baseline": HUGE, "similarity": 0.1}]
+                * 50,
+                "oncall": ["U03", "S0ONCALL"] * 500,
+            }
+        ),
+        messages.soak_result_message({"prompt": "p", "version": "1.0.0", "kind": "staging-shadow"}),
+        messages.drift_message(
+            {
+                "prompt": "p",
+                "version": "1.0.0",
+                "run": run.model_dump(mode="json"),
+                "min_pass_rate": 0.8,
+                "failures": failures,
+            }
+        ),
     ]
     for message in built:
         assert_fits(message)

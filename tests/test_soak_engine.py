@@ -176,3 +176,76 @@ async def test_the_scheduler_runs_every_cycle_once_across_two_replicas(
     assert (await replicas[0].request(request.id)).state == "promoted"
     # suite replay (nothing in production yet): 2 cases a cycle, each called once
     assert model.request_count == 6
+
+
+async def test_a_diverging_staging_prompt_fails_its_soak_on_its_own(
+    db: Database, model: ModelDouble, scorer: Scorer
+) -> None:
+    core = Promptship(db, make_policy(SOAK_POLICY))
+    scheduler = Scheduler(
+        core, lambda s: run_cycle(s, scorer), lease=timedelta(seconds=5), reconcile_every=0.2
+    )
+    await scheduler.start()
+    try:
+        await soaking(core)  # 1.0.0: suite replay, then production (no approvals needed)
+        await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+
+        async def live() -> bool:
+            status = (await core.status(NAME))[0]
+            return any(d.environment == "production" for d in status.environments)
+
+        await wait_until(live)
+        await core.ingest_traffic(
+            [
+                {"prompt": NAME, "environment": "production", "input": f"customer question {i}"}
+                for i in range(30)
+            ]
+        )
+        await push(core, version="1.1.0", system_prompt="Talk like a pirate.")
+        await to_staging(core, version="1.1.0")
+        request = await core.request_promotion(NAME, "1.1.0", "production", REQUESTER)
+
+        async def failed() -> bool:
+            return (await core.soak_status(NAME))[0].state == "failed"
+
+        await wait_until(failed)
+    finally:
+        await scheduler.stop()
+    soak = (await core.soak_status(NAME))[0]
+    assert soak.cycles_done == 1 and "30 of 30 answers diverged (100%" in (soak.failure or "")
+    closed = await core.request(request.id)
+    assert closed.state == "failed"
+    alerts = [
+        d
+        for d in await core.due_notifications(core.policy.channel or "", limit=200)
+        if d.topic == "soak.failed"
+    ]
+    assert len(alerts) == 1 and alerts[0].payload["worst"][0]["candidate"].startswith("Arr")
+    assert (await core.show(NAME, "1.0.0")).status == "production"  # production untouched
+
+
+async def test_two_schedulers_firing_the_drift_watch_queue_one_run(
+    db: Database, database_url: str
+) -> None:
+    from promptship.soak.scheduler import Scheduler as S
+
+    policy = make_policy("environments: {production: {approvals: 0, soak: 0s}}")
+    second = Database(database_url)
+    cores = [Promptship(db, policy), Promptship(second, policy)]
+    await push(cores[0])
+    await to_staging(cores[0])
+    await cores[0].request_promotion(NAME, "1.0.0", "production", REQUESTER)
+
+    async def nothing(spec: CycleSpec):  # type: ignore[no-untyped-def]
+        raise AssertionError("no soak should run")
+
+    schedulers = [S(core, nothing, owner=f"r{i}") for i, core in enumerate(cores)]
+    await asyncio.gather(*(s.drift_watch() for s in schedulers))
+    await second.dispose()
+    from promptship.services.runs import DRIFT_ACTOR
+
+    runs = (await cores[0].show(NAME, "1.0.0")).latest_run
+    assert runs is not None and runs.state == "queued"
+    history = (await cores[0].history(NAME)).events
+    queued = [e for e in history if e.action == "validation.queued" and e.actor == DRIFT_ACTOR]
+    assert len(queued) == 1

@@ -168,6 +168,8 @@ async def claim(
     session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str, lease: timedelta
 ) -> bool:
     """Claim cycle ``cycle`` of a soak for ``owner``: True if it is now ours to run."""
+    if await session.scalar(select(SoakRun.state).where(SoakRun.id == soak_id)) != "running":
+        return False  # it ended (failed, passed, cancelled) since the tick was planned
     now = deps.clock.now()
     insert = registry._insert(session)
     inserted = await session.execute(

@@ -132,8 +132,8 @@ class Scheduler:
 
     async def tick(self, soak: SoakPlan, cycle: int) -> None:
         key = (soak.soak_id, cycle)
-        if key in self._running and not self._running[key].done():
-            return
+        if any(sid == soak.soak_id and not t.done() for (sid, _), t in self._running.items()):
+            return  # one cycle of a soak at a time here; the next due one runs after it
         if not await self.core.claim_soak_cycle(soak.soak_id, cycle, self.owner, self.lease):
             return
         log.info(

@@ -5,9 +5,6 @@ its end time does not move. Real processes: ``promptship serve`` and the model d
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,11 +12,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from promptship.services import Promptship
 from promptship.store.db import Database
+from promptship.testing.serve import ServeProcess
 from tests.conftest import make_policy
 from tests.helpers import push, to_staging
 
@@ -28,43 +25,6 @@ POLICY = """
 environments:
   production: {approvals: 2, soak: 6s, soak_interval: 2s, soak_sample: 50}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Serve:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "promptship.cli", "serve", "--port", str(self.port)],
-            env={**os.environ, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"serve did not get ready; see {log}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture
@@ -106,7 +66,7 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
     def call(use):  # type: ignore[no-untyped-def]
         return asyncio.run(core_do(use))
 
-    first = Serve(env, tmp_path / "serve.log")
+    first = ServeProcess(env, tmp_path / "serve.log")
     try:
 
         async def stage(core: Promptship) -> int:
@@ -129,7 +89,7 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
         first.kill()
     killed_at = datetime.now(UTC)
 
-    second = Serve(env, tmp_path / "serve.log")
+    second = ServeProcess(env, tmp_path / "serve.log")
     try:
         deadline = time.monotonic() + 60
         while call(lambda c: c.soak_status(NAME))[0].state == "running":
@@ -189,7 +149,7 @@ def test_two_servers_on_postgres_record_each_cycle_once_and_post_once(
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack.api_url,
         }
-        servers = [Serve(env, tmp_path / f"serve-{i}.log") for i in range(2)]
+        servers = [ServeProcess(env, tmp_path / f"serve-{i}.log") for i in range(2)]
         try:
 
             async def stage(core: Promptship) -> int:

@@ -91,3 +91,12 @@ def test_lint_format_and_types_are_clean() -> None:
     ):
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, f"{' '.join(command[:2])}:\n{done.stdout}{done.stderr}"
+
+
+def test_the_readme_policy_example_is_valid() -> None:
+    from promptship.config import parse_policy
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("The policy file (`promptship.yaml`)", 1)[1].split("```yaml\n", 1)[1]
+    policy = parse_policy(block.split("```", 1)[0], "README.md")
+    assert policy.drift_watch == "0 3 * * *" and policy.traffic.max_samples == 50_000

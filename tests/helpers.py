@@ -54,3 +54,14 @@ async def to_production(
     outcome = await core.approve(request.id, "U02")
     assert outcome.request.state == "promoted", outcome
     return outcome.request
+
+
+async def start_staging_soak(
+    core: Promptship, name: str = "customer-support", version: str = "1.0.0"
+) -> int:
+    """Push, pass the tests, enter staging: returns the staging soak's id."""
+    await push(core, name, version)
+    await to_staging(core, name, version)
+    soak_id = await core.staging_soak_id(name, version)
+    assert soak_id is not None, "the policy sets no staging soak"
+    return soak_id

@@ -18,7 +18,7 @@ from promptship.store.db import Database
 from promptship.testing.model_double import ModelDouble
 from promptship.validation.scoring import Scorer
 from tests.conftest import make_policy
-from tests.helpers import REQUESTER, push, to_staging
+from tests.helpers import REQUESTER, push, start_staging_soak, to_staging
 
 NAME = "customer-support"
 TOPICS = [
@@ -123,14 +123,6 @@ environments:
 """
 
 
-async def soaking(core: Promptship) -> int:
-    await push(core, version="1.0.0")
-    await to_staging(core, version="1.0.0")
-    soak_id = await core.staging_soak_id(NAME, "1.0.0")
-    assert soak_id is not None
-    return soak_id
-
-
 async def wait_until(predicate) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(20):
         while not await predicate():
@@ -143,7 +135,7 @@ async def test_the_scheduler_runs_every_cycle_once_across_two_replicas(
     policy = make_policy(SOAK_POLICY)
     second = Database(database_url)
     replicas = [Promptship(db, policy), Promptship(second, policy)]
-    soak_id = await soaking(replicas[0])
+    soak_id = await start_staging_soak(replicas[0])
     request = await replicas[0].request_promotion(NAME, "1.0.0", "production", REQUESTER)
     assert request.state == "open"  # waiting for the soak
     schedulers = [
@@ -187,7 +179,7 @@ async def test_a_diverging_staging_prompt_fails_its_soak_on_its_own(
     )
     await scheduler.start()
     try:
-        await soaking(core)  # 1.0.0: suite replay, then production (no approvals needed)
+        await start_staging_soak(core)  # 1.0.0: suite replay, then production (no approvals needed)
         await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
 
         async def live() -> bool:

@@ -18,7 +18,7 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.serve import ServeProcess
 from tests.conftest import make_policy
-from tests.helpers import push, to_staging
+from tests.helpers import start_staging_soak
 
 NAME = "customer-support"
 POLICY = """
@@ -68,15 +68,7 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
 
     first = ServeProcess(env, tmp_path / "serve.log")
     try:
-
-        async def stage(core: Promptship) -> int:
-            await push(core)
-            await to_staging(core)
-            soak_id = await core.staging_soak_id(NAME, "1.0.0")
-            assert soak_id is not None
-            return soak_id
-
-        soak_id = call(stage)
+        soak_id = call(start_staging_soak)
         [soak] = call(lambda c: c.soak_status(NAME))
         ends_at = soak.ends_at
         deadline = time.monotonic() + 30
@@ -151,15 +143,7 @@ def test_two_servers_on_postgres_record_each_cycle_once_and_post_once(
         }
         servers = [ServeProcess(env, tmp_path / f"serve-{i}.log") for i in range(2)]
         try:
-
-            async def stage(core: Promptship) -> int:
-                await push(core)
-                await to_staging(core)
-                soak_id = await core.staging_soak_id(NAME, "1.0.0")
-                assert soak_id is not None
-                return soak_id
-
-            soak_id = call(stage)
+            soak_id = call(start_staging_soak)
             deadline = time.monotonic() + 60
             while call(lambda c: c.soak_status(NAME))[0].state == "running":
                 assert time.monotonic() < deadline, "the soak never finished"

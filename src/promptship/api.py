@@ -1,23 +1,65 @@
-"""The HTTP API under ``/v1`` (bearer tokens from ``PROMPTSHIP_API_TOKENS``; errors are RFC
-9457 problem documents). It calls the same services as the CLI and the Slack bot."""
+"""The HTTP API under ``/v1``: what CI pushes through and what apps fetch their prompt from.
+
+Bearer tokens come from ``PROMPTSHIP_API_TOKENS`` (comma-separated ``scope:token``, scope
+``read``, ``write`` or ``admin``; a bare token is ``write``; each scope includes the ones
+before it). With no tokens configured, reads are open and writes are refused. Errors are RFC
+9457 problem documents. The runtime endpoint answers with a strong ETag, ``304`` to a
+matching ``If-None-Match``, and long-polls with ``?wait=N``: the answer comes as soon as the
+environment's pointer moves (on any replica), so a rollback reaches apps in about a second.
+It calls the same services as the CLI and the Slack bot; approvals stay with people.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+import yaml
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from promptship.domain.promptfile import PromptSpec, parse_prompt
 from promptship.errors import PromptshipError
 from promptship.services import Promptship
 
+log = logging.getLogger("promptship.api")
+
 MAX_BODY = 8 * 2**20
+MAX_WAIT = 60.0
+SCOPES = ("read", "write", "admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Token:
+    scope: str
+    secret: str
+
+    def allows(self, scope: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+
+
+def parse_tokens(raw: str | None) -> list[Token]:
+    tokens = []
+    for entry in (raw or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        scope, sep, secret = entry.partition(":")
+        if sep and scope in SCOPES:
+            tokens.append(Token(scope, secret.strip()))
+        else:
+            tokens.append(Token("write", entry))
+    return tokens
 
 
 def problem(status: int, title: str, detail: str, kind: str = "about:blank") -> JSONResponse:
@@ -28,56 +70,275 @@ def problem(status: int, title: str, detail: str, kind: str = "about:blank") -> 
     )
 
 
-def parse_tokens(raw: str | None) -> list[str]:
-    return [t.strip() for t in (raw or "").split(",") if t.strip()]
-
-
-def _authorised(request: Request, tokens: list[str]) -> JSONResponse | None:
-    if not tokens:
-        return problem(403, "Writes are off", "no PROMPTSHIP_API_TOKENS are configured")
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        response = problem(401, "Unauthorized", "send Authorization: Bearer <token>")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-    if not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
-        response = problem(401, "Unauthorized", "that token is not one of PROMPTSHIP_API_TOKENS")
-        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return response
-    return None
-
-
-def routes(core: Promptship, tokens: list[str]) -> list[Route]:
-    async def read_json(request: Request) -> Any:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise _Problem(problem(413, "Too large", f"the body is over {MAX_BODY // 2**20} MiB"))
-        try:
-            return json.loads(body or b"null")
-        except json.JSONDecodeError as exc:
-            raise _Problem(problem(400, "Bad JSON", f"{exc.msg} at position {exc.pos}")) from None
-
-    async def traffic(request: Request) -> Response:
-        refused = _authorised(request, tokens)
-        if refused is not None:
-            return refused
-        try:
-            document = await read_json(request)
-        except _Problem as exc:
-            return exc.response
-        samples = document.get("samples") if isinstance(document, dict) else document
-        if not isinstance(samples, list):
-            return problem(400, "Bad body", 'send a JSON list of samples, or {"samples": [...]}')
-        try:
-            result = await core.ingest_traffic(samples)
-        except PromptshipError as exc:
-            return problem(exc.http_status, "Refused", str(exc), f"urn:promptship:{exc.kind}")
-        return JSONResponse({"stored": result.stored, "pruned": result.pruned}, status_code=201)
-
-    return [Route("/v1/traffic", traffic, methods=["POST"])]
-
-
 class _Problem(Exception):
     def __init__(self, response: JSONResponse) -> None:
         self.response = response
+
+
+def _from_error(exc: PromptshipError) -> JSONResponse:
+    titles = {400: "Bad request", 403: "Forbidden", 404: "Not found", 409: "Conflict"}
+    return problem(
+        exc.http_status,
+        titles.get(exc.http_status, "Refused"),
+        str(exc),
+        f"urn:promptship:{exc.kind}",
+    )
+
+
+class DeploymentWatcher:
+    """Wakes long-polls when a pointer moves. One poll of the (small) deployments table
+    every ``interval`` seconds while anyone waits, shared by every waiter of the process;
+    the store is the only channel, so a move made on another replica wakes them too."""
+
+    def __init__(self, core: Promptship, interval: float = 0.1) -> None:
+        self.core = core
+        self.interval = interval
+        self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[None]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, name: str, environment: str, revision: int, seconds: float) -> bool:
+        """Wait until the pointer's revision differs from ``revision``; False on timeout."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (revision, future)
+        self._waiters.setdefault((name, environment), []).append(entry)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+        try:
+            await asyncio.wait_for(asyncio.shield(future), seconds)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiting = self._waiters.get((name, environment), [])
+            if entry in waiting:
+                waiting.remove(entry)
+            if not waiting:
+                self._waiters.pop((name, environment), None)
+
+    async def _poll(self) -> None:
+        while self._waiters:
+            try:
+                revisions = await self.core.deployment_revisions()
+            except Exception:
+                log.exception("could not read the deployment revisions")
+                revisions = None
+            if revisions is not None:
+                for key, waiting in list(self._waiters.items()):
+                    current = revisions.get(key)
+                    for seen, future in list(waiting):
+                        if current != seen and not future.done():
+                            future.set_result(None)
+            await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) -> list[Route]:
+    def authorise(request: Request, scope: str) -> None:
+        if not tokens:
+            if scope == "read":
+                return
+            raise _Problem(
+                problem(403, "Forbidden", "writes are off: no PROMPTSHIP_API_TOKENS are configured")
+            )
+        header = request.headers.get("authorization", "")
+        kind, _, given = header.partition(" ")
+        if kind.lower() != "bearer" or not given.strip():
+            response = problem(401, "Unauthorized", "send Authorization: Bearer <token>")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            raise _Problem(response)
+        token = next(
+            (t for t in tokens if hmac.compare_digest(given.strip().encode(), t.secret.encode())),
+            None,
+        )
+        if token is None:
+            response = problem(
+                401, "Unauthorized", "that token is not one of PROMPTSHIP_API_TOKENS"
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            raise _Problem(response)
+        if not token.allows(scope):
+            raise _Problem(
+                problem(
+                    403, "Forbidden", f"this token's scope is {token.scope}; this needs {scope}"
+                )
+            )
+
+    def endpoint(scope: str, handler: Callable[[Request], Awaitable[Response]]) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            try:
+                authorise(request, scope)
+                return await handler(request)
+            except _Problem as exc:
+                return exc.response
+            except PromptshipError as exc:
+                return _from_error(exc)
+
+        return wrapped
+
+    async def body(request: Request) -> bytes:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise _Problem(problem(413, "Too large", f"the body is over {MAX_BODY // 2**20} MiB"))
+        return raw
+
+    async def json_body(request: Request) -> Any:
+        raw = await body(request)
+        try:
+            return json.loads(raw or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _Problem(problem(400, "Bad JSON", str(exc))) from None
+
+    def field(document: Any, key: str, required: bool = True) -> str | None:
+        value = document.get(key) if isinstance(document, dict) else None
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise _Problem(problem(400, "Bad request", f"{key} is required text"))
+        return value
+
+    def query_int(request: Request, key: str, default: int | None) -> int | None:
+        raw = request.query_params.get(key)
+        if raw is None:
+            return default
+        if not raw.isdigit():
+            raise _Problem(problem(400, "Bad request", f"{key} must be a whole number"))
+        return int(raw)
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def list_prompts(request: Request) -> Response:
+        return JSONResponse(_dump(await core.status()))
+
+    async def prompt_status(request: Request) -> Response:
+        [status] = await core.status(request.path_params["name"])
+        return JSONResponse(_dump(status))
+
+    async def versions(request: Request) -> Response:
+        return JSONResponse(_dump(await core.versions(request.path_params["name"])))
+
+    async def version(request: Request) -> Response:
+        detail = await core.show(request.path_params["name"], request.path_params["version"])
+        return JSONResponse(_dump(detail))
+
+    async def history(request: Request) -> Response:
+        page = await core.history(
+            request.path_params["name"],
+            request.query_params.get("environment"),
+            query_int(request, "before", None),
+            query_int(request, "limit", 20) or 20,
+        )
+        return JSONResponse(_dump(page))
+
+    async def diff(request: Request) -> Response:
+        old, new = request.query_params.get("from"), request.query_params.get("to")
+        if not old or not new:
+            raise _Problem(problem(400, "Bad request", "pass ?from=VERSION&to=VERSION"))
+        return JSONResponse(_dump(await core.diff(request.path_params["name"], old, new)))
+
+    async def runtime(request: Request) -> Response:
+        name, environment = request.path_params["name"], request.path_params["environment"]
+        raw_wait = request.query_params.get("wait", "0")
+        try:
+            wait = min(max(float(raw_wait), 0.0), MAX_WAIT)
+        except ValueError:
+            raise _Problem(problem(400, "Bad request", "wait is a number of seconds")) from None
+        current = await core.runtime_prompt(name, environment)
+        seen = request.headers.get("if-none-match")
+        if seen is not None and _matches(seen, current.etag) and wait > 0:
+            if await watcher.wait(name, environment, current.revision, wait):
+                current = await core.runtime_prompt(name, environment)
+        headers = {"ETag": current.etag, "Cache-Control": "no-cache"}
+        if seen is not None and _matches(seen, current.etag):
+            return Response(status_code=304, headers=headers)
+        return JSONResponse(_dump(current), headers=headers)
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def push(request: Request) -> Response:
+        raw = await body(request)
+        spec = _spec(raw, request.headers.get("content-type", ""))
+        author = request.query_params.get("author") or request.headers.get("x-promptship-user")
+        if not author:
+            raise _Problem(
+                problem(400, "Bad request", "name the author: ?author=USER or X-Promptship-User")
+            )
+        result = await core.push(spec, author)
+        return JSONResponse(_dump(result), status_code=201 if result.created else 200)
+
+    async def promote(request: Request) -> Response:
+        document = await json_body(request)
+        request_view = await core.request_promotion(
+            request.path_params["name"],
+            field(document, "version") or "",
+            field(document, "environment") or "",
+            field(document, "requester") or "",
+            field(document, "reason", required=False),
+            queue_tests=True,
+        )
+        return JSONResponse(_dump(request_view), status_code=201)
+
+    async def traffic(request: Request) -> Response:
+        document = await json_body(request)
+        samples = document.get("samples") if isinstance(document, dict) else document
+        if not isinstance(samples, list):
+            raise _Problem(
+                problem(400, "Bad body", 'send a JSON list of samples, or {"samples": [...]}')
+            )
+        result = await core.ingest_traffic(samples)
+        return JSONResponse({"stored": result.stored, "pruned": result.pruned}, status_code=201)
+
+    async def openapi(request: Request) -> Response:
+        from promptship.openapi import document
+
+        return JSONResponse(document())
+
+    read, write = "read", "write"
+    return [
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/prompts", endpoint(read, list_prompts), methods=["GET"]),
+        Route("/v1/prompts", endpoint(write, push), methods=["POST"]),
+        Route("/v1/prompts/{name}", endpoint(read, prompt_status), methods=["GET"]),
+        Route("/v1/prompts/{name}/versions", endpoint(read, versions), methods=["GET"]),
+        Route("/v1/prompts/{name}/versions/{version}", endpoint(read, version), methods=["GET"]),
+        Route("/v1/prompts/{name}/history", endpoint(read, history), methods=["GET"]),
+        Route("/v1/prompts/{name}/diff", endpoint(read, diff), methods=["GET"]),
+        Route(
+            "/v1/prompts/{name}/environments/{environment}",
+            endpoint(read, runtime),
+            methods=["GET"],
+        ),
+        Route("/v1/prompts/{name}/promotions", endpoint(write, promote), methods=["POST"]),
+        Route("/v1/traffic", endpoint(write, traffic), methods=["POST"]),
+    ]
+
+
+def _matches(header: str, etag: str) -> bool:
+    candidates = [c.strip() for c in header.split(",")]
+    return "*" in candidates or etag in candidates or f"W/{etag}" in candidates
+
+
+def _spec(raw: bytes, content_type: str) -> PromptSpec:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Problem(problem(400, "Bad request", "the prompt file must be UTF-8")) from None
+    if "json" in content_type:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _Problem(problem(400, "Bad JSON", str(exc))) from None
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return parse_prompt(text, "request body")

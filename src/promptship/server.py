@@ -62,13 +62,14 @@ def create_app(
         dispatcher = SlackDispatcher(core, client, worker=worker_id())
         background.append(dispatcher.run_forever)
 
-    from promptship.api import parse_tokens
+    from promptship.api import DeploymentWatcher, parse_tokens
     from promptship.api import routes as api_routes
 
     tokens = parse_tokens(
         settings.api_tokens.get_secret_value() if settings.api_tokens is not None else None
     )
-    routes.extend(api_routes(core, tokens))
+    watcher = DeploymentWatcher(core)
+    routes.extend(api_routes(core, tokens, watcher))
 
     if workers:
 
@@ -132,6 +133,7 @@ def create_app(
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(outcome, Exception):
                     log.error("background worker had failed: %r", outcome)
+            await watcher.close()
             if single is not None:
                 single.release()
             await db.dispose()

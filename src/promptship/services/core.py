@@ -23,6 +23,7 @@ from promptship.services.views import (
     RequestView,
     RollbackResult,
     RunDetail,
+    RuntimePrompt,
     RunView,
     SoakView,
     VersionDetail,
@@ -412,6 +413,14 @@ class Promptship:
     async def recent_events(self, limit: int = 10) -> list[AuditEventView]:
         async with self.db.reader() as session:
             return await queries.recent_events(session, limit)
+
+    async def runtime_prompt(self, name: str, environment: str) -> RuntimePrompt:
+        async with self.db.reader() as session:
+            return await queries.runtime_prompt(session, self.deps, name, environment)
+
+    async def deployment_revisions(self) -> dict[tuple[str, str], int]:
+        async with self.db.reader() as session:
+            return await queries.deployment_revisions(session)
 
     async def deployment_file(self) -> dict[str, dict[str, dict[str, Any]]]:
         async with self.db.reader() as session:

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.lifecycle import RequestState
+from promptship.errors import NotFound
 from promptship.services import promotions, registry
 from promptship.services.deps import Deps
 from promptship.services.views import (
@@ -15,6 +16,7 @@ from promptship.services.views import (
     DeploymentView,
     HistoryPage,
     PromptStatus,
+    RuntimePrompt,
     SoakView,
     VersionSummary,
 )
@@ -257,3 +259,50 @@ async def deployment_file(
             "promoted_at": deployment.deployed_at.isoformat(),
         }
     return result
+
+
+async def runtime_prompt(
+    session: AsyncSession, deps: Deps, name: str, environment: str
+) -> RuntimePrompt:
+    """What an app runs for ``name`` in ``environment`` now, with the pointer's revision."""
+    prompt = await registry.get_prompt(session, name)
+    deps.policy.environments.check(environment)
+    row = (
+        await session.execute(
+            select(Deployment, PromptVersion)
+            .join(PromptVersion, PromptVersion.id == Deployment.version_id)
+            .where(Deployment.prompt_id == prompt.id, Deployment.environment == environment)
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(
+            f"{name} has nothing in {environment}",
+            hint=f"promote a version to {environment} first",
+        )
+    deployment, version = row
+    return RuntimePrompt(
+        name=name,
+        environment=environment,
+        version=version.version,
+        content_hash=version.content_hash,
+        revision=deployment.revision,
+        provider=version.provider,
+        model=version.model,
+        temperature=version.temperature,
+        max_tokens=version.max_tokens,
+        system_prompt=version.system_prompt,
+        deployed_at=deployment.deployed_at,
+        deployed_by=deployment.deployed_by,
+    )
+
+
+async def deployment_revisions(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Every (prompt, environment) pointer's revision: what long-polls watch."""
+    rows = (
+        await session.execute(
+            select(Prompt.name, Deployment.environment, Deployment.revision).join(
+                Deployment, Deployment.prompt_id == Prompt.id
+            )
+        )
+    ).all()
+    return {(name, env): revision for name, env, revision in rows}

@@ -193,3 +193,26 @@ class SoakView(View):
     next_at: datetime | None = None
     worst_divergence: float | None
     failure: str | None
+
+
+class RuntimePrompt(View):
+    """What the runtime API serves: the active version of a prompt in an environment."""
+
+    name: str
+    environment: str
+    version: str
+    content_hash: str
+    #: bumped on every move of the environment's pointer (promotion, rollback)
+    revision: int
+    provider: str
+    model: str
+    temperature: float
+    max_tokens: int
+    system_prompt: str
+    deployed_at: datetime
+    deployed_by: str
+
+    @property
+    def etag(self) -> str:
+        """Strong: the same pointer move and content give the same bytes."""
+        return f'"{self.revision}-{self.content_hash[:20]}"'

@@ -1,0 +1,258 @@
+"""The OpenAPI 3.1 document of ``/v1``, built from the same pydantic views the API returns."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from promptship import __version__
+from promptship.services.views import (
+    HistoryPage,
+    PromptStatus,
+    PushResult,
+    RequestView,
+    RuntimePrompt,
+    VersionDetail,
+    VersionDiff,
+    VersionSummary,
+)
+
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _ok(schema: dict[str, Any], status: str = "200", **extra: Any) -> dict[str, Any]:
+    return {
+        status: {"description": "OK", "content": {"application/json": {"schema": schema}}, **extra},
+        "default": {
+            "description": "A problem",
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [
+        PromptStatus,
+        VersionSummary,
+        VersionDetail,
+        HistoryPage,
+        VersionDiff,
+        RuntimePrompt,
+        PushResult,
+        RequestView,
+    ]
+    _, schemas = models_json_schema(
+        [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    components = {**schemas.get("$defs", {}), "Problem": PROBLEM}
+    read: list[dict[str, list[str]]] = [{"bearer": []}]
+    paths: dict[str, Any] = {
+        "/v1/prompts": {
+            "get": {
+                "summary": "Every prompt with its version per environment",
+                "security": read,
+                "responses": _ok({"type": "array", "items": _ref(PromptStatus)}),
+            },
+            "post": {
+                "summary": "Push a version (the prompt file as YAML, or JSON)",
+                "security": read,
+                "parameters": [
+                    {
+                        "name": "author",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/yaml": {"schema": {"type": "string"}},
+                        "application/json": {"schema": {"type": "object"}},
+                    },
+                },
+                "responses": {
+                    **_ok(_ref(PushResult), "201"),
+                    "200": {
+                        "description": "Already registered with this content",
+                        "content": {"application/json": {"schema": _ref(PushResult)}},
+                    },
+                },
+            },
+        },
+        "/v1/prompts/{name}": {
+            "get": {
+                "summary": "A prompt's status",
+                "parameters": [NAME],
+                "security": read,
+                "responses": _ok(_ref(PromptStatus)),
+            }
+        },
+        "/v1/prompts/{name}/versions": {
+            "get": {
+                "summary": "A prompt's versions",
+                "parameters": [NAME],
+                "security": read,
+                "responses": _ok({"type": "array", "items": _ref(VersionSummary)}),
+            }
+        },
+        "/v1/prompts/{name}/versions/{version}": {
+            "get": {
+                "summary": "One version",
+                "parameters": [
+                    NAME,
+                    {
+                        "name": "version",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "security": read,
+                "responses": _ok(_ref(VersionDetail)),
+            }
+        },
+        "/v1/prompts/{name}/history": {
+            "get": {
+                "summary": "A prompt's audit trail, newest first",
+                "parameters": [
+                    NAME,
+                    {"name": "environment", "in": "query", "schema": {"type": "string"}},
+                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "security": read,
+                "responses": _ok(_ref(HistoryPage)),
+            }
+        },
+        "/v1/prompts/{name}/diff": {
+            "get": {
+                "summary": "Unified diff of two versions' texts and settings",
+                "parameters": [
+                    NAME,
+                    {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+                "security": read,
+                "responses": _ok(_ref(VersionDiff)),
+            }
+        },
+        "/v1/prompts/{name}/environments/{environment}": {
+            "get": {
+                "summary": "The active prompt of an environment (ETag; long-poll with wait)",
+                "parameters": [
+                    NAME,
+                    {
+                        "name": "environment",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                    },
+                    {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+                ],
+                "security": read,
+                "responses": {
+                    **_ok(_ref(RuntimePrompt)),
+                    "304": {"description": "Not modified (the ETag still matches)"},
+                },
+            }
+        },
+        "/v1/prompts/{name}/promotions": {
+            "post": {
+                "summary": "Request a promotion (approvals are given by people in Slack or CLI)",
+                "parameters": [NAME],
+                "security": read,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["version", "environment", "requester"],
+                                "properties": {
+                                    "version": {"type": "string"},
+                                    "environment": {"type": "string"},
+                                    "requester": {"type": "string"},
+                                    "reason": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": _ok(_ref(RequestView), "201"),
+            }
+        },
+        "/v1/traffic": {
+            "post": {
+                "summary": "Ingest up to 1,000 real queries for soaks",
+                "security": read,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "array",
+                                "maxItems": 1000,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["prompt", "environment", "input"],
+                                    "properties": {
+                                        "prompt": {"type": "string"},
+                                        "environment": {"type": "string"},
+                                        "input": {"type": "string"},
+                                        "output": {"type": "string"},
+                                        "version": {"type": "string"},
+                                        "at": {"type": "string", "format": "date-time"},
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": _ok(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "stored": {"type": "integer"},
+                            "pruned": {"type": "integer"},
+                        },
+                    },
+                    "201",
+                ),
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "promptship", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -248,3 +248,102 @@ def test_no_input_makes_a_500_or_breaks_the_schema(api: Api) -> None:
             )
 
         check()
+
+
+# -- the client library ------------------------------------------------------------------
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, "timed out"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_the_client_follows_promotions_and_rollbacks_without_a_ttl(api: Api) -> None:
+    from promptship.client import PromptClient
+
+    api.push("1.0.0")
+    api.to_production("1.0.0")
+    api.push("1.1.0", system_prompt="Be brief.")
+    with PromptClient(api.url, "app-token", ttl=3600, wait=2) as client:
+        assert client.get(NAME, "production").version == "1.0.0"
+        api.to_production("1.1.0")
+        took = wait_until(lambda: client.get(NAME, "production").version == "1.1.0")
+        assert took < 2.0
+        api.core(lambda c: c.rollback(NAME, "production", "U03"))
+        took = wait_until(lambda: client.get_system_prompt(NAME, "production").startswith("You"))
+        assert took < 2.0 and client.get(NAME, "production").version == "1.0.0"
+
+
+def test_the_client_serves_the_last_good_prompt_while_the_server_is_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from promptship.client import PromptClient, PromptUnavailable
+
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'down.db'}"
+    app = create_app(
+        Settings(PROMPTSHIP_DATABASE_URL=db_url, PROMPTSHIP_API_TOKENS=TOKENS),
+        make_policy(),
+        workers=False,
+    )
+    server = ServerThread(app).__enter__()
+    api = Api(server.url, db_url)
+    api.push("1.0.0")
+    api.to_production("1.0.0")
+    client = PromptClient(server.url, "app-token", ttl=0.2, wait=1)
+    try:
+        assert client.get(NAME, "production").version == "1.0.0"
+        server.__exit__(None, None, None)  # the server goes away
+        time.sleep(0.5)  # past the TTL, and the watch has failed
+        with caplog.at_level("WARNING", logger="promptship.client"):
+            stale = client.get(NAME, "production")
+        assert stale.version == "1.0.0" and stale.system_prompt.startswith("You are")
+        assert "serving customer-support 1.0.0" in caplog.text
+        with pytest.raises(PromptUnavailable, match="sql-assistant in production"):
+            client.get("sql-assistant", "production")
+    finally:
+        client.close()
+        api.http.close()
+
+
+def test_log_traffic_never_blocks_and_arrives_in_batches(api: Api) -> None:
+    from promptship.client import PromptClient
+
+    api.push("1.0.0")
+    with PromptClient(api.url, "ci-token", flush_interval=0.2) as client:
+        started = time.perf_counter()
+        for i in range(1500):
+            client.log_traffic(NAME, "production", f"question {i}", f"answer {i}", "1.0.0")
+        assert time.perf_counter() - started < 1.0  # queued, not sent inline
+
+        async def stored(core: Promptship) -> int:
+            from sqlalchemy import func, select
+
+            from promptship.store.models import TrafficSample
+
+            async with core.db.reader() as session:
+                return int(
+                    await session.scalar(select(func.count()).select_from(TrafficSample)) or 0
+                )
+
+        wait_until(lambda: api.core(stored) == 1500)
+    assert client.dropped == 0
+
+
+async def test_the_async_client_does_the_same(api: Api) -> None:
+    from promptship.client import AsyncPromptClient
+
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, api.push, "1.0.0")
+    await loop.run_in_executor(None, api.to_production, "1.0.0")
+    await loop.run_in_executor(None, lambda: api.push("1.1.0", system_prompt="Be brief."))
+    async with AsyncPromptClient(api.url, "ci-token", ttl=3600, wait=2) as client:
+        assert (await client.get(NAME, "production")).version == "1.0.0"
+        await loop.run_in_executor(None, api.to_production, "1.1.0")
+        async with asyncio.timeout(3):
+            while (await client.get(NAME, "production")).version != "1.1.0":
+                await asyncio.sleep(0.02)
+        client.log_traffic(NAME, "production", "hello", "hi", "1.1.0")
+    assert client.dropped == 0

@@ -748,7 +748,9 @@ def serve(
     except PromptshipError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(exc.exit_code) from None
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    # open long-polls (up to a minute) must not hold a restart up: after 10 s they are cut
+    # and their clients reconnect to another replica, or to this one once it is back
+    uvicorn.run(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
 
 
 def main() -> None:

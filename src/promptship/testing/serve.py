@@ -46,7 +46,9 @@ class ServerThread:
     def __enter__(self) -> ServerThread:
         sock = bind_loopback()
         self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1)
+        )
         server = self._server
 
         def run() -> None:

@@ -1,0 +1,400 @@
+"""The client apps use to run the live prompt, and to log the traffic soaks replay.
+
+    from promptship.client import PromptClient
+
+    prompts = PromptClient("https://promptship.internal", token="app-token")
+    system = prompts.get_system_prompt("customer-support", "production")
+    prompts.log_traffic("customer-support", "production", user_text, answer)
+
+``get`` answers from memory. The first call for a prompt fetches it and starts a watch: a
+long-poll (``?wait=30`` with ``If-None-Match``) that the server answers the moment the
+environment's pointer moves, so a promotion or a rollback reaches the app in about a second,
+not after a cache TTL. If the watch cannot reach the server, the TTL takes over (a fetch
+when the copy is older than ``ttl``), and the last good prompt keeps serving while the
+server is down (stale-if-error, with a warning). ``log_traffic`` never blocks: samples are
+queued and sent in batches of up to 1,000 in the background. ``AsyncPromptClient`` is the
+same for asyncio apps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+log = logging.getLogger("promptship.client")
+
+BATCH = 1000
+QUEUE_LIMIT = 50_000
+
+
+class PromptUnavailable(Exception):
+    """No copy of the prompt, and the server could not give one."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    environment: str
+    version: str
+    system_prompt: str
+    model: str
+    provider: str
+    temperature: float
+    max_tokens: int
+    etag: str
+    fetched_at: float
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> Prompt:
+        body = response.json()
+        return cls(
+            name=body["name"],
+            environment=body["environment"],
+            version=body["version"],
+            system_prompt=body["system_prompt"],
+            model=body["model"],
+            provider=body["provider"],
+            temperature=body["temperature"],
+            max_tokens=body["max_tokens"],
+            etag=response.headers.get("etag", ""),
+            fetched_at=time.monotonic(),
+        )
+
+
+def _path(name: str, environment: str) -> str:
+    return f"/v1/prompts/{quote(name, safe='')}/environments/{quote(environment, safe='')}"
+
+
+def _problem(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail") or response.text)
+    except ValueError:
+        return response.text
+
+
+def _sample(
+    name: str, environment: str, input: str, output: str | None, version: str | None
+) -> dict[str, Any]:
+    sample: dict[str, Any] = {
+        "prompt": name,
+        "environment": environment,
+        "input": input,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    if output is not None:
+        sample["output"] = output
+    if version is not None:
+        sample["version"] = version
+    return sample
+
+
+class PromptClient:
+    """Thread-safe; one per process is enough."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        ttl: float = 60.0,
+        wait: float = 30.0,
+        timeout: float = 10.0,
+        flush_interval: float = 1.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._watch_http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=wait + timeout
+        )
+        self.ttl, self.wait = ttl, wait
+        self._cache: dict[tuple[str, str], Prompt] = {}
+        self._healthy: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watchers: dict[tuple[str, str], threading.Thread] = {}
+        self._traffic: queue.Queue[dict[str, Any]] = queue.Queue(QUEUE_LIMIT)
+        self.dropped = 0
+        self._flush_interval = flush_interval
+        self._flusher = threading.Thread(
+            target=self._flush_forever, name="promptship-traffic", daemon=True
+        )
+        self._flusher.start()
+
+    # -- prompts -------------------------------------------------------------------------
+
+    def get(self, name: str, environment: str) -> Prompt:
+        key = (name, environment)
+        with self._lock:
+            cached = self._cache.get(key)
+            healthy = self._healthy.get(key, False)
+        if cached is not None and (healthy or time.monotonic() - cached.fetched_at < self.ttl):
+            return cached
+        try:
+            fresh = self._fetch(name, environment)
+        except (httpx.HTTPError, PromptUnavailable) as exc:
+            if cached is None:
+                raise PromptUnavailable(f"{name} in {environment}: {exc}") from None
+            log.warning(
+                "promptship unreachable (%s); serving %s %s from %.0f s ago",
+                exc, name, cached.version, time.monotonic() - cached.fetched_at,
+            )  # fmt: skip
+            return cached
+        self._store(key, fresh)
+        self._watch(key)
+        return fresh
+
+    def get_system_prompt(self, name: str, environment: str) -> str:
+        return self.get(name, environment).system_prompt
+
+    def _fetch(self, name: str, environment: str) -> Prompt:
+        response = self._http.get(_path(name, environment))
+        if response.status_code != 200:
+            raise PromptUnavailable(f"{response.status_code}: {_problem(response)}")
+        return Prompt.from_response(response)
+
+    def _store(self, key: tuple[str, str], prompt: Prompt) -> None:
+        with self._lock:
+            self._cache[key] = prompt
+
+    def _watch(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            if key in self._watchers or self._stop.is_set():
+                return
+            thread = threading.Thread(
+                target=self._watch_forever,
+                args=(key,),
+                name=f"promptship-watch-{key[0]}",
+                daemon=True,
+            )
+            self._watchers[key] = thread
+        thread.start()
+
+    def _watch_forever(self, key: tuple[str, str]) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            with self._lock:
+                etag = self._cache[key].etag if key in self._cache else ""
+            try:
+                response = self._watch_http.get(
+                    _path(*key), params={"wait": self.wait}, headers={"If-None-Match": etag}
+                )
+                if response.status_code == 200:
+                    self._store(key, Prompt.from_response(response))
+                elif response.status_code == 304:
+                    with self._lock:
+                        if key in self._cache:
+                            old = self._cache[key]
+                            self._cache[key] = Prompt(
+                                **{**old.__dict__, "fetched_at": time.monotonic()}
+                            )
+                else:
+                    raise httpx.HTTPStatusError(
+                        _problem(response), request=response.request, response=response
+                    )
+                with self._lock:
+                    self._healthy[key] = True
+                backoff = 1.0
+            except httpx.HTTPError as exc:
+                with self._lock:
+                    self._healthy[key] = False
+                if self._stop.is_set():
+                    return
+                log.warning("watching %s %s failed (%s); retrying in %.0f s", *key, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    # -- traffic -------------------------------------------------------------------------
+
+    def log_traffic(
+        self,
+        name: str,
+        environment: str,
+        input: str,
+        output: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Queue one real query (and the answer it got) for soaks; never blocks."""
+        try:
+            self._traffic.put_nowait(_sample(name, environment, input, output, version))
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self) -> None:
+        """Send everything queued now (also done every ``flush_interval`` seconds)."""
+        while True:
+            batch: list[dict[str, Any]] = []
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < BATCH:
+                    batch.append(self._traffic.get_nowait())
+            if not batch:
+                return
+            try:
+                response = self._http.post("/v1/traffic", json=batch)
+                if response.status_code >= 300:
+                    log.warning(
+                        "traffic batch refused (%s): %s", response.status_code, _problem(response)
+                    )
+            except httpx.HTTPError as exc:
+                self.dropped += len(batch)
+                log.warning("could not send %d traffic samples: %s", len(batch), exc)
+                return
+
+    def _flush_forever(self) -> None:
+        while not self._stop.wait(self._flush_interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        self._http.close()
+        self._watch_http.close()
+
+    def __enter__(self) -> PromptClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncPromptClient:
+    """The asyncio twin of ``PromptClient``: the watch and the traffic sender are tasks."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        ttl: float = 60.0,
+        wait: float = 30.0,
+        timeout: float = 10.0,
+        flush_interval: float = 1.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
+        )
+        self._watch_http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=wait + timeout
+        )
+        self.ttl, self.wait = ttl, wait
+        self._cache: dict[tuple[str, str], Prompt] = {}
+        self._healthy: dict[tuple[str, str], bool] = {}
+        self._watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._traffic: list[dict[str, Any]] = []
+        self._flush_interval = flush_interval
+        self._flusher: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def get(self, name: str, environment: str) -> Prompt:
+        key = (name, environment)
+        cached = self._cache.get(key)
+        if cached is not None and (
+            self._healthy.get(key) or time.monotonic() - cached.fetched_at < self.ttl
+        ):
+            return cached
+        try:
+            response = await self._http.get(_path(name, environment))
+            if response.status_code != 200:
+                raise PromptUnavailable(f"{response.status_code}: {_problem(response)}")
+            fresh = Prompt.from_response(response)
+        except (httpx.HTTPError, PromptUnavailable) as exc:
+            if cached is None:
+                raise PromptUnavailable(f"{name} in {environment}: {exc}") from None
+            log.warning("promptship unreachable (%s); serving %s %s", exc, name, cached.version)
+            return cached
+        self._cache[key] = fresh
+        if key not in self._watchers:
+            self._watchers[key] = asyncio.create_task(self._watch_forever(key))
+        return fresh
+
+    async def get_system_prompt(self, name: str, environment: str) -> str:
+        return (await self.get(name, environment)).system_prompt
+
+    async def _watch_forever(self, key: tuple[str, str]) -> None:
+        backoff = 1.0
+        while True:
+            etag = self._cache[key].etag if key in self._cache else ""
+            try:
+                response = await self._watch_http.get(
+                    _path(*key), params={"wait": self.wait}, headers={"If-None-Match": etag}
+                )
+                if response.status_code == 200:
+                    self._cache[key] = Prompt.from_response(response)
+                elif response.status_code == 304 and key in self._cache:
+                    old = self._cache[key]
+                    self._cache[key] = Prompt(**{**old.__dict__, "fetched_at": time.monotonic()})
+                elif response.status_code != 304:
+                    raise httpx.HTTPStatusError(
+                        _problem(response), request=response.request, response=response
+                    )
+                self._healthy[key] = True
+                backoff = 1.0
+            except httpx.HTTPError as exc:
+                self._healthy[key] = False
+                log.warning("watching %s %s failed (%s); retrying in %.0f s", *key, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def log_traffic(
+        self,
+        name: str,
+        environment: str,
+        input: str,
+        output: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Queue one real query for soaks; never blocks (call from the event loop)."""
+        if len(self._traffic) >= QUEUE_LIMIT:
+            self.dropped += 1
+            return
+        self._traffic.append(_sample(name, environment, input, output, version))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._flush_interval)
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self._traffic:
+            batch, self._traffic = self._traffic[:BATCH], self._traffic[BATCH:]
+            try:
+                response = await self._http.post("/v1/traffic", json=batch)
+                if response.status_code >= 300:
+                    log.warning(
+                        "traffic batch refused (%s): %s", response.status_code, _problem(response)
+                    )
+            except httpx.HTTPError as exc:
+                self.dropped += len(batch)
+                log.warning("could not send %d traffic samples: %s", len(batch), exc)
+                return
+
+    async def aclose(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        for task in self._watchers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
+        await self._http.aclose()
+        await self._watch_http.aclose()
+
+    async def __aenter__(self) -> AsyncPromptClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,23 +87,51 @@ def _from_error(exc: PromptshipError) -> JSONResponse:
 
 
 class DeploymentWatcher:
-    """Wakes long-polls when a pointer moves. One poll of the (small) deployments table
-    every ``interval`` seconds while anyone waits, shared by every waiter of the process;
-    the store is the only channel, so a move made on another replica wakes them too."""
+    """The runtime endpoint's view of the pointers, shared by every request of the process.
 
-    def __init__(self, core: Promptship, interval: float = 0.1) -> None:
+    While apps fetch or wait, one poll of the (small) deployments table every ``interval``
+    seconds keeps the pointers' revisions; the store is the only channel, so a move made on
+    another replica is seen as fast as one made here. A fetch whose revision is unchanged is
+    answered from the rendered body of that revision (no query); a long-poll is woken when
+    its revision moves. After ``idle`` seconds without requests the poll stops and the next
+    request reads the store again.
+    """
+
+    def __init__(self, core: Promptship, interval: float = 0.1, idle: float = 60.0) -> None:
         self.core = core
         self.interval = interval
+        self.idle = idle
+        self.revisions: dict[tuple[str, str], int] = {}
+        self._bodies: dict[tuple[str, str], tuple[int, str, bytes]] = {}
         self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[None]]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._last_use = 0.0
+
+    def _touch(self) -> None:
+        self._last_use = time.monotonic()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+
+    async def current(self, name: str, environment: str) -> tuple[int, str, bytes]:
+        """(revision, etag, JSON body) of what ``environment`` runs now."""
+        self._touch()
+        key = (name, environment)
+        cached = self._bodies.get(key)
+        if cached is not None and self.revisions.get(key) == cached[0]:
+            return cached
+        prompt = await self.core.runtime_prompt(name, environment)
+        rendered = (prompt.revision, prompt.etag, prompt.model_dump_json().encode())
+        self._bodies[key] = rendered
+        if self.revisions.get(key, -1) < prompt.revision:
+            self.revisions[key] = prompt.revision
+        return rendered
 
     async def wait(self, name: str, environment: str, revision: int, seconds: float) -> bool:
         """Wait until the pointer's revision differs from ``revision``; False on timeout."""
+        self._touch()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (revision, future)
         self._waiters.setdefault((name, environment), []).append(entry)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._poll())
         try:
             await asyncio.wait_for(asyncio.shield(future), seconds)
             return True
@@ -116,19 +145,21 @@ class DeploymentWatcher:
                 self._waiters.pop((name, environment), None)
 
     async def _poll(self) -> None:
-        while self._waiters:
-            try:
-                revisions = await self.core.deployment_revisions()
-            except Exception:
-                log.exception("could not read the deployment revisions")
-                revisions = None
-            if revisions is not None:
-                for key, waiting in list(self._waiters.items()):
-                    current = revisions.get(key)
-                    for seen, future in list(waiting):
-                        if current != seen and not future.done():
-                            future.set_result(None)
-            await asyncio.sleep(self.interval)
+        try:
+            while self._waiters or time.monotonic() - self._last_use < self.idle:
+                try:
+                    self.revisions = await self.core.deployment_revisions()
+                except Exception:
+                    log.exception("could not read the deployment revisions")
+                else:
+                    for key, waiting in list(self._waiters.items()):
+                        current = self.revisions.get(key)
+                        for seen, future in list(waiting):
+                            if current != seen and not future.done():
+                                future.set_result(None)
+                await asyncio.sleep(self.interval)
+        finally:
+            self.revisions = {}  # unwatched from here on: the next request reads the store
 
     async def close(self) -> None:
         if self._task is not None:
@@ -255,15 +286,15 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
             wait = min(max(float(raw_wait), 0.0), MAX_WAIT)
         except ValueError:
             raise _Problem(problem(400, "Bad request", "wait is a number of seconds")) from None
-        current = await core.runtime_prompt(name, environment)
+        revision, etag, rendered = await watcher.current(name, environment)
         seen = request.headers.get("if-none-match")
-        if seen is not None and _matches(seen, current.etag) and wait > 0:
-            if await watcher.wait(name, environment, current.revision, wait):
-                current = await core.runtime_prompt(name, environment)
-        headers = {"ETag": current.etag, "Cache-Control": "no-cache"}
-        if seen is not None and _matches(seen, current.etag):
+        if seen is not None and _matches(seen, etag) and wait > 0:
+            if await watcher.wait(name, environment, revision, wait):
+                revision, etag, rendered = await watcher.current(name, environment)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if seen is not None and _matches(seen, etag):
             return Response(status_code=304, headers=headers)
-        return JSONResponse(_dump(current), headers=headers)
+        return Response(rendered, media_type="application/json", headers=headers)
 
     # -- writes ----------------------------------------------------------------------
 

@@ -347,3 +347,31 @@ async def test_the_async_client_does_the_same(api: Api) -> None:
                 await asyncio.sleep(0.02)
         client.log_traffic(NAME, "production", "hello", "hi", "1.1.0")
     assert client.dropped == 0
+
+
+def test_ci_pushes_through_the_api_with_the_cli(api: Api) -> None:
+    from typer.testing import CliRunner
+
+    from promptship import cli
+
+    examples = str(Path(__file__).parent.parent / "examples" / "prompts")
+    try:
+        first = CliRunner().invoke(
+            cli.app,
+            ["--as", "ci", "push", examples, "--server", api.url, "--token", "ci-token"],
+        )
+        assert first.exit_code == 0, first.output
+        assert "registered customer-support 2.1.0" in first.stdout
+        again = CliRunner().invoke(
+            cli.app, ["--as", "ci", "push", examples, "--server", api.url, "--token", "ci-token"]
+        )
+        assert again.exit_code == 0 and "unchanged customer-support 2.1.0" in again.stdout
+        refused = CliRunner().invoke(
+            cli.app, ["--as", "ci", "push", examples, "--server", api.url, "--token", "app-token"]
+        )
+        assert refused.exit_code == 2
+        assert "the server refused it (403): this token's scope is read" in refused.stderr
+    finally:
+        cli.state.actor = None
+    versions = api.http.get(f"/v1/prompts/{NAME}/versions", headers=READ).json()
+    assert [v["version"] for v in versions] == ["2.1.0"]

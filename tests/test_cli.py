@@ -136,11 +136,25 @@ def test_full_promotion_by_cli_with_json(env: Path) -> None:
     assert prod["version"] == "2.1.0" and prod["model"] == "claude-sonnet-4-5"
     assert prod["temperature"] == 0.3 and prod["updated_by"] == "U02" and prod["promoted_at"]
 
+    code, out, _ = run("export", "deployment.yaml", "--check")
+    assert code == 0 and "matches the live state" in out
+
     code, out, _ = run("history", "customer-support", "--env", "production")
     assert code == 0 and "deployment.changed" in out
 
     code, out, _ = run("--as", "U08", "rollback", "customer-support", "production")
     assert code == 1
+
+    # the committed file and the live state part ways: CI's check fails and says where
+    exported["customer-support"]["production"]["version"] = "9.9.9"
+    del exported["customer-support"]["staging"]
+    (env / "deployment.yaml").write_text(yaml.safe_dump(exported))
+    code, _, err = run("export", "deployment.yaml", "--check")
+    assert "customer-support staging: live runs 2.1.0, the file has nothing" in err
+    assert code == 1 and "differs from the live state" in err
+    assert "customer-support production: version is '2.1.0' live, '9.9.9' in the file" in err
+    code, _, err = run("export", "missing.yaml", "--check")
+    assert code == 2 and "missing.yaml: cannot read" in err
 
 
 def test_reject_needs_a_reason_and_bad_request_ids_exit_2(env: Path) -> None:

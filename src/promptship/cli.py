@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import httpx
 import typer
 import yaml
 from pydantic import BaseModel
@@ -190,20 +191,59 @@ def _parse_code(text: str) -> int:
 def push(
     paths: Annotated[list[Path], typer.Argument(help="Prompt files, or directories of them.")],
     as_user: AsOption = None,
+    server: Annotated[
+        str | None,
+        typer.Option(envvar="PROMPTSHIP_SERVER", help="Push through this server's API (CI)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="PROMPTSHIP_TOKEN", help="Bearer token (write) for --server."),
+    ] = None,
 ) -> None:
     """Register prompt versions. Pushing an identical version again is a no-op."""
     if as_user:
         state.actor = as_user
 
-    async def use(core: Promptship) -> list[Any]:
+    def checked() -> list[Path]:
         files = find_prompt_files(paths)
         if not files:
             raise BadInput("no prompt files (*.yaml, *.yml) found in " + ", ".join(map(str, paths)))
-        specs = [load_prompt_file(f) for f in files]  # every file is checked before any push
-        actor = _actor()
-        return [await core.push(spec, actor) for spec in specs]
+        for f in files:  # every file is checked before any push
+            load_prompt_file(f)
+        return files
 
-    results = _run(use)
+    async def use(core: Promptship) -> list[Any]:
+        files = checked()
+        actor = _actor()
+        return [await core.push(load_prompt_file(f), actor) for f in files]
+
+    async def remote() -> list[Any]:
+        from promptship.services.views import PushResult
+
+        files = checked()
+        actor = _actor()
+        headers = {"Content-Type": "application/yaml", "X-Promptship-User": actor}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        results = []
+        async with httpx.AsyncClient(base_url=(server or "").rstrip("/"), timeout=60) as http:
+            for f in files:
+                try:
+                    response = await http.post(
+                        "/v1/prompts", content=f.read_bytes(), headers=headers
+                    )
+                except httpx.HTTPError as exc:
+                    raise BadInput(f"cannot reach {server}: {exc}") from None
+                if response.status_code not in (200, 201):
+                    try:
+                        detail = response.json().get("detail", response.text)
+                    except ValueError:
+                        detail = response.text
+                    raise BadInput(f"{f}: the server refused it ({response.status_code}): {detail}")
+                results.append(PushResult.model_validate(response.json()))
+        return results
+
+    results = _guard(remote) if server else _run(use)
     if _emit(results):
         return
     for result in results:
@@ -617,18 +657,73 @@ def soak(name: str) -> None:
 @app.command()
 def export(
     output: Annotated[
-        str, typer.Argument(help="File to write, or - for standard output.")
+        str, typer.Argument(help="File to write (or to compare with --check), or - for stdout.")
     ] = "deployment.yaml",
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Compare the file with the live state; exit 1 if it differs."),
+    ] = False,
 ) -> None:
-    """Write the per-environment deployment file (version, model, who, when)."""
+    """Write the per-environment deployment file (version, model, who, when); with --check,
+    fail when the committed file no longer matches what runs (for CI)."""
     data = _run(lambda core: core.deployment_file())
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    if check:
+        path = Path(output)
+        try:
+            committed = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] {escape(output)}: cannot read: {exc.strerror}")
+            raise typer.Exit(2) from None
+        except yaml.YAMLError as exc:
+            err.print(f"[bold red]error:[/] {escape(output)}: not valid YAML: {escape(str(exc))}")
+            raise typer.Exit(2) from None
+        drift = _deployment_drift(committed, data)
+        if state.as_json:
+            print(json.dumps({"ok": not drift, "differences": drift}))
+        elif drift:
+            err.print(f"[bold red]{escape(output)} differs from the live state[/]:")
+            for line in drift:
+                err.print(f"  {escape(line)}")
+            err.print(f"  run: promptship export {escape(output)}")
+        else:
+            out.print(f"{escape(output)} matches the live state")
+        if drift:
+            raise typer.Exit(1)
+        return
     if output == "-":
         sys.stdout.write(text)
     else:
         Path(output).write_text(text, encoding="utf-8")
         if not state.as_json:
             out.print(f"wrote {output} ({len(data)} prompts)")
+
+
+def _deployment_drift(committed: Any, live: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """What differs between a deployment file and the live state, one line per place."""
+    if not isinstance(committed, dict):
+        return ["the file is not a mapping of prompts"]
+    lines = []
+    for name in sorted(set(committed) | set(live)):
+        mine, theirs = committed.get(name) or {}, live.get(name) or {}
+        if not isinstance(mine, dict):
+            lines.append(f"{name}: not a mapping of environments")
+            continue
+        for env in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(env), theirs.get(env)
+            if a is None and b is not None:
+                lines.append(f"{name} {env}: live runs {b['version']}, the file has nothing")
+            elif b is None and isinstance(a, dict):
+                lines.append(f"{name} {env}: the file says {a.get('version')}, nothing runs there")
+            elif not isinstance(a, dict) or b is None:
+                lines.append(f"{name} {env}: not a mapping")
+            else:
+                for key in ("version", "content_hash", "model", "temperature", "max_tokens"):
+                    if a.get(key) != b.get(key):
+                        lines.append(
+                            f"{name} {env}: {key} is {b.get(key)!r} live, {a.get(key)!r} in the file"
+                        )
+    return lines
 
 
 # -- database and audit -------------------------------------------------------------------

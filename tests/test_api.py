@@ -229,7 +229,7 @@ def test_no_input_makes_a_500_or_breaks_the_schema(api: Api) -> None:
     api.to_production("1.0.0")
     schema = schemathesis.openapi.from_url(f"{api.url}/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 10
+    assert len(operations) == 11
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -375,3 +375,25 @@ def test_ci_pushes_through_the_api_with_the_cli(api: Api) -> None:
         cli.state.actor = None
     versions = api.http.get(f"/v1/prompts/{NAME}/versions", headers=READ).json()
     assert [v["version"] for v in versions] == ["2.1.0"]
+
+
+def test_ci_checks_the_deployment_file_against_the_server(api: Api, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from promptship import cli
+
+    api.push("1.0.0")
+    api.to_production("1.0.0")
+    target = tmp_path / "deployment.yaml"
+    args = ["--server", api.url, "--token", "app-token"]
+    written = CliRunner().invoke(cli.app, ["export", str(target), *args])
+    assert written.exit_code == 0, written.output
+    same = CliRunner().invoke(cli.app, ["export", str(target), "--check", *args])
+    assert same.exit_code == 0 and "matches the live state" in same.stdout
+    api.push("1.1.0", system_prompt="Be brief.")
+    api.to_production("1.1.0")
+    moved = CliRunner().invoke(cli.app, ["export", str(target), "--check", *args])
+    assert moved.exit_code == 1
+    assert (
+        "customer-support production: version is '1.1.0' live, '1.0.0' in the file" in moved.stderr
+    )

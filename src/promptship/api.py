@@ -257,6 +257,9 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
         [status] = await core.status(request.path_params["name"])
         return JSONResponse(_dump(status))
 
+    async def deployments(request: Request) -> Response:
+        return JSONResponse(await core.deployment_file())
+
     async def versions(request: Request) -> Response:
         return JSONResponse(_dump(await core.versions(request.path_params["name"])))
 
@@ -341,6 +344,7 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/v1/prompts", endpoint(read, list_prompts), methods=["GET"]),
         Route("/v1/prompts", endpoint(write, push), methods=["POST"]),
+        Route("/v1/deployments", endpoint(read, deployments), methods=["GET"]),
         Route("/v1/prompts/{name}", endpoint(read, prompt_status), methods=["GET"]),
         Route("/v1/prompts/{name}/versions", endpoint(read, versions), methods=["GET"]),
         Route("/v1/prompts/{name}/versions/{version}", endpoint(read, version), methods=["GET"]),

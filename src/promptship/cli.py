@@ -663,10 +663,32 @@ def export(
         bool,
         typer.Option("--check", help="Compare the file with the live state; exit 1 if it differs."),
     ] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(envvar="PROMPTSHIP_SERVER", help="Read the live state from this server (CI)."),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="PROMPTSHIP_TOKEN", help="Bearer token for --server.")
+    ] = None,
 ) -> None:
     """Write the per-environment deployment file (version, model, who, when); with --check,
     fail when the committed file no longer matches what runs (for CI)."""
-    data = _run(lambda core: core.deployment_file())
+
+    async def remote() -> dict[str, dict[str, dict[str, Any]]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                response = await http.get(
+                    f"{(server or '').rstrip('/')}/v1/deployments", headers=headers
+                )
+        except httpx.HTTPError as exc:
+            raise BadInput(f"cannot reach {server}: {exc}") from None
+        if response.status_code != 200:
+            raise BadInput(f"the server answered {response.status_code}: {response.text[:300]}")
+        data: dict[str, dict[str, dict[str, Any]]] = response.json()
+        return data
+
+    data = _guard(remote) if server else _run(lambda core: core.deployment_file())
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     if check:
         path = Path(output)

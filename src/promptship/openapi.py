@@ -100,6 +100,21 @@ def document() -> dict[str, Any]:
                 },
             },
         },
+        "/v1/deployments": {
+            "get": {
+                "summary": "The per-environment deployment file (what runs where, who, when)",
+                "security": read,
+                "responses": _ok(
+                    {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "additionalProperties": {"type": "object"},
+                        },
+                    }
+                ),
+            }
+        },
         "/v1/prompts/{name}": {
             "get": {
                 "summary": "A prompt's status",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -62,12 +63,18 @@ def _retry_after(error: SlackApiError, attempts: int) -> float:
 
 class SlackDispatcher:
     def __init__(
-        self, core: Promptship, client: AsyncWebClient, worker: str, poll_interval: float = 0.5
+        self,
+        core: Promptship,
+        client: AsyncWebClient,
+        worker: str,
+        poll_interval: float = 0.5,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.core = core
         self.client = client
         self.worker = worker
         self.poll_interval = poll_interval
+        self.on_error = on_error or (lambda error: None)
 
     async def deliver_once(self) -> int:
         """Deliver what is due on every channel this worker can lease; returns messages sent."""
@@ -105,6 +112,7 @@ class SlackDispatcher:
             except SlackApiError as exc:
                 delay = _retry_after(exc, delivery.attempts)
                 error = _error(exc)
+                self.on_error(error)
                 log.warning(
                     "slack refused outbox %s (%s); retry in %.0fs", delivery.id, error, delay
                 )

@@ -397,3 +397,24 @@ def test_ci_checks_the_deployment_file_against_the_server(api: Api, tmp_path: Pa
     assert (
         "customer-support production: version is '1.1.0' live, '1.0.0' in the file" in moved.stderr
     )
+
+
+def test_metrics_parse_and_count_what_happened(api: Api) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    api.push("1.0.0")
+    api.to_production("1.0.0")
+    response = api.http.get("/metrics")
+    assert response.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    promotions = {
+        (s.labels["environment"], s.labels["kind"]): s.value
+        for s in families["promptship_promotions"].samples
+    }
+    assert promotions == {("staging", "normal"): 1.0, ("production", "normal"): 1.0}
+    approvals = families["promptship_time_to_approve_seconds"].samples
+    assert [s.value for s in approvals if s.name.endswith("_count")] == [2.0]
+    rates = families["promptship_validation_pass_rate"].samples
+    assert [(s.labels["version"], s.value) for s in rates] == [("1.0.0", 1.0)]
+    assert families["promptship_outbox_backlog"].samples[0].value >= 1
+    assert "promptship_slack_ack_seconds" in families

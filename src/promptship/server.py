@@ -38,30 +38,51 @@ def create_app(
     from bot.app import build_app, check_settings, web_client
     from bot.directory import SlackGroupDirectory
     from bot.dispatcher import SlackDispatcher
+    from promptship.metrics import Metrics
 
     policy = policy or settings.policy()
     slack_mode = check_settings(settings)
     db = Database(settings.database_url)
-    routes = [Route("/healthz", _healthz), Route("/readyz", _readyz_for(db))]
+    routes = [Route("/healthz", _healthz)]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None
     if slack_mode is None:
         core = Promptship(db, policy)
+        metrics = Metrics(core)
     else:
         from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 
         client = web_client(settings)
         core = Promptship(db, policy, directory=SlackGroupDirectory(client))
+        metrics = Metrics(core)
         slack_app = build_app(settings, core, client)
         handler = AsyncSlackRequestHandler(slack_app)
 
         async def slack_events(request: Request) -> Response:
-            return await handler.handle(request)
+            with metrics.ack_latency.time():
+                return await handler.handle(request)
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
-        dispatcher = SlackDispatcher(core, client, worker=worker_id())
+        dispatcher = SlackDispatcher(
+            core,
+            client,
+            worker=worker_id(),
+            on_error=lambda error: metrics.slack_errors.labels(error=error).inc(),
+        )
         background.append(dispatcher.run_forever)
 
+    routes.append(Route("/metrics", metrics.endpoint))
+    routes.append(
+        Route(
+            "/readyz",
+            _readyz_for(
+                db,
+                (lambda: bool(getattr(app.state, "scheduler", None) and app.state.scheduler.alive))
+                if workers
+                else None,
+            ),
+        )
+    )
     from promptship.api import DeploymentWatcher, parse_tokens
     from promptship.api import routes as api_routes
 
@@ -147,7 +168,9 @@ async def _healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def _readyz_for(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:
+def _readyz_for(
+    db: Database, scheduler_alive: Callable[[], bool] | None = None
+) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def readyz(request: Request) -> JSONResponse:
         problems = []
         try:
@@ -155,6 +178,8 @@ def _readyz_for(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:
                 problems.append("database migrations not applied")
         except Exception as exc:
             problems.append(f"database unreachable: {type(exc).__name__}")
+        if scheduler_alive is not None and not scheduler_alive():
+            problems.append("the scheduler is not running")
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})

@@ -422,6 +422,10 @@ class Promptship:
         async with self.db.reader() as session:
             return await queries.deployment_revisions(session)
 
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        async with self.db.reader() as session:
+            return await queries.metrics_snapshot(session)
+
     async def deployment_file(self) -> dict[str, dict[str, dict[str, Any]]]:
         async with self.db.reader() as session:
             return await queries.deployment_file(session, self.deps)

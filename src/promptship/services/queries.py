@@ -306,3 +306,63 @@ async def deployment_revisions(session: AsyncSession) -> dict[tuple[str, str], i
         )
     ).all()
     return {(name, env): revision for name, env, revision in rows}
+
+
+async def metrics_snapshot(session: AsyncSession) -> dict[str, Any]:
+    """Counts the metrics endpoint derives from the store: the same on every replica."""
+    from promptship.store.models import Approval, OutboxMessage, ValidationRun
+
+    promotions = (
+        await session.execute(
+            select(PromotionRequest.environment, PromotionRequest.kind, func.count())
+            .where(PromotionRequest.state == "promoted")
+            .group_by(PromotionRequest.environment, PromotionRequest.kind)
+        )
+    ).all()
+    waits = (
+        await session.execute(
+            select(Approval.created_at, PromotionRequest.created_at)
+            .join(PromotionRequest, PromotionRequest.id == Approval.request_id)
+            .where(Approval.approve.is_(True))
+        )
+    ).all()
+    runs = (
+        await session.execute(
+            select(ValidationRun.state, ValidationRun.started_at, ValidationRun.finished_at).where(
+                ValidationRun.finished_at.is_not(None)
+            )
+        )
+    ).all()
+    latest = (
+        await session.execute(
+            select(Prompt.name, PromptVersion.version, ValidationRun.pass_rate)
+            .join(PromptVersion, PromptVersion.id == ValidationRun.version_id)
+            .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(
+                ValidationRun.id.in_(
+                    select(func.max(ValidationRun.id))
+                    .where(ValidationRun.pass_rate.is_not(None))
+                    .group_by(ValidationRun.version_id)
+                )
+            )
+        )
+    ).all()
+    soaks = (
+        await session.execute(
+            select(Prompt.name, PromptVersion.version, SoakRun.kind, SoakRun.worst_divergence)
+            .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
+            .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(SoakRun.state == "running", SoakRun.worst_divergence.is_not(None))
+        )
+    ).all()
+    backlog = await session.scalar(
+        select(func.count()).select_from(OutboxMessage).where(OutboxMessage.state == "pending")
+    )
+    return {
+        "promotions": [(env, kind, int(n)) for env, kind, n in promotions],
+        "approval_waits": [(a - r).total_seconds() for a, r in waits],
+        "runs": [(state, (f - s).total_seconds()) for state, s, f in runs if f is not None],
+        "pass_rates": [(n, v, float(rate or 0.0)) for n, v, rate in latest],
+        "soak_divergence": [(n, v, k, float(d or 0.0)) for n, v, k, d in soaks],
+        "outbox_backlog": int(backlog or 0),
+    }

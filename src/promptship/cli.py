@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
@@ -858,16 +859,40 @@ def serve(
     """Run the server: Slack endpoint, HTTP API, health checks (migrates on start)."""
     import uvicorn
 
+    from promptship import logs
     from promptship.server import create_app
 
+    settings = _settings()
+    secrets = [
+        value.get_secret_value()
+        for value in (
+            settings.slack_bot_token,
+            settings.slack_signing_secret,
+            settings.slack_app_token,
+        )
+        if value is not None
+    ]
+    if settings.api_tokens is not None:
+        secrets += [
+            part.split(":")[-1] for part in settings.api_tokens.get_secret_value().split(",")
+        ]
+    secrets += [os.environ.get(k, "") for k in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")]
+    logs.configure(secrets, os.environ.get("PROMPTSHIP_LOG_LEVEL", "INFO"))
     try:
-        application = create_app(_settings())
+        application = create_app(settings)
     except PromptshipError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(exc.exit_code) from None
     # open long-polls (up to a minute) must not hold a restart up: after 10 s they are cut
     # and their clients reconnect to another replica, or to this one once it is back
-    uvicorn.run(application, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,  # our JSON handler, set up above
+        access_log=False,  # the request-id middleware logs each request
+        timeout_graceful_shutdown=10,
+    )
 
 
 def main() -> None:

@@ -159,7 +159,11 @@ def create_app(
                 single.release()
             await db.dispose()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    from starlette.middleware import Middleware
+
+    from promptship.logs import RequestIds
+
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIds)])
     app.state.core = core
     return app
 

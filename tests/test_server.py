@@ -100,3 +100,43 @@ def test_a_second_process_on_one_sqlite_file_is_told_it_is_single_process(
     caplog.clear()
     with caplog.at_level("WARNING", logger="promptship.server"), TestClient(second):
         assert "single-process" not in caplog.text  # the first one stopped: the lock is free
+
+
+def test_a_run_cut_short_by_shutdown_is_interrupted_not_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from promptship.testing.model_double import ModelDouble
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'stop.db'}"
+    with ModelDouble(latency=2.0) as model:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
+        app = create_app(Settings(PROMPTSHIP_DATABASE_URL=url))
+        with TestClient(app) as client:
+            core = app.state.core
+
+            async def queue() -> int:
+                await core.push(parse_prompt(prompt_yaml()), "U09")
+                return (await core.queue_validation_run("customer-support", "1.0.0", "U04")).id
+
+            run_id = client.portal.call(queue)  # type: ignore[union-attr]
+            deadline = time.monotonic() + 20
+            while model.request_count == 0:  # the worker claimed it and is calling the model
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        # the server stopped mid-run
+        async def state() -> str:
+            db = Database(url)
+            try:
+                from promptship.services import Promptship as Core
+
+                return (await Core(db).validation_run(run_id)).state
+            finally:
+                await db.dispose()
+
+        import asyncio
+
+        assert asyncio.run(state()) == "interrupted"

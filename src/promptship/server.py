@@ -4,6 +4,7 @@ the background workers (validation runs, the notification outbox)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -46,6 +47,7 @@ def create_app(
     routes = [Route("/healthz", _healthz)]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None
+    dispatcher = None
     if slack_mode is None:
         core = Promptship(db, policy)
         metrics = Metrics(core)
@@ -97,7 +99,9 @@ def create_app(
         async def validation_worker() -> None:
             from promptship.validation.runner import SuiteRunner, ValidationWorker
 
-            await ValidationWorker(SuiteRunner(core)).run_forever()
+            runner = SuiteRunner(core)
+            app.state.runner = runner
+            await ValidationWorker(runner).run_forever()
 
         background.append(validation_worker)
 
@@ -149,12 +153,18 @@ def create_app(
         finally:
             if socket_handler is not None:
                 await socket_handler.close_async()
+            runner = getattr(app.state, "runner", None)
+            if runner is not None:
+                runner.shutting_down = True  # a run cut short is recorded as interrupted
             for task in tasks:
                 task.cancel()
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(outcome, Exception):
                     log.error("background worker had failed: %r", outcome)
             await watcher.close()
+            if dispatcher is not None:  # what is due now goes out before we stop
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(dispatcher.deliver_once(), timeout=5)
             if single is not None:
                 single.release()
             await db.dispose()

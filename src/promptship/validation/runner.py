@@ -103,6 +103,8 @@ class SuiteRunner:
         self._scorer = scorer
         self._provider_factory = provider_factory
         self.owner = owner or worker_id()
+        #: set by the server on shutdown: a run cut short is interrupted, not cancelled
+        self.shutting_down = False
 
     @property
     def scorer(self) -> Scorer:
@@ -135,9 +137,12 @@ class SuiteRunner:
         try:
             results = await self._run_cases(run_id, spec, provider, cases, progress, on_progress)
         except asyncio.CancelledError:
-            await asyncio.shield(
-                self.core.stop_validation_run(run_id, self.owner, RunState.CANCELLED, "cancelled")
+            state, why = (
+                (RunState.INTERRUPTED, "the server shut down during the run")
+                if self.shutting_down
+                else (RunState.CANCELLED, "cancelled")
             )
+            await asyncio.shield(self.core.stop_validation_run(run_id, self.owner, state, why))
             raise
         finally:
             await provider.aclose()

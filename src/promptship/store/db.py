@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, make_url
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -31,6 +31,8 @@ from promptship.errors import BadInput, PromptshipError
 MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "promptship_read_only"
 SQLITE_POOL_SIZE = 4
+#: pg_advisory_xact_lock key held while migrating ("promptsh" in ASCII)
+MIGRATION_LOCK = 0x70726F6D70747368
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -148,6 +150,12 @@ class Database:
             command.upgrade(config, revision)
 
         async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # replicas starting together migrate one after the other; the lock belongs
+                # to this transaction, so it cannot outlive it on a pooled connection
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await conn.run_sync(run)
 
     async def current_revision(self) -> str | None:

@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -98,6 +98,21 @@ def _sample(
     return sample
 
 
+def _clients(base_url: str, token: str | None) -> tuple[str, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return base_url.rstrip("/"), headers
+
+
+def _after_poll(cached: Prompt | None, response: httpx.Response) -> Prompt | None:
+    """What a long-poll's answer makes of the cached copy: the new prompt (200), the same
+    one confirmed fresh (304), or an error for the watch's backoff."""
+    if response.status_code == 200:
+        return Prompt.from_response(response)
+    if response.status_code == 304:
+        return None if cached is None else replace(cached, fetched_at=time.monotonic())
+    raise httpx.HTTPStatusError(_problem(response), request=response.request, response=response)
+
+
 class PromptClient:
     """Thread-safe; one per process is enough."""
 
@@ -111,11 +126,9 @@ class PromptClient:
         timeout: float = 10.0,
         flush_interval: float = 1.0,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
-        self._watch_http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=wait + timeout
-        )
+        base, headers = _clients(base_url, token)
+        self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout)
+        self._watch_http = httpx.Client(base_url=base, headers=headers, timeout=wait + timeout)
         self.ttl, self.wait = ttl, wait
         self._cache: dict[tuple[str, str], Prompt] = {}
         self._healthy: dict[tuple[str, str], bool] = {}
@@ -188,20 +201,10 @@ class PromptClient:
                 response = self._watch_http.get(
                     _path(*key), params={"wait": self.wait}, headers={"If-None-Match": etag}
                 )
-                if response.status_code == 200:
-                    self._store(key, Prompt.from_response(response))
-                elif response.status_code == 304:
-                    with self._lock:
-                        if key in self._cache:
-                            old = self._cache[key]
-                            self._cache[key] = Prompt(
-                                **{**old.__dict__, "fetched_at": time.monotonic()}
-                            )
-                else:
-                    raise httpx.HTTPStatusError(
-                        _problem(response), request=response.request, response=response
-                    )
                 with self._lock:
+                    updated = _after_poll(self._cache.get(key), response)
+                    if updated is not None:
+                        self._cache[key] = updated
                     self._healthy[key] = True
                 backoff = 1.0
             except httpx.HTTPError as exc:
@@ -279,13 +282,9 @@ class AsyncPromptClient:
         timeout: float = 10.0,
         flush_interval: float = 1.0,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
-        )
-        self._watch_http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=wait + timeout
-        )
+        base, headers = _clients(base_url, token)
+        self._http = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout)
+        self._watch_http = httpx.AsyncClient(base_url=base, headers=headers, timeout=wait + timeout)
         self.ttl, self.wait = ttl, wait
         self._cache: dict[tuple[str, str], Prompt] = {}
         self._healthy: dict[tuple[str, str], bool] = {}
@@ -328,15 +327,9 @@ class AsyncPromptClient:
                 response = await self._watch_http.get(
                     _path(*key), params={"wait": self.wait}, headers={"If-None-Match": etag}
                 )
-                if response.status_code == 200:
-                    self._cache[key] = Prompt.from_response(response)
-                elif response.status_code == 304 and key in self._cache:
-                    old = self._cache[key]
-                    self._cache[key] = Prompt(**{**old.__dict__, "fetched_at": time.monotonic()})
-                elif response.status_code != 304:
-                    raise httpx.HTTPStatusError(
-                        _problem(response), request=response.request, response=response
-                    )
+                updated = _after_poll(self._cache.get(key), response)
+                if updated is not None:
+                    self._cache[key] = updated
                 self._healthy[key] = True
                 backoff = 1.0
             except httpx.HTTPError as exc:

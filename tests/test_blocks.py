@@ -244,6 +244,18 @@ def test_every_other_builder_fits_with_oversized_input() -> None:
 
     home = views.home_view("U01", statuses, ("dev", "staging", "production"), events)
     assert block_problems(home["blocks"], limit=100) == []
+    running = [
+        s.model_copy(update={"state": "running", "cycles_total": 24, "next_at": NOW}) for s in soaks
+    ]
+    home = views.home_view(
+        "U01",
+        statuses,
+        ("dev", "staging", "production"),
+        events,
+        {s.name: running for s in statuses},
+    )
+    assert block_problems(home["blocks"], limit=100) == []
+    assert "soak of `1.0.0` in staging: 24/24 cycles, next at" in json.dumps(home["blocks"])
     modal = views.reject_modal('{"r": 42, "h": "ffffffffffff", "c": "C1"}', HUGE)
     assert block_problems(modal["blocks"], limit=100) == []
     assert len(modal["title"]["text"]) <= 24

@@ -18,7 +18,7 @@ from bot.blocks.limits import (
 )
 from bot.blocks.messages import MARK, who
 from bot.ids import BlockId, CallbackId, InputActionId
-from promptship.services.views import AuditEventView, PromptStatus, RequestView
+from promptship.services.views import AuditEventView, PromptStatus, RequestView, SoakView
 
 
 def reject_modal(private_metadata: str, label: str) -> dict[str, Any]:
@@ -51,8 +51,10 @@ def home_view(
     statuses: list[PromptStatus],
     environments: tuple[str, ...],
     events: list[AuditEventView],
+    soaks: dict[str, list[SoakView]] | None = None,
 ) -> dict[str, Any]:
-    """Every prompt per environment, requests awaiting the viewer, the last audit events."""
+    """Every prompt per environment with its running soaks, requests awaiting the viewer,
+    the last audit events."""
     blocks: list[Block] = [header("promptship")]
     waiting: list[RequestView] = [
         r
@@ -77,10 +79,18 @@ def home_view(
         for name in environments:
             d = envs.get(name)
             cells.append(f"{escape(name)} `{escape(d.version)}`" if d else f"{escape(name)} —")
-        soak = next((c.detail for r in s.open_requests for c in r.checks if c.gate == "soak"), None)
         line = f"*{escape(s.name)}* · " + " · ".join(cells)
-        if soak:
-            line += f"\n⏳ {escape(soak)}"
+        running = (soaks or {}).get(s.name, [])
+        for soak in running[:3]:
+            worst = "" if soak.worst_divergence is None else f", worst {soak.worst_divergence:.0%}"
+            upcoming = f", next at {soak.next_at:%H:%M} UTC" if soak.next_at else ""
+            line += (
+                f"\n⏳ soak of `{escape(soak.version)}` in {escape(soak.environment)}: "
+                f"{soak.cycles_done}/{soak.cycles_total} cycles{upcoming}{worst}"
+            )
+        gate = next((c.detail for r in s.open_requests for c in r.checks if c.gate == "soak"), None)
+        if gate and not running:
+            line += f"\n⏳ {escape(gate)}"
         blocks.append(section(line))
     if len(statuses) > 40:
         blocks.append(context(f"… {len(statuses) - 40} more: `/prompt status <name>`"))

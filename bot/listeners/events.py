@@ -14,8 +14,12 @@ from promptship.services import Promptship
 async def publish_home(client: AsyncWebClient, core: Promptship, user: str) -> None:
     statuses = await core.status()
     events = await core.recent_events(10)
+    soaks = {}
+    for name in sorted({plan.prompt for plan in await core.running_soaks()}):
+        soaks[name] = [s for s in await core.soak_status(name) if s.state == "running"]
     await client.views_publish(
-        user_id=user, view=views.home_view(user, statuses, core.policy.environments.names, events)
+        user_id=user,
+        view=views.home_view(user, statuses, core.policy.environments.names, events, soaks),
     )
 
 

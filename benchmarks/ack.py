@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +22,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
-import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +30,7 @@ from promptship.config import parse_policy
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
 from promptship.store.db import Database
+from promptship.testing.serve import DoubleProcess, ServeProcess
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, sign
 
 POLICY = parse_policy("channel: C0BENCH\nroles: {approvers: [U01, U02]}\n")
@@ -98,54 +95,6 @@ def report(name: str, ack: list[float], base: list[float]) -> float:
     return p99
 
 
-class Process:
-    """A child process that prints its URL on its first line (the doubles) or serves on a
-    known port (``promptship serve``)."""
-
-    def __init__(self, *argv: str, env: dict[str, str] | None = None, url: str | None = None):
-        # a server's log goes to a file: an unread pipe would fill up and block it
-        self.log = tempfile.NamedTemporaryFile(prefix="promptship-ack-", suffix=".log")
-        self.proc = subprocess.Popen(
-            [sys.executable, *argv],
-            env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE if url is None else self.log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        if url is None:
-            assert self.proc.stdout is not None
-            url = self.proc.stdout.readline().strip()
-        self.url = url
-
-    def wait_ready(self, path: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.proc.args} exited with {self.proc.returncode}")
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.url}{path} not ready after {timeout} s")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out or ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def queue_run(db_url: str, cases: int) -> int:
     spec = parse_prompt(
         yaml.safe_dump(
@@ -193,17 +142,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="promptship-ack-"))
     (tmp / "promptship.yaml").write_text(yaml.safe_dump(POLICY.model_dump(mode="json")))
     db_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
-    slack = Process("-m", "promptship.testing.slack_double", "--token", BOT_TOKEN)
-    model = Process("-m", "promptship.testing.model_double", "--latency", "0.1")
-    port = free_port()
-    server = Process(
-        "-m",
-        "promptship.cli",
-        "serve",
-        "--port",
-        str(port),
-        url=f"http://127.0.0.1:{port}",
-        env={
+    slack = DoubleProcess("promptship.testing.slack_double", "--token", BOT_TOKEN)
+    model = DoubleProcess("promptship.testing.model_double", "--latency", "0.1")
+    server = ServeProcess(
+        {
             "PROMPTSHIP_DATABASE_URL": db_url,
             "PROMPTSHIP_CONFIG": str(tmp / "promptship.yaml"),
             "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -212,9 +154,9 @@ def main() -> None:
             "ANTHROPIC_API_KEY": "bench",
             "ANTHROPIC_BASE_URL": model.url,
         },
+        tmp / "serve.log",
     )
     try:
-        server.wait_ready("/readyz")
         for _ in range(2):  # warm-up: imports, first connections
             asyncio.run(fire(server.url, 64, args.concurrency, status_command(slack.url)))
         base = asyncio.run(fire(server.url, args.requests, args.concurrency, bare))

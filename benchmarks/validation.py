@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import os
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from promptship.config import parse_policy
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
 from promptship.store.db import Database
+from promptship.testing.serve import DoubleProcess
 from promptship.validation.providers import make_provider
 from promptship.validation.runner import RunnerSettings, SuiteRunner
 from promptship.validation.scoring import Scorer, default_model_path
@@ -42,17 +41,8 @@ from promptship.validation.scoring import Scorer, default_model_path
 @contextmanager
 def model_double_process(latency: float) -> Iterator[str]:
     """The double in its own process, as a remote model is: it must not share our GIL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "promptship.testing.model_double", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
+    with DoubleProcess("promptship.testing.model_double", "--latency", str(latency)) as double:
+        yield double.url
 
 
 async def runner_benchmark(cases: int, latency: float, concurrency: int, sequential: bool) -> None:

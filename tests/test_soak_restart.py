@@ -5,8 +5,6 @@ its end time does not move. Real processes: ``promptship serve`` and the model d
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +14,7 @@ import pytest
 
 from promptship.services import Promptship
 from promptship.store.db import Database
-from promptship.testing.serve import ServeProcess
+from promptship.testing.serve import DoubleProcess, ServeProcess
 from tests.conftest import make_policy
 from tests.helpers import start_staging_soak
 
@@ -29,16 +27,8 @@ environments:
 
 @pytest.fixture
 def model() -> Iterator[str]:
-    double = subprocess.Popen(
-        [sys.executable, "-m", "promptship.testing.model_double", "--latency", "1.0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert double.stdout is not None
-    yield double.stdout.readline().strip()
-    double.terminate()
-    double.wait(timeout=10)
-    double.stdout.close()
+    with DoubleProcess("promptship.testing.model_double", "--latency", "1.0") as double:
+        yield double.url
 
 
 def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(

@@ -33,6 +33,7 @@ PATTERNS = [
     re.compile(r"(?i)(signing[_ -]?secret[\"'=:\s]+)[^\s,;\"']+"),
 ]
 QUIET_PATHS = ("/healthz", "/readyz", "/metrics")
+RUNTIME_PATH = re.compile(r"/v1/prompts/[^/]+/environments/[^/]+")
 
 
 class Redactor(logging.Filter):
@@ -128,17 +129,28 @@ class RequestIds:
             await self.app(scope, receive, tagged)
         finally:
             path = scope.get("path", "")
-            self.log.log(
-                logging.DEBUG if path in QUIET_PATHS else logging.INFO,
-                "%s %s %s",
-                scope.get("method"),
-                path,
-                status,
-                extra={
-                    "method": scope.get("method"),
-                    "path": path,
-                    "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 1),
-                },
+            method = scope.get("method")
+            # probes and apps fetching their prompt (many a second, often long-polls) are
+            # routine: they log at debug unless they failed
+            routine = path in QUIET_PATHS or (
+                method == "GET" and status < 400 and RUNTIME_PATH.fullmatch(path) is not None
             )
+            level = logging.DEBUG if routine else logging.INFO
+            if self.log.isEnabledFor(level):
+                self._access(level, method, path, status, started)
             request_id.reset(token)
+
+    def _access(self, level: int, method: Any, path: str, status: int, started: float) -> None:
+        self.log.log(
+            level,
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )

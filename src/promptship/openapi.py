@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from promptship import __version__
+from promptship.services.traffic import MAX_BATCH
 from promptship.services.views import (
     HistoryPage,
     PromptStatus,
@@ -35,6 +36,19 @@ NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "stri
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _strings(required: list[str], *optional: str, **formats: str) -> dict[str, Any]:
+    """An object of text fields (``formats`` gives a field's string format)."""
+    properties = {
+        key: {"type": "string", **({"format": formats[key]} if key in formats else {})}
+        for key in [*required, *optional]
+    }
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _ok(schema: dict[str, Any], status: str = "200", **extra: Any) -> dict[str, Any]:
@@ -65,17 +79,17 @@ def document() -> dict[str, Any]:
         [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
     )
     components = {**schemas.get("$defs", {}), "Problem": PROBLEM}
-    read: list[dict[str, list[str]]] = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     paths: dict[str, Any] = {
         "/v1/prompts": {
             "get": {
                 "summary": "Every prompt with its version per environment",
-                "security": read,
+                "security": bearer,
                 "responses": _ok({"type": "array", "items": _ref(PromptStatus)}),
             },
             "post": {
                 "summary": "Push a version (the prompt file as YAML, or JSON)",
-                "security": read,
+                "security": bearer,
                 "parameters": [
                     {
                         "name": "author",
@@ -103,7 +117,7 @@ def document() -> dict[str, Any]:
         "/v1/deployments": {
             "get": {
                 "summary": "The per-environment deployment file (what runs where, who, when)",
-                "security": read,
+                "security": bearer,
                 "responses": _ok(
                     {
                         "type": "object",
@@ -119,7 +133,7 @@ def document() -> dict[str, Any]:
             "get": {
                 "summary": "A prompt's status",
                 "parameters": [NAME],
-                "security": read,
+                "security": bearer,
                 "responses": _ok(_ref(PromptStatus)),
             }
         },
@@ -127,7 +141,7 @@ def document() -> dict[str, Any]:
             "get": {
                 "summary": "A prompt's versions",
                 "parameters": [NAME],
-                "security": read,
+                "security": bearer,
                 "responses": _ok({"type": "array", "items": _ref(VersionSummary)}),
             }
         },
@@ -143,7 +157,7 @@ def document() -> dict[str, Any]:
                         "schema": {"type": "string"},
                     },
                 ],
-                "security": read,
+                "security": bearer,
                 "responses": _ok(_ref(VersionDetail)),
             }
         },
@@ -156,7 +170,7 @@ def document() -> dict[str, Any]:
                     {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 ],
-                "security": read,
+                "security": bearer,
                 "responses": _ok(_ref(HistoryPage)),
             }
         },
@@ -168,7 +182,7 @@ def document() -> dict[str, Any]:
                     {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}},
                     {"name": "to", "in": "query", "required": True, "schema": {"type": "string"}},
                 ],
-                "security": read,
+                "security": bearer,
                 "responses": _ok(_ref(VersionDiff)),
             }
         },
@@ -190,7 +204,7 @@ def document() -> dict[str, Any]:
                     },
                     {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
                 ],
-                "security": read,
+                "security": bearer,
                 "responses": {
                     **_ok(_ref(RuntimePrompt)),
                     "304": {"description": "Not modified (the ETag still matches)"},
@@ -201,54 +215,30 @@ def document() -> dict[str, Any]:
             "post": {
                 "summary": "Request a promotion (approvals are given by people in Slack or CLI)",
                 "parameters": [NAME],
-                "security": read,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["version", "environment", "requester"],
-                                "properties": {
-                                    "version": {"type": "string"},
-                                    "environment": {"type": "string"},
-                                    "requester": {"type": "string"},
-                                    "reason": {"type": "string"},
-                                },
-                            }
-                        }
-                    },
-                },
+                "security": bearer,
+                "requestBody": _json_body(
+                    _strings(["version", "environment", "requester"], "reason")
+                ),
                 "responses": _ok(_ref(RequestView), "201"),
             }
         },
         "/v1/traffic": {
             "post": {
                 "summary": "Ingest up to 1,000 real queries for soaks",
-                "security": read,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "array",
-                                "maxItems": 1000,
-                                "items": {
-                                    "type": "object",
-                                    "required": ["prompt", "environment", "input"],
-                                    "properties": {
-                                        "prompt": {"type": "string"},
-                                        "environment": {"type": "string"},
-                                        "input": {"type": "string"},
-                                        "output": {"type": "string"},
-                                        "version": {"type": "string"},
-                                        "at": {"type": "string", "format": "date-time"},
-                                    },
-                                },
-                            }
-                        }
-                    },
-                },
+                "security": bearer,
+                "requestBody": _json_body(
+                    {
+                        "type": "array",
+                        "maxItems": MAX_BATCH,
+                        "items": _strings(
+                            ["prompt", "environment", "input"],
+                            "output",
+                            "version",
+                            "at",
+                            at="date-time",
+                        ),
+                    }
+                ),
                 "responses": _ok(
                     {
                         "type": "object",

@@ -48,15 +48,12 @@ def create_app(
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None
     dispatcher = None
-    if slack_mode is None:
-        core = Promptship(db, policy)
-        metrics = Metrics(core)
-    else:
+    client = web_client(settings) if slack_mode is not None else None
+    core = Promptship(db, policy, directory=SlackGroupDirectory(client) if client else None)
+    metrics = Metrics(core)
+    if client is not None:
         from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 
-        client = web_client(settings)
-        core = Promptship(db, policy, directory=SlackGroupDirectory(client))
-        metrics = Metrics(core)
         slack_app = build_app(settings, core, client)
         handler = AsyncSlackRequestHandler(slack_app)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.errors import NotFound
@@ -333,37 +333,37 @@ async def finish(
     if written.rowcount != 1:  # type: ignore[attr-defined]
         return None
     plan_ = plan(deps, soak, prompt.name, version.version)
+    states = await _cycle_states(session, soak.id)
     # cycles passed over while every replica was down are recorded as missed, once
-    for missed in range(1, spec.cycle):
+    missed = [c for c in range(1, spec.cycle) if c not in states]
+    if missed:
         await session.execute(
             registry._insert(session)(SoakCycle)
             .values(
-                soak_id=soak.id,
-                cycle=missed,
-                state="missed",
-                owner=owner,
-                lease_until=now,
-                claimed_at=now,
-                attempts=0,
-                finished_at=now,
-                details={},
+                [
+                    {
+                        "soak_id": soak.id,
+                        "cycle": cycle,
+                        "state": "missed",
+                        "owner": owner,
+                        "lease_until": now,
+                        "claimed_at": now,
+                        "attempts": 0,
+                        "finished_at": now,
+                        "details": {},
+                    }
+                    for cycle in missed
+                ]
             )
             .on_conflict_do_nothing(index_elements=["soak_id", "cycle"])
         )
-    done = await session.scalar(
-        select(func.count())
-        .select_from(SoakCycle)
-        .where(SoakCycle.soak_id == soak.id, SoakCycle.state.in_(DONE_STATES[:4]))
-    )
-    settled = await session.scalar(
-        select(func.count())
-        .select_from(SoakCycle)
-        .where(SoakCycle.soak_id == soak.id, SoakCycle.state.in_(DONE_STATES))
-    )
+        states = await _cycle_states(session, soak.id)  # a replica may have claimed one
+    done = sum(1 for st in states.values() if st in DONE_STATES[:4])
+    settled = sum(1 for st in states.values() if st in DONE_STATES)
     worst = soak.worst_divergence
     if result.rate is not None:
         worst = result.rate if worst is None else max(worst, result.rate)
-    soak.cycles_done = int(done or 0)
+    soak.cycles_done = done
     soak.worst_divergence = worst
     soak.details = {**soak.details, "last_cycle": spec.cycle, "cycles": plan_.cycles}
     await session.flush()
@@ -382,14 +382,10 @@ async def finish(
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
             await _auto_revert(session, deps, prompt, version, baseline, failure)
         await _alert(session, deps, "soak.failed", spec, result, prompt.name, version, failure)
-    elif (settled or 0) >= plan_.cycles:
+    elif settled >= plan_.cycles:
         # every cycle is settled (one still running elsewhere keeps the soak open); cycles
         # missed while every replica was down were covered by the next one that ran
-        lacking = await session.scalar(
-            select(func.count())
-            .select_from(SoakCycle)
-            .where(SoakCycle.soak_id == soak.id, SoakCycle.state == "insufficient")
-        )
+        lacking = sum(1 for st in states.values() if st == "insufficient")
         if lacking:
             failure = (
                 f"not enough traffic: {lacking} of {plan_.cycles} cycle(s) had fewer than "
@@ -482,3 +478,10 @@ async def cycles(session: AsyncSession, soak_id: int) -> list[SoakCycle]:
             )
         ).all()
     )
+
+
+async def _cycle_states(session: AsyncSession, soak_id: int) -> dict[int, str]:
+    rows = await session.execute(
+        select(SoakCycle.cycle, SoakCycle.state).where(SoakCycle.soak_id == soak_id)
+    )
+    return {cycle: state for cycle, state in rows.all()}

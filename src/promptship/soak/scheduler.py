@@ -115,9 +115,8 @@ class Scheduler:
             following = min(due + 1, soak.cycles)
             if following > due:
                 self.scheduler.add_job(
-                    self._fire,
+                    self.reconcile,  # a soak's due time came: run its cycle, plan the next
                     DateTrigger(run_date=soak.due_at(following)),
-                    args=[soak.soak_id],
                     id=job_id,
                     replace_existing=True,
                     misfire_grace_time=None,
@@ -125,10 +124,6 @@ class Scheduler:
         for job in self.scheduler.get_jobs():
             if job.id.startswith("soak-") and job.id not in wanted:
                 job.remove()
-
-    async def _fire(self, soak_id: int) -> None:
-        """A soak's due time came: run its cycle (if ours) and schedule the next."""
-        await self.reconcile()
 
     async def tick(self, soak: SoakPlan, cycle: int) -> None:
         key = (soak.soak_id, cycle)

@@ -139,3 +139,35 @@ class ServeProcess:
             self.proc.wait(timeout=30)
         if not self.log.closed:
             self.log.close()
+
+
+class DoubleProcess:
+    """A test double (``promptship.testing.model_double`` or ``slack_double``) in a child
+    process of its own, as a remote service is: it does not share our GIL. The child prints
+    its base URL first; what it prints when it stops (the Slack double's summary) is kept
+    in ``output``."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            raise RuntimeError(f"{module} did not start")
+        self.output = ""
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.output, _ = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.output, _ = self.proc.communicate()
+        return self.output or ""
+
+    def __enter__(self) -> DoubleProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.errors import BadInput
@@ -94,11 +94,12 @@ async def ingest(session: AsyncSession, deps: Deps, samples: list[Any]) -> Inges
     await session.flush()
     pruned = 0
     keep = deps.policy.traffic
-    for prompt_id in prompts.values():
-        for environment in {s["environment"] for s in checked if prompts[s["prompt"]] == prompt_id}:
-            pruned += await _prune(
-                session, prompt_id, environment, now - keep.max_age, keep.max_samples
-            )
+    for prompt_id, environment in sorted(
+        {(prompts[x["prompt"]], x["environment"]) for x in checked}
+    ):
+        pruned += await _prune(
+            session, prompt_id, environment, now - keep.max_age, keep.max_samples
+        )
     return IngestResult(stored=len(checked), pruned=pruned)
 
 
@@ -108,22 +109,22 @@ async def _prune(
     mine = (TrafficSample.prompt_id == prompt_id, TrafficSample.environment == environment)
     old = await session.execute(delete(TrafficSample).where(*mine, TrafficSample.at < oldest))
     removed = int(old.rowcount or 0)  # type: ignore[attr-defined]
-    count = await session.scalar(select(func.count()).select_from(TrafficSample).where(*mine))
-    if count and count > keep:
-        cutoff = await session.scalar(
-            select(TrafficSample.id)
+    # the newest sample past the ones to keep, if there is one: it and all older go
+    boundary = (
+        await session.execute(
+            select(TrafficSample.at, TrafficSample.id)
             .where(*mine)
             .order_by(TrafficSample.at.desc(), TrafficSample.id.desc())
             .offset(keep)
             .limit(1)
         )
-        newest_dropped = await session.get(TrafficSample, cutoff)
-        assert newest_dropped is not None
+    ).first()
+    if boundary is not None:
+        at, cutoff = boundary
         extra = await session.execute(
             delete(TrafficSample).where(
                 *mine,
-                (TrafficSample.at < newest_dropped.at)
-                | ((TrafficSample.at == newest_dropped.at) & (TrafficSample.id <= cutoff)),
+                (TrafficSample.at < at) | ((TrafficSample.at == at) & (TrafficSample.id <= cutoff)),
             )
         )
         removed += int(extra.rowcount or 0)  # type: ignore[attr-defined]

@@ -347,3 +347,15 @@ class JobClaim(Base):
     lease_until: Mapped[datetime]
     claimed_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
+
+
+# -- outbox dead letters (migration 0005) -------------------------------------------------
+
+
+# -- identities and tokens (migration 0006) -----------------------------------------------
+
+
+# -- keyed audit checkpoints (migration 0007) ---------------------------------------------
+
+
+# -- replay-safe command receipts (migration 0008) ----------------------------------------

@@ -216,3 +216,30 @@ class RuntimePrompt(View):
     def etag(self) -> str:
         """Strong: the same pointer move and content give the same bytes."""
         return f'"{self.revision}-{self.content_hash[:20]}"'
+
+
+class TokenView(View):
+    """A token as lists show it: never the secret, only its first characters."""
+
+    id: int
+    prefix: str
+    subject: str
+    service: bool
+    scope: str
+    name: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class IssuedToken(View):
+    """A token just made: ``secret`` is shown this once and kept nowhere."""
+
+    secret: str
+    token: TokenView

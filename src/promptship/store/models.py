@@ -355,6 +355,28 @@ class JobClaim(Base):
 # -- identities and tokens (migration 0006) -----------------------------------------------
 
 
+class ApiToken(Base):
+    """A bearer token issued to a person (a Slack user ID) or a service (CI). Only the
+    SHA-256 of the secret is kept; the secret is shown once, when it is made."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the secret's first characters, to recognise a token in lists
+    prefix: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    service: Mapped[bool] = mapped_column(Boolean)
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(255))
+    last_used_at: Mapped[datetime | None]
+
+
 # -- keyed audit checkpoints (migration 0007) ---------------------------------------------
 
 

@@ -1,0 +1,264 @@
+"""Bearer tokens issued per identity, stored hashed.
+
+A token belongs to a person (a Slack user ID) or to a service (CI). Its secret is shown once
+when it is made; the store keeps only its SHA-256, so a copy of the database cannot be used
+to call the API. Tokens from ``PROMPTSHIP_API_TOKENS`` (``scope:service:secret``) are
+service tokens that live in the environment instead of the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.domain.identity import Actor, Scope, Via, parse_scope
+from promptship.errors import BadInput, NotFound
+from promptship.services import audit
+from promptship.services.deps import Deps
+from promptship.services.views import IssuedToken, TokenView
+from promptship.store.models import ApiToken
+
+PREFIX = "psk_"
+#: last_used_at is written at most this often per token (a hot app fetches constantly)
+TOUCH_EVERY = timedelta(minutes=5)
+_SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}")
+_SERVICE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_USER = re.compile(r"[UW][A-Z0-9]{2,31}")
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """Who a presented token speaks for, and what it may do."""
+
+    subject: str
+    service: bool
+    scope: Scope
+    token_id: int | None  # None for tokens from PROMPTSHIP_API_TOKENS
+
+    def actor(self) -> Actor:
+        return Actor(self.subject, Via.TOKEN, service=self.service)
+
+
+@dataclass(frozen=True)
+class EnvToken:
+    scope: Scope
+    subject: str
+    secret: str
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def parse_env_tokens(raw: str | None) -> list[EnvToken]:
+    """Read ``PROMPTSHIP_API_TOKENS``: comma-separated ``scope:service:secret``,
+    ``scope:secret`` or a bare ``secret`` (a write token). Every entry is a service token;
+    an unknown scope, or a scope that decides, is refused naming the entry."""
+    tokens = []
+    for index, entry in enumerate((raw or "").split(","), 1):
+        entry = entry.strip()
+        if not entry:
+            continue
+        parts = entry.split(":", 2)
+        if len(parts) == 1:
+            scope, subject, secret = Scope.WRITE, f"api-token-{index}", parts[0]
+        else:
+            try:
+                scope = parse_scope(parts[0])
+            except ValueError as exc:
+                raise BadInput(
+                    f"PROMPTSHIP_API_TOKENS entry {index}: {exc}",
+                    hint="write scope:service:token, e.g. write:ci-github:…",
+                ) from None
+            if len(parts) == 2:
+                subject, secret = f"api-token-{index}", parts[1]
+            else:
+                subject, secret = parts[1].strip(), parts[2]
+                if not _SERVICE.fullmatch(subject):
+                    raise BadInput(
+                        f"PROMPTSHIP_API_TOKENS entry {index}: {subject!r} is not a service name",
+                        hint="lower-case letters, digits, '.', '_' and '-', e.g. ci-github",
+                    )
+        if scope is Scope.APPROVE:
+            raise BadInput(
+                f"PROMPTSHIP_API_TOKENS entry {index}: service tokens never decide, so they "
+                "cannot have the approve scope",
+                hint="issue people their own: promptship token create --user U01 --scope approve",
+            )
+        if len(secret.strip()) < 16:
+            raise BadInput(
+                f"PROMPTSHIP_API_TOKENS entry {index}: the token is shorter than 16 characters",
+                hint="make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            )
+        tokens.append(EnvToken(scope, subject, secret.strip()))
+    return tokens
+
+
+def _view(row: ApiToken) -> TokenView:
+    return TokenView(
+        id=row.id,
+        prefix=row.prefix,
+        subject=row.subject,
+        service=row.service,
+        scope=row.scope,
+        name=row.name,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def check_subject(subject: str, *, service: bool) -> str:
+    subject = subject.strip()
+    if service:
+        if not _SERVICE.fullmatch(subject):
+            raise BadInput(
+                f"{subject!r} is not a service name",
+                hint="lower-case letters, digits, '.', '_' and '-', e.g. ci-github",
+            )
+    elif not _USER.fullmatch(subject):
+        raise BadInput(
+            f"{subject!r} is not a Slack user ID", hint="Slack user IDs look like U01ABCDEF"
+        )
+    return subject
+
+
+async def create(
+    session: AsyncSession,
+    deps: Deps,
+    *,
+    subject: str,
+    service: bool,
+    scope: Scope,
+    actor: Actor,
+    name: str | None = None,
+    expires_in: timedelta | None = None,
+) -> IssuedToken:
+    """Issue a token; the returned secret is the only copy."""
+    subject = check_subject(subject, service=service)
+    if service and scope is Scope.APPROVE:
+        raise BadInput(
+            "service tokens never decide, so they cannot have the approve scope",
+            hint="issue the person a token: promptship token create --user U01 --scope approve",
+        )
+    if name is not None and (len(name) > 64 or not name.strip()):
+        raise BadInput("a token name is 1 to 64 characters")
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise BadInput("a token's lifetime must be positive, e.g. --expires 90d")
+    secret = PREFIX + secrets.token_urlsafe(32)
+    now = deps.clock.now()
+    row = ApiToken(
+        token_hash=digest(secret),
+        prefix=secret[:12],
+        subject=subject,
+        service=service,
+        scope=scope.value,
+        name=name.strip() if name else None,
+        created_at=now,
+        created_by=actor.id,
+        expires_at=now + expires_in if expires_in else None,
+        revoked_at=None,
+        revoked_by=None,
+        last_used_at=None,
+    )
+    session.add(row)
+    await session.flush()
+    await audit.record(
+        session,
+        deps.clock,
+        actor=actor.id,
+        action="token.created",
+        details={
+            **actor.audit_details(),
+            "token": row.prefix,
+            "subject": subject,
+            "service": service,
+            "scope": scope.value,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        },
+    )
+    return IssuedToken(secret=secret, token=_view(row))
+
+
+async def authenticate(session: AsyncSession, deps: Deps, secret: str) -> TokenIdentity | None:
+    """The identity of a stored token, or None when it is unknown, revoked or expired."""
+    if not secret.startswith(PREFIX) or len(secret) > 200:
+        return None
+    wanted = digest(secret)
+    row = (
+        await session.execute(select(ApiToken).where(ApiToken.token_hash == wanted))
+    ).scalar_one_or_none()
+    if row is None or not hmac.compare_digest(row.token_hash, wanted):
+        return None
+    now = deps.clock.now()
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
+        row.last_used_at = now
+        await session.flush()
+    return TokenIdentity(row.subject, row.service, Scope(row.scope), row.id)
+
+
+async def list_tokens(
+    session: AsyncSession, subject: str | None = None, *, include_revoked: bool = False
+) -> list[TokenView]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    if subject is not None:
+        query = query.where(ApiToken.subject == subject)
+    if not include_revoked:
+        query = query.where(ApiToken.revoked_at.is_(None))
+    return [_view(row) for row in (await session.execute(query)).scalars().all()]
+
+
+async def any_active(session: AsyncSession, deps: Deps) -> bool:
+    """Whether any stored token could authenticate now (then the API requires tokens)."""
+    now = deps.clock.now()
+    count = (
+        await session.execute(
+            select(func.count())
+            .select_from(ApiToken)
+            .where(
+                ApiToken.revoked_at.is_(None),
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            )
+        )
+    ).scalar_one()
+    return bool(count)
+
+
+async def revoke(session: AsyncSession, deps: Deps, ref: str, actor: Actor) -> TokenView:
+    """Revoke a token by its id or its prefix; revoking twice is refused."""
+    ref = ref.strip()
+    if ref.isascii() and ref.isdigit() and len(ref) <= 12:
+        query = select(ApiToken).where(ApiToken.id == int(ref))
+    elif ref.startswith(PREFIX) and 8 <= len(ref) <= 16:
+        query = select(ApiToken).where(ApiToken.prefix == ref)
+    else:
+        raise BadInput(
+            f"not a token id or prefix: {ref!r}", hint="see promptship token list (id or psk_…)"
+        )
+    row = (await session.execute(query.with_for_update())).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no token {ref}", hint="see promptship token list")
+    if row.revoked_at is not None:
+        raise BadInput(f"token {row.prefix} was already revoked by {row.revoked_by}")
+    row.revoked_at = deps.clock.now()
+    row.revoked_by = actor.id
+    await session.flush()
+    await audit.record(
+        session,
+        deps.clock,
+        actor=actor.id,
+        action="token.revoked",
+        details={**actor.audit_details(), "token": row.prefix, "subject": row.subject},
+    )
+    return _view(row)

@@ -352,27 +352,28 @@ async def test_the_async_client_does_the_same(api: Api) -> None:
 def test_ci_pushes_through_the_api_with_the_cli(api: Api) -> None:
     from typer.testing import CliRunner
 
-    from promptship import cli
+    from promptship.cli import app
+    from promptship.cli.common import state
 
     examples = str(Path(__file__).parent.parent / "examples" / "prompts")
     try:
         first = CliRunner().invoke(
-            cli.app,
+            app,
             ["--as", "ci", "push", examples, "--server", api.url, "--token", "ci-token"],
         )
         assert first.exit_code == 0, first.output
         assert "registered customer-support 2.1.0" in first.stdout
         again = CliRunner().invoke(
-            cli.app, ["--as", "ci", "push", examples, "--server", api.url, "--token", "ci-token"]
+            app, ["--as", "ci", "push", examples, "--server", api.url, "--token", "ci-token"]
         )
         assert again.exit_code == 0 and "unchanged customer-support 2.1.0" in again.stdout
         refused = CliRunner().invoke(
-            cli.app, ["--as", "ci", "push", examples, "--server", api.url, "--token", "app-token"]
+            app, ["--as", "ci", "push", examples, "--server", api.url, "--token", "app-token"]
         )
         assert refused.exit_code == 2
         assert "the server refused it (403): this token's scope is read" in refused.stderr
     finally:
-        cli.state.actor = None
+        state.actor = None
     versions = api.http.get(f"/v1/prompts/{NAME}/versions", headers=READ).json()
     assert [v["version"] for v in versions] == ["2.1.0"]
 
@@ -380,19 +381,19 @@ def test_ci_pushes_through_the_api_with_the_cli(api: Api) -> None:
 def test_ci_checks_the_deployment_file_against_the_server(api: Api, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from promptship import cli
+    from promptship.cli import app
 
     api.push("1.0.0")
     api.to_production("1.0.0")
     target = tmp_path / "deployment.yaml"
     args = ["--server", api.url, "--token", "app-token"]
-    written = CliRunner().invoke(cli.app, ["export", str(target), *args])
+    written = CliRunner().invoke(app, ["export", str(target), *args])
     assert written.exit_code == 0, written.output
-    same = CliRunner().invoke(cli.app, ["export", str(target), "--check", *args])
+    same = CliRunner().invoke(app, ["export", str(target), "--check", *args])
     assert same.exit_code == 0 and "matches the live state" in same.stdout
     api.push("1.1.0", system_prompt="Be brief.")
     api.to_production("1.1.0")
-    moved = CliRunner().invoke(cli.app, ["export", str(target), "--check", *args])
+    moved = CliRunner().invoke(app, ["export", str(target), "--check", *args])
     assert moved.exit_code == 1
     assert (
         "customer-support production: version is '1.1.0' live, '1.0.0' in the file" in moved.stderr

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from promptship import cli
+from promptship.cli import app
+from promptship.cli.common import state
 from promptship.clock import SystemClock
 from promptship.services import Promptship
 from promptship.store.db import Database
@@ -31,15 +32,15 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("PROMPTSHIP_CONFIG", str(policy))
     monkeypatch.delenv("PROMPTSHIP_USER", raising=False)
     monkeypatch.chdir(tmp_path)
-    cli.state.settings = None
+    state.settings = None
     yield tmp_path
-    cli.state.settings = None
-    cli.state.actor = None
-    cli.state.as_json = False
+    state.settings = None
+    state.actor = None
+    state.as_json = False
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli.app, list(args))
+    result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -297,3 +298,35 @@ def test_soak_shows_progress(env: Path) -> None:
     assert code == 0 and "no soaks yet" in out
     code, _, err = run("soak", "nope")
     assert code == 2 and "no prompt named 'nope'" in err
+
+
+def test_global_options_work_before_or_after_the_command(env: Path) -> None:
+    code, out, err = run("--as", "U09", "push", str(EXAMPLES), "--json")
+    assert code == 0, err
+    assert {r["name"] for r in json.loads(out)} == {"customer-support", "sql-assistant"}
+    code, before, _ = run("--json", "list")
+    assert code == 0
+    code, after, _ = run("list", "--json")
+    assert code == 0 and json.loads(after) == json.loads(before)
+    assert {p["name"] for p in json.loads(after)} == {"customer-support", "sql-assistant"}
+
+    (env / "p.yaml").write_text(prompt_yaml("p", "1.0.0"))
+    code, _, err = run("push", "p.yaml", "--as", "U07")
+    assert code == 0, err
+    code, out, _ = run("history", "p", "--json")
+    assert [e["actor"] for e in json.loads(out)["events"]] == ["U07"]
+    code, _, err = run("audit", "verify", "--json")
+    assert code == 0 and err == ""
+
+
+def test_every_command_lists_the_global_options_in_its_help(env: Path) -> None:
+    for command in (["list"], ["push"], ["audit", "verify"], ["db", "upgrade"], ["serve"]):
+        code, out, _ = run(*command, "--help")
+        assert code == 0 and "--json" in out and "--as" in out, command
+
+
+def test_version(env: Path) -> None:
+    from importlib.metadata import version
+
+    code, out, _ = run("--version")
+    assert code == 0 and out.strip() == f"promptship {version('promptship')}"

@@ -1,0 +1,5 @@
+"""``python -m promptship.cli``."""
+
+from promptship.cli import main
+
+main()

@@ -1,0 +1,203 @@
+"""What every command shares: consoles, the global options, opening the core, rendering.
+
+Errors are rendered once, here: ``run_core``/``guard`` print a ``PromptshipError`` (as JSON
+under ``--json``) and exit with its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+
+from promptship.config import Settings
+from promptship.errors import BadInput, PromptshipError
+from promptship.services import Promptship
+from promptship.services.deps import parse_request_code
+from promptship.services.views import RequestView
+from promptship.store.db import Database
+
+T = TypeVar("T")
+CommandFunction = TypeVar("CommandFunction", bound=Callable[..., Any])
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    """The global options of this invocation, and the settings once read."""
+
+    actor: str | None = None
+    as_json: bool = False
+    settings: Settings | None = None
+
+
+state = State()
+
+AsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as", help="Acting user (a Slack user ID such as U01); default $PROMPTSHIP_USER."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def set_global_options(as_user: str | None, as_json: bool) -> None:
+    """Merge ``--as``/``--json`` into the state; given after the command, they win."""
+    if as_user:
+        state.actor = as_user
+    if as_json:
+        state.as_json = True
+
+
+def with_global_options(command: Callable[..., T]) -> Callable[..., T]:
+    """The command, taking ``--as`` and ``--json`` too (so they work after its name and show
+    in its ``--help``)."""
+    signature = inspect.signature(command, eval_str=True)
+    extra = [
+        inspect.Parameter(
+            "as_user", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=AsOption
+        ),
+        inspect.Parameter(
+            "as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption
+        ),
+    ]
+    parameters = [*signature.parameters.values(), *extra]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, as_user: str | None = None, as_json: bool = False, **kwargs: Any) -> T:
+        set_global_options(as_user, as_json)
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
+
+
+class CommandGroup(typer.Typer):
+    """A ``typer.Typer`` whose every command also takes the global options."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[CommandFunction], CommandFunction]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: CommandFunction) -> CommandFunction:
+            register(with_global_options(function))
+            return function
+
+        return decorator
+
+
+def settings() -> Settings:
+    if state.settings is None:
+        state.settings = Settings()
+    return state.settings
+
+
+async def open_core() -> Promptship:
+    config = settings()
+    policy = config.policy()
+    db = Database(config.database_url)
+    if not await db.is_up_to_date():
+        if db.is_sqlite:
+            await db.upgrade()  # the embedded database keeps itself current
+        else:
+            await db.dispose()
+            raise BadInput(
+                "the database schema is not up to date", hint="run: promptship db upgrade"
+            )
+    return Promptship(db, policy)
+
+
+def run_core(use: Callable[[Promptship], Coroutine[Any, Any, T]]) -> T:
+    """Open the core, run one use case, close, and render errors once."""
+
+    async def go() -> T:
+        core = await open_core()
+        try:
+            return await use(core)
+        finally:
+            await core.db.dispose()
+
+    return guard(go)
+
+
+def guard(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; render a ``PromptshipError`` once and exit with its code."""
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except PromptshipError as exc:
+        if state.as_json:
+            print(json.dumps({"error": exc.kind, "message": exc.message, "hint": exc.hint}))
+        else:
+            err.print(f"[bold red]error:[/] {escape(exc.message)}")
+            if exc.hint:
+                err.print(f"  {escape(exc.hint)}")
+        raise typer.Exit(exc.exit_code) from None
+
+
+def actor() -> str:
+    """Who is acting: ``--as``, else $PROMPTSHIP_USER; BadInput when neither is set."""
+    who = state.actor or settings().user
+    if not who:
+        raise BadInput("who is acting? pass --as USER or set PROMPTSHIP_USER")
+    return who
+
+
+def emit(value: Any) -> bool:
+    """Print JSON when asked; return True if done."""
+    if not state.as_json:
+        return False
+    if isinstance(value, BaseModel):
+        print(value.model_dump_json(indent=2))
+    elif isinstance(value, list):
+        print(
+            json.dumps(
+                [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value],
+                indent=2,
+            )
+        )
+    else:
+        print(json.dumps(value, indent=2, default=str))
+    return True
+
+
+def when(at: datetime | None) -> str:
+    return "" if at is None else at.strftime("%Y-%m-%d %H:%M")
+
+
+def _mark(check_state: str) -> str:
+    return {"passed": "[green]✓[/]", "waiting": "[yellow]…[/]", "failed": "[red]✗[/]"}.get(
+        check_state, "?"
+    )
+
+
+def print_request(request: RequestView) -> None:
+    out.print(
+        f"[bold]{request.code}[/] {request.prompt} {request.version} → {request.environment}"
+        f" ({request.kind}): [bold]{request.state}[/]"
+    )
+    for check in request.checks:
+        out.print(f"  {_mark(check.state)} {check.gate}: {escape(check.detail)}")
+    if request.close_reason:
+        out.print(f"  reason: {escape(request.close_reason)}")
+
+
+def parse_code(text: str) -> int:
+    """A request id (``req-42`` or ``42``); exit 2 with the right form when it is not one."""
+    try:
+        return parse_request_code(text)
+    except BadInput as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
+        if exc.hint:
+            err.print(f"  {escape(exc.hint)}")
+        raise typer.Exit(2) from None

@@ -1,0 +1,237 @@
+"""Promotions: request, test, approve, reject, cancel, break-glass, roll back, archive.
+
+A validation run started here executes in this process with a live progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from promptship.cli.app import app
+from promptship.cli.common import actor, emit, err, out, parse_code, print_request, run_core, state
+from promptship.errors import BadInput
+from promptship.services import Promptship
+from promptship.services.views import RequestView, RunDetail
+
+if TYPE_CHECKING:
+    from promptship.validation.runner import Progress as RunProgress
+    from promptship.validation.runner import SuiteRunner
+
+
+@app.command()
+def promote(
+    name: str,
+    version: str,
+    env: str,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the audit log).")] = None,
+    override_regressions: Annotated[
+        str | None,
+        typer.Option(help="Accept the listed regressions, with this reason (audited)."),
+    ] = None,
+) -> None:
+    """Request a promotion; it happens the moment every gate passes.
+
+    Promoting to staging runs the version's tests first when no passing run exists.
+    """
+
+    async def use(core: Promptship) -> RequestView:
+        who = actor()
+        if override_regressions:
+            await core.override_regressions(name, version, override_regressions, who)
+        request = await core.request_promotion(name, version, env, who, reason, queue_tests=True)
+        latest = (await core.show(name, version)).latest_run
+        if request.state == "open" and latest is not None and latest.state == "queued":
+            await execute_run(core, latest.id, claim=True)
+            request = await core.request(request.id)
+        return request
+
+    request = run_core(use)
+    if not emit(request):
+        print_request(request)
+    if request.state not in ("open", "promoted"):
+        raise typer.Exit(1)
+
+
+async def execute_run(core: Promptship, run_id: int, *, claim: bool = False) -> RunDetail:
+    """Claim a queued run and execute it in this process, with a live progress bar."""
+    from promptship.validation.runner import SuiteRunner
+
+    runner = SuiteRunner(core)
+    if claim and await core.claim_validation_run(runner.owner, run_id) is None:
+        raise BadInput(f"validation run {run_id} was taken by another worker")
+    return await execute_run_with(core, runner, run_id)
+
+
+async def execute_run_with(core: Promptship, runner: SuiteRunner, run_id: int) -> RunDetail:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "[green]{task.fields[passed]} passed[/] [red]{task.fields[failed]} failed[/] "
+            "[yellow]{task.fields[errored]} errored[/]"
+        ),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=state.as_json, disable=state.as_json) as bar:
+        task = bar.add_task("testing", total=None, passed=0, failed=0, errored=0)
+
+        def show(p: RunProgress) -> None:
+            bar.update(
+                task,
+                total=p.total,
+                completed=p.done,
+                passed=p.passed,
+                failed=p.failed,
+                errored=p.errored,
+            )
+
+        await runner.execute(run_id, on_progress=show)
+    return await core.validation_run(run_id)
+
+
+@app.command()
+def test(
+    name: str,
+    version: str,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Cases in flight.")] = 8,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per model call.")] = 60.0,
+) -> None:
+    """Run a version's suite against its model; exit 1 when the staging gate would refuse."""
+    from promptship.validation.runner import RunnerSettings, SuiteRunner
+
+    async def use(core: Promptship) -> tuple[RunDetail, float]:
+        runner = SuiteRunner(
+            core, settings=RunnerSettings(concurrency=concurrency, timeout=timeout)
+        )
+        run_id = await runner.start(name, version, actor())
+        runner_run = await execute_run_with(core, runner, run_id)
+        return runner_run, core.policy.environments.staging_policy.min_pass_rate
+
+    run, minimum = run_core(use)
+    gate_ok = run.state == "passed" and (not run.regressions or bool(run.regression_override))
+    if not emit(run):
+        print_run(run, minimum)
+    if not gate_ok:
+        raise typer.Exit(1)
+
+
+def print_run(run: RunDetail, minimum: float) -> None:
+    if run.error:
+        err.print(f"[bold red]run failed:[/] {escape(run.error)}")
+    failures = [r for r in run.results if not r.get("passed") or r.get("error")]
+    if failures:
+        table = Table(
+            "#", "type", "input", "expected", "got / why", title=f"{len(failures)} not passed"
+        )
+        for i, r in enumerate(failures[:25], 1):
+            why = r.get("error") or r.get("detail") or ""
+            got = r.get("got") or ""
+            table.add_row(
+                str(i),
+                "[yellow]errored[/]" if r.get("error") else str(r.get("type")),
+                escape(str(r.get("input"))[:80]),
+                escape(str(r.get("expected"))[:60]),
+                escape((f"{got[:80]!r} — " if got else "") + str(why)),
+            )
+        out.print(table)
+        if len(failures) > 25:
+            out.print(
+                f"… and {len(failures) - 25} more: promptship --json show {run.prompt} {run.version}"
+            )
+    rate = run.pass_rate or 0.0
+    verdict = "[green]passes[/]" if rate >= minimum and run.total else "[red]fails[/]"
+    out.print(
+        f"{run.prompt} {run.version}: pass rate {rate:.0%} ({run.passed} passed, {run.failed} failed, "
+        f"{run.errored} errored) — {verdict} the staging gate (≥ {minimum:.0%})"
+    )
+    if run.regressions:
+        label = "overridden" if run.regression_override else "[red]block the gate[/]"
+        out.print(f"{len(run.regressions)} regression(s) against production ({label}):")
+        for case in run.regressions[:10]:
+            out.print(f"  - {escape(case)}")
+
+
+@app.command()
+def approve(
+    request: str,
+    comment: Annotated[str | None, typer.Option(help="A note for the audit log.")] = None,
+) -> None:
+    """Approve a promotion request (approvers role; never your own request or version)."""
+    code = parse_code(request)
+    outcome = run_core(lambda core: core.approve(code, actor(), comment))
+    if not emit(outcome):
+        out.print(outcome.message)
+        print_request(outcome.request)
+
+
+@app.command()
+def reject(
+    request: str,
+    reason: Annotated[str, typer.Option(help="Why (required).")],
+) -> None:
+    """Reject a promotion request; this closes it."""
+    code = parse_code(request)
+    outcome = run_core(lambda core: core.reject(code, actor(), reason))
+    if not emit(outcome):
+        out.print(outcome.message)
+        print_request(outcome.request)
+
+
+@app.command()
+def cancel(request: str) -> None:
+    """Cancel an open promotion request (its requester or an approver)."""
+    code = parse_code(request)
+    result = run_core(lambda core: core.cancel(code, actor()))
+    if not emit(result):
+        print_request(result)
+
+
+@app.command()
+def breakglass(
+    name: str,
+    version: str,
+    reason: Annotated[str, typer.Option(help="Why this cannot wait (required).")],
+) -> None:
+    """Emergency promotion to production: passing tests, a reason and 3 approvals."""
+    request = run_core(lambda core: core.breakglass(name, version, actor(), reason))
+    if not emit(request):
+        print_request(request)
+
+
+@app.command()
+def rollback(
+    name: str,
+    env: str,
+    version: Annotated[str | None, typer.Argument(help="Default: the previous version.")] = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Point an environment back at an earlier version, now (on-call or approvers)."""
+    result = run_core(lambda core: core.rollback(name, env, actor(), version, reason))
+    if not emit(result):
+        out.print(
+            f"rolled back {result.prompt} {result.environment}: {result.from_version} → {result.to_version}"
+        )
+
+
+@app.command()
+def archive(name: str, version: str) -> None:
+    """Retire a deprecated or reverted version for good."""
+    status = run_core(lambda core: core.archive(name, version, actor()))
+    if not emit({"name": name, "version": version, "status": status}):
+        out.print(f"{name} {version} is {status}")

@@ -1,0 +1,55 @@
+"""``promptship serve``: the server process."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from promptship.cli.app import app
+from promptship.cli.common import err, settings
+from promptship.errors import PromptshipError
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the server: Slack endpoint, HTTP API, health checks (migrates on start)."""
+    import uvicorn
+
+    from promptship import logs
+    from promptship.server import create_app
+
+    config = settings()
+    secrets = [
+        value.get_secret_value()
+        for value in (
+            config.slack_bot_token,
+            config.slack_signing_secret,
+            config.slack_app_token,
+        )
+        if value is not None
+    ]
+    if config.api_tokens is not None:
+        secrets += [part.split(":")[-1] for part in config.api_tokens.get_secret_value().split(",")]
+    secrets += [os.environ.get(k, "") for k in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")]
+    logs.configure(secrets, os.environ.get("PROMPTSHIP_LOG_LEVEL", "INFO"))
+    try:
+        application = create_app(config)
+    except PromptshipError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(exc.exit_code) from None
+    # open long-polls (up to a minute) must not hold a restart up: after 10 s they are cut
+    # and their clients reconnect to another replica, or to this one once it is back
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,  # our JSON handler, set up above
+        access_log=False,  # the request-id middleware logs each request
+        timeout_graceful_shutdown=10,
+    )

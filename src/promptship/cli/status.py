@@ -1,0 +1,97 @@
+"""Questions: what runs where, a prompt's audit trail, its soaks."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from promptship.cli.app import app
+from promptship.cli.common import emit, out, print_request, run_core, state, when
+
+
+@app.command()
+def status(name: Annotated[str | None, typer.Argument()] = None) -> None:
+    """What runs where, and the open requests with their gate checklist."""
+    statuses = run_core(lambda core: core.status(name))
+    if emit(statuses):
+        return
+    if not statuses:
+        out.print("no prompts yet: promptship push FILE")
+        return
+    for s in statuses:
+        table = Table(
+            "environment",
+            "version",
+            "status",
+            "deployed",
+            "by",
+            title=f"{s.name} (latest {s.latest_version})",
+        )
+        for d in s.environments:
+            table.add_row(
+                d.environment, d.version, d.status, when(d.deployed_at), escape(d.deployed_by)
+            )
+        out.print(table)
+        for request in s.open_requests:
+            print_request(request)
+
+
+@app.command()
+def history(
+    name: str,
+    env: Annotated[str | None, typer.Option(help="Only this environment.")] = None,
+    before: Annotated[int | None, typer.Option(help="Page: events older than this number.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """The prompt's audit trail, newest first."""
+    page = run_core(lambda core: core.history(name, env, before, limit))
+    if emit(page):
+        return
+    table = Table()
+    for column in ("#", "when", "who", "what", "version", "env", "details"):
+        table.add_column(column, no_wrap=column == "what")
+    for e in page.events:
+        details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v not in (None, "", []))
+        table.add_row(
+            str(e.seq),
+            when(e.at),
+            escape(e.actor),
+            e.action,
+            e.version or "",
+            e.environment or "",
+            escape(details),
+        )
+    out.print(table)
+    if page.next_before:
+        out.print(f"older: promptship history {name} --before {page.next_before}")
+
+
+@app.command()
+def soak(name: str) -> None:
+    """The prompt's soaks, newest first: state, cycles, next cycle, worst divergence."""
+    soaks = run_core(lambda core: core.soak_status(name))
+    if state.as_json:
+        print(json.dumps([s.model_dump(mode="json") for s in soaks]))
+        return
+    if not soaks:
+        out.print(f"{escape(name)} has no soaks yet: one starts when a version enters staging")
+        return
+    table = Table()
+    for column in ("version", "kind", "state", "cycles", "next", "worst", "ends", "why"):
+        table.add_column(column)
+    for s in soaks:
+        table.add_row(
+            s.version,
+            s.kind,
+            s.state,
+            f"{s.cycles_done}/{s.cycles_total}",
+            when(s.next_at) if s.next_at else "",
+            "" if s.worst_divergence is None else f"{s.worst_divergence:.0%}",
+            when(s.ends_at),
+            escape(s.failure or ""),
+        )
+    out.print(table)

@@ -1,0 +1,59 @@
+"""``promptship traffic``: real queries for soaks to replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from promptship.cli.app import app
+from promptship.cli.common import CommandGroup, out, run_core, state
+from promptship.errors import BadInput, PromptshipError
+from promptship.services import Promptship
+
+traffic_app = CommandGroup(help="Real queries for soaks to replay.", no_args_is_help=True)
+app.add_typer(traffic_app, name="traffic")
+
+
+@traffic_app.command("import")
+def traffic_import(
+    file: Annotated[
+        Path, typer.Argument(help="JSONL: {prompt, environment, input, output?, version?, at?}")
+    ],
+) -> None:
+    """Store production queries from a JSONL file, 1,000 a batch; a bad line stops the
+    import before its batch is stored and names the line."""
+    from promptship.services.traffic import MAX_BATCH
+
+    async def go(core: Promptship) -> int:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise BadInput(f"{file}: cannot read: {exc.strerror}") from None
+        samples: list[Any] = []
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    samples.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise BadInput(f"{file}:{number}: not JSON: {exc.msg}") from None
+        stored = 0
+        for start in range(0, len(samples), MAX_BATCH):
+            try:
+                stored += (await core.ingest_traffic(samples[start : start + MAX_BATCH])).stored
+            except PromptshipError as exc:
+                before = f"; {stored} stored before it" if stored else ""
+                raise BadInput(
+                    f"{file}: in the batch starting at sample {start + 1}: {exc.message}{before}",
+                    hint=exc.hint,
+                ) from None
+        return stored
+
+    stored = run_core(go)
+    if state.as_json:
+        print(json.dumps({"stored": stored}))
+    else:
+        out.print(f"stored {stored} traffic sample(s) from {escape(str(file))}")

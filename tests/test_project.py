@@ -37,6 +37,70 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _module_name(path: Path, src: Path) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_imports(path: Path, module: str, modules: set[str]) -> set[str]:
+    """The promptship modules an import statement anywhere in ``path`` (function bodies too)
+    names, except under ``if TYPE_CHECKING:``. ``from a import b`` names ``a.b`` when that
+    is a module, else ``a``."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    names: set[str] = set()
+    pending: list[ast.AST] = [ast.parse(path.read_text())]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against the importing module's package
+                parent = package[: len(package) - (node.level - 1)]
+                base = ".".join([*parent, base] if base else parent)
+            for alias in node.names:
+                names.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        pending.extend(ast.iter_child_nodes(node))
+    return {name for name in names if name in modules and name != module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """promptship module -> the promptship modules it imports."""
+    src = ROOT / "src"
+    paths = {_module_name(p, src): p for p in (src / "promptship").rglob("*.py")}
+    return {module: _runtime_imports(path, module, set(paths)) for module, path in paths.items()}
+
+
+def test_no_promptship_module_takes_part_in_an_import_cycle() -> None:
+    graph = import_graph()
+    assert "promptship.services.core" in graph["promptship.services"], "the graph sees imports"
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in path:
+                cycles.append([*path[path.index(imported) :], imported])
+            elif imported not in done:
+                visit(imported, [*path, imported])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
 def test_bot_never_touches_the_store() -> None:
     for path in (ROOT / "bot").rglob("*.py"):
         for name in _imports(path):

@@ -234,7 +234,7 @@ async def test_two_schedulers_firing_the_drift_watch_queue_one_run(
     schedulers = [S(core, nothing, owner=f"r{i}") for i, core in enumerate(cores)]
     await asyncio.gather(*(s.drift_watch() for s in schedulers))
     await second.dispose()
-    from promptship.services.runs import DRIFT_ACTOR
+    from promptship.services.drift import DRIFT_ACTOR
 
     runs = (await cores[0].show(NAME, "1.0.0")).latest_run
     assert runs is not None and runs.state == "queued"

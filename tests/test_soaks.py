@@ -247,7 +247,7 @@ async def test_the_drift_watch_runs_once_per_tick(soak_core: Promptship) -> None
 
 
 async def test_a_drift_run_under_the_gate_alerts(soak_core: Promptship) -> None:
-    from promptship.services.runs import DRIFT_ACTOR
+    from promptship.services.drift import DRIFT_ACTOR
     from tests.helpers import case_results
 
     await push(soak_core)

@@ -11,7 +11,22 @@ from promptship.config import Policy
 from promptship.domain.lifecycle import RequestKind, RunState
 from promptship.domain.promptfile import PromptSpec
 from promptship.errors import BadInput
-from promptship.services import audit, outbox, promotions, queries, registry, runs, soaks, traffic
+from promptship.services import (
+    audit,
+    decisions,
+    deployments,
+    drift,
+    findings,
+    gates,
+    outbox,
+    queries,
+    registry,
+    requests,
+    rollbacks,
+    runs,
+    soaks,
+    traffic,
+)
 from promptship.services.deps import Deps
 from promptship.services.roles import GroupDirectory, RoleResolver
 from promptship.services.views import (
@@ -97,7 +112,7 @@ class Promptship:
     ) -> RequestView:
         """Open (or reuse) a request; with ``queue_tests`` a missing test run is queued."""
         async with self.db.transaction() as session:
-            return await promotions.request_promotion(
+            return await requests.request_promotion(
                 session,
                 self.deps,
                 name,
@@ -112,7 +127,7 @@ class Promptship:
         self, name: str, version: str, requester: str, reason: str, *, queue_tests: bool = False
     ) -> RequestView:
         async with self.db.transaction() as session:
-            return await promotions.request_promotion(
+            return await requests.request_promotion(
                 session,
                 self.deps,
                 name,
@@ -136,7 +151,7 @@ class Promptship:
         user = _user(user)
         roles = await self.roles.roles_of(user)
         async with self.db.transaction() as session:
-            return await promotions.record_decision(
+            return await decisions.record_decision(
                 session, self.deps, request_id, user, roles, True, comment, content_hash
             )
 
@@ -146,7 +161,7 @@ class Promptship:
         user = _user(user)
         roles = await self.roles.roles_of(user)
         async with self.db.transaction() as session:
-            return await promotions.record_decision(
+            return await decisions.record_decision(
                 session, self.deps, request_id, user, roles, False, reason, content_hash
             )
 
@@ -154,16 +169,16 @@ class Promptship:
         user = _user(user)
         roles = await self.roles.roles_of(user)
         async with self.db.transaction() as session:
-            return await promotions.cancel(session, self.deps, request_id, user, roles)
+            return await requests.cancel(session, self.deps, request_id, user, roles)
 
     async def request(self, request_id: int) -> RequestView:
         async with self.db.reader() as session:
-            prompt, version, request = await promotions._load_request(session, request_id)
-            return await promotions.view(session, self.deps, request, prompt, version)
+            prompt, version, request = await requests.load_request(session, request_id)
+            return await gates.view(session, self.deps, request, prompt, version)
 
     async def expire_stale_requests(self) -> list[RequestView]:
         async with self.db.transaction() as session:
-            return await promotions.expire_stale(session, self.deps)
+            return await requests.expire_stale(session, self.deps)
 
     async def rollback(
         self,
@@ -176,13 +191,13 @@ class Promptship:
         actor = _user(actor)
         roles = await self.roles.roles_of(actor)
         async with self.db.transaction() as session:
-            return await promotions.rollback(
+            return await rollbacks.rollback(
                 session, self.deps, name, environment, actor, roles, to_version, reason
             )
 
     async def archive(self, name: str, version: str, actor: str) -> str:
         async with self.db.transaction() as session:
-            return await promotions.archive(session, self.deps, name, version, _user(actor))
+            return await rollbacks.archive(session, self.deps, name, version, _user(actor))
 
     # -- validation runs and soaks (the runner and scheduler record through these) --------
 
@@ -249,7 +264,7 @@ class Promptship:
         owner: str | None = None,
     ) -> RunView:
         async with self.db.transaction() as session:
-            return await runs.finish_run(
+            return await findings.finish_run(
                 session,
                 self.deps,
                 run_id,
@@ -265,7 +280,7 @@ class Promptship:
         self, name: str, version: str, reason: str, actor: str
     ) -> RunView:
         async with self.db.transaction() as session:
-            return await runs.override_regressions(
+            return await findings.override_regressions(
                 session, self.deps, name, version, reason, _user(actor)
             )
 
@@ -292,7 +307,9 @@ class Promptship:
 
     async def finish_soak(self, soak_id: int, passed: bool, failure: str | None = None) -> None:
         async with self.db.transaction() as session:
-            await runs.finish_soak(session, self.deps, soak_id, passed, audit.SYSTEM_ACTOR, failure)
+            await findings.finish_soak(
+                session, self.deps, soak_id, passed, audit.SYSTEM_ACTOR, failure
+            )
 
     async def ingest_traffic(self, samples: list[Any]) -> traffic.IngestResult:
         """Store a batch of real queries (up to 1,000) for soaks to replay."""
@@ -348,12 +365,14 @@ class Promptship:
         """Claim the drift watch's tick ``key`` and queue a run of every production
         version's suite; another replica firing the same tick gets an empty list."""
         async with self.db.transaction() as session:
-            return await runs.start_drift_watch(session, self.deps, key, owner)
+            return await drift.start_drift_watch(session, self.deps, key, owner)
 
     async def staging_soak_id(self, name: str, version: str) -> int | None:
         async with self.db.reader() as session:
             _, found = await registry.get_version(session, name, version)
-            soak = await promotions.latest_soak(session, found.id, self.policy.environments.staging)
+            soak = await deployments.latest_soak(
+                session, found.id, self.policy.environments.staging
+            )
             return soak.id if soak else None
 
     # -- notifications (the Slack dispatcher delivers through these) ----------------------

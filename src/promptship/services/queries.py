@@ -9,8 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.lifecycle import RequestState
 from promptship.errors import NotFound
-from promptship.services import promotions, registry
+from promptship.services import gates, registry
 from promptship.services.deps import Deps
+from promptship.services.soaks import plan
 from promptship.services.views import (
     AuditEventView,
     DeploymentView,
@@ -115,7 +116,7 @@ async def status(session: AsyncSession, deps: Deps, name: str | None = None) -> 
     open_views: dict[int, list[Any]] = {}
     for request in open_rows:
         open_views.setdefault(request.prompt_id, []).append(
-            await promotions.view(session, deps, request, by_prompt[request.prompt_id])
+            await gates.view(session, deps, request, by_prompt[request.prompt_id])
         )
     return [
         PromptStatus(
@@ -180,8 +181,6 @@ async def soak_status(
             .limit(limit)
         )
     ).all()
-    from promptship.services.soaks import plan
-
     now = deps.clock.now()
     views = []
     for soak, version in rows:

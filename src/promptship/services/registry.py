@@ -26,7 +26,8 @@ from promptship.services.views import (
 from promptship.store.models import Deployment, Prompt, PromptVersion, ValidationRun
 
 
-def _insert(session: AsyncSession) -> Any:
+def dialect_insert(session: AsyncSession) -> Any:
+    """The INSERT construct of the session's dialect, for ``on_conflict_do_nothing``."""
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
@@ -96,7 +97,7 @@ async def get_version_by_id(session: AsyncSession, version_id: int) -> PromptVer
 async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, author: str) -> PushResult:
     """Register a version. Identical content again is a no-op; other content is refused."""
     now = deps.clock.now()
-    insert = _insert(session)
+    insert = dialect_insert(session)
     await session.execute(
         insert(Prompt)
         .values(name=spec.name, created_at=now, created_by=author)

@@ -1,12 +1,10 @@
-"""Validation runs and soaks as the gates see them: recorded here, judged in the domain.
+"""Validation runs: queued, claimed by a worker, kept alive by its heartbeats, stopped.
 
-The runner (validation) and the soak scheduler write their results through these functions,
-which then re-evaluate the open promotion requests of the version.
+What a finished run or soak does to the gates is in :mod:`promptship.services.findings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -14,25 +12,15 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.lifecycle import Move, RequestState, RunState, VersionStatus
-from promptship.errors import BadInput, GateRefused, NotFound
-from promptship.services import audit, outbox, promotions, registry
-from promptship.services.deps import Deps, request_code
+from promptship.domain.lifecycle import Move, RunState, VersionStatus
+from promptship.errors import GateRefused, NotFound
+from promptship.services import audit, deployments, lifecycle, registry
+from promptship.services.deps import Deps
 from promptship.services.views import RunDetail, RunView
-from promptship.store.models import (
-    Deployment,
-    JobClaim,
-    PromotionRequest,
-    Prompt,
-    PromptVersion,
-    SoakRun,
-    ValidationRun,
-)
+from promptship.store.models import Prompt, PromptVersion, ValidationRun
 
 #: a running run whose worker has not reported for this long is taken as interrupted.
 STALE_AFTER = timedelta(seconds=60)
-#: who asks for the nightly re-runs of production suites
-DRIFT_ACTOR = "promptship:drift"
 
 
 async def start_run(
@@ -90,7 +78,7 @@ async def start_run(
     session.add(run)
     await session.flush()
     if version.status == VersionStatus.DRAFT.value:
-        await promotions.transition(
+        await lifecycle.transition(
             session,
             deps,
             prompt,
@@ -181,7 +169,7 @@ async def recover_stale(session: AsyncSession, deps: Deps) -> list[int]:
     )
     recovered = []
     for run_id in ids:
-        prompt, version, run = await _get_run(session, run_id)
+        prompt, version, run = await load_run(session, run_id)
         if _is_stale(deps, run):
             await _stop(session, deps, prompt, version, run, audit.SYSTEM_ACTOR,
                         RunState.INTERRUPTED, "its worker stopped reporting")  # fmt: skip
@@ -219,7 +207,7 @@ async def run_spec(session: AsyncSession, deps: Deps, run_id: int) -> RunSpec:
         await session.execute(select(Prompt).where(Prompt.id == version.prompt_id))
     ).scalar_one()
     baseline_version, baseline_results = None, None
-    pointer = await promotions.active(session, prompt.id, deps.policy.environments.production)
+    pointer = await deployments.active(session, prompt.id, deps.policy.environments.production)
     if pointer is not None and pointer.version_id != version.id:
         production = await registry.get_version_by_id(session, pointer.version_id)
         last = await registry.latest_run(session, production)
@@ -259,32 +247,7 @@ async def run_detail(session: AsyncSession, run_id: int) -> RunDetail:
     )
 
 
-async def override_regressions(
-    session: AsyncSession, deps: Deps, name: str, version_name: str, reason: str, actor: str
-) -> RunView:
-    """Accept the listed regressions of the version's latest run, with a recorded reason."""
-    if not reason.strip():
-        raise BadInput("overriding regressions needs a reason")
-    prompt, version = await registry.get_version(session, name, version_name)
-    prompt = await registry.lock_prompt(session, prompt.id)
-    run = await registry.latest_run(session, version)
-    if run is None or not run.regressions:
-        raise GateRefused(f"{name} {version_name} has no regressions to override")
-    run.regression_override = f"{reason.strip()} (by {actor})"
-    await session.flush()
-    await audit.record(
-        session,
-        deps.clock,
-        actor=actor,
-        action="validation.regressions_overridden",
-        prompt=name,
-        version=version_name,
-        details={"run": run.id, "regressions": list(run.regressions), "reason": reason.strip()},
-    )
-    return registry.run_view(run)
-
-
-async def _get_run(
+async def load_run(
     session: AsyncSession, run_id: int
 ) -> tuple[Prompt, PromptVersion, ValidationRun]:
     run = (
@@ -299,135 +262,11 @@ async def _get_run(
     return prompt, version, run
 
 
-async def finish_run(
-    session: AsyncSession,
-    deps: Deps,
-    run_id: int,
-    results: Sequence[dict[str, Any]],
-    actor: str,
-    regressions: Sequence[str] = (),
-    regression_override: str | None = None,
-    error: str | None = None,
-    owner: str | None = None,
-) -> RunView:
-    """Record a run's case results; errored cases (``error`` set) never count as passed."""
-    prompt, version, run = await _get_run(session, run_id)
-    if run.state != RunState.RUNNING.value or (owner is not None and run.owner != owner):
-        raise GateRefused(f"validation run {run_id} is {run.state}; its results were not recorded")
-    errored = sum(1 for r in results if r.get("error"))
-    passed = sum(1 for r in results if r.get("passed") and not r.get("error"))
-    total = len(results)
-    run.total, run.passed, run.errored = total, passed, errored
-    run.failed = total - passed - errored
-    run.pass_rate = passed / total if total else 0.0
-    minimum = deps.policy.environments.staging_policy.min_pass_rate
-    run.state = (RunState.PASSED if total and run.pass_rate >= minimum else RunState.FAILED).value
-    run.results = list(results)
-    run.regressions = list(regressions)
-    run.regression_override = regression_override
-    run.error = error
-    run.finished_at = deps.clock.now()
-    await session.flush()
-    await audit.record(
-        session,
-        deps.clock,
-        actor=actor,
-        action="validation.finished",
-        prompt=prompt.name,
-        version=version.version,
-        details={
-            "run": run.id,
-            "state": run.state,
-            "pass_rate": run.pass_rate,
-            "passed": passed,
-            "failed": run.failed,
-            "errored": errored,
-            "regressions": len(regressions),
-            "regression_override": regression_override,
-        },
-    )
-    waiting = (
-        await session.execute(
-            select(PromotionRequest.id)
-            .where(
-                PromotionRequest.version_id == version.id,
-                PromotionRequest.state == RequestState.OPEN.value,
-            )
-            .order_by(PromotionRequest.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    await outbox.enqueue(
-        session,
-        deps.clock,
-        "validation.finished",
-        {
-            "prompt": prompt.name,
-            "version": version.version,
-            "run": registry.run_view(run).model_dump(mode="json"),
-            "failures": first_failures(results),
-        },
-        channel=deps.policy.channel,
-        # threaded under the promotion that waited for this run, if one did
-        thread_key=request_code(waiting) if waiting else f"{prompt.name}@{version.version}",
-    )
-    if run.requested_by == DRIFT_ACTOR and run.state == RunState.FAILED.value:
-        await outbox.enqueue(
-            session,
-            deps.clock,
-            "drift.alert",
-            {
-                "prompt": prompt.name,
-                "version": version.version,
-                "run": registry.run_view(run).model_dump(mode="json"),
-                "min_pass_rate": minimum,
-                "failures": first_failures(results),
-            },
-            channel=deps.policy.channel,
-            thread_key=f"{prompt.name}@{version.version}",
-            dedupe_key=f"drift.alert:{run.id}",
-        )
-    await promotions.reevaluate(session, deps, prompt, version, actor)
-    if version.status == VersionStatus.TESTING.value:
-        await promotions.transition(
-            session,
-            deps,
-            prompt,
-            version,
-            VersionStatus.DRAFT,
-            Move.FINISH_TESTS,
-            actor,
-            details={"run": run.id, "state": run.state},
-        )
-    return registry.run_view(run)
-
-
-def first_failures(results: Sequence[dict[str, Any]], limit: int = 10) -> list[dict[str, Any]]:
-    """The first failed or errored cases, trimmed for a notification."""
-    shown = []
-    for r in results:
-        if r.get("passed") and not r.get("error"):
-            continue
-        shown.append(
-            {
-                "input": str(r.get("input", ""))[:300],
-                "type": r.get("type"),
-                "expected": str(r.get("expected", ""))[:300],
-                "got": str(r.get("got") or "")[:300],
-                "why": str(r.get("error") or r.get("detail") or "")[:300],
-                "errored": bool(r.get("error")),
-            }
-        )
-        if len(shown) == limit:
-            break
-    return shown
-
-
 async def stop_run(
     session: AsyncSession, deps: Deps, run_id: int, actor: str, state: RunState, why: str
 ) -> RunView:
     """Cancel a run, or mark it interrupted (a crash); the version goes back to draft."""
-    prompt, version, run = await _get_run(session, run_id)
+    prompt, version, run = await load_run(session, run_id)
     return await _stop(session, deps, prompt, version, run, actor, state, why)
 
 
@@ -455,7 +294,7 @@ async def _stop(
         details={"run": run.id, "why": why},
     )
     if version.status == VersionStatus.TESTING.value:
-        await promotions.transition(
+        await lifecycle.transition(
             session,
             deps,
             prompt,
@@ -478,85 +317,3 @@ async def interrupted_run_ids(session: AsyncSession) -> list[int]:
         .scalars()
         .all()
     )
-
-
-async def finish_soak(
-    session: AsyncSession,
-    deps: Deps,
-    soak_id: int,
-    passed: bool,
-    actor: str,
-    failure: str | None = None,
-    *,
-    state: str | None = None,
-) -> SoakRun:
-    soak = (
-        await session.execute(select(SoakRun).where(SoakRun.id == soak_id))
-    ).scalar_one_or_none()
-    if soak is None:
-        raise NotFound(f"no soak {soak_id}")
-    version = await registry.get_version_by_id(session, soak.version_id)
-    prompt = await registry.lock_prompt(session, version.prompt_id)
-    await session.refresh(soak)
-    if soak.state != "running":
-        return soak
-    await session.execute(
-        update(SoakRun)
-        .where(SoakRun.id == soak.id)
-        .values(
-            state=state or ("passed" if passed else "failed"),
-            finished_at=deps.clock.now(),
-            failure=failure,
-        )
-    )
-    await session.refresh(soak)
-    await audit.record(
-        session,
-        deps.clock,
-        actor=actor,
-        action=f"soak.{soak.state}",
-        prompt=prompt.name,
-        version=version.version,
-        environment=soak.environment,
-        details={"soak": soak.id, "kind": soak.kind, "failure": failure},
-    )
-    await promotions.reevaluate(session, deps, prompt, version, actor)
-    return soak
-
-
-async def start_drift_watch(
-    session: AsyncSession, deps: Deps, key: str, owner: str
-) -> list[RunView]:
-    """Claim the drift watch's tick ``key`` (once across replicas) and queue a run of each
-    production version's suite; a pass rate under the gate then alerts the channel."""
-    now = deps.clock.now()
-    claimed = await session.execute(
-        registry._insert(session)(JobClaim)
-        .values(key=key, owner=owner, lease_until=now, claimed_at=now, done_at=now)
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return []
-    production = deps.policy.environments.production
-    live = (
-        await session.execute(
-            select(Prompt.name, PromptVersion.version, PromptVersion.content)
-            .join(Deployment, Deployment.prompt_id == Prompt.id)
-            .join(PromptVersion, PromptVersion.id == Deployment.version_id)
-            .where(Deployment.environment == production)
-            .order_by(Prompt.name)
-        )
-    ).all()
-    queued = []
-    for name, version, content in live:
-        cases = len(content.get("tests", []))
-        if not cases:
-            continue
-        try:
-            async with session.begin_nested():
-                queued.append(
-                    await start_run(session, deps, name, version, DRIFT_ACTOR, cases, queued=True)
-                )
-        except GateRefused:
-            continue  # a run of it is under way already
-    return queued

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.errors import NotFound
-from promptship.services import audit, outbox, promotions, registry, runs
+from promptship.services import audit, deployments, findings, outbox, registry, rollbacks
 from promptship.services.deps import Deps
 from promptship.store.models import (
     Prompt,
@@ -31,8 +31,8 @@ from promptship.store.models import (
     TrafficSample,
 )
 
-STAGING_SOAK = promotions.STAGING_SOAK
-BREAKGLASS_SOAK = promotions.BREAKGLASS_SOAK
+STAGING_SOAK = deployments.STAGING_SOAK
+BREAKGLASS_SOAK = deployments.BREAKGLASS_SOAK
 CLAIMED = "claimed"
 DONE_STATES = ("passed", "diverged", "insufficient", "errored", "missed")
 
@@ -171,7 +171,7 @@ async def claim(
     if await session.scalar(select(SoakRun.state).where(SoakRun.id == soak_id)) != "running":
         return False  # it ended (failed, passed, cancelled) since the tick was planned
     now = deps.clock.now()
-    insert = registry._insert(session)
+    insert = registry.dialect_insert(session)
     inserted = await session.execute(
         insert(SoakCycle)
         .values(
@@ -243,7 +243,7 @@ async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int
         if soak.baseline_version_id is not None:
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
     else:
-        pointer = await promotions.active(session, prompt.id, envs.production)
+        pointer = await deployments.active(session, prompt.id, envs.production)
         if pointer is not None and pointer.version_id != candidate.id:
             baseline = await registry.get_version_by_id(session, pointer.version_id)
 
@@ -338,7 +338,7 @@ async def finish(
     missed = [c for c in range(1, spec.cycle) if c not in states]
     if missed:
         await session.execute(
-            registry._insert(session)(SoakCycle)
+            registry.dialect_insert(session)(SoakCycle)
             .values(
                 [
                     {
@@ -377,7 +377,7 @@ async def finish(
             if state == "diverged"
             else f"cycle {spec.cycle}: {result.error or f'{result.errored} call(s) errored'}"
         )
-        await runs.finish_soak(session, deps, soak.id, False, audit.SYSTEM_ACTOR, failure)
+        await findings.finish_soak(session, deps, soak.id, False, audit.SYSTEM_ACTOR, failure)
         if soak.kind == BREAKGLASS_SOAK and soak.baseline_version_id is not None:
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
             await _auto_revert(session, deps, prompt, version, baseline, failure)
@@ -391,7 +391,7 @@ async def finish(
                 f"not enough traffic: {lacking} of {plan_.cycles} cycle(s) had fewer than "
                 f"{spec.min_samples} production queries"
             )
-            await runs.finish_soak(
+            await findings.finish_soak(
                 session,
                 deps,
                 soak.id,
@@ -402,7 +402,7 @@ async def finish(
             )
             await _alert(session, deps, "soak.failed", spec, result, prompt.name, version, failure)
         else:
-            await runs.finish_soak(session, deps, soak.id, True, audit.SYSTEM_ACTOR)
+            await findings.finish_soak(session, deps, soak.id, True, audit.SYSTEM_ACTOR)
             await _alert(session, deps, "soak.passed", spec, result, prompt.name, version, None)
     return state
 
@@ -425,10 +425,10 @@ async def _auto_revert(
     failure: str,
 ) -> None:
     envs = deps.policy.environments
-    pointer = await promotions.active(session, prompt.id, envs.production)
+    pointer = await deployments.active(session, prompt.id, envs.production)
     if pointer is None or pointer.version_id != version.id:
         return  # production moved on already
-    await promotions.rollback(
+    await rollbacks.rollback(
         session,
         deps,
         prompt.name,

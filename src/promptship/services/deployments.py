@@ -1,0 +1,295 @@
+"""What runs where: the deployment pointers, their history, and the soaks a deployment
+starts or stops.
+
+A deployment can make open promotion requests moot; :func:`deploy` returns them and the
+caller closes them (:func:`promptship.services.requests.close_moot`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.domain.lifecycle import Move, RequestState, VersionStatus, find_transition
+from promptship.errors import GateRefused
+from promptship.services import audit, lifecycle, registry
+from promptship.services.deps import Deps
+from promptship.store.models import (
+    Deployment,
+    DeploymentHistory,
+    PromotionRequest,
+    Prompt,
+    PromptVersion,
+    SoakRun,
+)
+
+STAGING_SOAK = "staging-shadow"
+BREAKGLASS_SOAK = "breakglass-production"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What :func:`deploy` changed, and what the caller still has to act on."""
+
+    #: the version the environment ran before, if any
+    previous: PromptVersion | None
+    #: open requests the deployment made moot (another version took their environment, or
+    #: their move is no longer possible), each with its version: to close as superseded
+    moot: list[tuple[PromotionRequest, PromptVersion]]
+    #: why they are moot, as their close reason
+    moot_reason: str
+
+
+async def active(session: AsyncSession, prompt_id: int, environment: str) -> Deployment | None:
+    return (
+        await session.execute(
+            select(Deployment).where(
+                Deployment.prompt_id == prompt_id, Deployment.environment == environment
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def latest_soak(
+    session: AsyncSession, version_id: int, environment: str, kind: str = STAGING_SOAK
+) -> SoakRun | None:
+    return (
+        await session.execute(
+            select(SoakRun)
+            .where(
+                SoakRun.version_id == version_id,
+                SoakRun.environment == environment,
+                SoakRun.kind == kind,
+            )
+            .order_by(SoakRun.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def deploy(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    environment: str,
+    actor: str,
+    move: Move,
+    *,
+    request: PromotionRequest | None = None,
+    reason: str | None = None,
+) -> Deployed:
+    """Point ``environment`` at ``version`` and start the soak it needs.
+
+    The requests it made moot are returned, not closed: closing them is
+    :func:`promptship.services.requests.close_moot`'s, which the caller runs next.
+    """
+    now = deps.clock.now()
+    env_status = deps.env_status(environment)
+    pointer = await active(session, prompt.id, environment)
+    previous = (
+        await registry.get_version_by_id(session, pointer.version_id)
+        if pointer is not None
+        else None
+    )
+    if previous is not None and previous.id == version.id:
+        raise GateRefused(f"{lifecycle.label(prompt, version)} is already active in {environment}")
+    if previous is not None and previous.status == env_status.value and move is not Move.ROLLBACK:
+        await lifecycle.transition(
+            session,
+            deps,
+            prompt,
+            previous,
+            VersionStatus.DEPRECATED,
+            Move.REPLACE,
+            actor,
+            environment=environment,
+            details={"replaced_by": version.version},
+        )
+        await stop_soaks(session, deps, previous, f"replaced in {environment} by {version.version}")
+    if version.status != env_status.value and move is not Move.ROLLBACK:
+        await lifecycle.transition(
+            session,
+            deps,
+            prompt,
+            version,
+            env_status,
+            move,
+            actor,
+            environment=environment,
+            request_id=request.id if request else None,
+        )
+    if pointer is None:
+        session.add(
+            Deployment(
+                prompt_id=prompt.id,
+                environment=environment,
+                version_id=version.id,
+                deployed_at=now,
+                deployed_by=actor,
+                revision=1,
+            )
+        )
+    else:
+        pointer.version_id = version.id
+        pointer.deployed_at = now
+        pointer.deployed_by = actor
+        pointer.revision += 1
+    session.add(
+        DeploymentHistory(
+            prompt_id=prompt.id,
+            environment=environment,
+            version_id=version.id,
+            previous_version_id=previous.id if previous else None,
+            move=move.value,
+            actor=actor,
+            reason=reason,
+            request_id=request.id if request else None,
+            at=now,
+        )
+    )
+    await session.flush()
+    await audit.record(
+        session,
+        deps.clock,
+        actor=actor,
+        action="deployment.changed",
+        prompt=prompt.name,
+        version=version.version,
+        environment=environment,
+        request_id=request.id if request else None,
+        details={
+            "from": previous.version if previous else None,
+            "to": version.version,
+            "move": move.value,
+            "reason": reason,
+        },
+    )
+    await _start_staging_soak(session, deps, version, environment, move)
+    return Deployed(
+        previous=previous,
+        moot=await _moot_requests(session, deps, prompt, version, environment, request),
+        moot_reason=f"{prompt.name} {version.version} took {environment}",
+    )
+
+
+async def _start_staging_soak(
+    session: AsyncSession, deps: Deps, version: PromptVersion, environment: str, move: Move
+) -> None:
+    envs = deps.policy.environments
+    now = deps.clock.now()
+    if environment == envs.staging and move is Move.PROMOTE:
+        soak = envs.production_policy.soak
+        if soak > timedelta(0):
+            session.add(
+                SoakRun(
+                    version_id=version.id,
+                    environment=envs.staging,
+                    kind=STAGING_SOAK,
+                    baseline_version_id=None,
+                    state="running",
+                    started_at=now,
+                    ends_at=now + soak,
+                    finished_at=None,
+                    cycles_done=0,
+                    worst_divergence=None,
+                    failure=None,
+                    details={},
+                )
+            )
+    await session.flush()
+
+
+async def _moot_requests(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    environment: str,
+    request: PromotionRequest | None,
+) -> list[tuple[PromotionRequest, PromptVersion]]:
+    """The prompt's other open requests that deploying ``version`` made moot."""
+    open_requests = (
+        (
+            await session.execute(
+                select(PromotionRequest).where(
+                    PromotionRequest.prompt_id == prompt.id,
+                    PromotionRequest.state == RequestState.OPEN.value,
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    moot = []
+    for other in open_requests:
+        if request is not None and other.id == request.id:
+            continue
+        other_version = await registry.get_version_by_id(session, other.version_id)
+        still_possible = find_transition(
+            VersionStatus(other_version.status),
+            deps.env_status(other.environment),
+            lifecycle.target_move(other),
+        )
+        if (
+            other.environment == environment and other.version_id != version.id
+        ) or not still_possible:
+            moot.append((other, other_version))
+    return moot
+
+
+async def start_breakglass_soak(
+    session: AsyncSession, deps: Deps, version: PromptVersion, request: PromotionRequest
+) -> None:
+    length = deps.policy.breakglass.production_soak
+    if length <= timedelta(0):
+        return
+    history = (
+        await session.execute(
+            select(DeploymentHistory)
+            .where(
+                DeploymentHistory.request_id == request.id,
+                DeploymentHistory.environment == request.environment,
+            )
+            .order_by(DeploymentHistory.id.desc())
+            .limit(1)
+        )
+    ).scalar_one()
+    now = deps.clock.now()
+    session.add(
+        SoakRun(
+            version_id=version.id,
+            environment=request.environment,
+            kind=BREAKGLASS_SOAK,
+            baseline_version_id=history.previous_version_id,
+            state="running",
+            started_at=now,
+            ends_at=now + length,
+            finished_at=None,
+            cycles_done=0,
+            worst_divergence=None,
+            failure=None,
+            details={},
+        )
+    )
+    await session.flush()
+
+
+async def stop_soaks(session: AsyncSession, deps: Deps, version: PromptVersion, why: str) -> None:
+    running = (
+        (
+            await session.execute(
+                select(SoakRun).where(SoakRun.version_id == version.id, SoakRun.state == "running")
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for soak in running:
+        soak.state = "cancelled"
+        soak.finished_at = deps.clock.now()
+        soak.failure = why
+    await session.flush()

@@ -1,0 +1,180 @@
+"""Reading what the gates of a promotion request need, and the request as users see it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.domain.lifecycle import (
+    Decision,
+    GateFacts,
+    RequestKind,
+    RequestState,
+    RunState,
+    RunSummary,
+    SoakSummary,
+    VersionStatus,
+    evaluate,
+    find_transition,
+)
+from promptship.services import deployments, lifecycle, registry
+from promptship.services.deps import Deps, request_code
+from promptship.services.views import CheckView, DecisionView, RequestView
+from promptship.store.models import Approval, PromotionRequest, Prompt, PromptVersion
+
+
+async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSummary | None:
+    run = await registry.latest_run(session, version)
+    if run is None:
+        return None
+    return RunSummary(
+        run_id=run.id,
+        state=RunState(run.state),
+        pass_rate=run.pass_rate,
+        total=run.total,
+        passed=run.passed,
+        failed=run.failed,
+        errored=run.errored,
+        regressions=tuple(run.regressions),
+        regression_override=run.regression_override,
+        error=run.error,
+    )
+
+
+async def decisions_on(session: AsyncSession, request_id: int) -> list[Approval]:
+    """The approvals and rejections of a request, oldest first."""
+    return list(
+        (
+            await session.execute(
+                select(Approval).where(Approval.request_id == request_id).order_by(Approval.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def gate_facts(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    request: PromotionRequest,
+    decisions: list[Approval],
+) -> GateFacts:
+    policy = deps.policy
+    envs = policy.environments
+    soak = None
+    if request.environment == envs.production and request.kind == RequestKind.NORMAL:
+        row = await deployments.latest_soak(session, version.id, envs.staging)
+        if row is not None:
+            soak = SoakSummary(
+                soak_id=row.id,
+                state=row.state,
+                started_at=row.started_at,
+                ends_at=row.ends_at,
+                cycles_done=row.cycles_done,
+                worst_divergence=row.worst_divergence,
+                failure=row.failure,
+            )
+    return GateFacts(
+        label=lifecycle.label(prompt, version),
+        status=VersionStatus(version.status),
+        target=request.environment,
+        now=deps.clock.now(),
+        min_pass_rate=envs.staging_policy.min_pass_rate,
+        regression_check=envs.staging_policy.regression_check,
+        run=await _run_summary(session, version),
+        required_approvals=request.required_approvals,
+        decisions=tuple(
+            Decision(user=d.user_id, approve=d.approve, roles=frozenset(d.roles)) for d in decisions
+        ),
+        soak_required=(
+            envs.production_policy.soak
+            if request.kind == RequestKind.NORMAL and request.environment == envs.production
+            else timedelta(0)
+        ),
+        soak=soak,
+        stakeholders_configured=bool(policy.roles.stakeholders)
+        and request.environment == envs.production
+        and request.kind == RequestKind.NORMAL,
+        reason=request.reason,
+    )
+
+
+async def check_request(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    request: PromotionRequest,
+    decisions: list[Approval] | None = None,
+) -> list[CheckView]:
+    if decisions is None:
+        decisions = await decisions_on(session, request.id)
+    transition = find_transition(
+        VersionStatus(version.status),
+        deps.env_status(request.environment),
+        lifecycle.target_move(request),
+    )
+    if transition is None:
+        return []
+    facts = await gate_facts(session, deps, prompt, version, request, decisions)
+    return [
+        CheckView(gate=c.gate, state=c.state.value, detail=c.detail)
+        for c in evaluate(transition, facts)
+    ]
+
+
+async def view(
+    session: AsyncSession,
+    deps: Deps,
+    request: PromotionRequest,
+    prompt: Prompt | None = None,
+    version: PromptVersion | None = None,
+) -> RequestView:
+    prompt = (
+        prompt
+        or (
+            await session.execute(select(Prompt).where(Prompt.id == request.prompt_id))
+        ).scalar_one()
+    )
+    version = version or await registry.get_version_by_id(session, request.version_id)
+    decisions = await decisions_on(session, request.id)
+    checks = (
+        await check_request(session, deps, prompt, version, request, decisions)
+        if request.state == RequestState.OPEN
+        else []
+    )
+    return RequestView(
+        id=request.id,
+        code=request_code(request.id),
+        prompt=prompt.name,
+        version=version.version,
+        content_hash=request.content_hash,
+        environment=request.environment,
+        kind=request.kind,
+        state=request.state,
+        requester=request.requester,
+        author=version.author,
+        reason=request.reason,
+        required_approvals=request.required_approvals,
+        decisions=[
+            DecisionView(
+                user=d.user_id,
+                approve=d.approve,
+                comment=d.comment,
+                roles=sorted(d.roles),
+                at=d.created_at,
+            )
+            for d in decisions
+        ],
+        checks=checks,
+        created_at=request.created_at,
+        expires_at=request.expires_at,
+        closed_at=request.closed_at,
+        closed_by=request.closed_by,
+        close_reason=request.close_reason,
+    )

@@ -1,0 +1,156 @@
+"""Rolling an environment back to an earlier version, and archiving retired versions."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.domain.lifecycle import Move, VersionStatus, require_transition
+from promptship.errors import BadInput, Forbidden, GateRefused
+from promptship.services import deployments, lifecycle, outbox, registry, requests
+from promptship.services.deps import Deps
+from promptship.services.views import RollbackResult
+from promptship.store.models import Deployment, DeploymentHistory, PromptVersion
+
+
+async def rollback(
+    session: AsyncSession,
+    deps: Deps,
+    name: str,
+    environment: str,
+    actor: str,
+    roles: frozenset[str],
+    to_version: str | None = None,
+    reason: str | None = None,
+) -> RollbackResult:
+    envs = deps.policy.environments
+    envs.check(environment)
+    if environment == envs.dev:
+        raise BadInput(f"{envs.dev} runs drafts; there is nothing to roll back there")
+    if not roles & {"oncall", "approvers"}:
+        raise Forbidden(
+            f"only on-call or approvers can roll back {environment}",
+            hint="roles.oncall and roles.approvers in the policy file list them",
+        )
+    prompt = await registry.get_prompt(session, name)
+    prompt = await registry.lock_prompt(session, prompt.id)
+    pointer = await deployments.active(session, prompt.id, environment)
+    if pointer is None:
+        raise GateRefused(f"{name} has nothing in {environment} to roll back")
+    current = await registry.get_version_by_id(session, pointer.version_id)
+    history = (
+        (
+            await session.execute(
+                select(DeploymentHistory)
+                .where(
+                    DeploymentHistory.prompt_id == prompt.id,
+                    DeploymentHistory.environment == environment,
+                )
+                .order_by(DeploymentHistory.id.desc())
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if to_version is not None:
+        _, target = await registry.get_version(session, name, to_version)
+        if target.id == current.id:
+            raise GateRefused(f"{name} {to_version} is already active in {environment}")
+        if not any(h.version_id == target.id for h in history):
+            raise GateRefused(
+                f"{name} {to_version} never ran in {environment}, so it is no rollback target",
+                hint=f"promote it to {environment} instead",
+            )
+        if target.status == VersionStatus.ARCHIVED.value:
+            raise GateRefused(f"{name} {to_version} is archived")
+    else:
+        found: PromptVersion | None = None
+        for entry in history:
+            if entry.version_id == current.id:
+                continue
+            candidate = await registry.get_version_by_id(session, entry.version_id)
+            if candidate.status not in (VersionStatus.REVERTED.value, VersionStatus.ARCHIVED.value):
+                found = candidate
+                break
+        if found is None:
+            raise GateRefused(
+                f"{name} has no earlier version in {environment} to roll back to",
+                hint=f"name one: rollback {name} {environment} <version>",
+            )
+        target = found
+    env_status = deps.env_status(environment)
+    if current.status == env_status.value:
+        await lifecycle.transition(
+            session,
+            deps,
+            prompt,
+            current,
+            VersionStatus.REVERTED,
+            Move.ROLLBACK,
+            actor,
+            environment=environment,
+            details={"reason": reason},
+        )
+    # A version's status is the furthest it is live: a version back in staging that is
+    # still production stays production; one that was replaced or reverted, or that only
+    # ran in staging since, takes the environment's status.
+    if target.status != env_status.value and not (
+        target.status == VersionStatus.PRODUCTION.value and env_status is VersionStatus.STAGING
+    ):
+        await lifecycle.transition(
+            session, deps, prompt, target, env_status, Move.RESTORE, actor, environment=environment
+        )
+    deployed = await deployments.deploy(
+        session, deps, prompt, target, environment, actor, Move.ROLLBACK, reason=reason
+    )
+    await requests.close_moot(session, deps, prompt, deployed, actor)
+    await deployments.stop_soaks(session, deps, current, f"rolled back by {actor}")
+    result = RollbackResult(
+        prompt=name,
+        environment=environment,
+        from_version=current.version,
+        to_version=target.version,
+        actor=actor,
+        reason=reason,
+        at=deps.clock.now(),
+    )
+    await outbox.enqueue(
+        session,
+        deps.clock,
+        "deployment.rolled_back",
+        {"rollback": result.model_dump(mode="json")},
+        channel=deps.policy.channel,
+        thread_key=f"{name}/{environment}",
+    )
+    return result
+
+
+async def archive(
+    session: AsyncSession, deps: Deps, name: str, version_name: str, actor: str
+) -> str:
+    """Retire a replaced or reverted version for good; it can no longer be rolled back to."""
+    prompt, version = await registry.get_version(session, name, version_name)
+    prompt = await registry.lock_prompt(session, prompt.id)
+    await session.refresh(version)
+    require_transition(
+        lifecycle.label(prompt, version),
+        VersionStatus(version.status),
+        VersionStatus.ARCHIVED,
+        Move.ARCHIVE,
+    )
+    live = (
+        await session.scalars(
+            select(Deployment.environment).where(
+                Deployment.prompt_id == prompt.id, Deployment.version_id == version.id
+            )
+        )
+    ).all()
+    if live:
+        raise GateRefused(
+            f"{lifecycle.label(prompt, version)} is still live in {', '.join(sorted(live))}",
+            hint="promote or roll back another version there first",
+        )
+    await lifecycle.transition(
+        session, deps, prompt, version, VersionStatus.ARCHIVED, Move.ARCHIVE, actor
+    )
+    return version.status

@@ -1,5 +1,10 @@
 """Delivers the outbox to Slack: one sender per channel, in order, 429s and 5xx retried,
-nothing lost while Slack is down, and promotion requests updated in place."""
+nothing lost while Slack is down, and promotion requests updated in place.
+
+A channel cannot be wedged: an error Slack will answer the same way again (a deleted message,
+an archived channel, a bad token …) is not retried, and a notification that still fails after
+``max_attempts`` tries is set aside as a dead letter (``promptship outbox list``) so the ones
+behind it go out."""
 
 from __future__ import annotations
 
@@ -7,20 +12,31 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
+from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import messages
+from bot.blocks.limits import escape
 from bot.blocks.messages import Message
 from promptship.services import Promptship
-from promptship.services.outbox import Delivery
+from promptship.services.outbox import UNDELIVERED_TOPIC, Delivery
 from promptship.services.views import RequestView, RollbackResult, RunView
 
 log = logging.getLogger("promptship.slack.dispatcher")
 
 MAX_BACKOFF = 300.0
+#: errors Slack answers with HTTP 200 that still mean "try again later"
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+#: an in-place edit Slack refuses for good: the new state goes in as a reply instead
+UNEDITABLE = frozenset({"cant_update_message", "edit_window_closed"})
+#: the message a thread hangs under is gone
+PARENT_GONE = frozenset({"message_not_found", "thread_not_found"})
 
 
 def render(delivery: Delivery) -> tuple[Message, bool]:
@@ -42,11 +58,27 @@ def render(delivery: Delivery) -> tuple[Message, bool]:
         return messages.drift_message(payload), False
     if topic == "deployment.rolled_back":
         return messages.rollback_message(RollbackResult.model_validate(payload["rollback"])), False
+    if topic == UNDELIVERED_TOPIC:
+        return undelivered_message(payload), False
     raise KeyError(topic)
+
+
+def undelivered_message(payload: dict[str, Any]) -> Message:
+    topic, error = escape(str(payload["topic"])), escape(str(payload["error"]))
+    return Message(
+        f":warning: A notification could not be delivered: {topic}, {error}. "
+        f"See `promptship outbox list` (id {int(payload['outbox_id'])})."
+    )
 
 
 def _error(exc: SlackApiError) -> str:
     return str(exc.response.get("error") if exc.response is not None else exc)
+
+
+def _transient(exc: SlackApiError) -> bool:
+    """Worth trying again: a 429, a 5xx, or an error that says Slack itself struggled."""
+    status = exc.response.status_code if exc.response is not None else 0
+    return status == 429 or status >= 500 or _error(exc) in TRANSIENT_ERRORS
 
 
 def _retry_after(error: SlackApiError, attempts: int) -> float:
@@ -61,6 +93,10 @@ def _retry_after(error: SlackApiError, attempts: int) -> float:
     return min(MAX_BACKOFF, 2.0 ** min(attempts, 8))
 
 
+class LeaseLost(Exception):
+    """Another worker took the channel: what this one fetched may already be sent."""
+
+
 class SlackDispatcher:
     def __init__(
         self,
@@ -69,30 +105,51 @@ class SlackDispatcher:
         worker: str,
         poll_interval: float = 0.5,
         on_error: Callable[[str], None] | None = None,
+        *,
+        max_attempts: int = 8,
+        lease_seconds: float = 30.0,
     ) -> None:
         self.core = core
         self.client = client
         self.worker = worker
         self.poll_interval = poll_interval
         self.on_error = on_error or (lambda error: None)
+        self.max_attempts = max(1, max_attempts)
+        self.lease = timedelta(seconds=lease_seconds)
 
     async def deliver_once(self) -> int:
         """Deliver what is due on every channel this worker can lease; returns messages sent."""
         sent = 0
         for channel in await self.core.outbox_channels():
-            if not await self.core.lease_outbox_channel(channel, self.worker):
+            leased_at = self.core.clock.now()  # before the lease is taken: errs on the short side
+            if not await self.core.lease_outbox_channel(
+                channel, self.worker, self.lease.total_seconds()
+            ):
                 continue  # another replica is delivering this channel
             try:
-                sent += await self._deliver_channel(channel)
+                sent += await self._deliver_channel(channel, leased_at)
+            except LeaseLost:
+                log.warning("lost the outbox lease of %s; another worker delivers it", channel)
             finally:
                 await self.core.release_outbox_channel(channel, self.worker)
         return sent
 
-    async def _deliver_channel(self, channel: str) -> int:
+    async def _hold_lease(self, channel: str, leased_at: datetime) -> datetime:
+        """Renew the lease once less than half of it is left; raise LeaseLost if it is gone."""
+        now = self.core.clock.now()
+        if now - leased_at < self.lease / 2:
+            return leased_at
+        if not await self.core.renew_outbox_channel(
+            channel, self.worker, self.lease.total_seconds()
+        ):
+            raise LeaseLost(channel)
+        return now
+
+    async def _deliver_channel(self, channel: str, leased_at: datetime) -> int:
         sent = 0
-        threads: dict[str, str] = {}  # parents posted in this batch, not in the fetched rows
+        threads: dict[str, str] = {}  # parents posted (or replaced) in this batch
         for delivery in await self.core.due_notifications(channel):
-            if delivery.thread_key in threads and not delivery.thread_message_id:
+            if delivery.thread_key in threads:
                 delivery = replace(delivery, thread_message_id=threads[delivery.thread_key])
             try:
                 message, in_place = render(delivery)
@@ -100,49 +157,103 @@ class SlackDispatcher:
                 log.info("outbox topic %s has no Slack rendering; skipped", delivery.topic)
                 await self.core.notification_sent(delivery, None, starts_thread=False)
                 continue
+            leased_at = await self._hold_lease(channel, leased_at)
+            transient = True
             try:
-                try:
-                    message_id, starts = await self._send(delivery, message, in_place)
-                except SlackApiError as exc:
-                    if _error(exc) not in ("invalid_blocks", "invalid_attachments"):
-                        raise
-                    # never drop a notification: fall back to its plain-text form
-                    log.error("slack refused the blocks of outbox %s: %s", delivery.id, exc)
-                    message_id, starts = await self._send(delivery, Message(message.text), in_place)
+                message_id, starts, replaces = await self._deliver(delivery, message, in_place)
             except SlackApiError as exc:
-                delay = _retry_after(exc, delivery.attempts)
-                error = _error(exc)
+                error, transient = _error(exc), _transient(exc)
                 self.on_error(error)
+                delay = _retry_after(exc, delivery.attempts)
+            except (TimeoutError, OSError, ClientError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                delay = min(MAX_BACKOFF, 2.0 ** min(delivery.attempts, 8))
+            else:
+                await self.core.notification_sent(
+                    delivery, message_id, starts_thread=starts, replaces_parent=replaces
+                )
+                if (starts or replaces) and delivery.thread_key and message_id:
+                    threads[delivery.thread_key] = message_id
+                sent += 1
+                continue
+            if transient and delivery.attempts + 1 < self.max_attempts:
                 log.warning(
                     "slack refused outbox %s (%s); retry in %.0fs", delivery.id, error, delay
                 )
                 await self.core.notification_failed(delivery, delay, error)
                 return sent  # keep the channel's order: nothing overtakes a waiting message
-            except (TimeoutError, OSError) as exc:
-                delay = min(MAX_BACKOFF, 2.0 ** min(delivery.attempts, 8))
-                await self.core.notification_failed(delivery, delay, f"{type(exc).__name__}: {exc}")
-                return sent
-            await self.core.notification_sent(delivery, message_id, starts_thread=starts)
-            if starts and delivery.thread_key and message_id:
-                threads[delivery.thread_key] = message_id
-            sent += 1
+            # set aside: trying again would fail the same way, and the rest must go out
+            log.error(
+                "outbox %s (%s) is a dead letter after %d tries: %s",
+                delivery.id,
+                delivery.topic,
+                delivery.attempts + 1,
+                error,
+            )
+            await self.core.notification_dead(delivery, error)
         return sent
 
-    async def _send(
+    async def _deliver(
         self, delivery: Delivery, message: Message, in_place: bool
-    ) -> tuple[str | None, bool]:
-        payload: dict[str, Any] = message.payload()
+    ) -> tuple[str | None, bool, bool]:
+        """Send one notification: (its message id, starts a thread, replaces the parent).
+
+        An edit Slack refuses for good becomes a reply in the thread; when the thread's
+        parent is gone, a new top-level message takes its place."""
         parent = delivery.thread_message_id
         if in_place and parent:
-            await self.client.chat_update(channel=delivery.channel, ts=parent, **payload)
-            return parent, False
+            try:
+                await self._call(delivery, message, update=parent)
+                return parent, False, False
+            except SlackApiError as exc:
+                error = _error(exc)
+                if error not in UNEDITABLE | PARENT_GONE:
+                    raise
+                self.on_error(error)
+                log.info("could not edit %s in place (%s); posting instead", parent, error)
+                if error in PARENT_GONE:
+                    return await self._call(delivery, message), False, True
         if parent:
-            response = await self.client.chat_postMessage(
-                channel=delivery.channel, thread_ts=parent, **payload
+            try:
+                return await self._call(delivery, message, thread=parent), False, False
+            except SlackApiError as exc:
+                if _error(exc) not in PARENT_GONE:
+                    raise
+                self.on_error(_error(exc))
+                # only a request message may stand in for a request thread's parent
+                return await self._call(delivery, message), False, in_place
+        return await self._call(delivery, message), True, False
+
+    async def _call(
+        self,
+        delivery: Delivery,
+        message: Message,
+        *,
+        update: str | None = None,
+        thread: str | None = None,
+    ) -> str:
+        """One chat.update (of ``update``) or chat.postMessage (under ``thread``); blocks
+        Slack refuses fall back to the plain-text form, so a notification is never lost."""
+        try:
+            return await self._api(delivery.channel, message.payload(), update, thread)
+        except SlackApiError as exc:
+            if _error(exc) not in ("invalid_blocks", "invalid_attachments"):
+                raise
+            log.error("slack refused the blocks of outbox %s: %s", delivery.id, exc)
+            return await self._api(
+                delivery.channel, Message(message.text).payload(), update, thread
             )
-            return str(response["ts"]), False
-        response = await self.client.chat_postMessage(channel=delivery.channel, **payload)
-        return str(response["ts"]), True
+
+    async def _api(
+        self, channel: str, payload: dict[str, Any], update: str | None, thread: str | None
+    ) -> str:
+        if update:
+            await self.client.chat_update(channel=channel, ts=update, **payload)
+            return update
+        if thread:
+            payload = {**payload, "thread_ts": thread}
+        response = await self.client.chat_postMessage(channel=channel, **payload)
+        return str(response["ts"])
 
     async def run_forever(self) -> None:
         while True:

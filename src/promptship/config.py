@@ -266,6 +266,9 @@ class Settings(BaseSettings):
     #: how long a claimed cycle stays with its replica without a renewal (seconds); a
     #: replica that dies mid-cycle is taken over after this
     claim_lease: float = Field(60.0, gt=0, alias="PROMPTSHIP_CLAIM_LEASE")
+    #: how many times a notification is tried before it is set aside as a dead letter
+    #: (errors Slack would answer the same way again set it aside at once)
+    outbox_max_attempts: int = Field(8, ge=1, le=100, alias="PROMPTSHIP_OUTBOX_MAX_ATTEMPTS")
 
     def policy(self) -> Policy:
         return load_policy(self.config)

@@ -1,7 +1,7 @@
 """Prometheus metrics at ``/metrics``.
 
 Two kinds. What happened in the store (promotions, approvals and how long they waited,
-validation runs and their durations and pass rates, soak divergence, the outbox backlog) is
+validation runs and their durations and pass rates, soak divergence, the outbox backlog and dead letters) is
 read from the database at scrape time, so every replica reports the same numbers: aggregate
 them with ``max``, not ``sum``. What happens in a process (Slack ack latency, Slack API
 errors) is counted in that process: aggregate with ``sum``.
@@ -113,4 +113,9 @@ class _StoreCollector:
             "promptship_outbox_backlog",
             "Notifications waiting for delivery.",
             value=s["outbox_backlog"],
+        )
+        yield GaugeMetricFamily(
+            "promptship_outbox_dead_letters",
+            "Notifications set aside after failing for good (promptship outbox list).",
+            value=s["outbox_dead_letters"],
         )

@@ -67,6 +67,7 @@ def create_app(
             client,
             worker=worker_id(),
             on_error=lambda error: metrics.slack_errors.labels(error=error).inc(),
+            max_attempts=settings.outbox_max_attempts,
         )
         background.append(dispatcher.run_forever)
 

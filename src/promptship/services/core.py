@@ -387,6 +387,12 @@ class Promptship:
                 session, self.clock, channel, worker, timedelta(seconds=seconds)
             )
 
+    async def renew_outbox_channel(self, channel: str, worker: str, seconds: float = 30.0) -> bool:
+        async with self.db.transaction() as session:
+            return await outbox.renew_channel(
+                session, self.clock, channel, worker, timedelta(seconds=seconds)
+            )
+
     async def release_outbox_channel(self, channel: str, worker: str) -> None:
         async with self.db.transaction() as session:
             await outbox.release_channel(session, channel, worker)
@@ -396,10 +402,17 @@ class Promptship:
             return await outbox.due(session, self.clock, channel, limit)
 
     async def notification_sent(
-        self, delivery: outbox.Delivery, message_id: str | None, *, starts_thread: bool
+        self,
+        delivery: outbox.Delivery,
+        message_id: str | None,
+        *,
+        starts_thread: bool,
+        replaces_parent: bool = False,
     ) -> None:
         async with self.db.transaction() as session:
-            await outbox.mark_sent(session, self.clock, delivery, message_id, starts_thread)
+            await outbox.mark_sent(
+                session, self.clock, delivery, message_id, starts_thread, replaces_parent
+            )
 
     async def notification_failed(
         self, delivery: outbox.Delivery, retry_in: float, error: str
@@ -409,9 +422,29 @@ class Promptship:
                 session, self.clock, delivery, timedelta(seconds=retry_in), error
             )
 
+    async def notification_dead(self, delivery: outbox.Delivery, error: str) -> bool:
+        """Set a notification aside (a dead letter) and alert its channel."""
+        async with self.db.transaction() as session:
+            return await outbox.mark_dead(session, self.clock, delivery, error)
+
     async def outbox_backlog(self) -> int:
         async with self.db.reader() as session:
             return await outbox.backlog(session)
+
+    async def outbox_dead_letters(self) -> list[outbox.DeadLetter]:
+        async with self.db.reader() as session:
+            return await outbox.dead_letters(session)
+
+    async def retry_dead_letters(
+        self, ids: list[int] | None, actor: str
+    ) -> list[outbox.DeadLetter]:
+        """Put dead letters back in line (``None``: all of them)."""
+        async with self.db.transaction() as session:
+            return await outbox.retry_dead(session, self.clock, ids, _user(actor))
+
+    async def drop_dead_letter(self, id: int, actor: str) -> outbox.DeadLetter:
+        async with self.db.transaction() as session:
+            return await outbox.drop_dead(session, self.clock, id, _user(actor))
 
     # -- questions -------------------------------------------------------------------------
 

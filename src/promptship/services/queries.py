@@ -309,7 +309,7 @@ async def deployment_revisions(session: AsyncSession) -> dict[tuple[str, str], i
 
 async def metrics_snapshot(session: AsyncSession) -> dict[str, Any]:
     """Counts the metrics endpoint derives from the store: the same on every replica."""
-    from promptship.store.models import Approval, OutboxMessage, ValidationRun
+    from promptship.store.models import Approval, OutboxDeadLetter, OutboxMessage, ValidationRun
 
     promotions = (
         await session.execute(
@@ -357,6 +357,7 @@ async def metrics_snapshot(session: AsyncSession) -> dict[str, Any]:
     backlog = await session.scalar(
         select(func.count()).select_from(OutboxMessage).where(OutboxMessage.state == "pending")
     )
+    dead_letters = await session.scalar(select(func.count()).select_from(OutboxDeadLetter))
     return {
         "promotions": [(env, kind, int(n)) for env, kind, n in promotions],
         "approval_waits": [(a - r).total_seconds() for a, r in waits],
@@ -364,4 +365,5 @@ async def metrics_snapshot(session: AsyncSession) -> dict[str, Any]:
         "pass_rates": [(n, v, float(rate or 0.0)) for n, v, rate in latest],
         "soak_divergence": [(n, v, k, float(d or 0.0)) for n, v, k, d in soaks],
         "outbox_backlog": int(backlog or 0),
+        "outbox_dead_letters": int(dead_letters or 0),
     }

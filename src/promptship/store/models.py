@@ -352,6 +352,22 @@ class JobClaim(Base):
 # -- outbox dead letters (migration 0005) -------------------------------------------------
 
 
+class OutboxDeadLetter(Base):
+    """A notification set aside after a permanent Slack error or too many failed tries; its
+    outbox row is ``dead`` until an operator retries (back to ``pending``) or drops it."""
+
+    __tablename__ = "outbox_dead_letters"
+
+    outbox_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_outbox.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text)
+    dead_at: Mapped[datetime]
+
+
 # -- identities and tokens (migration 0006) -----------------------------------------------
 
 

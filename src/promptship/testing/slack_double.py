@@ -3,6 +3,9 @@
 It checks the bot token, enforces SLACK.md's Block Kit limits (answering
 ``{"ok": false, "error": "invalid_blocks"}`` like Slack), records every call, serves
 ``response_url`` posts (at most 5 per URL), and injects 429 (with ``Retry-After``) or 500.
+It remembers the messages it posted: ``chat.update`` of a deleted or unknown message answers
+``message_not_found``, a reply under a deleted parent ``thread_not_found``, and an archived
+channel ``is_archived``; ``refuse`` makes a method answer any named error N times or forever.
 Point the bot at it with ``SLACK_API_URL=double.api_url``.
 
     with SlackDouble(token="xoxb-test") as slack:
@@ -176,6 +179,11 @@ class SlackDouble:
         self.refused: list[tuple[str, list[str]]] = []
         self._responses: dict[str, list[dict[str, Any]]] = {}
         self._failures: list[tuple[str | None, int, float | None]] = []
+        #: [method, error, calls left (None: forever)]
+        self._refusals: list[list[Any]] = []
+        self._messages: set[tuple[str, str]] = set()  # (channel, ts) posted and not deleted
+        self._deleted: set[tuple[str, str]] = set()
+        self._archived: set[str] = set()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._server: uvicorn.Server | None = None
@@ -207,6 +215,28 @@ class SlackDouble:
         with self._lock:
             self._failures.extend([(method, status, retry_after)] * count)
 
+    def refuse(self, method: str, error: str, times: int | None = 1) -> None:
+        """The next ``times`` calls of ``method`` (``None``: every call from now on) answer
+        ``{"ok": false, "error": error}`` with HTTP 200, as Slack answers a permanent error."""
+        with self._lock:
+            self._refusals.append([method, error, times])
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Someone deleted a message: updating it answers ``message_not_found``."""
+        with self._lock:
+            self._messages.discard((channel, ts))
+            self._deleted.add((channel, ts))
+
+    def archive_channel(self, channel: str) -> None:
+        """The channel was archived: posting or updating in it answers ``is_archived``."""
+        with self._lock:
+            self._archived.add(channel)
+
+    def messages_in(self, channel: str) -> list[str]:
+        """The ``ts`` of every message in ``channel`` that is still there, oldest first."""
+        with self._lock:
+            return sorted(ts for c, ts in self._messages if c == channel)
+
     @property
     def pending_failures(self) -> int:
         """Injected failures not yet served."""
@@ -230,6 +260,7 @@ class SlackDouble:
             self._calls.clear()
             self._responses.clear()
             self._failures.clear()
+            self._refusals.clear()
 
     # -- the API -----------------------------------------------------------------------
 
@@ -239,6 +270,18 @@ class SlackDouble:
                 if only is None or only == method:
                     del self._failures[i]
                     return status, retry_after
+        return None
+
+    def _take_refusal(self, method: str) -> str | None:
+        with self._lock:
+            for refusal in self._refusals:
+                only, error, left = refusal
+                if only == method:
+                    if left is not None:
+                        refusal[2] = left - 1
+                        if left <= 1:
+                            self._refusals.remove(refusal)
+                    return str(error)
         return None
 
     async def _api(self, request: Request) -> Response:
@@ -271,6 +314,9 @@ class SlackDouble:
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"})
+        refused = self._take_refusal(method)
+        if refused is not None:
+            return JSONResponse({"ok": False, "error": refused})
         result = handler(args)
         if result.get("error") in ("invalid_blocks", "msg_too_long", "no_text"):
             with self._lock:
@@ -293,12 +339,19 @@ class SlackDouble:
                 "team_id": "T0001", "user_id": "U0BOT", "bot_id": "B0001"}  # fmt: skip
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
-        if not args.get("channel"):
+        channel = args.get("channel")
+        if not channel:
             return {"ok": False, "error": "channel_not_found"}
         problem = self._message_problems(args)
         if problem:
             return problem
-        ts = f"{1700000000 + next(self._ts)}.000100"
+        with self._lock:
+            if channel in self._archived:
+                return {"ok": False, "error": "is_archived"}
+            if args.get("thread_ts") and (channel, args["thread_ts"]) in self._deleted:
+                return {"ok": False, "error": "thread_not_found"}
+            ts = f"{1700000000 + next(self._ts)}.000100"
+            self._messages.add((channel, ts))
         return {
             "ok": True,
             "channel": args["channel"],
@@ -312,7 +365,19 @@ class SlackDouble:
         problem = self._message_problems(args)
         if problem:
             return problem
+        with self._lock:
+            if args["channel"] in self._archived:
+                return {"ok": False, "error": "is_archived"}
+            if (args["channel"], args["ts"]) not in self._messages:
+                return {"ok": False, "error": "message_not_found"}
         return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
+
+    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = (args.get("channel", ""), args.get("ts", ""))
+        if key not in self._messages:
+            return {"ok": False, "error": "message_not_found"}
+        self.delete_message(*key)
+        return {"ok": True, "channel": key[0], "ts": key[1]}
 
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         problem = self._message_problems(args)

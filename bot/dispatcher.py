@@ -93,10 +93,6 @@ def _retry_after(error: SlackApiError, attempts: int) -> float:
     return min(MAX_BACKOFF, 2.0 ** min(attempts, 8))
 
 
-class LeaseLost(Exception):
-    """Another worker took the channel: what this one fetched may already be sent."""
-
-
 class SlackDispatcher:
     def __init__(
         self,
@@ -128,21 +124,21 @@ class SlackDispatcher:
                 continue  # another replica is delivering this channel
             try:
                 sent += await self._deliver_channel(channel, leased_at)
-            except LeaseLost:
-                log.warning("lost the outbox lease of %s; another worker delivers it", channel)
             finally:
                 await self.core.release_outbox_channel(channel, self.worker)
         return sent
 
-    async def _hold_lease(self, channel: str, leased_at: datetime) -> datetime:
-        """Renew the lease once less than half of it is left; raise LeaseLost if it is gone."""
+    async def _hold_lease(self, channel: str, leased_at: datetime) -> datetime | None:
+        """Renew the lease once less than half of it is left; None if another worker has
+        taken the channel (what this one fetched may already be sent)."""
         now = self.core.clock.now()
         if now - leased_at < self.lease / 2:
             return leased_at
         if not await self.core.renew_outbox_channel(
             channel, self.worker, self.lease.total_seconds()
         ):
-            raise LeaseLost(channel)
+            log.warning("lost the outbox lease of %s; another worker delivers it", channel)
+            return None
         return now
 
     async def _deliver_channel(self, channel: str, leased_at: datetime) -> int:
@@ -157,7 +153,10 @@ class SlackDispatcher:
                 log.info("outbox topic %s has no Slack rendering; skipped", delivery.topic)
                 await self.core.notification_sent(delivery, None, starts_thread=False)
                 continue
-            leased_at = await self._hold_lease(channel, leased_at)
+            held = await self._hold_lease(channel, leased_at)
+            if held is None:
+                return sent
+            leased_at = held
             transient = True
             try:
                 message_id, starts, replaces = await self._deliver(delivery, message, in_place)

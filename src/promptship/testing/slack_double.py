@@ -181,7 +181,8 @@ class SlackDouble:
         self._failures: list[tuple[str | None, int, float | None]] = []
         #: [method, error, calls left (None: forever)]
         self._refusals: list[list[Any]] = []
-        self._messages: set[tuple[str, str]] = set()  # (channel, ts) posted and not deleted
+        #: text of each message posted and not deleted, by (channel, ts)
+        self._messages: dict[tuple[str, str], str] = {}
         self._deleted: set[tuple[str, str]] = set()
         self._archived: set[str] = set()
         self._lock = threading.Lock()
@@ -224,7 +225,7 @@ class SlackDouble:
     def delete_message(self, channel: str, ts: str) -> None:
         """Someone deleted a message: updating it answers ``message_not_found``."""
         with self._lock:
-            self._messages.discard((channel, ts))
+            self._messages.pop((channel, ts), None)
             self._deleted.add((channel, ts))
 
     def archive_channel(self, channel: str) -> None:
@@ -232,10 +233,11 @@ class SlackDouble:
         with self._lock:
             self._archived.add(channel)
 
-    def messages_in(self, channel: str) -> list[str]:
-        """The ``ts`` of every message in ``channel`` that is still there, oldest first."""
+    def messages_in(self, channel: str) -> dict[str, str]:
+        """The text of every message still in ``channel`` as last posted or updated, by
+        ``ts`` (oldest first)."""
         with self._lock:
-            return sorted(ts for c, ts in self._messages if c == channel)
+            return {ts: text for (c, ts), text in sorted(self._messages.items()) if c == channel}
 
     @property
     def pending_failures(self) -> int:
@@ -351,7 +353,7 @@ class SlackDouble:
             if args.get("thread_ts") and (channel, args["thread_ts"]) in self._deleted:
                 return {"ok": False, "error": "thread_not_found"}
             ts = f"{1700000000 + next(self._ts)}.000100"
-            self._messages.add((channel, ts))
+            self._messages[(channel, ts)] = str(args.get("text") or "")
         return {
             "ok": True,
             "channel": args["channel"],
@@ -370,6 +372,7 @@ class SlackDouble:
                 return {"ok": False, "error": "is_archived"}
             if (args["channel"], args["ts"]) not in self._messages:
                 return {"ok": False, "error": "message_not_found"}
+            self._messages[(args["channel"], args["ts"])] = str(args.get("text") or "")
         return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
 
     def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ class HookedClient(AsyncWebClient):
 
     before_post: Callable[[], Any] | None = None
 
-    async def chat_postMessage(self, **kwargs: Any) -> Any:  # type: ignore[override]  # noqa: N802
+    async def chat_postMessage(self, **kwargs: Any) -> Any:  # type: ignore[override]
         if self.before_post is not None:
             await self.before_post()
         return await super().chat_postMessage(**kwargs)

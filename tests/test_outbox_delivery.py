@@ -5,19 +5,26 @@ holds the line, and a long batch keeps its channel lease."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
+from typer.testing import CliRunner
 
 from bot.dispatcher import SlackDispatcher
+from promptship.cli import app
+from promptship.cli.common import state
 from promptship.clock import ManualClock
+from promptship.errors import NotFound
 from promptship.services import Promptship
 from promptship.services.outbox import UNDELIVERED_TOPIC
+from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
-from tests.conftest import make_policy
+from tests.conftest import TEST_POLICY, make_policy
 from tests.helpers import push, to_production, to_staging
 
 TOKEN = "xoxb-outbox-test"
@@ -294,3 +301,95 @@ async def test_a_rollback_alert_gets_through_while_an_earlier_update_keeps_faili
         clock.advance(300)
     assert rolled_back(), "the rollback alert must not wait behind a failing update"
     assert await core.outbox_backlog() <= 1  # at most the dead-letter alert, due next
+
+
+async def dead_letters_in(core: Promptship, client: AsyncWebClient, slack: SlackDouble) -> None:
+    """Staging notifications, all refused for good: the channel was archived."""
+    await push(core)
+    await to_staging(core)
+    slack.archive_channel(CHANNEL)
+    await dispatcher(core, client).deliver_once()
+    await dispatcher(core, client).deliver_once()  # the alerts about them, refused too
+
+
+async def test_dead_letters_are_retried_in_line_or_dropped_with_an_audit_event(
+    core: Promptship, slack: SlackDouble, client: AsyncWebClient
+) -> None:
+    await dead_letters_in(core, client, slack)
+    first, *rest = await core.outbox_dead_letters()
+    assert rest  # more than one set aside
+    with pytest.raises(NotFound, match="no dead letter with id 999"):
+        await core.retry_dead_letters([999], "U03")
+    assert [d.id for d in await core.retry_dead_letters([first.id], "U03")] == [first.id]
+    assert await pending_ids(core) == [first.id]  # back in line, first of its channel
+    assert first.id not in [d.id for d in await core.outbox_dead_letters()]
+    dropped = await core.drop_dead_letter(rest[0].id, "U03")
+    with pytest.raises(NotFound):
+        await core.drop_dead_letter(rest[0].id, "U03")
+    event = (await core.recent_events(1))[0]
+    assert event.action == "outbox.dropped" and event.actor == "U03"
+    assert event.details["topic"] == dropped.topic and event.details["error"] == "is_archived"
+    assert (await core.verify_audit()).ok
+    slack.reset()
+    retried = await core.retry_dead_letters(None, "U03")
+    assert [d.id for d in retried] == [d.id for d in rest[1:]]
+    assert await core.outbox_dead_letters() == []
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    policy = tmp_path / "promptship.yaml"
+    policy.write_text(TEST_POLICY)
+    monkeypatch.setenv("PROMPTSHIP_DATABASE_URL", url)
+    monkeypatch.setenv("PROMPTSHIP_CONFIG", str(policy))
+    monkeypatch.delenv("PROMPTSHIP_USER", raising=False)
+    state.settings = None
+    yield url
+    state.settings = None
+    state.actor = None
+    state.as_json = False
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_outbox_list_retry_and_drop_from_the_command_line(cli_env: str, slack: SlackDouble) -> None:
+    async def setup() -> None:
+        db = Database(cli_env)
+        try:
+            await db.upgrade()
+            core = Promptship(db, make_policy(), ManualClock())
+            await dead_letters_in(core, HookedClient(token=TOKEN, base_url=slack.api_url), slack)
+        finally:
+            await db.dispose()
+
+    asyncio.run(setup())
+    code, out, _ = cli("outbox", "list", "--json")
+    assert code == 0
+    letters = json.loads(out)
+    assert len(letters) >= 4 and {d["channel"] for d in letters} == {CHANNEL}
+    assert set(letters[0]) == {"id", "topic", "channel", "attempts", "error", "dead_at"}
+    assert all(d["error"] == "is_archived" and d["attempts"] == 1 for d in letters)
+    code, out, _ = cli("outbox", "list")
+    assert code == 0 and "is_archived" in out and letters[0]["topic"] in out
+
+    code, _, err = cli("outbox", "retry")
+    assert code == 2 and "ID or --all" in err
+    code, _, err = cli("outbox", "retry", str(letters[0]["id"]))
+    assert code == 2 and "who is acting" in err
+    code, out, _ = cli("--as", "U03", "outbox", "retry", str(letters[0]["id"]), "--json")
+    assert code == 0 and [d["id"] for d in json.loads(out)] == [letters[0]["id"]]
+    code, _, err = cli("--as", "U03", "outbox", "drop", "999999")
+    assert code == 2 and "no dead letter with id 999999" in err
+    code, out, _ = cli("--as", "U03", "outbox", "drop", str(letters[1]["id"]))
+    assert code == 0 and "dropped" in out
+    code, out, _ = cli("audit", "export")
+    dropped = [json.loads(line) for line in out.splitlines() if "outbox.dropped" in line]
+    assert len(dropped) == 1 and dropped[0]["actor"] == "U03"
+    code, out, _ = cli("--as", "U03", "outbox", "retry", "--all", "--json")
+    assert code == 0 and len(json.loads(out)) == len(letters) - 2
+    code, out, _ = cli("outbox", "list", "--json")
+    assert json.loads(out) == []

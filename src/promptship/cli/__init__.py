@@ -13,6 +13,7 @@ from promptship.cli import (  # noqa: F401
     audit,
     db,
     deployments,
+    outbox,
     promotions,
     prompts,
     serve,

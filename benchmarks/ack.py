@@ -31,6 +31,7 @@ from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.serve import DoubleProcess, ServeProcess
+from tests.helpers import slack
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, sign
 
 POLICY = parse_policy("channel: C0BENCH\nroles: {approvers: [U01, U02]}\n")
@@ -117,8 +118,8 @@ async def queue_run(db_url: str, cases: int) -> int:
     )
     db = Database(db_url)
     core = Promptship(db, POLICY)
-    await core.push(spec, "U09")
-    run = await core.queue_validation_run("bench", "1.0.0", "U01")
+    await core.push(spec, slack("U09"))
+    run = await core.queue_validation_run("bench", "1.0.0", slack("U01"))
     await db.dispose()
     return run.id
 

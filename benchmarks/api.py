@@ -39,7 +39,7 @@ from promptship.store.db import Database
 from promptship.testing.serve import ServeProcess
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import prompt_yaml
-from tests.helpers import case_results
+from tests.helpers import case_results, slack
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, sign
 
 POLICY = "channel: C0BENCH\nroles: {approvers: [U01, U02], oncall: [U03]}\n" + (
@@ -83,13 +83,13 @@ async def prepare(db_url: str) -> None:
     core = Promptship(db, parse_policy(POLICY))
     for version in ("1.0.0", "1.1.0"):
         await core.push(
-            parse_prompt(prompt_yaml(NAME, version, system_prompt=f"v{version}")), "U09"
+            parse_prompt(prompt_yaml(NAME, version, system_prompt=f"v{version}")), slack("U09")
         )
-        await core.record_validation_run(NAME, version, case_results(10), "U04")
-        await core.request_promotion(NAME, version, "staging", "U04")
-        request = await core.request_promotion(NAME, version, "production", "U04")
-        await core.approve(request.id, "U01")
-        await core.approve(request.id, "U02")
+        await core.record_validation_run(NAME, version, case_results(10), slack("U04"))
+        await core.request_promotion(NAME, version, "staging", slack("U04"))
+        request = await core.request_promotion(NAME, version, "production", slack("U04"))
+        await core.approve(request.id, slack("U01"))
+        await core.approve(request.id, slack("U02"))
     await db.dispose()
 
 

@@ -30,6 +30,7 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.serve import ServeProcess
 from tests.conftest import prompt_yaml
+from tests.helpers import slack
 
 POLICY = """
 environments:
@@ -56,13 +57,13 @@ async def one_round(url: str, env: dict[str, str], workdir: Path, n: int) -> tup
     db = Database(url)
     core = Promptship(db, parse_policy(POLICY))
     name = f"takeover-{n}"
-    await core.push(parse_prompt(prompt_yaml(name, "1.0.0")), "U09")
+    await core.push(parse_prompt(prompt_yaml(name, "1.0.0")), slack("U09"))
     servers = [ServeProcess(env, workdir / f"serve-{n}-{i}.log") for i in range(2)]
     try:
         await core.record_validation_run(
-            name, "1.0.0", [{"input": "q", "type": "contains", "passed": True}], "U04"
+            name, "1.0.0", [{"input": "q", "type": "contains", "passed": True}], slack("U04")
         )
-        await core.request_promotion(name, "1.0.0", "staging", "U04")
+        await core.request_promotion(name, "1.0.0", "staging", slack("U04"))
         soak_id = await core.staging_soak_id(name, "1.0.0")
         assert soak_id is not None
         while not (cycles := await core.soak_cycles(soak_id)):  # noqa: ASYNC110 - polls the store

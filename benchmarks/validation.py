@@ -36,6 +36,7 @@ from promptship.testing.serve import DoubleProcess
 from promptship.validation.providers import make_provider
 from promptship.validation.runner import RunnerSettings, SuiteRunner
 from promptship.validation.scoring import Scorer, default_model_path
+from tests.helpers import slack
 
 
 @contextmanager
@@ -64,13 +65,14 @@ async def runner_benchmark(cases: int, latency: float, concurrency: int, sequent
             "system_prompt": "Echo.",
             "tests": suite,
         }
-        await core.push(parse_prompt(yaml.safe_dump(spec)), "U09")
+        await core.push(parse_prompt(yaml.safe_dump(spec)), slack("U09"))
         warm = {**spec, "name": "warm-up", "tests": suite[:concurrency]}
-        await core.push(parse_prompt(yaml.safe_dump(warm)), "U09")
+        await core.push(parse_prompt(yaml.safe_dump(warm)), slack("U09"))
         runner = SuiteRunner(core, settings=RunnerSettings(concurrency=concurrency, timeout=30))
-        await runner.execute(await runner.start("warm-up", "1.0.0", "U01"))  # imports, connections
+        warm_up = await runner.start("warm-up", "1.0.0", slack("U01"))
+        await runner.execute(warm_up)  # imports, connections
         started = time.perf_counter()
-        run = await runner.execute(await runner.start("bench", "1.0.0", "U01"))
+        run = await runner.execute(await runner.start("bench", "1.0.0", slack("U01")))
         wall = time.perf_counter() - started
         assert run.passed == cases, run
         ideal = cases * latency / concurrency

@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import messages
 from bot.listeners import actions, commands, events, views
 from promptship.config import Settings
+from promptship.domain.identity import Actor, Via
 from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 
@@ -76,7 +77,9 @@ def build_app(settings: Settings, core: Promptship, client: AsyncWebClient) -> A
     @app.middleware
     async def inject(context: Any, body: dict[str, Any], next: Any) -> Any:
         context["core"] = core
-        context["actor"] = context.get("user_id") or (body.get("user") or {}).get("id")
+        # who acts is the user Slack signed the request for, never a field of the payload
+        user = context.get("user_id") or (body.get("user") or {}).get("id")
+        context["actor"] = Actor(user, Via.SLACK) if user else None
         return await next()
 
     @app.error

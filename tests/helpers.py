@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from promptship.domain.identity import Actor, Via
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
 from promptship.services.views import RequestView
@@ -13,10 +14,25 @@ AUTHOR = "U09"  # writes prompts; holds no role
 REQUESTER = "U04"  # asks for promotions; holds no role
 
 
+def slack(user_id: str) -> Actor:
+    """A person as Slack vouches for them."""
+    return Actor(user_id, Via.SLACK)
+
+
+def local(user_id: str) -> Actor:
+    """A person as the local CLI knows them: self-declared."""
+    return Actor(user_id, Via.LOCAL)
+
+
+def service(name: str) -> Actor:
+    """A service (CI) acting with its own token."""
+    return Actor(name, Via.TOKEN, service=True)
+
+
 async def push(
     core: Promptship, name: str = "customer-support", version: str = "1.0.0", **kw: Any
 ) -> None:
-    await core.push(parse_prompt(prompt_yaml(name, version, **kw)), AUTHOR)
+    await core.push(parse_prompt(prompt_yaml(name, version, **kw)), slack(AUTHOR))
 
 
 def case_results(passed: int, failed: int = 0, errored: int = 0) -> list[dict[str, Any]]:
@@ -33,14 +49,14 @@ def case_results(passed: int, failed: int = 0, errored: int = 0) -> list[dict[st
 async def pass_tests(
     core: Promptship, name: str, version: str, passed: int = 10, failed: int = 0
 ) -> None:
-    await core.record_validation_run(name, version, case_results(passed, failed), REQUESTER)
+    await core.record_validation_run(name, version, case_results(passed, failed), slack(REQUESTER))
 
 
 async def to_staging(
     core: Promptship, name: str = "customer-support", version: str = "1.0.0"
 ) -> RequestView:
     await pass_tests(core, name, version)
-    request = await core.request_promotion(name, version, "staging", REQUESTER)
+    request = await core.request_promotion(name, version, "staging", slack(REQUESTER))
     assert request.state == "promoted", request
     return request
 
@@ -49,9 +65,9 @@ async def to_production(
     core: Promptship, name: str = "customer-support", version: str = "1.0.0"
 ) -> RequestView:
     await to_staging(core, name, version)
-    request = await core.request_promotion(name, version, "production", REQUESTER)
-    await core.approve(request.id, "U01")
-    outcome = await core.approve(request.id, "U02")
+    request = await core.request_promotion(name, version, "production", slack(REQUESTER))
+    await core.approve(request.id, slack("U01"))
+    outcome = await core.approve(request.id, slack("U02"))
     assert outcome.request.state == "promoted", outcome
     return outcome.request
 

@@ -22,7 +22,7 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.serve import ServerThread
 from tests.conftest import make_policy, prompt_yaml
-from tests.helpers import REQUESTER, case_results
+from tests.helpers import REQUESTER, case_results, slack
 
 NAME = "customer-support"
 TOKENS = "read:app-token,write:ci-token,admin:root-token"
@@ -54,11 +54,11 @@ class Api:
 
     def to_production(self, version: str) -> None:
         async def go(core: Promptship) -> None:
-            await core.record_validation_run(NAME, version, case_results(10), REQUESTER)
-            await core.request_promotion(NAME, version, "staging", REQUESTER)
-            request = await core.request_promotion(NAME, version, "production", REQUESTER)
-            await core.approve(request.id, "U01")
-            await core.approve(request.id, "U02")
+            await core.record_validation_run(NAME, version, case_results(10), slack(REQUESTER))
+            await core.request_promotion(NAME, version, "staging", slack(REQUESTER))
+            request = await core.request_promotion(NAME, version, "production", slack(REQUESTER))
+            await core.approve(request.id, slack("U01"))
+            await core.approve(request.id, slack("U02"))
 
         self.core(go)
 
@@ -131,7 +131,7 @@ def test_reads_and_promotion_requests(api: Api) -> None:
     assert len(history["events"]) == 1 and history["next_before"]
     missing = api.http.get("/v1/prompts/nope", headers=READ)
     assert missing.status_code == 404 and "no prompt named 'nope'" in missing.json()["detail"]
-    api.core(lambda c: c.record_validation_run(NAME, "1.0.0", case_results(10), REQUESTER))
+    api.core(lambda c: c.record_validation_run(NAME, "1.0.0", case_results(10), slack(REQUESTER)))
     request = api.http.post(
         f"/v1/prompts/{NAME}/promotions",
         json={"version": "1.0.0", "environment": "staging", "requester": "U04"},
@@ -189,7 +189,9 @@ def test_a_long_poll_wakes_on_promotion_and_on_rollback(api: Api) -> None:
         waiting = loop.run_in_executor(None, poll, response.headers["etag"])
         await asyncio.sleep(0.5)
         changed_at = time.monotonic()
-        await loop.run_in_executor(None, api.core, lambda c: c.rollback(NAME, "production", "U03"))
+        await loop.run_in_executor(
+            None, api.core, lambda c: c.rollback(NAME, "production", slack("U03"))
+        )
         rolled, _ = await waiting
         assert rolled.status_code == 200 and rolled.json()["version"] == "1.0.0"
         assert time.monotonic() - changed_at < 2.0
@@ -272,7 +274,7 @@ def test_the_client_follows_promotions_and_rollbacks_without_a_ttl(api: Api) -> 
         api.to_production("1.1.0")
         took = wait_until(lambda: client.get(NAME, "production").version == "1.1.0")
         assert took < 2.0
-        api.core(lambda c: c.rollback(NAME, "production", "U03"))
+        api.core(lambda c: c.rollback(NAME, "production", slack("U03")))
         took = wait_until(lambda: client.get_system_prompt(NAME, "production").startswith("You"))
         assert took < 2.0 and client.get(NAME, "production").version == "1.0.0"
 

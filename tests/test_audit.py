@@ -11,7 +11,7 @@ import json
 from sqlalchemy import text
 
 from promptship.services import Promptship
-from tests.helpers import push, to_production, to_staging
+from tests.helpers import push, slack, to_production, to_staging
 
 
 async def build_history(core: Promptship) -> int:
@@ -19,7 +19,7 @@ async def build_history(core: Promptship) -> int:
     await to_production(core)
     await push(core, version="1.1.0", system_prompt="Be brief.")
     await to_staging(core, version="1.1.0")
-    await core.rollback("customer-support", "staging", "U03")
+    await core.rollback("customer-support", "staging", slack("U03"))
     verification = await core.verify_audit()
     assert verification.ok, verification.problems
     return verification.checked

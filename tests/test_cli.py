@@ -18,7 +18,7 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.model_double import ModelDouble
 from tests.conftest import TEST_POLICY, make_policy, prompt_yaml
-from tests.helpers import case_results
+from tests.helpers import case_results, slack
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "prompts"
 
@@ -102,7 +102,7 @@ def test_full_promotion_by_cli_with_json(env: Path) -> None:
     run("--as", "U09", "push", str(EXAMPLES))
 
     async def tested(core: Promptship) -> None:
-        await core.record_validation_run("customer-support", "2.1.0", case_results(5), "U04")
+        await core.record_validation_run("customer-support", "2.1.0", case_results(5), slack("U04"))
 
     core_call(env, tested)
     code, out, _ = run("--json", "--as", "U04", "promote", "customer-support", "2.1.0", "staging")

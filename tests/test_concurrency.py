@@ -19,7 +19,7 @@ from promptship.services import Promptship
 from promptship.services.views import RequestView
 from promptship.store.db import Database
 from promptship.store.models import Approval, DeploymentHistory, OutboxMessage
-from tests.helpers import REQUESTER, push, to_staging
+from tests.helpers import REQUESTER, push, slack, to_staging
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def count(core: Promptship, model: type, *where: object) -> int:
 async def production_request(core: Promptship) -> RequestView:
     await push(core)
     await to_staging(core)
-    return await core.request_promotion("customer-support", "1.0.0", "production", REQUESTER)
+    return await core.request_promotion("customer-support", "1.0.0", "production", slack(REQUESTER))
 
 
 async def test_two_approvals_at_the_same_instant_promote_exactly_once(
@@ -56,11 +56,13 @@ async def test_two_approvals_at_the_same_instant_promote_exactly_once(
         version = f"1.{i}.0"
         await push(one, version=version, system_prompt=f"You are support agent {i}.")
         await to_staging(one, version=version)
-        request = await one.request_promotion("customer-support", version, "production", REQUESTER)
+        request = await one.request_promotion(
+            "customer-support", version, "production", slack(REQUESTER)
+        )
         assert request.state == "open"
 
         first, second = await asyncio.gather(
-            one.approve(request.id, "U01"), two.approve(request.id, "U02")
+            one.approve(request.id, slack("U01")), two.approve(request.id, slack("U02"))
         )
 
         assert first.recorded and second.recorded
@@ -93,7 +95,7 @@ async def test_fifty_identical_approvals_by_one_person_count_once(
     request = await production_request(one)
 
     outcomes = await asyncio.gather(
-        *((one if i % 2 else two).approve(request.id, "U01") for i in range(50)),
+        *((one if i % 2 else two).approve(request.id, slack("U01")) for i in range(50)),
         return_exceptions=True,
     )
 
@@ -106,7 +108,7 @@ async def test_fifty_identical_approvals_by_one_person_count_once(
     assert (await audit_actions(one))["request.approved"] == 1
     assert (await one.verify_audit()).ok
 
-    done = await two.approve(request.id, "U02")
+    done = await two.approve(request.id, slack("U02"))
     assert done.request.state == "promoted"
 
 
@@ -115,11 +117,11 @@ async def test_approve_and_reject_racing_close_the_request_one_way(
 ) -> None:
     one, two = replicas
     request = await production_request(one)
-    await one.approve(request.id, "U01")
+    await one.approve(request.id, slack("U01"))
 
     results = await asyncio.gather(
-        one.approve(request.id, "U02"),
-        two.reject(request.id, "U06", "the tone is off"),
+        one.approve(request.id, slack("U02")),
+        two.reject(request.id, slack("U06"), "the tone is off"),
         return_exceptions=True,
     )
 
@@ -152,13 +154,15 @@ async def test_concurrent_rollbacks_move_the_pointer_once_each(
     for i, version in enumerate(("1.0.0", "1.1.0", "1.2.0")):
         await push(one, version=version, system_prompt=f"Agent {i}.")
         await to_staging(one, version=version)
-        request = await one.request_promotion("customer-support", version, "production", REQUESTER)
-        await one.approve(request.id, "U01")
-        await one.approve(request.id, "U02")
+        request = await one.request_promotion(
+            "customer-support", version, "production", slack(REQUESTER)
+        )
+        await one.approve(request.id, slack("U01"))
+        await one.approve(request.id, slack("U02"))
 
     results = await asyncio.gather(
-        one.rollback("customer-support", "production", "U03"),
-        two.rollback("customer-support", "production", "U01"),
+        one.rollback("customer-support", "production", slack("U03")),
+        two.rollback("customer-support", "production", slack("U01")),
     )
 
     # two rollbacks in a row walk back twice, never to the reverted version

@@ -21,6 +21,7 @@ from tests.helpers import (
     case_results,
     pass_tests,
     push,
+    slack,
     to_production,
     to_staging,
 )
@@ -46,8 +47,8 @@ async def status_of(core: Promptship, version: str) -> str:
 
 async def test_push_registers_a_draft_and_is_idempotent(core: Promptship) -> None:
     spec = parse_prompt(prompt_yaml(NAME, "1.0.0"))
-    first = await core.push(spec, AUTHOR)
-    again = await core.push(spec, AUTHOR)
+    first = await core.push(spec, slack(AUTHOR))
+    again = await core.push(spec, slack(AUTHOR))
     assert first.created and not again.created
     assert first.content_hash == again.content_hash
     assert await status_of(core, "1.0.0") == "draft"
@@ -78,7 +79,7 @@ async def test_unknown_prompt_and_version_name_what_exists(core: Promptship) -> 
 async def test_draft_cannot_enter_staging_without_a_test_run(core: Promptship) -> None:
     await push(core)
     with pytest.raises(GateRefused) as err:
-        await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
     assert str(err.value).startswith(
         "customer-support 1.0.0 is draft: run its tests before staging"
     )
@@ -87,7 +88,7 @@ async def test_draft_cannot_enter_staging_without_a_test_run(core: Promptship) -
 
 async def test_a_run_moves_draft_to_testing_and_back_when_nothing_waits(core: Promptship) -> None:
     await push(core)
-    run = await core.start_validation_run(NAME, "1.0.0", REQUESTER, total=2)
+    run = await core.start_validation_run(NAME, "1.0.0", slack(REQUESTER), total=2)
     assert await status_of(core, "1.0.0") == "testing"
     finished = await core.finish_validation_run(run.id, case_results(2))
     assert finished.state == "passed" and finished.pass_rate == 1.0
@@ -98,8 +99,8 @@ async def test_open_staging_request_waits_for_the_run_and_promotes_when_it_passe
     core: Promptship,
 ) -> None:
     await push(core)
-    run = await core.start_validation_run(NAME, "1.0.0", REQUESTER, total=10)
-    request = await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+    run = await core.start_validation_run(NAME, "1.0.0", slack(REQUESTER), total=10)
+    request = await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
     assert request.state == "open"
     assert [c.state for c in request.checks if c.gate == "tests"] == ["waiting"]
     await core.finish_validation_run(run.id, case_results(9, 1))
@@ -110,7 +111,7 @@ async def test_open_staging_request_waits_for_the_run_and_promotes_when_it_passe
 async def test_passing_run_then_promote_enters_staging(core: Promptship) -> None:
     await push(core)
     await pass_tests(core, NAME, "1.0.0", passed=8, failed=2)  # exactly 0.80
-    request = await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+    request = await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
     assert request.state == "promoted"
     status = (await core.status(NAME))[0]
     assert [(d.environment, d.version) for d in status.environments] == [("staging", "1.0.0")]
@@ -122,36 +123,38 @@ async def test_low_pass_rate_is_refused_with_the_numbers(core: Promptship) -> No
     with pytest.raises(
         GateRefused, match=r"pass rate 70% is below the required 80% \(7 passed, 3 failed"
     ):
-        await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
     assert await status_of(core, "1.0.0") == "draft"
 
 
 async def test_errored_cases_count_against_the_pass_rate(core: Promptship) -> None:
     await push(core)
-    await core.record_validation_run(NAME, "1.0.0", case_results(7, 0, errored=3), REQUESTER)
+    await core.record_validation_run(NAME, "1.0.0", case_results(7, 0, errored=3), slack(REQUESTER))
     with pytest.raises(GateRefused, match="3 errored"):
-        await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
 
 
 async def test_regressions_block_unless_overridden_with_a_reason(core: Promptship) -> None:
     await push(core, version="1.0.0")
     await push(core, version="1.1.0", system_prompt="v1.1")
     await core.record_validation_run(
-        NAME, "1.0.0", case_results(10), REQUESTER, regressions=["refund policy"]
+        NAME, "1.0.0", case_results(10), slack(REQUESTER), regressions=["refund policy"]
     )
     with pytest.raises(
         GateRefused, match="1 case\\(s\\) pass on production and fail here \\(refund policy\\)"
     ):
-        await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
     await core.record_validation_run(
         NAME,
         "1.1.0",
         case_results(10),
-        REQUESTER,
+        slack(REQUESTER),
         regressions=["refund policy"],
         regression_override="known flake",
     )
-    assert (await core.request_promotion(NAME, "1.1.0", "staging", REQUESTER)).state == "promoted"
+    assert (
+        await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
+    ).state == "promoted"
 
 
 # -- staging -> production -----------------------------------------------------------------
@@ -160,12 +163,12 @@ async def test_regressions_block_unless_overridden_with_a_reason(core: Promptshi
 async def test_production_needs_two_distinct_approvers(core: Promptship) -> None:
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    request = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
     assert request.state == "open" and request.required_approvals == 2
-    first = await core.approve(request.id, "U01", "looks good")
+    first = await core.approve(request.id, slack("U01"), "looks good")
     assert first.recorded and first.request.state == "open"
     assert "1/2 approvals" in first.message
-    second = await core.approve(request.id, "U05")  # approver through the S0GROUP user group
+    second = await core.approve(request.id, slack("U05"))  # approver through the S0GROUP user group
     assert second.request.state == "promoted"
     assert await status_of(core, "1.0.0") == "production"
 
@@ -183,23 +186,23 @@ async def test_no_skipping_draft_to_production(core: Promptship) -> None:
     await push(core)
     await pass_tests(core, NAME, "1.0.0")
     with pytest.raises(GateRefused, match="is draft: it cannot move to production") as err:
-        await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
     assert "break-glass" in str(err.value)
 
 
 async def test_promoting_to_dev_or_an_unknown_environment_is_bad_input(core: Promptship) -> None:
     await push(core)
     with pytest.raises(BadInput, match="unknown environment 'prod'.*staging, production"):
-        await core.request_promotion(NAME, "1.0.0", "prod", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "prod", slack(REQUESTER))
     with pytest.raises(BadInput, match="dev runs every registered version"):
-        await core.request_promotion(NAME, "1.0.0", "dev", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "dev", slack(REQUESTER))
 
 
 async def test_same_promotion_requested_twice_reuses_the_open_request(core: Promptship) -> None:
     await push(core)
     await to_staging(core)
-    a = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
-    b = await core.request_promotion(NAME, "1.0.0", "production", "U07")
+    a = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    b = await core.request_promotion(NAME, "1.0.0", "production", slack("U07"))
     assert a.id == b.id
 
 
@@ -210,38 +213,38 @@ async def test_same_promotion_requested_twice_reuses_the_open_request(core: Prom
 async def production_request(core: Promptship) -> int:
     await push(core)
     await to_staging(core)
-    return (await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)).id
+    return (await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))).id
 
 
 async def test_requester_cannot_approve_their_own_request(db: Database, clock: ManualClock) -> None:
     core = Promptship(db, make_policy(f"roles: {{approvers: [U01, {REQUESTER}]}}"), clock)
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    request = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
     with pytest.raises(Forbidden, match="you requested req-.*someone else must approve"):
-        await core.approve(request.id, REQUESTER)
+        await core.approve(request.id, slack(REQUESTER))
 
 
 async def test_author_cannot_approve_their_own_version(db: Database, clock: ManualClock) -> None:
     core = Promptship(db, make_policy(f"roles: {{approvers: [U01, {AUTHOR}]}}"), clock)
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    request = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
     with pytest.raises(Forbidden, match="you wrote customer-support 1.0.0"):
-        await core.approve(request.id, AUTHOR)
+        await core.approve(request.id, slack(AUTHOR))
 
 
 async def test_non_approver_is_refused_and_nothing_changes(
     core: Promptship, production_request: int
 ) -> None:
     with pytest.raises(Forbidden, match="only approvers can approve"):
-        await core.approve(production_request, "U08")
+        await core.approve(production_request, slack("U08"))
     assert (await core.request(production_request)).decisions == []
 
 
 async def test_duplicate_approval_counts_once(core: Promptship, production_request: int) -> None:
-    await core.approve(production_request, "U01")
-    again = await core.approve(production_request, "U01")
+    await core.approve(production_request, slack("U01"))
+    again = await core.approve(production_request, slack("U01"))
     assert not again.recorded and "already approved" in again.message
     assert again.request.state == "open"
     assert len(again.request.decisions) == 1
@@ -251,11 +254,11 @@ async def test_rejection_closes_the_request_and_further_clicks_are_refused(
     core: Promptship, production_request: int
 ) -> None:
     with pytest.raises(BadInput, match="needs a reason"):
-        await core.reject(production_request, "U01", "  ")
-    outcome = await core.reject(production_request, "U01", "fails refunds on mobile")
+        await core.reject(production_request, slack("U01"), "  ")
+    outcome = await core.reject(production_request, slack("U01"), "fails refunds on mobile")
     assert outcome.request.state == "rejected"
     with pytest.raises(RequestClosed, match="is rejected by U01: fails refunds on mobile"):
-        await core.approve(production_request, "U02")
+        await core.approve(production_request, slack("U02"))
 
 
 async def test_expired_request_fails_closed(
@@ -263,7 +266,7 @@ async def test_expired_request_fails_closed(
 ) -> None:
     clock.advance(timedelta(hours=72, seconds=1))
     with pytest.raises(RequestClosed, match="expired"):
-        await core.approve(production_request, "U01")
+        await core.approve(production_request, slack("U01"))
     request = await core.request(production_request)
     assert request.state == "expired" and request.decisions == []
     assert await count(core.db, AuditEvent, AuditEvent.action == "request.expired") == 1
@@ -283,22 +286,22 @@ async def test_cancel_by_requester_or_approver_only(
     core: Promptship, production_request: int
 ) -> None:
     with pytest.raises(Forbidden, match="only the requester or an approver"):
-        await core.cancel(production_request, "U08")
-    cancelled = await core.cancel(production_request, REQUESTER)
+        await core.cancel(production_request, slack("U08"))
+    cancelled = await core.cancel(production_request, slack(REQUESTER))
     assert cancelled.state == "cancelled"
     with pytest.raises(RequestClosed, match="cancelled"):
-        await core.approve(production_request, "U01")
+        await core.approve(production_request, slack("U01"))
 
 
 async def test_approval_never_carries_over_to_another_version(core: Promptship) -> None:
     await push(core, version="1.0.0")
     await push(core, version="1.0.1", system_prompt="patched")
     await to_staging(core, version="1.0.0")
-    old = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
-    await core.approve(old.id, "U01")
+    old = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    await core.approve(old.id, slack("U01"))
     await to_staging(core, version="1.0.1")  # replaces 1.0.0 in staging
     assert (await core.request(old.id)).state == "superseded"
-    new = await core.request_promotion(NAME, "1.0.1", "production", REQUESTER)
+    new = await core.request_promotion(NAME, "1.0.1", "production", slack(REQUESTER))
     assert new.decisions == [] and new.content_hash != old.content_hash
 
 
@@ -313,9 +316,9 @@ async def test_soak_gate_holds_production_until_the_soak_passes(
     )
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
-    await core.approve(request.id, "U01")
-    outcome = await core.approve(request.id, "U02")
+    request = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    await core.approve(request.id, slack("U01"))
+    outcome = await core.approve(request.id, slack("U02"))
     assert outcome.request.state == "open"
     assert {c.gate: c.state for c in outcome.request.checks}["soak"] == "waiting"
     soak_id = await core.staging_soak_id(NAME, "1.0.0")
@@ -334,19 +337,19 @@ async def test_failed_soak_blocks_production(db: Database, clock: ManualClock) -
     assert soak_id is not None
     await core.finish_soak(soak_id, passed=False, failure="cycle 3 diverged 14% > 10%")
     with pytest.raises(GateRefused, match="staging soak failed: cycle 3 diverged"):
-        await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
 
 
 async def test_stakeholder_sign_off_when_configured(db: Database, clock: ManualClock) -> None:
     core = Promptship(db, make_policy("roles: {stakeholders: [U07]}"), clock)
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
-    await core.approve(request.id, "U01")
-    outcome = await core.approve(request.id, "U02")
+    request = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    await core.approve(request.id, slack("U01"))
+    outcome = await core.approve(request.id, slack("U02"))
     assert outcome.request.state == "open"
     assert {c.gate: c.state for c in outcome.request.checks}["stakeholder sign-off"] == "waiting"
-    assert (await core.approve(request.id, "U07")).request.state == "promoted"
+    assert (await core.approve(request.id, slack("U07"))).request.state == "promoted"
 
 
 # -- break-glass ---------------------------------------------------------------------------
@@ -358,12 +361,14 @@ async def test_breakglass_needs_a_reason_and_three_approvals(core: Promptship) -
     await push(core, version="1.0.1", system_prompt="hotfix")
     await pass_tests(core, NAME, "1.0.1")
     with pytest.raises(BadInput, match="break-glass needs a written reason"):
-        await core.breakglass(NAME, "1.0.1", REQUESTER, " ")
-    request = await core.breakglass(NAME, "1.0.1", REQUESTER, "refund answers leak card numbers")
+        await core.breakglass(NAME, "1.0.1", slack(REQUESTER), " ")
+    request = await core.breakglass(
+        NAME, "1.0.1", slack(REQUESTER), "refund answers leak card numbers"
+    )
     assert request.kind == "breakglass" and request.required_approvals == 3
-    await core.approve(request.id, "U01")
-    assert (await core.approve(request.id, "U02")).request.state == "open"
-    assert (await core.approve(request.id, "U06")).request.state == "promoted"
+    await core.approve(request.id, slack("U01"))
+    assert (await core.approve(request.id, slack("U02"))).request.state == "open"
+    assert (await core.approve(request.id, slack("U06"))).request.state == "promoted"
     assert await status_of(core, "1.0.1") == "production"
     assert await status_of(core, "1.0.0") == "deprecated"
 
@@ -371,7 +376,7 @@ async def test_breakglass_needs_a_reason_and_three_approvals(core: Promptship) -
 async def test_breakglass_still_needs_passing_tests(core: Promptship) -> None:
     await push(core)
     with pytest.raises(GateRefused, match="run its tests before production"):
-        await core.breakglass(NAME, "1.0.0", REQUESTER, "outage")
+        await core.breakglass(NAME, "1.0.0", slack(REQUESTER), "outage")
 
 
 # -- rollback ------------------------------------------------------------------------------
@@ -382,7 +387,7 @@ async def test_rollback_to_the_previous_version(core: Promptship) -> None:
     await to_production(core, version="1.0.0")
     await push(core, version="1.1.0", system_prompt="v1.1")
     await to_production(core, version="1.1.0")
-    result = await core.rollback(NAME, "production", "U03", reason="answers got rude")
+    result = await core.rollback(NAME, "production", slack("U03"), reason="answers got rude")
     assert (result.from_version, result.to_version) == ("1.1.0", "1.0.0")
     assert await status_of(core, "1.1.0") == "reverted"
     assert await status_of(core, "1.0.0") == "production"
@@ -395,8 +400,8 @@ async def test_rollback_twice_does_not_return_to_the_reverted_version(core: Prom
     for version in ("1.0.0", "1.1.0", "1.2.0"):
         await push(core, version=version, system_prompt=f"v{version}")
         await to_production(core, version=version)
-    await core.rollback(NAME, "production", "U03")
-    second = await core.rollback(NAME, "production", "U03")
+    await core.rollback(NAME, "production", slack("U03"))
+    second = await core.rollback(NAME, "production", slack("U03"))
     assert (second.from_version, second.to_version) == ("1.1.0", "1.0.0")
 
 
@@ -404,10 +409,10 @@ async def test_rollback_to_a_named_version(core: Promptship) -> None:
     for version in ("1.0.0", "1.1.0", "1.2.0"):
         await push(core, version=version, system_prompt=f"v{version}")
         await to_production(core, version=version)
-    result = await core.rollback(NAME, "production", "U01", to_version="1.0.0")
+    result = await core.rollback(NAME, "production", slack("U01"), to_version="1.0.0")
     assert (result.from_version, result.to_version) == ("1.2.0", "1.0.0")
     with pytest.raises(GateRefused, match="already active"):
-        await core.rollback(NAME, "production", "U01", to_version="1.0.0")
+        await core.rollback(NAME, "production", slack("U01"), to_version="1.0.0")
 
 
 async def test_rollback_to_a_version_that_never_ran_there_is_refused(core: Promptship) -> None:
@@ -415,23 +420,23 @@ async def test_rollback_to_a_version_that_never_ran_there_is_refused(core: Promp
     await to_production(core, version="1.0.0")
     await push(core, version="2.0.0", system_prompt="v2")
     with pytest.raises(GateRefused, match="never ran in production"):
-        await core.rollback(NAME, "production", "U03", to_version="2.0.0")
+        await core.rollback(NAME, "production", slack("U03"), to_version="2.0.0")
 
 
 async def test_rollback_is_for_oncall_and_approvers(core: Promptship) -> None:
     await push(core)
     await to_production(core)
     with pytest.raises(Forbidden, match="only on-call or approvers"):
-        await core.rollback(NAME, "production", "U08")
+        await core.rollback(NAME, "production", slack("U08"))
 
 
 async def test_rollback_with_nothing_earlier(core: Promptship) -> None:
     await push(core)
     with pytest.raises(GateRefused, match="nothing in production"):
-        await core.rollback(NAME, "production", "U03")
+        await core.rollback(NAME, "production", slack("U03"))
     await to_production(core)
     with pytest.raises(GateRefused, match="no earlier version in production"):
-        await core.rollback(NAME, "production", "U03")
+        await core.rollback(NAME, "production", slack("U03"))
 
 
 async def test_staging_revert(core: Promptship) -> None:
@@ -440,7 +445,7 @@ async def test_staging_revert(core: Promptship) -> None:
     await push(core, version="1.1.0", system_prompt="v1.1")
     await to_staging(core, version="1.1.0")
     assert await status_of(core, "1.0.0") == "deprecated"
-    result = await core.rollback(NAME, "staging", "U03")
+    result = await core.rollback(NAME, "staging", slack("U03"))
     assert result.to_version == "1.0.0"
     assert await status_of(core, "1.1.0") == "reverted"
     assert await status_of(core, "1.0.0") == "staging"
@@ -450,10 +455,10 @@ async def test_archive_only_retired_versions(core: Promptship) -> None:
     await push(core, version="1.0.0")
     await to_production(core, version="1.0.0")
     with pytest.raises(GateRefused, match="is production: it cannot move to archived"):
-        await core.archive(NAME, "1.0.0", "U01")
+        await core.archive(NAME, "1.0.0", slack("U01"))
     await push(core, version="1.1.0", system_prompt="v1.1")
     await to_production(core, version="1.1.0")
-    assert await core.archive(NAME, "1.0.0", "U01") == "archived"
+    assert await core.archive(NAME, "1.0.0", slack("U01")) == "archived"
 
 
 # -- one transaction per change ------------------------------------------------------------
@@ -467,7 +472,7 @@ async def test_a_refused_move_leaves_no_trace(core: Promptship) -> None:
         await count(core.db, DeploymentHistory),
     )
     with pytest.raises(GateRefused):
-        await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
     after = (
         await count(core.db, AuditEvent),
         await count(core.db, OutboxMessage),
@@ -498,7 +503,7 @@ async def test_every_change_writes_audit_and_outbox(core: Promptship) -> None:
 
 async def test_unknown_request(core: Promptship) -> None:
     with pytest.raises(NotFound, match="no promotion request req-404"):
-        await core.approve(404, "U01")
+        await core.approve(404, slack("U01"))
 
 
 def test_policy_fixture_is_the_documented_shape(policy: Policy) -> None:
@@ -508,8 +513,8 @@ def test_policy_fixture_is_the_documented_shape(policy: Policy) -> None:
 
 async def test_a_failed_run_closes_the_request_waiting_on_it(core: Promptship) -> None:
     await push(core)
-    run = await core.start_validation_run(NAME, "1.0.0", REQUESTER, total=10)
-    request = await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+    run = await core.start_validation_run(NAME, "1.0.0", slack(REQUESTER), total=10)
+    request = await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
     await core.finish_validation_run(run.id, case_results(5, 5))
     closed = await core.request(request.id)
     assert closed.state == "failed"
@@ -528,14 +533,14 @@ async def test_a_failed_soak_closes_the_open_production_request(
     )
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    request = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
     soak_id = await core.staging_soak_id(NAME, "1.0.0")
     assert soak_id is not None
     await core.finish_soak(soak_id, passed=False, failure="cycle 2 diverged 31% > 10%")
     closed = await core.request(request.id)
     assert closed.state == "failed" and "cycle 2 diverged" in (closed.close_reason or "")
     with pytest.raises(RequestClosed):
-        await core.approve(request.id, "U01")
+        await core.approve(request.id, slack("U01"))
 
 
 async def test_status_follows_the_furthest_environment_a_version_is_live_in(
@@ -547,21 +552,21 @@ async def test_status_follows_the_furthest_environment_a_version_is_live_in(
     await push(core, version="1.1.0", system_prompt="v1.1")
     await to_production(core, version="1.1.0")  # 1.1.0 live in both; 1.0.0 deprecated
 
-    staging = await core.rollback(NAME, "staging", "U03")
+    staging = await core.rollback(NAME, "staging", slack("U03"))
     assert (staging.from_version, staging.to_version) == ("1.1.0", "1.0.0")
     assert (await core.show(NAME, "1.0.0")).status == "staging"
     assert (await core.show(NAME, "1.1.0")).status == "production"  # still live there
 
-    production = await core.rollback(NAME, "production", "U03")
+    production = await core.rollback(NAME, "production", slack("U03"))
     assert (production.from_version, production.to_version) == ("1.1.0", "1.0.0")
     assert (await core.show(NAME, "1.0.0")).status == "production"
     assert (await core.show(NAME, "1.1.0")).status == "reverted"
 
     with pytest.raises(GateRefused, match="1.0.0 is production"):
-        await core.archive(NAME, "1.0.0", "U01")
+        await core.archive(NAME, "1.0.0", slack("U01"))
     await push(core, version="1.2.0", system_prompt="v1.2")
     await to_staging(core, version="1.2.0")
-    await core.rollback(NAME, "staging", "U03", to_version="1.1.0")
+    await core.rollback(NAME, "staging", slack("U03"), to_version="1.1.0")
     assert (await core.show(NAME, "1.2.0")).status == "reverted"
     with pytest.raises(GateRefused, match="1.1.0 is staging"):
-        await core.archive(NAME, "1.1.0", "U01")
+        await core.archive(NAME, "1.1.0", slack("U01"))

@@ -15,7 +15,7 @@ from promptship.services import Promptship
 from promptship.testing.model_double import ModelDouble
 from promptship.validation.runner import RunnerSettings, SuiteRunner
 from tests.conftest import prompt_yaml
-from tests.helpers import AUTHOR, REQUESTER
+from tests.helpers import AUTHOR, REQUESTER, slack
 
 NAME = "support-bot"
 
@@ -61,7 +61,7 @@ async def push(
 ) -> None:
     from promptship.domain.promptfile import parse_prompt
 
-    await core.push(parse_prompt(prompt_yaml(NAME, version, tests=tests, **kw)), AUTHOR)
+    await core.push(parse_prompt(prompt_yaml(NAME, version, tests=tests, **kw)), slack(AUTHOR))
 
 
 def runner(core: Promptship, **settings: float) -> SuiteRunner:
@@ -72,7 +72,9 @@ async def test_a_passing_suite_moves_the_version_to_staging(
     core: Promptship, double: ModelDouble
 ) -> None:
     await push(core, "1.0.0")
-    request = await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER, queue_tests=True)
+    request = await core.request_promotion(
+        NAME, "1.0.0", "staging", slack(REQUESTER), queue_tests=True
+    )
     assert request.state == "open"
     assert {c.gate: c.detail for c in request.checks}["tests"] == "tests queued (5 cases)"
     work = runner(core)
@@ -93,7 +95,7 @@ async def test_failures_are_reported_with_what_was_expected(
     double.responder = answer_from({**GOOD, "Can I get a refund?": "Yes, guaranteed refund today!"})
     await push(core, "1.0.0")
     work = runner(core)
-    run = await work.execute(await work.start(NAME, "1.0.0", REQUESTER))
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
     assert (run.passed, run.failed, run.errored) == (3, 2, 0) and run.state == "failed"
     detail = await core.validation_run(run.id)
     why = {r["expected"]: r["detail"] for r in detail.results if not r["passed"]}
@@ -101,7 +103,7 @@ async def test_failures_are_reported_with_what_was_expected(
     assert "guaranteed" in why["guaranteed"]
     assert (await core.show(NAME, "1.0.0")).status == "draft"
     with pytest.raises(GateRefused, match="pass rate 60% is below the required 80%"):
-        await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
 
 
 async def test_injected_429s_are_retried_and_the_run_completes(
@@ -110,7 +112,7 @@ async def test_injected_429s_are_retried_and_the_run_completes(
     await push(core, "1.0.0")
     double.fail_next(3, status=429, retry_after=0)
     work = runner(core, concurrency=1)
-    run = await work.execute(await work.start(NAME, "1.0.0", REQUESTER))
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
     assert (run.state, run.passed, run.errored) == ("passed", 5, 0)
     assert double.request_count == 5 + 3
 
@@ -121,12 +123,12 @@ async def test_provider_down_errors_every_case_and_fails_the_gate(
     await push(core, "1.0.0")
     double.stop()
     work = runner(core)
-    run = await work.execute(await work.start(NAME, "1.0.0", REQUESTER))
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
     assert (run.state, run.passed, run.failed, run.errored) == ("failed", 0, 0, 5)
     detail = await core.validation_run(run.id)
     assert all("cannot reach" in r["error"] for r in detail.results)
     with pytest.raises(GateRefused, match="5 errored"):
-        await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
 
 
 async def test_a_missing_key_fails_the_run_before_any_case(
@@ -135,7 +137,7 @@ async def test_a_missing_key_fails_the_run_before_any_case(
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     await push(core, "1.0.0")
     work = runner(core)
-    run = await work.execute(await work.start(NAME, "1.0.0", REQUESTER))
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
     assert run.state == "failed" and run.total == 0
     assert run.error is not None and "ANTHROPIC_API_KEY is not set" in run.error
     assert double.request_count == 0
@@ -147,7 +149,7 @@ async def test_cancelling_the_runner_records_a_cancelled_run(
     double.latency = 5.0
     await push(core, "1.0.0")
     work = runner(core)
-    run_id = await work.start(NAME, "1.0.0", REQUESTER)
+    run_id = await work.start(NAME, "1.0.0", slack(REQUESTER))
     task = asyncio.create_task(work.execute(run_id))
     while double.request_count == 0:
         await asyncio.sleep(0.01)
@@ -165,11 +167,11 @@ async def test_a_run_cancelled_elsewhere_stops_its_worker(
     double.latency = 2.0
     await push(core, "1.0.0")
     work = runner(core, heartbeat=0.05)
-    run_id = await work.start(NAME, "1.0.0", REQUESTER)
+    run_id = await work.start(NAME, "1.0.0", slack(REQUESTER))
     task = asyncio.create_task(work.execute(run_id))
     while double.request_count == 0:
         await asyncio.sleep(0.01)
-    await core.stop_validation_run(run_id, "U01", RunState.CANCELLED, "cancelled by U01")
+    await core.stop_validation_run(run_id, slack("U01"), RunState.CANCELLED, "cancelled by U01")
     result = await asyncio.wait_for(task, timeout=5)
     assert result.state == "cancelled" and result.error == "cancelled by U01"
 
@@ -178,14 +180,16 @@ async def test_a_dead_workers_run_is_marked_interrupted(
     core: Promptship, clock: ManualClock
 ) -> None:
     await push(core, "1.0.0")
-    run = await core.start_validation_run(NAME, "1.0.0", REQUESTER, total=5, owner="crashed-worker")
+    run = await core.start_validation_run(
+        NAME, "1.0.0", slack(REQUESTER), total=5, owner="crashed-worker"
+    )
     assert await core.recover_interrupted_runs() == []  # its heartbeat is fresh
     clock.advance(120)
     assert await core.recover_interrupted_runs() == [run.id]
     assert (await core.validation_run(run.id)).state == "interrupted"
     assert (await core.show(NAME, "1.0.0")).status == "draft"
     # a new run of the same version can start once the old one is known dead
-    await core.start_validation_run(NAME, "1.0.0", REQUESTER, total=5, owner="new-worker")
+    await core.start_validation_run(NAME, "1.0.0", slack(REQUESTER), total=5, owner="new-worker")
 
 
 async def test_regression_against_production_blocks_until_overridden(
@@ -193,20 +197,24 @@ async def test_regression_against_production_blocks_until_overridden(
 ) -> None:
     await push(core, "1.0.0")
     work = runner(core)
-    await work.execute(await work.start(NAME, "1.0.0", REQUESTER))
-    await core.request_promotion(NAME, "1.0.0", "staging", REQUESTER)
-    request = await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
-    await core.approve(request.id, "U01")
-    await core.approve(request.id, "U02")
+    await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
+    request = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    await core.approve(request.id, slack("U01"))
+    await core.approve(request.id, slack("U02"))
 
     # 1.1.0 passes 4/5 (80%: enough) but breaks a case production passes
     double.responder = answer_from({**GOOD, "How many projects on Team?": "Plenty of projects."})
     await push(core, "1.1.0", system_prompt="v1.1")
-    run = await work.execute(await work.start(NAME, "1.1.0", REQUESTER))
+    run = await work.execute(await work.start(NAME, "1.1.0", slack(REQUESTER)))
     assert run.state == "passed" and run.regressions == ["How many projects on Team?"]
     with pytest.raises(GateRefused, match="pass on production and fail here"):
-        await core.request_promotion(NAME, "1.1.0", "staging", REQUESTER)
-    await core.override_regressions(NAME, "1.1.0", "the plan copy changed on purpose", REQUESTER)
-    assert (await core.request_promotion(NAME, "1.1.0", "staging", REQUESTER)).state == "promoted"
+        await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
+    await core.override_regressions(
+        NAME, "1.1.0", "the plan copy changed on purpose", slack(REQUESTER)
+    )
+    assert (
+        await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
+    ).state == "promoted"
     history = await core.history(NAME)
     assert any(e.action == "validation.regressions_overridden" for e in history.events)

@@ -13,6 +13,7 @@ from promptship.server import create_app
 from promptship.services import Promptship
 from promptship.store.db import Database
 from tests.conftest import prompt_yaml
+from tests.helpers import slack
 
 
 def test_serve_migrates_a_fresh_database_and_is_ready(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def push_example(core: Promptship) -> None:
-    await core.push(parse_prompt(prompt_yaml()), "U09")
+    await core.push(parse_prompt(prompt_yaml()), slack("U09"))
 
 
 def test_a_second_process_on_one_sqlite_file_is_told_it_is_single_process(
@@ -118,8 +119,10 @@ def test_a_run_cut_short_by_shutdown_is_interrupted_not_cancelled(
             core = app.state.core
 
             async def queue() -> int:
-                await core.push(parse_prompt(prompt_yaml()), "U09")
-                return (await core.queue_validation_run("customer-support", "1.0.0", "U04")).id
+                await core.push(parse_prompt(prompt_yaml()), slack("U09"))
+                return (
+                    await core.queue_validation_run("customer-support", "1.0.0", slack("U04"))
+                ).id
 
             run_id = client.portal.call(queue)  # type: ignore[union-attr]
             deadline = time.monotonic() + 20

@@ -21,7 +21,7 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import make_policy, prompt_yaml
-from tests.helpers import AUTHOR, case_results
+from tests.helpers import AUTHOR, case_results, slack
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, ServerThread, SlackClient, sign, wait_for
 
 NAME = "customer-support"
@@ -47,10 +47,12 @@ class Bot:
         return asyncio.run(go())
 
     def push(self, version: str = "1.0.0", **kw: Any) -> None:
-        self.core(lambda c: c.push(parse_prompt(prompt_yaml(NAME, version, **kw)), AUTHOR))
+        self.core(lambda c: c.push(parse_prompt(prompt_yaml(NAME, version, **kw)), slack(AUTHOR)))
 
     def tested(self, version: str = "1.0.0", passed: int = 10) -> None:
-        self.core(lambda c: c.record_validation_run(NAME, version, case_results(passed), "U04"))
+        self.core(
+            lambda c: c.record_validation_run(NAME, version, case_results(passed), slack("U04"))
+        )
 
     def reply(self, key: str) -> dict[str, Any]:
         return wait_for(lambda: self.double.responses(key), what=f"a reply on {key}")[-1]
@@ -211,10 +213,10 @@ def test_rollback_answers_at_once_and_tells_the_channel(bot: Bot) -> None:
         bot.tested(version)
 
         async def promote(core: Promptship, v: str = version) -> None:
-            await core.request_promotion(NAME, v, "staging", "U04")
-            request = await core.request_promotion(NAME, v, "production", "U04")
-            await core.approve(request.id, "U01")
-            await core.approve(request.id, "U02")
+            await core.request_promotion(NAME, v, "staging", slack("U04"))
+            request = await core.request_promotion(NAME, v, "production", slack("U04"))
+            await core.approve(request.id, slack("U01"))
+            await core.approve(request.id, slack("U02"))
 
         bot.core(promote)
     _, key = bot.slack.command("rollback customer-support production", user="U08")
@@ -252,8 +254,8 @@ def test_breakglass_needs_three_approvals_and_says_so(bot: Bot) -> None:
 def test_app_home_shows_prompts_and_pending_requests(bot: Bot) -> None:
     bot.push()
     bot.tested()
-    bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", "U04"))
-    bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "production", "U04"))
+    bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", slack("U04")))
+    bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "production", slack("U04")))
     response = bot.slack.event(
         {"type": "app_home_opened", "user": "U01", "channel": "D0001", "tab": "home"}
     )
@@ -269,7 +271,7 @@ def test_slack_outage_delays_but_never_loses_a_notification(bot: Bot) -> None:
     bot.tested()
     bot.double.fail_next(3, status=429, method="chat.postMessage", retry_after=1)
     bot.double.fail_next(2, status=500, method="chat.postMessage")
-    bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", "U04"))
+    bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", slack("U04")))
     posted = wait_for(
         lambda: bot.posts(lambda a: "req-1" in a.get("text", "")), timeout=20, what="delivery"
     )
@@ -333,7 +335,7 @@ def test_pending_notifications_survive_a_restart_and_are_delivered_once(tmp_path
             bot = Bot(first.url, double, db_url, policy)
             bot.push()
             bot.tested()
-            bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", "U04"))
+            bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", slack("U04")))
             wait_for(lambda: double.pending_failures < 100, what="a failed delivery")
         # Slack was down the whole time the first server ran: nothing arrived, nothing lost
         assert bot.posts() == []

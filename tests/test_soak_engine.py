@@ -18,7 +18,7 @@ from promptship.store.db import Database
 from promptship.testing.model_double import ModelDouble
 from promptship.validation.scoring import Scorer
 from tests.conftest import make_policy
-from tests.helpers import REQUESTER, push, start_staging_soak, to_staging
+from tests.helpers import REQUESTER, push, slack, start_staging_soak, to_staging
 
 NAME = "customer-support"
 TOPICS = [
@@ -136,7 +136,7 @@ async def test_the_scheduler_runs_every_cycle_once_across_two_replicas(
     second = Database(database_url)
     replicas = [Promptship(db, policy), Promptship(second, policy)]
     soak_id = await start_staging_soak(replicas[0])
-    request = await replicas[0].request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    request = await replicas[0].request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
     assert request.state == "open"  # waiting for the soak
     schedulers = [
         Scheduler(
@@ -180,7 +180,7 @@ async def test_a_diverging_staging_prompt_fails_its_soak_on_its_own(
     await scheduler.start()
     try:
         await start_staging_soak(core)  # 1.0.0: suite replay, then production (no approvals needed)
-        await core.request_promotion(NAME, "1.0.0", "production", REQUESTER)
+        await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
 
         async def live() -> bool:
             status = (await core.status(NAME))[0]
@@ -195,7 +195,7 @@ async def test_a_diverging_staging_prompt_fails_its_soak_on_its_own(
         )
         await push(core, version="1.1.0", system_prompt="Talk like a pirate.")
         await to_staging(core, version="1.1.0")
-        request = await core.request_promotion(NAME, "1.1.0", "production", REQUESTER)
+        request = await core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
 
         async def failed() -> bool:
             return (await core.soak_status(NAME))[0].state == "failed"
@@ -226,7 +226,7 @@ async def test_two_schedulers_firing_the_drift_watch_queue_one_run(
     cores = [Promptship(db, policy), Promptship(second, policy)]
     await push(cores[0])
     await to_staging(cores[0])
-    await cores[0].request_promotion(NAME, "1.0.0", "production", REQUESTER)
+    await cores[0].request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
 
     async def nothing(spec: CycleSpec):  # type: ignore[no-untyped-def]
         raise AssertionError("no soak should run")

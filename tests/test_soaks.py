@@ -16,7 +16,7 @@ from promptship.services import Promptship
 from promptship.services.soaks import CycleResult, CycleSpec
 from promptship.store.db import Database
 from tests.conftest import make_policy
-from tests.helpers import REQUESTER, pass_tests, push, to_staging
+from tests.helpers import REQUESTER, pass_tests, push, slack, to_staging
 
 NAME = "customer-support"
 SOAK_POLICY = """
@@ -42,9 +42,9 @@ async def soaked_to_production(core: Promptship, version: str = "1.0.0") -> None
     for cycle in (1, 2, 3):
         clock.advance(timedelta(seconds=1))
         await run(core, soak_id, cycle, clean())
-    request = await core.request_promotion(NAME, version, "production", REQUESTER)
-    await core.approve(request.id, "U01")
-    outcome = await core.approve(request.id, "U02")
+    request = await core.request_promotion(NAME, version, "production", slack(REQUESTER))
+    await core.approve(request.id, slack("U01"))
+    outcome = await core.approve(request.id, slack("U02"))
     assert outcome.request.state == "promoted", outcome.request.checks
 
 
@@ -127,9 +127,9 @@ async def test_a_passing_soak_ticks_the_gate_and_the_request_promotes(
     soak_core: Promptship, clock: ManualClock
 ) -> None:
     soak_id = await staged_with_production(soak_core)
-    request = await soak_core.request_promotion(NAME, "1.1.0", "production", REQUESTER)
-    await soak_core.approve(request.id, "U01")
-    await soak_core.approve(request.id, "U02")
+    request = await soak_core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
+    await soak_core.approve(request.id, slack("U01"))
+    await soak_core.approve(request.id, slack("U02"))
     assert (await soak_core.request(request.id)).state == "open"  # soak still running
     for cycle in (1, 2, 3):
         clock.advance(timedelta(seconds=1))
@@ -145,7 +145,7 @@ async def test_a_divergent_cycle_fails_the_soak_alerts_and_blocks_production(
     soak_core: Promptship, clock: ManualClock
 ) -> None:
     soak_id = await staged_with_production(soak_core)
-    request = await soak_core.request_promotion(NAME, "1.1.0", "production", REQUESTER)
+    request = await soak_core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
     worst = [{"input": "q", "candidate": "no", "baseline": "yes", "similarity": 0.2}]
     clock.advance(timedelta(seconds=1))
     state = await run(soak_core, soak_id, 1, CycleResult(sample_size=40, divergent=12, worst=worst))
@@ -157,7 +157,7 @@ async def test_a_divergent_cycle_fails_the_soak_alerts_and_blocks_production(
     closed = await soak_core.request(request.id)
     assert closed.state == "failed" and "staging soak failed" in (closed.close_reason or "")
     with pytest.raises(GateRefused, match="staging soak failed"):
-        await soak_core.request_promotion(NAME, "1.1.0", "production", REQUESTER)
+        await soak_core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
     alerts = [d for d in await due(soak_core) if d.topic == "soak.failed"]
     assert len(alerts) == 1 and alerts[0].payload["worst"] == worst
 
@@ -212,9 +212,9 @@ async def test_a_divergent_breakglass_version_is_reverted_by_the_system(
     await soaked_to_production(soak_core, "1.0.0")
     await push(soak_core, version="1.0.1", system_prompt="Hotfix.")
     await pass_tests(soak_core, NAME, "1.0.1")
-    request = await soak_core.breakglass(NAME, "1.0.1", REQUESTER, "refunds leak PII")
+    request = await soak_core.breakglass(NAME, "1.0.1", slack(REQUESTER), "refunds leak PII")
     for approver in ("U01", "U02", "U06"):
-        await soak_core.approve(request.id, approver)
+        await soak_core.approve(request.id, slack(approver))
     [soak] = [s for s in await soak_core.soak_status(NAME) if s.kind == "breakglass-production"]
     await traffic(soak_core, 30)
     clock.advance(timedelta(seconds=1))
@@ -247,14 +247,14 @@ async def test_the_drift_watch_runs_once_per_tick(soak_core: Promptship) -> None
 
 
 async def test_a_drift_run_under_the_gate_alerts(soak_core: Promptship) -> None:
-    from promptship.services.drift import DRIFT_ACTOR
+    from promptship.services.drift import DRIFT
     from tests.helpers import case_results
 
     await push(soak_core)
     await soaked_to_production(soak_core)
     [queued] = await soak_core.start_drift_watch("drift:1", "r1")
     assert await soak_core.claim_validation_run("r1", queued.id) == queued.id
-    await soak_core.finish_validation_run(queued.id, case_results(1, 9), DRIFT_ACTOR, owner="r1")
+    await soak_core.finish_validation_run(queued.id, case_results(1, 9), DRIFT, owner="r1")
     alerts = [d for d in await due(soak_core) if d.topic == "drift.alert"]
     assert len(alerts) == 1 and alerts[0].payload["run"]["pass_rate"] == pytest.approx(0.1)
 

@@ -52,7 +52,7 @@ from promptship.store.models import (
     PromptVersion,
 )
 from tests.conftest import make_policy, prompt_yaml
-from tests.helpers import case_results
+from tests.helpers import case_results, slack
 
 T = TypeVar("T")
 PROMPT = "customer-support"
@@ -151,7 +151,7 @@ class PromotionMachine(RuleBasedStateMachine):
         spec = parse_prompt(
             prompt_yaml(PROMPT, version, system_prompt=f"Agent {version}/{variant}.")
         )
-        result = self.run(self.core.push(spec, AUTHOR))
+        result = self.run(self.core.push(spec, slack(AUTHOR)))
         known = self.contents.get(version)
         if known is None:
             assert not isinstance(result, PromptshipError), result
@@ -165,7 +165,7 @@ class PromotionMachine(RuleBasedStateMachine):
     def test_run(self, version: str, passed: int) -> None:
         self.run(
             self.core.record_validation_run(
-                PROMPT, version, case_results(passed, 10 - passed), "U04"
+                PROMPT, version, case_results(passed, 10 - passed), slack("U04")
             )
         )
 
@@ -175,18 +175,18 @@ class PromotionMachine(RuleBasedStateMachine):
         requester=st.sampled_from(PEOPLE),
     )
     def request_promotion(self, version: str, environment: str, requester: str) -> None:
-        self.run(self.core.request_promotion(PROMPT, version, environment, requester))
+        self.run(self.core.request_promotion(PROMPT, version, environment, slack(requester)))
 
     @rule(version=st.sampled_from(VERSIONS), approvals=st.integers(0, 2))
     def walk_towards_production(self, version: str, approvals: int) -> None:
         """The usual path in one step, so random runs get deep: green tests, staging, a
         production request and some approvals (each step may still be refused)."""
-        self.run(self.core.record_validation_run(PROMPT, version, case_results(10), "U04"))
-        self.run(self.core.request_promotion(PROMPT, version, "staging", "U04"))
-        request = self.run(self.core.request_promotion(PROMPT, version, "production", "U04"))
+        self.run(self.core.record_validation_run(PROMPT, version, case_results(10), slack("U04")))
+        self.run(self.core.request_promotion(PROMPT, version, "staging", slack("U04")))
+        request = self.run(self.core.request_promotion(PROMPT, version, "production", slack("U04")))
         if not isinstance(request, PromptshipError):
             for approver in ["U01", "U02"][:approvals]:
-                self.run(self.core.approve(request.id, approver))
+                self.run(self.core.approve(request.id, slack(approver)))
 
     @rule(
         version=st.sampled_from(VERSIONS),
@@ -194,7 +194,7 @@ class PromotionMachine(RuleBasedStateMachine):
         reason=st.sampled_from(["", "checkout is down"]),
     )
     def breakglass(self, version: str, requester: str, reason: str) -> None:
-        result = self.run(self.core.breakglass(PROMPT, version, requester, reason))
+        result = self.run(self.core.breakglass(PROMPT, version, slack(requester), reason))
         if not reason:
             assert isinstance(result, PromptshipError), "break-glass without a reason"
 
@@ -203,7 +203,7 @@ class PromotionMachine(RuleBasedStateMachine):
     def approve(self, pick: int, user: str) -> None:
         request = self.open_requests[pick % len(self.open_requests)]
         before = self.run_raw(self.core.request(request))
-        result = self.run(self.core.approve(request, user))
+        result = self.run(self.core.approve(request, slack(user)))
         if user not in APPROVERS or user in (before.requester, before.author):
             assert isinstance(result, PromptshipError), f"{user} may not approve {before}"
         if not isinstance(result, PromptshipError) and user in before.approvers:
@@ -213,13 +213,13 @@ class PromotionMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 7), user=st.sampled_from(PEOPLE))
     def reject(self, pick: int, user: str) -> None:
         request = self.open_requests[pick % len(self.open_requests)]
-        self.run(self.core.reject(request, user, "not yet"))
+        self.run(self.core.reject(request, slack(user), "not yet"))
 
     @precondition(lambda self: self.open_requests)
     @rule(pick=st.integers(0, 7), user=st.sampled_from(PEOPLE))
     def cancel(self, pick: int, user: str) -> None:
         request = self.open_requests[pick % len(self.open_requests)]
-        self.run(self.core.cancel(request, user))
+        self.run(self.core.cancel(request, slack(user)))
 
     @rule(
         environment=st.sampled_from(["production", "production", "staging"]),
@@ -227,7 +227,7 @@ class PromotionMachine(RuleBasedStateMachine):
         to=st.sampled_from([None, None, None, *VERSIONS]),
     )
     def rollback(self, environment: str, actor: str, to: str | None) -> None:
-        result = self.run(self.core.rollback(PROMPT, environment, actor, to))
+        result = self.run(self.core.rollback(PROMPT, environment, slack(actor), to))
         if not isinstance(result, PromptshipError):
             self.seen[f"{environment} rolled back"] += 1
         if actor not in APPROVERS | {"U03"}:
@@ -240,7 +240,7 @@ class PromotionMachine(RuleBasedStateMachine):
 
     @rule(version=st.sampled_from(VERSIONS), actor=st.sampled_from(PEOPLE))
     def archive(self, version: str, actor: str) -> None:
-        self.run(self.core.archive(PROMPT, version, actor))
+        self.run(self.core.archive(PROMPT, version, slack(actor)))
 
     # -- invariants ----------------------------------------------------------------------------
 

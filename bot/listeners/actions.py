@@ -12,6 +12,7 @@ from bot.blocks import messages, views
 from bot.errors import explains_errors
 from bot.ids import ActionId
 from bot.state import RejectContext, RequestRef
+from promptship.domain.identity import Actor
 from promptship.errors import BadInput
 from promptship.services import Promptship
 
@@ -25,7 +26,7 @@ def _ref(action: dict[str, Any]) -> RequestRef:
 
 @explains_errors
 async def approve(
-    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: str
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: Actor
 ) -> None:
     await ack()
     ref = _ref(action)

@@ -15,30 +15,31 @@ from bot.blocks.messages import Message
 from bot.errors import explains_errors
 from bot.grammar import Command, Verb, parse
 from bot.ids import COMMAND
+from promptship.domain.identity import Actor
 from promptship.services import Promptship
 
-Handler = Callable[[Command, Promptship, str], Awaitable[tuple[Message, bool]]]
+Handler = Callable[[Command, Promptship, Actor], Awaitable[tuple[Message, bool]]]
 
 
-async def _help(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _help(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     return messages.help_message(), False
 
 
-async def _status(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _status(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     statuses = await core.status(cmd.name)
     return messages.status_message(statuses, core.policy.environments.names), False
 
 
-async def _show(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _show(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     return messages.version_message(await core.show(cmd.name or "", cmd.version)), False
 
 
-async def _diff(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _diff(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     result = await core.diff(cmd.name or "", cmd.version or "", cmd.other_version or "")
     return messages.diff_message(result), False
 
 
-async def _test(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _test(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     run = await core.queue_validation_run(cmd.name or "", cmd.version or "", actor)
     text = (
         f"Queued test run {run.id} of {cmd.name} {cmd.version} ({run.total} cases); "
@@ -47,47 +48,47 @@ async def _test(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bo
     return Message(text, [section(escape(text))]), False
 
 
-async def _promote(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _promote(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     request = await core.request_promotion(
         cmd.name or "", cmd.version or "", cmd.environment or "", actor, cmd.text, queue_tests=True
     )
     return messages.request_message(request), False
 
 
-async def _approve(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _approve(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     outcome = await core.approve(cmd.request_id or 0, actor, cmd.text)
     return messages.decision_reply(outcome), False
 
 
-async def _reject(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _reject(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     outcome = await core.reject(cmd.request_id or 0, actor, cmd.text or "")
     return messages.decision_reply(outcome), False
 
 
-async def _cancel(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _cancel(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     return messages.request_message(await core.cancel(cmd.request_id or 0, actor)), False
 
 
-async def _rollback(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _rollback(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     result = await core.rollback(
         cmd.name or "", cmd.environment or "", actor, cmd.version, cmd.text
     )
     return messages.rollback_message(result), True  # everyone in the channel sees it at once
 
 
-async def _breakglass(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _breakglass(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     request = await core.breakglass(
         cmd.name or "", cmd.version or "", actor, cmd.text or "", queue_tests=True
     )
     return messages.request_message(request), False
 
 
-async def _history(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _history(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     page = await core.history(cmd.name or "", cmd.environment)
     return messages.history_message(page), False
 
 
-async def _soak(cmd: Command, core: Promptship, actor: str) -> tuple[Message, bool]:
+async def _soak(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
     return messages.soak_message(await core.soak_status(cmd.name or "")), False
 
 
@@ -115,7 +116,7 @@ _AFTER_ACK = asyncio.Semaphore(4)
 
 @explains_errors
 async def prompt_command(
-    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: str
+    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: Actor
 ) -> None:
     await ack()
     async with _AFTER_ACK:
@@ -123,7 +124,7 @@ async def prompt_command(
 
 
 async def _answer(
-    command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: str
+    command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: Actor
 ) -> None:
     parsed = parse(command.get("text", ""))
     reply, in_channel = await HANDLERS[parsed.verb](parsed, core, actor)

@@ -11,12 +11,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import messages
 from bot.ids import BlockId, CallbackId, InputActionId
 from bot.state import RejectContext
+from promptship.domain.identity import Actor
 from promptship.errors import PromptshipError
 from promptship.services import Promptship
 
 
 async def reject_reason(
-    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: str
+    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
 ) -> None:
     reason = (
         ((view.get("state") or {}).get("values") or {})
@@ -36,7 +37,7 @@ async def reject_reason(
     except PromptshipError as exc:
         reply = messages.error_message(exc.message, exc.hint)
     if meta.c:  # no response_url on a modal: answer the person privately in the channel
-        await client.chat_postEphemeral(channel=meta.c, user=actor, **reply.payload())
+        await client.chat_postEphemeral(channel=meta.c, user=actor.id, **reply.payload())
 
 
 def register(app: AsyncApp) -> None:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from promptship.domain.identity import Actor, Via
 from promptship.domain.promptfile import PromptSpec, parse_prompt
 from promptship.errors import PromptshipError
 from promptship.services import Promptship
@@ -309,7 +310,7 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
             raise _Problem(
                 problem(400, "Bad request", "name the author: ?author=USER or X-Promptship-User")
             )
-        result = await core.push(spec, author)
+        result = await core.push(spec, Actor(author, Via.TOKEN))
         return JSONResponse(_dump(result), status_code=201 if result.created else 200)
 
     async def promote(request: Request) -> Response:
@@ -318,7 +319,7 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
             request.path_params["name"],
             field(document, "version") or "",
             field(document, "environment") or "",
-            field(document, "requester") or "",
+            Actor(field(document, "requester") or "", Via.TOKEN),
             field(document, "reason", required=False),
             queue_tests=True,
         )

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from promptship.domain.identity import is_slack_user_id
 from promptship.durations import format_duration, parse_duration
 from promptship.errors import BadInput
 
@@ -160,6 +161,13 @@ class Policy(_Strict):
     #: when production suites are re-run to catch a provider changing a model under its
     #: name (crontab, UTC); null turns the drift watch off.
     drift_watch: str | None = "0 3 * * *"
+    #: outside identities (``github:alice``, ``gitlab:bob``, ``alice@example.com``) mapped to
+    #: the Slack user IDs of the people they are, so CI pushes and requests count as theirs.
+    identities: dict[str, str] = Field(default_factory=dict)
+    #: let the local CLI (``--as``/``PROMPTSHIP_USER``, self-declared and unverified) approve,
+    #: reject, override regressions and roll back production. For a single-person trial only:
+    #: anyone with a shell could then decide as anyone.
+    local_decisions: bool = False
 
     @field_validator("drift_watch")
     @classmethod
@@ -180,6 +188,21 @@ class Policy(_Strict):
     @classmethod
     def _environments(cls, value: Any) -> Any:
         return {} if value is None else value
+
+    @field_validator("identities")
+    @classmethod
+    def _identity_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        cleaned = {}
+        for name, user in value.items():
+            name, user = str(name).strip(), str(user).strip()
+            if not name or len(name) > 256:
+                raise ValueError("an outside identity is 1 to 256 characters, e.g. github:alice")
+            if not is_slack_user_id(user):
+                raise ValueError(
+                    f"{name} maps to {user!r}, which is not a Slack user ID (like U01ABCDEF)"
+                )
+            cleaned[name] = user
+        return cleaned
 
     @field_validator("groups")
     @classmethod

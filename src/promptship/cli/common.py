@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from promptship.config import Settings
+from promptship.domain.identity import Actor, Via
 from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 from promptship.services.deps import parse_request_code
@@ -145,12 +146,13 @@ def guard(make: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(exc.exit_code) from None
 
 
-def actor() -> str:
-    """Who is acting: ``--as``, else $PROMPTSHIP_USER; BadInput when neither is set."""
-    who = state.actor or settings().user
+def actor() -> Actor:
+    """Who is acting: ``--as``, else $PROMPTSHIP_USER, as a self-declared local identity;
+    BadInput when neither is set."""
+    who = (state.actor or settings().user or "").strip()
     if not who:
         raise BadInput("who is acting? pass --as USER or set PROMPTSHIP_USER")
-    return who
+    return Actor(who, Via.LOCAL)
 
 
 def emit(value: Any) -> bool:

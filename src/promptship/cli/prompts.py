@@ -50,7 +50,7 @@ def push(
         from promptship.services.views import PushResult
 
         files = checked()
-        headers = {"Content-Type": "application/yaml", "X-Promptship-User": actor()}
+        headers = {"Content-Type": "application/yaml", "X-Promptship-User": actor().id}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         results = []

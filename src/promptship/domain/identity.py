@@ -8,8 +8,16 @@ from a field the caller fills in. The services record ``id`` as the audit event'
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+
+_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
+
+
+def is_slack_user_id(text: str) -> bool:
+    """Whether ``text`` looks like a Slack user ID (``U01ABCDEF``, or ``W…`` on Enterprise Grid)."""
+    return bool(_SLACK_USER_ID.fullmatch(text))
 
 
 class Via(StrEnum):

@@ -8,6 +8,7 @@ from typing import Any
 
 from promptship.clock import Clock, SystemClock
 from promptship.config import Policy
+from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import RequestKind, RunState
 from promptship.domain.promptfile import PromptSpec
 from promptship.errors import BadInput
@@ -18,6 +19,7 @@ from promptship.services import (
     drift,
     findings,
     gates,
+    identities,
     outbox,
     queries,
     registry,
@@ -48,11 +50,10 @@ from promptship.services.views import (
 from promptship.store.db import Database
 
 
-def _user(user: str) -> str:
-    user = (user or "").strip()
-    if not user:
+def _acting(actor: Actor) -> Actor:
+    if not actor.id.strip():
         raise BadInput("who is acting? pass --as USER or set PROMPTSHIP_USER")
-    return user
+    return actor
 
 
 class Promptship:
@@ -71,11 +72,18 @@ class Promptship:
         self.deps = Deps(clock=self.clock, policy=self.policy)
         self.roles = RoleResolver(self.policy, directory)
 
+    # -- identities ------------------------------------------------------------------------
+
+    def resolve_identity(self, name: str) -> str:
+        """The Slack user ID ``name`` stands for: a Slack user ID as is, an outside identity
+        (``github:alice``) mapped under ``identities:`` in the policy; BadInput otherwise."""
+        return identities.resolve(self.policy, name)
+
     # -- registry --------------------------------------------------------------------------
 
-    async def push(self, spec: PromptSpec, author: str) -> PushResult:
+    async def push(self, spec: PromptSpec, actor: Actor) -> PushResult:
         async with self.db.transaction() as session:
-            return await registry.push(session, self.deps, spec, _user(author))
+            return await registry.push(session, self.deps, spec, _acting(actor))
 
     async def show(self, name: str, version: str | None = None) -> VersionDetail:
         async with self.db.reader() as session:
@@ -105,7 +113,7 @@ class Promptship:
         name: str,
         version: str,
         environment: str,
-        requester: str,
+        actor: Actor,
         reason: str | None = None,
         *,
         queue_tests: bool = False,
@@ -118,13 +126,13 @@ class Promptship:
                 name,
                 version,
                 environment,
-                _user(requester),
+                _acting(actor),
                 reason,
                 queue_tests=queue_tests,
             )
 
     async def breakglass(
-        self, name: str, version: str, requester: str, reason: str, *, queue_tests: bool = False
+        self, name: str, version: str, actor: Actor, reason: str, *, queue_tests: bool = False
     ) -> RequestView:
         async with self.db.transaction() as session:
             return await requests.request_promotion(
@@ -133,7 +141,7 @@ class Promptship:
                 name,
                 version,
                 self.policy.environments.production,
-                _user(requester),
+                _acting(actor),
                 reason,
                 RequestKind.BREAKGLASS,
                 queue_tests=queue_tests,
@@ -142,34 +150,31 @@ class Promptship:
     async def approve(
         self,
         request_id: int,
-        user: str,
+        actor: Actor,
         comment: str | None = None,
         *,
         content_hash: str | None = None,
     ) -> DecisionOutcome:
         """Approve; ``content_hash`` (or its prefix) binds the decision to what was shown."""
-        user = _user(user)
-        roles = await self.roles.roles_of(user)
+        roles = await self.roles.roles_of(_acting(actor).id)
         async with self.db.transaction() as session:
             return await decisions.record_decision(
-                session, self.deps, request_id, user, roles, True, comment, content_hash
+                session, self.deps, request_id, actor, roles, True, comment, content_hash
             )
 
     async def reject(
-        self, request_id: int, user: str, reason: str, *, content_hash: str | None = None
+        self, request_id: int, actor: Actor, reason: str, *, content_hash: str | None = None
     ) -> DecisionOutcome:
-        user = _user(user)
-        roles = await self.roles.roles_of(user)
+        roles = await self.roles.roles_of(_acting(actor).id)
         async with self.db.transaction() as session:
             return await decisions.record_decision(
-                session, self.deps, request_id, user, roles, False, reason, content_hash
+                session, self.deps, request_id, actor, roles, False, reason, content_hash
             )
 
-    async def cancel(self, request_id: int, user: str) -> RequestView:
-        user = _user(user)
-        roles = await self.roles.roles_of(user)
+    async def cancel(self, request_id: int, actor: Actor) -> RequestView:
+        roles = await self.roles.roles_of(_acting(actor).id)
         async with self.db.transaction() as session:
-            return await requests.cancel(session, self.deps, request_id, user, roles)
+            return await requests.cancel(session, self.deps, request_id, actor, roles)
 
     async def request(self, request_id: int) -> RequestView:
         async with self.db.reader() as session:
@@ -184,20 +189,19 @@ class Promptship:
         self,
         name: str,
         environment: str,
-        actor: str,
+        actor: Actor,
         to_version: str | None = None,
         reason: str | None = None,
     ) -> RollbackResult:
-        actor = _user(actor)
-        roles = await self.roles.roles_of(actor)
+        roles = await self.roles.roles_of(_acting(actor).id)
         async with self.db.transaction() as session:
             return await rollbacks.rollback(
                 session, self.deps, name, environment, actor, roles, to_version, reason
             )
 
-    async def archive(self, name: str, version: str, actor: str) -> str:
+    async def archive(self, name: str, version: str, actor: Actor) -> str:
         async with self.db.transaction() as session:
-            return await rollbacks.archive(session, self.deps, name, version, _user(actor))
+            return await rollbacks.archive(session, self.deps, name, version, _acting(actor))
 
     # -- validation runs and soaks (the runner and scheduler record through these) --------
 
@@ -205,7 +209,7 @@ class Promptship:
         self,
         name: str,
         version: str,
-        requested_by: str,
+        actor: Actor,
         total: int,
         *,
         owner: str | None = None,
@@ -217,18 +221,16 @@ class Promptship:
                 self.deps,
                 name,
                 version,
-                _user(requested_by),
+                _acting(actor),
                 total,
                 owner=owner,
                 queued=queued,
             )
 
-    async def queue_validation_run(self, name: str, version: str, requested_by: str) -> RunView:
+    async def queue_validation_run(self, name: str, version: str, actor: Actor) -> RunView:
         """Queue a run of the version's suite for a worker (Slack, the API)."""
         detail = await self.show(name, version)
-        return await self.start_validation_run(
-            name, version, requested_by, len(detail.tests), queued=True
-        )
+        return await self.start_validation_run(name, version, actor, len(detail.tests), queued=True)
 
     async def claim_validation_run(self, owner: str, run_id: int | None = None) -> int | None:
         async with self.db.transaction() as session:
@@ -256,7 +258,7 @@ class Promptship:
         self,
         run_id: int,
         results: list[dict[str, Any]],
-        actor: str = audit.SYSTEM_ACTOR,
+        actor: Actor = SYSTEM,
         regressions: list[str] | None = None,
         regression_override: str | None = None,
         *,
@@ -277,11 +279,11 @@ class Promptship:
             )
 
     async def override_regressions(
-        self, name: str, version: str, reason: str, actor: str
+        self, name: str, version: str, reason: str, actor: Actor
     ) -> RunView:
         async with self.db.transaction() as session:
             return await findings.override_regressions(
-                session, self.deps, name, version, reason, _user(actor)
+                session, self.deps, name, version, reason, _acting(actor)
             )
 
     async def record_validation_run(
@@ -289,27 +291,29 @@ class Promptship:
         name: str,
         version: str,
         results: list[dict[str, Any]],
-        requested_by: str,
+        actor: Actor,
         regressions: list[str] | None = None,
         regression_override: str | None = None,
     ) -> RunView:
         """Start and finish a run in one call (results computed elsewhere)."""
-        run = await self.start_validation_run(name, version, requested_by, len(results))
+        run = await self.start_validation_run(name, version, actor, len(results))
         return await self.finish_validation_run(
-            run.id, results, requested_by, regressions, regression_override
+            run.id, results, actor, regressions, regression_override
         )
 
     async def stop_validation_run(
-        self, run_id: int, actor: str, state: RunState = RunState.CANCELLED, why: str = "cancelled"
+        self,
+        run_id: int,
+        actor: Actor,
+        state: RunState = RunState.CANCELLED,
+        why: str = "cancelled",
     ) -> RunView:
         async with self.db.transaction() as session:
             return await runs.stop_run(session, self.deps, run_id, actor, state, why)
 
     async def finish_soak(self, soak_id: int, passed: bool, failure: str | None = None) -> None:
         async with self.db.transaction() as session:
-            await findings.finish_soak(
-                session, self.deps, soak_id, passed, audit.SYSTEM_ACTOR, failure
-            )
+            await findings.finish_soak(session, self.deps, soak_id, passed, SYSTEM, failure)
 
     async def ingest_traffic(self, samples: list[Any]) -> traffic.IngestResult:
         """Store a batch of real queries (up to 1,000) for soaks to replay."""

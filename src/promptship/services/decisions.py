@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestState
 from promptship.errors import BadInput, Conflict, Forbidden
-from promptship.services import audit, gates, lifecycle, requests
+from promptship.services import gates, identities, lifecycle, requests
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import DecisionOutcome
 from promptship.store.models import Approval
@@ -22,7 +23,7 @@ async def record_decision(
     session: AsyncSession,
     deps: Deps,
     request_id: int,
-    user: str,
+    actor: Actor,
     roles: frozenset[str],
     approve: bool,
     comment: str | None = None,
@@ -36,6 +37,7 @@ async def record_decision(
             hint=f"see /prompt show {prompt.name} {version.version}",
         )
     await requests.ensure_open(session, deps, prompt, version, request)
+    user = actor.id
     if user == request.requester:
         if approve:
             raise Forbidden(f"you requested {code}; someone else must approve it")
@@ -92,10 +94,10 @@ async def record_decision(
             recorded=False,
             message=f"you already decided on {code}",
         )
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=user,
+        actor,
         action="request.approved" if approve else "request.rejection",
         prompt=prompt.name,
         version=version.version,
@@ -109,10 +111,10 @@ async def record_decision(
     )
     if not approve:
         closed = await requests.close(
-            session, deps, prompt, version, request, RequestState.REJECTED, user, comment
+            session, deps, prompt, version, request, RequestState.REJECTED, actor, comment
         )
         return DecisionOutcome(request=closed, recorded=True, message=f"you rejected {code}")
-    if await requests.advance(session, deps, prompt, version, request, user):
+    if await requests.advance(session, deps, prompt, version, request, actor):
         result = await gates.view(session, deps, request, prompt, version)
         return DecisionOutcome(
             request=result,

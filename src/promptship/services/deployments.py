@@ -13,9 +13,10 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import Move, RequestState, VersionStatus, find_transition
 from promptship.errors import GateRefused
-from promptship.services import audit, lifecycle, registry
+from promptship.services import identities, lifecycle, registry
 from promptship.services.deps import Deps
 from promptship.store.models import (
     Deployment,
@@ -76,7 +77,7 @@ async def deploy(
     prompt: Prompt,
     version: PromptVersion,
     environment: str,
-    actor: str,
+    actor: Actor,
     move: Move,
     *,
     request: PromotionRequest | None = None,
@@ -129,14 +130,14 @@ async def deploy(
                 environment=environment,
                 version_id=version.id,
                 deployed_at=now,
-                deployed_by=actor,
+                deployed_by=actor.id,
                 revision=1,
             )
         )
     else:
         pointer.version_id = version.id
         pointer.deployed_at = now
-        pointer.deployed_by = actor
+        pointer.deployed_by = actor.id
         pointer.revision += 1
     session.add(
         DeploymentHistory(
@@ -145,17 +146,17 @@ async def deploy(
             version_id=version.id,
             previous_version_id=previous.id if previous else None,
             move=move.value,
-            actor=actor,
+            actor=actor.id,
             reason=reason,
             request_id=request.id if request else None,
             at=now,
         )
     )
     await session.flush()
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action="deployment.changed",
         prompt=prompt.name,
         version=version.version,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import Actor, Via
 from promptship.errors import GateRefused
 from promptship.services import registry, runs
 from promptship.services.deps import Deps
@@ -13,6 +14,7 @@ from promptship.store.models import Deployment, JobClaim, Prompt, PromptVersion
 
 #: who asks for the nightly re-runs of production suites
 DRIFT_ACTOR = "promptship:drift"
+DRIFT = Actor(DRIFT_ACTOR, Via.SYSTEM)
 
 
 async def start_drift_watch(
@@ -46,9 +48,7 @@ async def start_drift_watch(
         try:
             async with session.begin_nested():
                 queued.append(
-                    await runs.start_run(
-                        session, deps, name, version, DRIFT_ACTOR, cases, queued=True
-                    )
+                    await runs.start_run(session, deps, name, version, DRIFT, cases, queued=True)
                 )
         except GateRefused:
             continue  # a run of it is under way already

@@ -13,16 +13,17 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import Move, RequestState, RunState, VersionStatus
 from promptship.errors import BadInput, GateRefused, NotFound
-from promptship.services import audit, drift, lifecycle, outbox, registry, requests, runs
+from promptship.services import drift, identities, lifecycle, outbox, registry, requests, runs
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RunView
 from promptship.store.models import PromotionRequest, SoakRun
 
 
 async def override_regressions(
-    session: AsyncSession, deps: Deps, name: str, version_name: str, reason: str, actor: str
+    session: AsyncSession, deps: Deps, name: str, version_name: str, reason: str, actor: Actor
 ) -> RunView:
     """Accept the listed regressions of the version's latest run, with a recorded reason."""
     if not reason.strip():
@@ -32,12 +33,12 @@ async def override_regressions(
     run = await registry.latest_run(session, version)
     if run is None or not run.regressions:
         raise GateRefused(f"{name} {version_name} has no regressions to override")
-    run.regression_override = f"{reason.strip()} (by {actor})"
+    run.regression_override = f"{reason.strip()} (by {actor.id})"
     await session.flush()
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action="validation.regressions_overridden",
         prompt=name,
         version=version_name,
@@ -51,7 +52,7 @@ async def finish_run(
     deps: Deps,
     run_id: int,
     results: Sequence[dict[str, Any]],
-    actor: str,
+    actor: Actor,
     regressions: Sequence[str] = (),
     regression_override: str | None = None,
     error: str | None = None,
@@ -75,10 +76,10 @@ async def finish_run(
     run.error = error
     run.finished_at = deps.clock.now()
     await session.flush()
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action="validation.finished",
         prompt=prompt.name,
         version=version.version,
@@ -175,7 +176,7 @@ async def finish_soak(
     deps: Deps,
     soak_id: int,
     passed: bool,
-    actor: str,
+    actor: Actor,
     failure: str | None = None,
     *,
     state: str | None = None,
@@ -200,10 +201,10 @@ async def finish_soak(
         )
     )
     await session.refresh(soak)
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action=f"soak.{soak.state}",
         prompt=prompt.name,
         version=version.version,

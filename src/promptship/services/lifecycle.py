@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import Move, RequestKind, VersionStatus, require_transition
-from promptship.services import audit
+from promptship.services import identities
 from promptship.services.deps import Deps
 from promptship.store.models import PromotionRequest, Prompt, PromptVersion
 
@@ -29,7 +30,7 @@ async def transition(
     version: PromptVersion,
     target: VersionStatus,
     move: Move,
-    actor: str,
+    actor: Actor,
     *,
     environment: str | None = None,
     request_id: int | None = None,
@@ -39,10 +40,10 @@ async def transition(
     source = VersionStatus(version.status)
     require_transition(label(prompt, version), source, target, move, environment)
     version.status = target.value
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action="version.status",
         prompt=prompt.name,
         version=version.version,

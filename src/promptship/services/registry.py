@@ -10,10 +10,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import VersionStatus
 from promptship.domain.promptfile import PromptSpec, check_name, check_version, semver_key
 from promptship.errors import Conflict, NotFound
-from promptship.services import audit
+from promptship.services import identities
 from promptship.services.deps import Deps
 from promptship.services.views import (
     PushResult,
@@ -94,13 +95,13 @@ async def get_version_by_id(session: AsyncSession, version_id: int) -> PromptVer
     ).scalar_one()
 
 
-async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, author: str) -> PushResult:
+async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, actor: Actor) -> PushResult:
     """Register a version. Identical content again is a no-op; other content is refused."""
     now = deps.clock.now()
     insert = dialect_insert(session)
     await session.execute(
         insert(Prompt)
-        .values(name=spec.name, created_at=now, created_by=author)
+        .values(name=spec.name, created_at=now, created_by=actor.id)
         .on_conflict_do_nothing(index_elements=["name"])
     )
     prompt = await get_prompt(session, spec.name)
@@ -113,7 +114,7 @@ async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, author: str)
             version=spec.version,
             status=VersionStatus.DRAFT.value,
             content_hash=digest,
-            author=author,
+            author=actor.id,
             created_at=now,
             model=spec.model,
             provider=spec.provider.value,
@@ -139,10 +140,10 @@ async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, author: str)
             created=False,
             status=version.status,
         )
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=author,
+        actor,
         action="version.registered",
         prompt=spec.name,
         version=spec.version,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import (
     GateState,
     Move,
@@ -21,7 +22,7 @@ from promptship.domain.lifecycle import (
     require_transition,
 )
 from promptship.errors import BadInput, Forbidden, GateRefused, NotFound, RequestClosed
-from promptship.services import audit, deployments, gates, lifecycle, outbox, registry, runs
+from promptship.services import deployments, gates, identities, lifecycle, outbox, registry, runs
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RequestView
 from promptship.store.models import PromotionRequest, Prompt, PromptVersion
@@ -47,18 +48,18 @@ async def close(
     version: PromptVersion,
     request: PromotionRequest,
     state: RequestState,
-    actor: str,
+    actor: Actor,
     reason: str | None,
 ) -> RequestView:
     request.state = state.value
     request.closed_at = deps.clock.now()
-    request.closed_by = actor
+    request.closed_by = actor.id
     request.close_reason = reason
     await session.flush()
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action=f"request.{state.value}",
         prompt=prompt.name,
         version=version.version,
@@ -72,7 +73,7 @@ async def close(
 
 
 async def close_moot(
-    session: AsyncSession, deps: Deps, prompt: Prompt, deployed: deployments.Deployed, actor: str
+    session: AsyncSession, deps: Deps, prompt: Prompt, deployed: deployments.Deployed, actor: Actor
 ) -> None:
     """Close, as superseded, the open requests a deployment made moot."""
     for request, version in deployed.moot:
@@ -94,7 +95,7 @@ async def advance(
     prompt: Prompt,
     version: PromptVersion,
     request: PromotionRequest,
-    actor: str,
+    actor: Actor,
 ) -> bool:
     """Promote the moment the last gate passes. Returns True when it promoted."""
     checks = await gates.check_request(session, deps, prompt, version, request)
@@ -126,12 +127,12 @@ async def advance(
         await deployments.start_breakglass_soak(session, deps, version, request)
     request.state = RequestState.PROMOTED.value
     request.closed_at = deps.clock.now()
-    request.closed_by = actor
+    request.closed_by = actor.id
     await session.flush()
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action="request.promoted",
         prompt=prompt.name,
         version=version.version,
@@ -155,7 +156,7 @@ async def request_promotion(
     name: str,
     version_name: str,
     environment: str,
-    requester: str,
+    actor: Actor,
     reason: str | None = None,
     kind: RequestKind = RequestKind.NORMAL,
     queue_tests: bool = False,
@@ -186,7 +187,7 @@ async def request_promotion(
     target = deps.env_status(environment)
     move = Move.BREAKGLASS if kind is RequestKind.BREAKGLASS else Move.PROMOTE
     if queue_tests and (target is VersionStatus.STAGING or kind is RequestKind.BREAKGLASS):
-        await _queue_tests_if_needed(session, deps, prompt, version, requester)
+        await _queue_tests_if_needed(session, deps, prompt, version, actor)
     require_transition(
         lifecycle.label(prompt, version), VersionStatus(version.status), target, move, environment
     )
@@ -218,7 +219,7 @@ async def request_promotion(
         environment=environment,
         kind=kind.value,
         state=RequestState.OPEN.value,
-        requester=requester,
+        requester=actor.id,
         reason=reason.strip() if reason and reason.strip() else None,
         required_approvals=required,
         created_at=now,
@@ -239,10 +240,10 @@ async def request_promotion(
         raise GateRefused(
             message, hint="; ".join(f"{c.gate}: {c.detail}" for c in failed[1:]) or None
         )
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=requester,
+        actor,
         action="request.created",
         prompt=prompt.name,
         version=version.version,
@@ -252,7 +253,7 @@ async def request_promotion(
     )
     created = await gates.view(session, deps, request, prompt, version)
     await notify(session, deps, "request.created", created)
-    if await advance(session, deps, prompt, version, request, requester):
+    if await advance(session, deps, prompt, version, request, actor):
         return await gates.view(session, deps, request, prompt, version)
     return created
 
@@ -262,7 +263,7 @@ async def _queue_tests_if_needed(
     deps: Deps,
     prompt: Prompt,
     version: PromptVersion,
-    requester: str,
+    actor: Actor,
 ) -> None:
     latest = await registry.latest_run(session, version)
     if latest is not None and latest.state in (
@@ -276,7 +277,7 @@ async def _queue_tests_if_needed(
         deps,
         prompt.name,
         version.version,
-        requester,
+        actor,
         len(version.content.get("tests", [])),
         queued=True,
     )
@@ -329,7 +330,7 @@ async def ensure_open(
             version,
             request,
             RequestState.EXPIRED,
-            audit.SYSTEM_ACTOR,
+            SYSTEM,
             "no decision before it expired",
         )
         raise RequestClosed(
@@ -339,13 +340,13 @@ async def ensure_open(
 
 
 async def cancel(
-    session: AsyncSession, deps: Deps, request_id: int, user: str, roles: frozenset[str]
+    session: AsyncSession, deps: Deps, request_id: int, actor: Actor, roles: frozenset[str]
 ) -> RequestView:
     prompt, version, request = await load_request(session, request_id)
     await ensure_open(session, deps, prompt, version, request)
-    if user != request.requester and "approvers" not in roles:
+    if actor.id != request.requester and "approvers" not in roles:
         raise Forbidden(f"only the requester or an approver can cancel {request_code(request.id)}")
-    return await close(session, deps, prompt, version, request, RequestState.CANCELLED, user, None)
+    return await close(session, deps, prompt, version, request, RequestState.CANCELLED, actor, None)
 
 
 async def expire_stale(session: AsyncSession, deps: Deps, limit: int = 500) -> list[RequestView]:
@@ -377,7 +378,7 @@ async def expire_stale(session: AsyncSession, deps: Deps, limit: int = 500) -> l
                     version,
                     request,
                     RequestState.EXPIRED,
-                    audit.SYSTEM_ACTOR,
+                    SYSTEM,
                     "no decision before it expired",
                 )
             )
@@ -385,7 +386,7 @@ async def expire_stale(session: AsyncSession, deps: Deps, limit: int = 500) -> l
 
 
 async def reevaluate(
-    session: AsyncSession, deps: Deps, prompt: Prompt, version: PromptVersion, actor: str
+    session: AsyncSession, deps: Deps, prompt: Prompt, version: PromptVersion, actor: Actor
 ) -> list[PromotionRequest]:
     """After a run or soak finished: promote any open request of the version now clear."""
     open_requests = (
@@ -414,7 +415,7 @@ async def reevaluate(
                 version,
                 request,
                 RequestState.EXPIRED,
-                audit.SYSTEM_ACTOR,
+                SYSTEM,
                 "no decision before it expired",
             )
             continue

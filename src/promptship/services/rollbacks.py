@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import Move, VersionStatus, require_transition
 from promptship.errors import BadInput, Forbidden, GateRefused
 from promptship.services import deployments, lifecycle, outbox, registry, requests
@@ -18,7 +19,7 @@ async def rollback(
     deps: Deps,
     name: str,
     environment: str,
-    actor: str,
+    actor: Actor,
     roles: frozenset[str],
     to_version: str | None = None,
     reason: str | None = None,
@@ -104,13 +105,13 @@ async def rollback(
         session, deps, prompt, target, environment, actor, Move.ROLLBACK, reason=reason
     )
     await requests.close_moot(session, deps, prompt, deployed, actor)
-    await deployments.stop_soaks(session, deps, current, f"rolled back by {actor}")
+    await deployments.stop_soaks(session, deps, current, f"rolled back by {actor.id}")
     result = RollbackResult(
         prompt=name,
         environment=environment,
         from_version=current.version,
         to_version=target.version,
-        actor=actor,
+        actor=actor.id,
         reason=reason,
         at=deps.clock.now(),
     )
@@ -126,7 +127,7 @@ async def rollback(
 
 
 async def archive(
-    session: AsyncSession, deps: Deps, name: str, version_name: str, actor: str
+    session: AsyncSession, deps: Deps, name: str, version_name: str, actor: Actor
 ) -> str:
     """Retire a replaced or reverted version for good; it can no longer be rolled back to."""
     prompt, version = await registry.get_version(session, name, version_name)

@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import Move, RunState, VersionStatus
 from promptship.errors import GateRefused, NotFound
-from promptship.services import audit, deployments, lifecycle, registry
+from promptship.services import deployments, identities, lifecycle, registry
 from promptship.services.deps import Deps
 from promptship.services.views import RunDetail, RunView
 from promptship.store.models import Prompt, PromptVersion, ValidationRun
@@ -28,7 +29,7 @@ async def start_run(
     deps: Deps,
     name: str,
     version_name: str,
-    requested_by: str,
+    actor: Actor,
     total: int,
     *,
     owner: str | None = None,
@@ -48,7 +49,7 @@ async def start_run(
     ).scalar_one_or_none()
     if active is not None:
         if _is_stale(deps, active):
-            await _stop(session, deps, prompt, version, active, audit.SYSTEM_ACTOR,
+            await _stop(session, deps, prompt, version, active, SYSTEM,
                         RunState.INTERRUPTED, "its worker stopped reporting")  # fmt: skip
         else:
             raise GateRefused(
@@ -68,7 +69,7 @@ async def start_run(
         results=[],
         regressions=[],
         regression_override=None,
-        requested_by=requested_by,
+        requested_by=actor.id,
         started_at=now,
         finished_at=None,
         error=None,
@@ -85,13 +86,13 @@ async def start_run(
             version,
             VersionStatus.TESTING,
             Move.START_TESTS,
-            requested_by,
+            actor,
             details={"run": run.id},
         )
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=requested_by,
+        actor,
         action="validation.queued" if queued else "validation.started",
         prompt=name,
         version=version_name,
@@ -171,7 +172,7 @@ async def recover_stale(session: AsyncSession, deps: Deps) -> list[int]:
     for run_id in ids:
         prompt, version, run = await load_run(session, run_id)
         if _is_stale(deps, run):
-            await _stop(session, deps, prompt, version, run, audit.SYSTEM_ACTOR,
+            await _stop(session, deps, prompt, version, run, SYSTEM,
                         RunState.INTERRUPTED, "its worker stopped reporting")  # fmt: skip
             recovered.append(run_id)
     return recovered
@@ -263,7 +264,7 @@ async def load_run(
 
 
 async def stop_run(
-    session: AsyncSession, deps: Deps, run_id: int, actor: str, state: RunState, why: str
+    session: AsyncSession, deps: Deps, run_id: int, actor: Actor, state: RunState, why: str
 ) -> RunView:
     """Cancel a run, or mark it interrupted (a crash); the version goes back to draft."""
     prompt, version, run = await load_run(session, run_id)
@@ -276,7 +277,7 @@ async def _stop(
     prompt: Prompt,
     version: PromptVersion,
     run: ValidationRun,
-    actor: str,
+    actor: Actor,
     state: RunState,
     why: str,
 ) -> RunView:
@@ -284,10 +285,10 @@ async def _stop(
         return registry.run_view(run)
     run.state, run.error, run.finished_at = state.value, why, deps.clock.now()
     await session.flush()
-    await audit.record(
+    await identities.record(
         session,
         deps.clock,
-        actor=actor,
+        actor,
         action=f"validation.{state.value}",
         prompt=prompt.name,
         version=version.version,

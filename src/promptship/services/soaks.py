@@ -20,8 +20,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.identity import SYSTEM
 from promptship.errors import NotFound
-from promptship.services import audit, deployments, findings, outbox, registry, rollbacks
+from promptship.services import deployments, findings, outbox, registry, rollbacks
 from promptship.services.deps import Deps
 from promptship.store.models import (
     Prompt,
@@ -377,7 +378,7 @@ async def finish(
             if state == "diverged"
             else f"cycle {spec.cycle}: {result.error or f'{result.errored} call(s) errored'}"
         )
-        await findings.finish_soak(session, deps, soak.id, False, audit.SYSTEM_ACTOR, failure)
+        await findings.finish_soak(session, deps, soak.id, False, SYSTEM, failure)
         if soak.kind == BREAKGLASS_SOAK and soak.baseline_version_id is not None:
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
             await _auto_revert(session, deps, prompt, version, baseline, failure)
@@ -396,13 +397,13 @@ async def finish(
                 deps,
                 soak.id,
                 False,
-                audit.SYSTEM_ACTOR,
+                SYSTEM,
                 failure,
                 state="insufficient-traffic",
             )
             await _alert(session, deps, "soak.failed", spec, result, prompt.name, version, failure)
         else:
-            await findings.finish_soak(session, deps, soak.id, True, audit.SYSTEM_ACTOR)
+            await findings.finish_soak(session, deps, soak.id, True, SYSTEM)
             await _alert(session, deps, "soak.passed", spec, result, prompt.name, version, None)
     return state
 
@@ -433,7 +434,7 @@ async def _auto_revert(
         deps,
         prompt.name,
         envs.production,
-        audit.SYSTEM_ACTOR,
+        SYSTEM,
         frozenset({"oncall"}),
         baseline.version,
         f"break-glass soak failed: {failure}",

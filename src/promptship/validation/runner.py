@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import RunState
 from promptship.domain.promptfile import TestCase
 from promptship.errors import BadInput
@@ -110,11 +111,11 @@ class SuiteRunner:
     def scorer(self) -> Scorer:
         return self._scorer or get_scorer()
 
-    async def start(self, name: str, version: str, requested_by: str) -> int:
+    async def start(self, name: str, version: str, actor: Actor) -> int:
         """Record a new running run of the version's suite, owned by this worker."""
         detail = await self.core.show(name, version)
         run = await self.core.start_validation_run(
-            name, version, requested_by, len(detail.tests), owner=self.owner
+            name, version, actor, len(detail.tests), owner=self.owner
         )
         return run.id
 
@@ -142,7 +143,9 @@ class SuiteRunner:
                 if self.shutting_down
                 else (RunState.CANCELLED, "cancelled")
             )
-            await asyncio.shield(self.core.stop_validation_run(run_id, self.owner, state, why))
+            # the worker stops it: system work, named after the worker
+            worker = Actor(self.owner, Via.SYSTEM)
+            await asyncio.shield(self.core.stop_validation_run(run_id, worker, state, why))
             raise
         finally:
             await provider.aclose()

@@ -26,6 +26,7 @@ from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import TEST_POLICY, make_policy
 from tests.helpers import push, to_production, to_staging
+from tests.helpers import slack as as_slack_user
 
 TOKEN = "xoxb-outbox-test"
 CHANNEL = "C0PROMPTOPS"
@@ -74,14 +75,14 @@ async def test_a_deleted_request_message_is_posted_anew_and_later_updates_edit_t
 ) -> None:
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", "U04")
+    request = await core.request_promotion(NAME, "1.0.0", "production", as_slack_user("U04"))
     sender = dispatcher(core, client)
     await sender.deliver_once()
     title = f"Promotion request {request.code}"
     (old_ts,) = [ts for ts, text in slack.messages_in(CHANNEL).items() if title in text]
     slack.delete_message(CHANNEL, old_ts)  # someone deleted the request message
 
-    await core.approve(request.id, "U01")
+    await core.approve(request.id, as_slack_user("U01"))
     await sender.deliver_once()
     anew = [p for p in posts(slack) if title in p["text"]]
     assert len(anew) == 2 and "thread_ts" not in anew[1], "a new top-level request message"
@@ -90,7 +91,7 @@ async def test_a_deleted_request_message_is_posted_anew_and_later_updates_edit_t
     refused = [u for u in slack.calls("chat.update") if u["ts"] == old_ts]
     assert len(refused) == 1  # message_not_found once, never retried
 
-    await core.approve(request.id, "U02")  # promoted: edits the new message in place
+    await core.approve(request.id, as_slack_user("U02"))  # promoted: edits the new message in place
     await sender.deliver_once()
     assert "(promoted)" in slack.messages_in(CHANNEL)[new_ts]
     assert len([p for p in posts(slack) if title in p["text"]]) == 2
@@ -102,7 +103,7 @@ async def test_an_uneditable_request_message_gets_its_update_as_a_thread_reply(
 ) -> None:
     await push(core)
     await to_staging(core)
-    request = await core.request_promotion(NAME, "1.0.0", "production", "U04")
+    request = await core.request_promotion(NAME, "1.0.0", "production", as_slack_user("U04"))
     sender = dispatcher(core, client)
     await sender.deliver_once()
     (parent,) = [
@@ -111,7 +112,7 @@ async def test_an_uneditable_request_message_gets_its_update_as_a_thread_reply(
         if f"Promotion request {request.code}" in text
     ]
     slack.refuse("chat.update", "edit_window_closed", times=None)
-    await core.approve(request.id, "U01")
+    await core.approve(request.id, as_slack_user("U01"))
     await sender.deliver_once()
     reply = posts(slack)[-1]
     assert reply["thread_ts"] == parent and f"request {request.code}" in reply["text"]
@@ -280,16 +281,18 @@ async def test_a_rollback_alert_gets_through_while_an_earlier_update_keeps_faili
     await to_production(core)
     await push(core, version="1.1.0", system_prompt="v2")
     await to_staging(core, version="1.1.0")
-    request = await core.request_promotion(NAME, "1.1.0", "production", "U04")
+    request = await core.request_promotion(NAME, "1.1.0", "production", as_slack_user("U04"))
     sender = dispatcher(core, client, max_attempts=5)
     await sender.deliver_once()
-    await core.approve(request.id, "U01")
-    await core.approve(request.id, "U02")  # two in-place updates of the request message
+    await core.approve(request.id, as_slack_user("U01"))
+    await core.approve(
+        request.id, as_slack_user("U02")
+    )  # two in-place updates of the request message
     if failure == "uneditable":
         slack.refuse("chat.update", "cant_update_message", times=None)
     else:
         slack.fail_next(1000, status=500, method="chat.update")
-    await core.rollback(NAME, "production", "U03", reason="answers got rude")
+    await core.rollback(NAME, "production", as_slack_user("U03"), reason="answers got rude")
 
     def rolled_back() -> list[dict[str, Any]]:
         return [p for p in posts(slack) if "rolled back" in p["text"]]
@@ -319,19 +322,21 @@ async def test_dead_letters_are_retried_in_line_or_dropped_with_an_audit_event(
     first, *rest = await core.outbox_dead_letters()
     assert rest  # more than one set aside
     with pytest.raises(NotFound, match="no dead letter with id 999"):
-        await core.retry_dead_letters([999], "U03")
-    assert [d.id for d in await core.retry_dead_letters([first.id], "U03")] == [first.id]
+        await core.retry_dead_letters([999], as_slack_user("U03"))
+    assert [d.id for d in await core.retry_dead_letters([first.id], as_slack_user("U03"))] == [
+        first.id
+    ]
     assert await pending_ids(core) == [first.id]  # back in line, first of its channel
     assert first.id not in [d.id for d in await core.outbox_dead_letters()]
-    dropped = await core.drop_dead_letter(rest[0].id, "U03")
+    dropped = await core.drop_dead_letter(rest[0].id, as_slack_user("U03"))
     with pytest.raises(NotFound):
-        await core.drop_dead_letter(rest[0].id, "U03")
+        await core.drop_dead_letter(rest[0].id, as_slack_user("U03"))
     event = (await core.recent_events(1))[0]
     assert event.action == "outbox.dropped" and event.actor == "U03"
     assert event.details["topic"] == dropped.topic and event.details["error"] == "is_archived"
     assert (await core.verify_audit()).ok
     slack.reset()
-    retried = await core.retry_dead_letters(None, "U03")
+    retried = await core.retry_dead_letters(None, as_slack_user("U03"))
     assert [d.id for d in retried] == [d.id for d in rest[1:]]
     assert await core.outbox_dead_letters() == []
 

@@ -440,15 +440,15 @@ class Promptship:
             return await outbox.dead_letters(session)
 
     async def retry_dead_letters(
-        self, ids: list[int] | None, actor: str
+        self, ids: list[int] | None, actor: Actor
     ) -> list[outbox.DeadLetter]:
         """Put dead letters back in line (``None``: all of them)."""
         async with self.db.transaction() as session:
-            return await outbox.retry_dead(session, self.clock, ids, _user(actor))
+            return await outbox.retry_dead(session, self.clock, ids, actor)
 
-    async def drop_dead_letter(self, id: int, actor: str) -> outbox.DeadLetter:
+    async def drop_dead_letter(self, id: int, actor: Actor) -> outbox.DeadLetter:
         async with self.db.transaction() as session:
-            return await outbox.drop_dead(session, self.clock, id, _user(actor))
+            return await outbox.drop_dead(session, self.clock, id, actor)
 
     # -- questions -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.clock import Clock
+from promptship.domain.identity import Actor
 from promptship.errors import BadInput, NotFound
 from promptship.services import audit
 from promptship.store.models import (
@@ -328,7 +329,7 @@ async def _take_dead(session: AsyncSession, ids: list[int] | None) -> list[DeadL
 
 
 async def retry_dead(
-    session: AsyncSession, clock: Clock, ids: list[int] | None, actor: str
+    session: AsyncSession, clock: Clock, ids: list[int] | None, actor: Actor
 ) -> list[DeadLetter]:
     """Put dead letters (``ids``, or all with None) back in their channel's line, with a
     fresh count of tries; they go out before anything queued after them."""
@@ -344,14 +345,14 @@ async def retry_dead(
         await audit.record(
             session,
             clock,
-            actor=actor,
+            actor=actor.id,
             action="outbox.retried",
-            details={"ids": [d.id for d in letters]},
+            details={**actor.audit_details(), "ids": [d.id for d in letters]},
         )
     return letters
 
 
-async def drop_dead(session: AsyncSession, clock: Clock, id: int, actor: str) -> DeadLetter:
+async def drop_dead(session: AsyncSession, clock: Clock, id: int, actor: Actor) -> DeadLetter:
     """Discard a dead letter for good; the audit log keeps what it was."""
     (letter,) = await _take_dead(session, [id])
     await session.execute(
@@ -360,9 +361,10 @@ async def drop_dead(session: AsyncSession, clock: Clock, id: int, actor: str) ->
     await audit.record(
         session,
         clock,
-        actor=actor,
+        actor=actor.id,
         action="outbox.dropped",
         details={
+            **actor.audit_details(),
             "id": letter.id,
             "topic": letter.topic,
             "channel": letter.channel,

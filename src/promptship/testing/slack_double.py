@@ -2,10 +2,16 @@
 
 It checks the bot token, enforces SLACK.md's Block Kit limits (answering
 ``{"ok": false, "error": "invalid_blocks"}`` like Slack), records every call, serves
+<<<<<<< HEAD
 ``response_url`` posts (at most 5 per URL), and injects 429 (with ``Retry-After``) or 500.
 It remembers the messages it posted: ``chat.update`` of a deleted or unknown message answers
 ``message_not_found``, a reply under a deleted parent ``thread_not_found``, and an archived
 channel ``is_archived``; ``refuse`` makes a method answer any named error N times or forever.
+=======
+``response_url`` posts (at most 5 per URL), keeps each channel's messages for
+``conversations.history`` (newest first, paginated with ``limit`` and ``cursor``), and
+injects 429 (with ``Retry-After``) or 500.
+>>>>>>> a0c3974 (Keyed audit chain: HMAC-SHA256 under PROMPTSHIP_AUDIT_KEY (key_id per event, rotation, SQLite trial key file), signed checkpoints (table, outbox topic, hourly scheduler job), verify against checkpoints and cross-checks of approvals, deployments and closed requests; conversations.history in the Slack double (migration 0007))
 Point the bot at it with ``SLACK_API_URL=double.api_url``.
 
     with SlackDouble(token="xoxb-test") as slack:
@@ -187,6 +193,8 @@ class SlackDouble:
         self._archived: set[str] = set()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
+        #: each channel's top-level messages, oldest first
+        self._history: dict[str, list[dict[str, Any]]] = {}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -261,6 +269,7 @@ class SlackDouble:
         with self._lock:
             self._calls.clear()
             self._responses.clear()
+            self._history.clear()
             self._failures.clear()
             self._refusals.clear()
 
@@ -347,6 +356,7 @@ class SlackDouble:
         problem = self._message_problems(args)
         if problem:
             return problem
+<<<<<<< HEAD
         with self._lock:
             if channel in self._archived:
                 return {"ok": False, "error": "is_archived"}
@@ -354,11 +364,39 @@ class SlackDouble:
                 return {"ok": False, "error": "thread_not_found"}
             ts = f"{1700000000 + next(self._ts)}.000100"
             self._messages[(channel, ts)] = str(args.get("text") or "")
+=======
+        ts = f"{1700000000 + next(self._ts)}.000100"
+        message = {"type": "message", "text": args.get("text") or "", "ts": ts}
+        if not args.get("thread_ts"):  # replies live in their thread, not the history
+            with self._lock:
+                self._history.setdefault(args["channel"], []).append(message)
+        return {"ok": True, "channel": args["channel"], "ts": ts, "message": message}
+
+    def post_to_history(self, channel: str, text: str) -> None:
+        """A message someone else posted in ``channel`` (tests: forged or unrelated)."""
+        ts = f"{1700000000 + next(self._ts)}.000100"
+        with self._lock:
+            self._history.setdefault(channel, []).append({"type": "message", "text": text, "ts": ts})
+
+    def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        try:
+            limit = max(1, min(int(args.get("limit") or 100), 999))
+            start = int(args.get("cursor") or 0)
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        with self._lock:
+            newest_first = list(reversed(self._history.get(channel, [])))
+        page = newest_first[start : start + limit]
+        more = start + limit < len(newest_first)
+>>>>>>> a0c3974 (Keyed audit chain: HMAC-SHA256 under PROMPTSHIP_AUDIT_KEY (key_id per event, rotation, SQLite trial key file), signed checkpoints (table, outbox topic, hourly scheduler job), verify against checkpoints and cross-checks of approvals, deployments and closed requests; conversations.history in the Slack double (migration 0007))
         return {
             "ok": True,
-            "channel": args["channel"],
-            "ts": ts,
-            "message": {"text": args.get("text"), "ts": ts},
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -368,11 +406,17 @@ class SlackDouble:
         if problem:
             return problem
         with self._lock:
+<<<<<<< HEAD
             if args["channel"] in self._archived:
                 return {"ok": False, "error": "is_archived"}
             if (args["channel"], args["ts"]) not in self._messages:
                 return {"ok": False, "error": "message_not_found"}
             self._messages[(args["channel"], args["ts"])] = str(args.get("text") or "")
+=======
+            for message in self._history.get(args["channel"], []):
+                if message["ts"] == args["ts"]:
+                    message["text"] = args.get("text") or ""
+>>>>>>> a0c3974 (Keyed audit chain: HMAC-SHA256 under PROMPTSHIP_AUDIT_KEY (key_id per event, rotation, SQLite trial key file), signed checkpoints (table, outbox topic, hourly scheduler job), verify against checkpoints and cross-checks of approvals, deployments and closed requests; conversations.history in the Slack double (migration 0007))
         return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
 
     def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:

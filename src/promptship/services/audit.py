@@ -184,6 +184,34 @@ async def first_keyed_seq(session: AsyncSession) -> int | None:
     ).scalar_one_or_none()
 
 
+DECISION_ACTIONS = {True: "request.approved", False: "request.rejection"}
+
+
+async def recorded_decisions(session: AsyncSession, request_id: int) -> set[tuple[str, bool]]:
+    """(actor, approve) of each decision on the request with an authentic audit event."""
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent).where(
+                    AuditEvent.request_id == request_id,
+                    AuditEvent.action.in_(DECISION_ACTIONS.values()),
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = keyring(session).keys()
+    first_keyed = (
+        await first_keyed_seq(session) if any(e.key_id is None for e in events) else None
+    )
+    return {
+        (e.actor, e.action == DECISION_ACTIONS[True])
+        for e in events
+        if authentic(e, keys, first_keyed)
+    }
+
+
 @dataclass
 class Verification:
     checked: int = 0
@@ -216,7 +244,8 @@ async def verify(
     """Recompute the chain and compare it with the stored checkpoints and those given (from
     a file or the channel); then cross-check approvals, deployments and closed requests
     against their events. Problems are plain sentences, the first few of each kind."""
-    from promptship.services import audit_checks, checkpoints as cps
+    from promptship.services import audit_checks
+    from promptship.services import checkpoints as cps
 
     result = Verification()
     keys = keyring(session).keys()

@@ -12,8 +12,8 @@ from promptship.store.models import (
     Approval,
     AuditEvent,
     Deployment,
-    Prompt,
     PromotionRequest,
+    Prompt,
     PromptVersion,
 )
 

@@ -110,8 +110,17 @@ def from_json(raw: Any) -> Checkpoint:
 
 
 def parse_file(text: str, source: str) -> list[Checkpoint]:
-    """Checkpoints from JSON lines (as ``audit checkpoints --json`` writes them) or from
-    ``promptship-checkpoint …`` lines; a line that is neither is refused, naming it."""
+    """Checkpoints from JSON lines (as ``audit checkpoints --output`` writes them), a JSON
+    array (``--json``) or ``promptship-checkpoint …`` lines; anything else is refused,
+    naming the line."""
+    if text.lstrip().startswith("["):
+        try:
+            return [from_json(raw) for raw in json.loads(text)]
+        except ValueError:
+            raise BadInput(
+                f"{source}: not a list of checkpoints",
+                hint="use the output of promptship audit checkpoints --json",
+            ) from None
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -183,6 +192,7 @@ async def make(session: AsyncSession, deps: Deps, reason: str) -> Checkpoint | N
     head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
     if head.seq == 0:
         return None
+    reason = reason[:64]
     key = audit.keyring(session).signer()
     at = deps.clock.now()
     checkpoint = Checkpoint(
@@ -195,7 +205,7 @@ async def make(session: AsyncSession, deps: Deps, reason: str) -> Checkpoint | N
             at=at,
             key_id=key.id,
             mac=checkpoint.mac,
-            reason=reason[:64],
+            reason=reason,
         )
     )
     await session.flush()
@@ -217,9 +227,7 @@ async def scheduled(session: AsyncSession, deps: Deps, tick: str, owner: str) ->
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return None
     newest = await stored(session, limit=1)
-    head_seq = (
-        await session.execute(select(AuditHead.seq).where(AuditHead.id == 1))
-    ).scalar_one()
+    head_seq = (await session.execute(select(AuditHead.seq).where(AuditHead.id == 1))).scalar_one()
     if newest and newest[-1].seq == head_seq:
         return None
     return await make(session, deps, "scheduled")

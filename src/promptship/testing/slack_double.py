@@ -376,7 +376,9 @@ class SlackDouble:
         """A message someone else posted in ``channel`` (tests: forged or unrelated)."""
         ts = f"{1700000000 + next(self._ts)}.000100"
         with self._lock:
-            self._history.setdefault(channel, []).append({"type": "message", "text": text, "ts": ts})
+            self._history.setdefault(channel, []).append(
+                {"type": "message", "text": text, "ts": ts}
+            )
 
     def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")

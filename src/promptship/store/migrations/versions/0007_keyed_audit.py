@@ -35,9 +35,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_checkpoints")),
     )
-    op.create_index(
-        op.f("ix_audit_checkpoints_seq"), "audit_checkpoints", ["seq"], unique=False
-    )
+    op.create_index(op.f("ix_audit_checkpoints_seq"), "audit_checkpoints", ["seq"], unique=False)
 
 
 def downgrade() -> None:

@@ -7,7 +7,6 @@ import csv
 import io
 import itertools
 import json
-
 from collections.abc import Callable
 
 from sqlalchemy import select, text

@@ -17,7 +17,9 @@ def checkpoint_message(payload: dict[str, Any]) -> Message:
     """A checkpoint (the outbox payload: seq, hash, at, key, mac, reason)."""
     checkpoint = from_json(payload)
     reason = checkpoint.reason
-    made = {"scheduled": "hourly", "": "on request"}.get(reason, f"after {escape(reason)}")
+    made = {"scheduled": "hourly", "requested": "on request", "": "on request"}.get(
+        reason, f"after {escape(reason)}"
+    )
     return Message(
         checkpoint.line(),
         [

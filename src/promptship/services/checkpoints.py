@@ -220,7 +220,7 @@ async def scheduled(session: AsyncSession, deps: Deps, tick: str, owner: str) ->
     when nothing was recorded since the newest checkpoint."""
     now = deps.clock.now()
     claimed = await session.execute(
-        registry._insert(session)(JobClaim)
+        registry.dialect_insert(session)(JobClaim)
         .values(key=tick, owner=owner, lease_until=now, claimed_at=now, done_at=now)
         .on_conflict_do_nothing(index_elements=["key"])
     )

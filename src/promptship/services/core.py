@@ -27,6 +27,7 @@ from promptship.services import (
     runs,
     soaks,
     traffic,
+    verification,
 )
 from promptship.services.deps import Deps
 from promptship.services.roles import GroupDirectory, RoleResolver
@@ -489,7 +490,7 @@ class Promptship:
         """Verify the chain, the stored checkpoints and those ``given`` (a file, the channel),
         and cross-check approvals, deployments and closed requests against the log."""
         async with self.db.reader() as session:
-            return await audit.verify(session, given)
+            return await verification.verify(session, given)
 
     async def audit_checkpoints(self, limit: int | None = None) -> list[checkpoints.Checkpoint]:
         """The stored checkpoints, oldest first (the newest ``limit``)."""

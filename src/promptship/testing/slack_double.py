@@ -2,16 +2,12 @@
 
 It checks the bot token, enforces SLACK.md's Block Kit limits (answering
 ``{"ok": false, "error": "invalid_blocks"}`` like Slack), records every call, serves
-<<<<<<< HEAD
 ``response_url`` posts (at most 5 per URL), and injects 429 (with ``Retry-After``) or 500.
 It remembers the messages it posted: ``chat.update`` of a deleted or unknown message answers
 ``message_not_found``, a reply under a deleted parent ``thread_not_found``, and an archived
 channel ``is_archived``; ``refuse`` makes a method answer any named error N times or forever.
-=======
-``response_url`` posts (at most 5 per URL), keeps each channel's messages for
-``conversations.history`` (newest first, paginated with ``limit`` and ``cursor``), and
-injects 429 (with ``Retry-After``) or 500.
->>>>>>> a0c3974 (Keyed audit chain: HMAC-SHA256 under PROMPTSHIP_AUDIT_KEY (key_id per event, rotation, SQLite trial key file), signed checkpoints (table, outbox topic, hourly scheduler job), verify against checkpoints and cross-checks of approvals, deployments and closed requests; conversations.history in the Slack double (migration 0007))
+``conversations.history`` lists a channel's top-level messages, newest first, paginated with
+``limit`` and ``cursor``.
 Point the bot at it with ``SLACK_API_URL=double.api_url``.
 
     with SlackDouble(token="xoxb-test") as slack:
@@ -190,11 +186,11 @@ class SlackDouble:
         #: text of each message posted and not deleted, by (channel, ts)
         self._messages: dict[tuple[str, str], str] = {}
         self._deleted: set[tuple[str, str]] = set()
+        #: messages posted in a thread (they are not in the channel's history)
+        self._replies: set[tuple[str, str]] = set()
         self._archived: set[str] = set()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        #: each channel's top-level messages, oldest first
-        self._history: dict[str, list[dict[str, Any]]] = {}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -247,6 +243,11 @@ class SlackDouble:
         with self._lock:
             return {ts: text for (c, ts), text in sorted(self._messages.items()) if c == channel}
 
+    def post_to_history(self, channel: str, text: str) -> None:
+        """A message someone else posted in ``channel`` (tests: forged or unrelated ones)."""
+        with self._lock:
+            self._messages[(channel, f"{1700000000 + next(self._ts)}.000100")] = text
+
     @property
     def pending_failures(self) -> int:
         """Injected failures not yet served."""
@@ -269,7 +270,6 @@ class SlackDouble:
         with self._lock:
             self._calls.clear()
             self._responses.clear()
-            self._history.clear()
             self._failures.clear()
             self._refusals.clear()
 
@@ -356,7 +356,6 @@ class SlackDouble:
         problem = self._message_problems(args)
         if problem:
             return problem
-<<<<<<< HEAD
         with self._lock:
             if channel in self._archived:
                 return {"ok": False, "error": "is_archived"}
@@ -364,21 +363,35 @@ class SlackDouble:
                 return {"ok": False, "error": "thread_not_found"}
             ts = f"{1700000000 + next(self._ts)}.000100"
             self._messages[(channel, ts)] = str(args.get("text") or "")
-=======
-        ts = f"{1700000000 + next(self._ts)}.000100"
-        message = {"type": "message", "text": args.get("text") or "", "ts": ts}
-        if not args.get("thread_ts"):  # replies live in their thread, not the history
-            with self._lock:
-                self._history.setdefault(args["channel"], []).append(message)
-        return {"ok": True, "channel": args["channel"], "ts": ts, "message": message}
+            if args.get("thread_ts"):
+                self._replies.add((channel, ts))
+        return {
+            "ok": True,
+            "channel": args["channel"],
+            "ts": ts,
+            "message": {"text": args.get("text"), "ts": ts},
+        }
 
-    def post_to_history(self, channel: str, text: str) -> None:
-        """A message someone else posted in ``channel`` (tests: forged or unrelated)."""
-        ts = f"{1700000000 + next(self._ts)}.000100"
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel") or not args.get("ts"):
+            return {"ok": False, "error": "message_not_found"}
+        problem = self._message_problems(args)
+        if problem:
+            return problem
         with self._lock:
-            self._history.setdefault(channel, []).append(
-                {"type": "message", "text": text, "ts": ts}
-            )
+            if args["channel"] in self._archived:
+                return {"ok": False, "error": "is_archived"}
+            if (args["channel"], args["ts"]) not in self._messages:
+                return {"ok": False, "error": "message_not_found"}
+            self._messages[(args["channel"], args["ts"])] = str(args.get("text") or "")
+        return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
+
+    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = (args.get("channel", ""), args.get("ts", ""))
+        if key not in self._messages:
+            return {"ok": False, "error": "message_not_found"}
+        self.delete_message(*key)
+        return {"ok": True, "channel": key[0], "ts": key[1]}
 
     def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")
@@ -390,43 +403,21 @@ class SlackDouble:
         except ValueError:
             return {"ok": False, "error": "invalid_cursor"}
         with self._lock:
-            newest_first = list(reversed(self._history.get(channel, [])))
+            newest_first = [
+                {"type": "message", "ts": ts, "text": text}
+                for (c, ts), text in sorted(
+                    self._messages.items(), key=lambda item: float(item[0][1]), reverse=True
+                )
+                if c == channel and (c, ts) not in self._replies
+            ]
         page = newest_first[start : start + limit]
         more = start + limit < len(newest_first)
->>>>>>> a0c3974 (Keyed audit chain: HMAC-SHA256 under PROMPTSHIP_AUDIT_KEY (key_id per event, rotation, SQLite trial key file), signed checkpoints (table, outbox topic, hourly scheduler job), verify against checkpoints and cross-checks of approvals, deployments and closed requests; conversations.history in the Slack double (migration 0007))
         return {
             "ok": True,
             "messages": page,
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
-
-    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
-        if not args.get("channel") or not args.get("ts"):
-            return {"ok": False, "error": "message_not_found"}
-        problem = self._message_problems(args)
-        if problem:
-            return problem
-        with self._lock:
-<<<<<<< HEAD
-            if args["channel"] in self._archived:
-                return {"ok": False, "error": "is_archived"}
-            if (args["channel"], args["ts"]) not in self._messages:
-                return {"ok": False, "error": "message_not_found"}
-            self._messages[(args["channel"], args["ts"])] = str(args.get("text") or "")
-=======
-            for message in self._history.get(args["channel"], []):
-                if message["ts"] == args["ts"]:
-                    message["text"] = args.get("text") or ""
->>>>>>> a0c3974 (Keyed audit chain: HMAC-SHA256 under PROMPTSHIP_AUDIT_KEY (key_id per event, rotation, SQLite trial key file), signed checkpoints (table, outbox topic, hourly scheduler job), verify against checkpoints and cross-checks of approvals, deployments and closed requests; conversations.history in the Slack double (migration 0007))
-        return {"ok": True, "channel": args["channel"], "ts": args["ts"]}
-
-    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
-        key = (args.get("channel", ""), args.get("ts", ""))
-        if key not in self._messages:
-            return {"ok": False, "error": "message_not_found"}
-        self.delete_message(*key)
-        return {"ok": True, "channel": key[0], "ts": key[1]}
 
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         problem = self._message_problems(args)

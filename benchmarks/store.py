@@ -7,7 +7,8 @@ times, through the real services, ``status`` for one prompt and ``history`` (the
 page), each on random prompts, and the same queries on an empty database (one prompt,
 its versions and events only): the ratio shows what the size costs. Target: each median
 under 50 ms on the big store. Optionally (``--verify``) times ``audit verify`` over the
-whole chain.
+whole chain, and ``verify_rates`` compares the keyed (HMAC-SHA256) chain with the old plain
+SHA-256 one over the same number of events, in the same run.
 
     .venv/bin/python benchmarks/store.py [--prompts 10000] [--versions-per-prompt 10]
         [--events 1000000] [--queries 300] [--verify] [--keep PATH]
@@ -30,10 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from promptship.auditkeys import AuditKey, parse_keys
 from promptship.config import Policy
 from promptship.services import Promptship
 from promptship.services.audit import GENESIS, event_hash
 from promptship.store.db import Database
+
+BENCH_KEY = "bench:" + "b" * 44
 
 TARGET_MS = 50.0
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -126,51 +130,88 @@ def fill(path: Path, prompts: int, per_prompt: int, events: int, seed: int = 1) 
             history,
         )
 
-        prev = GENESIS
-
-        def audit_rows() -> object:
-            nonlocal prev
-            for seq in range(1, events + 1):
-                at = START + timedelta(seconds=seq)
-                p = rng.randrange(prompts)
-                action = ACTIONS[seq % len(ACTIONS)]
-                environment = None if action == "version.registered" else "production"
-                version = f"1.{seq % per_prompt}.0"
-                details = {"n": seq}
-                digest = event_hash(
-                    seq=seq,
-                    at=at,
-                    actor="U01",
-                    action=action,
-                    prompt=names[p],
-                    version=version,
-                    environment=environment,
-                    request_id=None,
-                    details=details,
-                    prev_hash=prev,
-                )
-                yield (
-                    seq,
-                    stamp(at),
-                    "U01",
-                    action,
-                    names[p],
-                    version,
-                    environment,
-                    json.dumps(details),
-                    prev,
-                    digest,
-                )
-                prev = digest
-
-        conn.executemany(
-            "INSERT INTO audit_events (seq, at, actor, action, prompt, version, environment,"
-            " details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            audit_rows(),
-        )
-        conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (events, prev))
+        fill_audit(conn, events, names, per_prompt, rng, key=None)
     conn.execute("ANALYZE")
     conn.close()
+
+
+def fill_audit(
+    conn: sqlite3.Connection,
+    events: int,
+    names: list[str],
+    per_prompt: int,
+    rng: random.Random,
+    key: AuditKey | None,
+) -> None:
+    """Append ``events`` audit events in one valid chain: HMAC-SHA256 under ``key``, or the
+    plain SHA-256 of events written before keyed audit (``key`` None)."""
+    prev = GENESIS
+
+    def audit_rows() -> object:
+        nonlocal prev
+        for seq in range(1, events + 1):
+            at = START + timedelta(seconds=seq)
+            p = rng.randrange(len(names))
+            action = ACTIONS[seq % len(ACTIONS)]
+            environment = None if action == "version.registered" else "production"
+            version = f"1.{seq % per_prompt}.0"
+            details = {"n": seq}
+            digest = event_hash(
+                seq=seq,
+                at=at,
+                actor="U01",
+                action=action,
+                prompt=names[p],
+                version=version,
+                environment=environment,
+                request_id=None,
+                details=details,
+                prev_hash=prev,
+                key=key,
+            )
+            yield (
+                seq,
+                stamp(at),
+                "U01",
+                action,
+                names[p],
+                version,
+                environment,
+                json.dumps(details),
+                prev,
+                digest,
+                key.id if key else None,
+            )
+            prev = digest
+
+    conn.executemany(
+        "INSERT INTO audit_events (seq, at, actor, action, prompt, version, environment,"
+        " details, prev_hash, hash, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        audit_rows(),
+    )
+    conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (events, prev))
+
+
+async def verify_rates(events: int, workdir: Path) -> tuple[float, float]:
+    """Events verified per second by ``audit verify`` over a chain of ``events`` events:
+    (plain SHA-256, keyed HMAC-SHA256), each on a store holding only that chain."""
+    rates = []
+    for key in (None, parse_keys(BENCH_KEY).signer):
+        path = workdir / f"chain-{'hmac' if key else 'sha256'}.db"
+        await migrate(path)
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA synchronous=OFF")
+        with conn:
+            fill_audit(conn, events, ["prompt-0"], 10, random.Random(1), key)
+        conn.close()
+        db = Database(f"sqlite+aiosqlite:///{path}", audit_keys=BENCH_KEY)
+        started = time.perf_counter()
+        verification = await Promptship(db, Policy()).verify_audit()
+        took = time.perf_counter() - started
+        await db.dispose()
+        assert verification.ok and verification.checked == events, verification.problems
+        rates.append(events / took)
+    return rates[0], rates[1]
 
 
 async def timed(
@@ -247,7 +288,12 @@ async def main() -> int:
         print(f"  {query:8} ratio big/empty {ratio:.2f}  {verdict}")
 
     if args.verify:
-        db = Database(f"sqlite+aiosqlite:///{big}")
+        sha256, keyed = await verify_rates(args.events, workdir)
+        print(
+            f"\naudit verify, {args.events:,} events: SHA-256 chain {sha256:,.0f} events/s, "
+            f"keyed HMAC-SHA256 chain {keyed:,.0f} events/s (keyed/plain {keyed / sha256:.2f})"
+        )
+        db = Database(f"sqlite+aiosqlite:///{big}", audit_keys=BENCH_KEY)
         started = time.perf_counter()
         verification = await Promptship(db, Policy()).verify_audit()
         took = time.perf_counter() - started

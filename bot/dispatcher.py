@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import messages
+from bot.blocks.audit import checkpoint_message
 from bot.blocks.limits import escape
 from bot.blocks.messages import Message
 from promptship.services import Promptship
@@ -56,6 +57,8 @@ def render(delivery: Delivery) -> tuple[Message, bool]:
         return messages.soak_result_message(payload), False
     if topic == "drift.alert":
         return messages.drift_message(payload), False
+    if topic == "audit.checkpoint":
+        return checkpoint_message(payload), False
     if topic == "deployment.rolled_back":
         return messages.rollback_message(RollbackResult.model_validate(payload["rollback"])), False
     if topic == UNDELIVERED_TOPIC:

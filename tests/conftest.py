@@ -22,6 +22,10 @@ from promptship.store.models import Base
 from promptship.validation.scoring import Scorer, get_scorer
 
 POSTGRES_URL = os.environ.get("PROMPTSHIP_TEST_POSTGRES_URL")
+#: the fixed audit key of test databases; set for the whole test process (and the servers
+#: it starts) so every Database and Settings signs with it
+TEST_AUDIT_KEY = "test:promptship-test-audit-key-0123456789abcdef"
+os.environ["PROMPTSHIP_AUDIT_KEY"] = TEST_AUDIT_KEY
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 TEST_POLICY = """
@@ -112,7 +116,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
+    database = Database(database_url, audit_keys=TEST_AUDIT_KEY)
     if database.dialect == "postgresql":
         await _truncate(database)
     yield database

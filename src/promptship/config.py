@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from promptship.auditkeys import AuditKeys
+from promptship.auditkeys import resolve as resolve_audit_keys
 from promptship.domain.identity import is_slack_user_id
 from promptship.durations import format_duration, parse_duration
 from promptship.errors import BadInput
@@ -280,6 +282,8 @@ class Settings(BaseSettings):
     config: str | None = Field(None, alias="PROMPTSHIP_CONFIG")
     user: str | None = Field(None, alias="PROMPTSHIP_USER")
     api_tokens: SecretStr | None = Field(None, alias="PROMPTSHIP_API_TOKENS")
+    #: the audit log's keys, ``id:secret[,id:secret…]``: the first signs, all verify
+    audit_key: SecretStr | None = Field(None, alias="PROMPTSHIP_AUDIT_KEY")
     slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
@@ -295,3 +299,9 @@ class Settings(BaseSettings):
 
     def policy(self) -> Policy:
         return load_policy(self.config)
+
+    def audit_keys(self) -> AuditKeys:
+        """The audit keys; without PROMPTSHIP_AUDIT_KEY, a SQLite database's trial key file,
+        and on PostgreSQL a refusal naming the command that makes a key."""
+        configured = self.audit_key.get_secret_value() if self.audit_key is not None else None
+        return resolve_audit_keys(configured, self.database_url)

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
 from promptship.config import Policy, Settings
 from promptship.services import Promptship
 from promptship.store.db import Database
@@ -43,7 +44,15 @@ def create_app(
 
     policy = policy or settings.policy()
     slack_mode = check_settings(settings)
-    db = Database(settings.database_url)
+    audit_keys = settings.audit_keys()  # none outside SQLite trial mode: refuse to start
+    if audit_keys.source != AUDIT_KEY_VAR:
+        log.warning(
+            "PROMPTSHIP_AUDIT_KEY is not set: the audit log is signed with the trial key in %s "
+            "(SQLite only; keep it out of git, back it up, and set PROMPTSHIP_AUDIT_KEY, made "
+            "with `promptship audit keygen`, before going to PostgreSQL)",
+            audit_keys.source,
+        )
+    db = Database(settings.database_url, audit_keys=audit_keys)
     routes = [Route("/healthz", _healthz)]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None

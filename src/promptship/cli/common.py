@@ -107,7 +107,8 @@ def settings() -> Settings:
 async def open_core() -> Promptship:
     config = settings()
     policy = config.policy()
-    db = Database(config.database_url)
+    # no audit key (outside SQLite trial mode): refused here, with the command making one
+    db = Database(config.database_url, audit_keys=config.audit_keys())
     if not await db.is_up_to_date():
         if db.is_sqlite:
             await db.upgrade()  # the embedded database keeps itself current

@@ -37,6 +37,11 @@ def serve(
     if config.api_tokens is not None:
         secrets += [part.split(":")[-1] for part in config.api_tokens.get_secret_value().split(",")]
     secrets += [os.environ.get(k, "") for k in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")]
+    if config.audit_key is not None:
+        secrets += [
+            part.partition(":")[2].strip()
+            for part in config.audit_key.get_secret_value().split(",")
+        ]
     logs.configure(secrets, os.environ.get("PROMPTSHIP_LOG_LEVEL", "INFO"))
     try:
         application = create_app(config)

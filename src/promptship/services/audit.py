@@ -1,7 +1,14 @@
-"""The audit log: append-only, every event hash-chained to the one before it.
+"""The audit log: append-only, every event chained to the one before it with an HMAC.
 
 Appending locks the single ``audit_head`` row, so the chain stays linear across processes
-and replicas; ``verify`` recomputes every hash and finds edited, deleted or inserted rows.
+and replicas. Each event's hash is an HMAC-SHA256 under the signing key of
+``PROMPTSHIP_AUDIT_KEY`` (the key's id is stored with it; the secret never is), so someone
+who can write to the database but lacks the key cannot edit an event and recompute the
+chain after it. Events older than keyed audit (``key_id`` NULL) verify as plain SHA-256;
+once a keyed event appears, an unkeyed one after it is tampering. Deleting the newest
+events and moving ``audit_head`` back is caught by signed checkpoints kept outside the
+database (``promptship.services.checkpoints``). ``promptship.services.verification``
+checks all of it, and that approvals, deployments and closed requests match their events.
 """
 
 from __future__ import annotations
@@ -18,11 +25,45 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.auditkeys import AuditKey, AuditKeys, Keyring
 from promptship.clock import Clock
+from promptship.store.db import AUDIT_KEYRING
 from promptship.store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
 SYSTEM_ACTOR = "promptship"
+MAX_PROBLEMS = 20
+
+
+def _canonical(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    prompt: str | None,
+    version: str | None,
+    environment: str | None,
+    request_id: int | None,
+    details: dict[str, Any],
+    prev_hash: str,
+    key_id: str | None = None,
+) -> bytes:
+    body = {
+        "seq": seq,
+        "at": at.isoformat(),
+        "actor": actor,
+        "action": action,
+        "prompt": prompt,
+        "version": version,
+        "environment": environment,
+        "request_id": request_id,
+        "details": details,
+        "prev_hash": prev_hash,
+    }
+    if key_id is not None:  # unkeyed (pre-0007) events keep the body they were hashed with
+        body["key_id"] = key_id
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def event_hash(
@@ -37,21 +78,48 @@ def event_hash(
     request_id: int | None,
     details: dict[str, Any],
     prev_hash: str,
+    key: AuditKey | None = None,
 ) -> str:
-    body = {
-        "seq": seq,
-        "at": at.isoformat(),
-        "actor": actor,
-        "action": action,
-        "prompt": prompt,
-        "version": version,
-        "environment": environment,
-        "request_id": request_id,
-        "details": details,
-        "prev_hash": prev_hash,
-    }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """The event's chain hash: HMAC-SHA256 under ``key``, or plain SHA-256 (pre-0007)."""
+    canonical = _canonical(
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        prompt=prompt,
+        version=version,
+        environment=environment,
+        request_id=request_id,
+        details=details,
+        prev_hash=prev_hash,
+        key_id=key.id if key else None,
+    )
+    return key.mac(canonical) if key else hashlib.sha256(canonical).hexdigest()
+
+
+def stored_hash(event: AuditEvent, key: AuditKey | None) -> str:
+    """Recompute a stored event's hash with ``key`` (None for an unkeyed event)."""
+    return event_hash(
+        seq=event.seq,
+        at=event.at,
+        actor=event.actor,
+        action=event.action,
+        prompt=event.prompt,
+        version=event.version,
+        environment=event.environment,
+        request_id=event.request_id,
+        details=event.details,
+        prev_hash=event.prev_hash,
+        key=key,
+    )
+
+
+def keyring(session: AsyncSession) -> Keyring:
+    """The keys of the session's database (``Database`` puts them in ``session.info``)."""
+    found = session.info.get(AUDIT_KEYRING)
+    if not isinstance(found, Keyring):  # pragma: no cover - every Database session has one
+        raise RuntimeError("this session has no audit keyring; open it through Database")
+    return found
 
 
 async def record(
@@ -66,7 +134,9 @@ async def record(
     request_id: int | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event in the caller's transaction."""
+    """Append one event in the caller's transaction, signed with the current key (no key
+    configured: refused with MissingAuditKey, and the transaction rolls back)."""
+    key = keyring(session).signer()
     head = (
         await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
     ).scalar_one()
@@ -74,18 +144,6 @@ async def record(
     details = json.loads(json.dumps(details or {}, default=str))
     at = clock.now()
     seq = head.seq + 1
-    digest = event_hash(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        prompt=prompt,
-        version=version,
-        environment=environment,
-        request_id=request_id,
-        details=details,
-        prev_hash=head.hash,
-    )
     event = AuditEvent(
         seq=seq,
         at=at,
@@ -97,68 +155,85 @@ async def record(
         request_id=request_id,
         details=details,
         prev_hash=head.hash,
-        hash=digest,
+        key_id=key.id,
     )
+    event.hash = stored_hash(event, key)
     session.add(event)
-    head.seq, head.hash = seq, digest
+    head.seq, head.hash = seq, event.hash
     await session.flush()
     return event
+
+
+def authentic(event: AuditEvent, keys: AuditKeys | None, first_keyed: int | None) -> bool:
+    """Whether one event's own MAC holds (its content is what was signed). An unkeyed event
+    counts only from before keyed audit began (``first_keyed``, the oldest keyed seq)."""
+    if event.key_id is None:
+        return first_keyed is None or event.seq < first_keyed
+    key = keys.get(event.key_id) if keys else None
+    return key is not None and stored_hash(event, key) == event.hash
+
+
+async def first_keyed_seq(session: AsyncSession) -> int | None:
+    return (
+        await session.execute(
+            select(AuditEvent.seq)
+            .where(AuditEvent.key_id.is_not(None))
+            .order_by(AuditEvent.seq)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+DECISION_ACTIONS = {True: "request.approved", False: "request.rejection"}
+
+
+async def recorded_decisions(session: AsyncSession, request_id: int) -> set[tuple[str, bool]]:
+    """(actor, approve) of each decision on the request with an authentic audit event."""
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent).where(
+                    AuditEvent.request_id == request_id,
+                    AuditEvent.action.in_(DECISION_ACTIONS.values()),
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = keyring(session).keys()
+    first_keyed = await first_keyed_seq(session) if any(e.key_id is None for e in events) else None
+    return {
+        (e.actor, e.action == DECISION_ACTIONS[True])
+        for e in events
+        if authentic(e, keys, first_keyed)
+    }
 
 
 @dataclass
 class Verification:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    #: events hashed with plain SHA-256, from before keyed audit (only checkpoints vouch
+    #: for these: anyone who can write to the database could have rewritten them)
+    unkeyed: int = 0
+    #: checkpoints compared with the chain (stored ones and those given), and the newest
+    checkpoints: int = 0
+    newest_checkpoint: int | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
-
-async def verify(session: AsyncSession, batch: int = 5000) -> Verification:
-    """Recompute the chain; report the first few breaks in plain words."""
-    result = Verification()
-    expected_seq, prev = 1, GENESIS
-    stream = await session.stream_scalars(
-        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch)
-    )
-    async for event in stream:
-        result.checked += 1
-        if event.seq != expected_seq:
-            result.problems.append(
-                f"events {expected_seq}..{event.seq - 1} are missing (deleted?)"
-                if event.seq > expected_seq
-                else f"event {event.seq} is out of order"
-            )
-        if event.prev_hash != prev:
-            result.problems.append(f"event {event.seq} does not follow the event before it")
-        digest = event_hash(
-            seq=event.seq,
-            at=event.at,
-            actor=event.actor,
-            action=event.action,
-            prompt=event.prompt,
-            version=event.version,
-            environment=event.environment,
-            request_id=event.request_id,
-            details=event.details,
-            prev_hash=event.prev_hash,
-        )
-        if digest != event.hash:
-            result.problems.append(
-                f"event {event.seq} was edited: its content no longer matches its hash"
-            )
-        expected_seq, prev = event.seq + 1, event.hash
-        if len(result.problems) >= 20:
-            result.problems.append("… stopped after 20 problems")
-            return result
-    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
-    if head.seq != expected_seq - 1 or head.hash != prev:
-        result.problems.append(
-            f"the chain ends at event {expected_seq - 1} but the log recorded {head.seq} events "
-            "(the newest events were deleted)"
-        )
-    return result
+    def add(self, problem: str) -> bool:
+        """Note a problem; False once there are too many to be worth reading."""
+        if len(self.problems) >= MAX_PROBLEMS:
+            return False
+        self.problems.append(problem)
+        if len(self.problems) == MAX_PROBLEMS:
+            self.problems.append(f"… stopped after {MAX_PROBLEMS} problems")
+            return False
+        return True
 
 
 EXPORT_FIELDS = (
@@ -173,6 +248,7 @@ EXPORT_FIELDS = (
     "details",
     "prev_hash",
     "hash",
+    "key_id",
 )
 
 
@@ -189,6 +265,7 @@ def event_row(event: AuditEvent) -> dict[str, Any]:
         "details": event.details,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "key_id": event.key_id,
     }
 
 

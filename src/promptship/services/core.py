@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ from promptship.domain.promptfile import PromptSpec
 from promptship.errors import BadInput
 from promptship.services import (
     audit,
+    checkpoints,
     decisions,
     deployments,
     drift,
@@ -28,6 +29,7 @@ from promptship.services import (
     runs,
     soaks,
     traffic,
+    verification,
 )
 from promptship.services.deps import Deps
 from promptship.services.roles import GroupDirectory, RoleResolver
@@ -486,9 +488,30 @@ class Promptship:
         async with self.db.reader() as session:
             return await queries.deployment_file(session, self.deps)
 
-    async def verify_audit(self) -> audit.Verification:
+    async def verify_audit(
+        self, given: Sequence[checkpoints.Checkpoint] = ()
+    ) -> audit.Verification:
+        """Verify the chain, the stored checkpoints and those ``given`` (a file, the channel),
+        and cross-check approvals, deployments and closed requests against the log."""
         async with self.db.reader() as session:
-            return await audit.verify(session)
+            return await verification.verify(session, given)
+
+    async def audit_checkpoints(self, limit: int | None = None) -> list[checkpoints.Checkpoint]:
+        """The stored checkpoints, oldest first (the newest ``limit``)."""
+        async with self.db.reader() as session:
+            return await checkpoints.stored(session, limit)
+
+    async def checkpoint_audit(self, reason: str = "requested") -> checkpoints.Checkpoint | None:
+        """Sign the chain's head now and post it to the channel (None while it is empty)."""
+        async with self.db.transaction() as session:
+            return await checkpoints.make(session, self.deps, reason)
+
+    async def scheduled_audit_checkpoint(
+        self, tick: str, owner: str
+    ) -> checkpoints.Checkpoint | None:
+        """The periodic checkpoint of tick ``tick``, made by one replica only."""
+        async with self.db.transaction() as session:
+            return await checkpoints.scheduled(session, self.deps, tick, owner)
 
     async def export_audit(self, fmt: str) -> AsyncIterator[str]:
         if fmt not in ("jsonl", "csv"):

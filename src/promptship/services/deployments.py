@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import Move, RequestState, VersionStatus, find_transition
 from promptship.errors import GateRefused
-from promptship.services import identities, lifecycle, registry
+from promptship.services import checkpoints, identities, lifecycle, registry
 from promptship.services.deps import Deps
 from promptship.store.models import (
     Deployment,
@@ -169,6 +169,8 @@ async def deploy(
             "reason": reason,
         },
     )
+    if environment == deps.policy.environments.production:  # anchor every production change
+        await checkpoints.make(session, deps, f"{move.value} {prompt.name} {version.version}")
     await _start_staging_soak(session, deps, version, environment, move)
     return Deployed(
         previous=previous,

@@ -19,7 +19,7 @@ from promptship.domain.lifecycle import (
     evaluate,
     find_transition,
 )
-from promptship.services import deployments, lifecycle, registry
+from promptship.services import audit, deployments, lifecycle, registry
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import CheckView, DecisionView, RequestView
 from promptship.store.models import Approval, PromotionRequest, Prompt, PromptVersion
@@ -44,8 +44,9 @@ async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSumm
 
 
 async def decisions_on(session: AsyncSession, request_id: int) -> list[Approval]:
-    """The approvals and rejections of a request, oldest first."""
-    return list(
+    """The approvals and rejections of a request that the audit log vouches for, oldest
+    first: a row written into ``approvals`` without its signed event does not count."""
+    rows = (
         (
             await session.execute(
                 select(Approval).where(Approval.request_id == request_id).order_by(Approval.id)
@@ -54,6 +55,10 @@ async def decisions_on(session: AsyncSession, request_id: int) -> list[Approval]
         .scalars()
         .all()
     )
+    if not rows:
+        return []
+    recorded = await audit.recorded_decisions(session, request_id)
+    return [d for d in rows if (d.user_id, d.approve) in recorded]
 
 
 async def gate_facts(

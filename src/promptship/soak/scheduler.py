@@ -1,7 +1,8 @@
 """The scheduler: APScheduler triggers, the store decides.
 
 Every replica runs an ``AsyncIOScheduler`` with an in-memory job store, rebuilt from our
-own tables: one job per running soak at its next due time, the nightly drift watch, and a
+own tables: one job per running soak at its next due time, the nightly drift watch, the
+hourly signed audit checkpoint (claimed once across replicas by its tick), and a
 ``reconcile`` job every few seconds that picks up soaks started by other replicas, cycles
 whose claim ran out (a replica died mid-cycle) and ticks missed while everything was down.
 Whatever fires, a cycle runs only for the replica whose insert of ``(soak id, cycle)``
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -26,6 +27,11 @@ from promptship.services.soaks import CycleResult, CycleSpec, SoakPlan
 from promptship.worker import worker_id
 
 log = logging.getLogger("promptship.scheduler")
+
+#: how often the chain's head is signed and posted (every replica fires; one claims it)
+CHECKPOINT_EVERY = timedelta(hours=1)
+#: interval ticks count from here, so replicas fire on the same instants
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 CycleRunner = Callable[[CycleSpec], Awaitable[CycleResult]]
 
@@ -39,12 +45,14 @@ class Scheduler:
         owner: str | None = None,
         lease: timedelta = timedelta(seconds=60),
         reconcile_every: float = 15.0,
+        checkpoint_every: timedelta = CHECKPOINT_EVERY,
     ) -> None:
         self.core = core
         self.run_cycle = run_cycle
         self.owner = owner or worker_id()
         self.lease = lease
         self.reconcile_every = reconcile_every
+        self.checkpoint_every = checkpoint_every
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
         self.alive = False
@@ -71,6 +79,14 @@ class Scheduler:
                 max_instances=1,
                 misfire_grace_time=3600,
             )
+        self.scheduler.add_job(
+            self.audit_checkpoint,
+            IntervalTrigger(seconds=self.checkpoint_every.total_seconds(), start_date=EPOCH),
+            id="audit-checkpoint",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=600,
+        )
         self.scheduler.start()
         self.alive = True
 
@@ -168,3 +184,14 @@ class Scheduler:
         queued = await self.core.start_drift_watch(f"drift:{fire_time.isoformat()}", self.owner)
         if queued:
             log.info("drift watch queued %d run(s)", len(queued))
+
+    async def audit_checkpoint(self) -> None:
+        """Sign the audit chain's head; replicas firing the same tick make one checkpoint."""
+        now = self.core.clock.now()
+        every = self.checkpoint_every.total_seconds()
+        tick = EPOCH + timedelta(seconds=(now - EPOCH).total_seconds() // every * every)
+        made = await self.core.scheduled_audit_checkpoint(
+            f"audit-checkpoint:{tick.isoformat()}", self.owner
+        )
+        if made is not None:
+            log.info("audit checkpoint at event %d", made.seq)

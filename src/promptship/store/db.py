@@ -8,6 +8,7 @@ upgrade. PostgreSQL serialises conflicting writers with row locks taken by the s
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,11 +27,15 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
+from promptship.auditkeys import AuditKeys, Keyring
 from promptship.errors import BadInput, PromptshipError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "promptship_read_only"
 SQLITE_POOL_SIZE = 4
+#: where a session finds the audit keys (``session.info[AUDIT_KEYRING]``, a Keyring)
+AUDIT_KEYRING = "promptship_audit_keyring"
 #: pg_advisory_xact_lock key held while migrating ("promptsh" in ASCII)
 MIGRATION_LOCK = 0x70726F6D70747368
 
@@ -87,15 +92,26 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 class Database:
-    """One engine and the two kinds of transaction the services use."""
+    """One engine and the two kinds of transaction the services use.
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    ``audit_keys`` signs and verifies the audit log (parsed keys, or the text of
+    ``PROMPTSHIP_AUDIT_KEY``); by default that variable, else for a SQLite file the trial
+    key file beside it. Every session carries them in ``session.info[AUDIT_KEYRING]``.
+    """
+
+    def __init__(
+        self, url: str, *, audit_keys: AuditKeys | str | None = None, **engine_kwargs: Any
+    ) -> None:
         self.url = url
         self.engine = create_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
-        self._write = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.keyring = Keyring(
+            url, audit_keys if audit_keys is not None else os.environ.get(AUDIT_KEY_VAR)
+        )
+        info = {AUDIT_KEYRING: self.keyring}
+        self._write = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
         self._read = async_sessionmaker(
-            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False, info=info
         )
 
     @property

@@ -234,12 +234,15 @@ class TrafficSample(Base):
 
 
 class AuditEvent(Base):
-    """Append-only; each row's hash covers its content and the previous row's hash."""
+    """Append-only; each row's hash covers its content and the previous row's hash (an
+    HMAC under the key ``key_id`` names; plain SHA-256 for events older than migration
+    0007, whose ``key_id`` is NULL)."""
 
     __tablename__ = "audit_events"
     __table_args__ = (
         Index(None, "prompt", "seq"),
         Index(None, "prompt", "environment", "seq"),
+        Index(None, "request_id"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -253,6 +256,7 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class AuditHead(Base):
@@ -394,6 +398,23 @@ class ApiToken(Base):
 
 
 # -- keyed audit checkpoints (migration 0007) ---------------------------------------------
+
+
+class AuditCheckpoint(Base):
+    """The chain's head at a moment, signed: (seq, hash, at, key) and an HMAC over them.
+    Copies go to the policy channel and to files, where deleting the newest events and
+    moving ``audit_head`` back cannot reach them."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(String(32))
+    mac: Mapped[str] = mapped_column(String(64))
+    #: what made it: "scheduled", or the production deployment it followed
+    reason: Mapped[str] = mapped_column(String(64))
 
 
 # -- replay-safe command receipts (migration 0008) ----------------------------------------

@@ -6,6 +6,8 @@ It checks the bot token, enforces SLACK.md's Block Kit limits (answering
 It remembers the messages it posted: ``chat.update`` of a deleted or unknown message answers
 ``message_not_found``, a reply under a deleted parent ``thread_not_found``, and an archived
 channel ``is_archived``; ``refuse`` makes a method answer any named error N times or forever.
+``conversations.history`` lists a channel's top-level messages, newest first, paginated with
+``limit`` and ``cursor``.
 Point the bot at it with ``SLACK_API_URL=double.api_url``.
 
     with SlackDouble(token="xoxb-test") as slack:
@@ -184,6 +186,8 @@ class SlackDouble:
         #: text of each message posted and not deleted, by (channel, ts)
         self._messages: dict[tuple[str, str], str] = {}
         self._deleted: set[tuple[str, str]] = set()
+        #: messages posted in a thread (they are not in the channel's history)
+        self._replies: set[tuple[str, str]] = set()
         self._archived: set[str] = set()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -238,6 +242,11 @@ class SlackDouble:
         ``ts`` (oldest first)."""
         with self._lock:
             return {ts: text for (c, ts), text in sorted(self._messages.items()) if c == channel}
+
+    def post_to_history(self, channel: str, text: str) -> None:
+        """A message someone else posted in ``channel`` (tests: forged or unrelated ones)."""
+        with self._lock:
+            self._messages[(channel, f"{1700000000 + next(self._ts)}.000100")] = text
 
     @property
     def pending_failures(self) -> int:
@@ -354,6 +363,8 @@ class SlackDouble:
                 return {"ok": False, "error": "thread_not_found"}
             ts = f"{1700000000 + next(self._ts)}.000100"
             self._messages[(channel, ts)] = str(args.get("text") or "")
+            if args.get("thread_ts"):
+                self._replies.add((channel, ts))
         return {
             "ok": True,
             "channel": args["channel"],
@@ -381,6 +392,32 @@ class SlackDouble:
             return {"ok": False, "error": "message_not_found"}
         self.delete_message(*key)
         return {"ok": True, "channel": key[0], "ts": key[1]}
+
+    def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        try:
+            limit = max(1, min(int(args.get("limit") or 100), 999))
+            start = int(args.get("cursor") or 0)
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        with self._lock:
+            newest_first = [
+                {"type": "message", "ts": ts, "text": text}
+                for (c, ts), text in sorted(
+                    self._messages.items(), key=lambda item: float(item[0][1]), reverse=True
+                )
+                if c == channel and (c, ts) not in self._replies
+            ]
+        page = newest_first[start : start + limit]
+        more = start + limit < len(newest_first)
+        return {
+            "ok": True,
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         problem = self._message_problems(args)

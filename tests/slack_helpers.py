@@ -51,6 +51,11 @@ class SlackClient:
         )
 
     def command(self, text: str, user: str = "U04") -> tuple[httpx.Response, str]:
+        body, key = self.command_body(text, user)
+        return self.post(body, "application/x-www-form-urlencoded"), key
+
+    def command_body(self, text: str, user: str = "U04") -> tuple[str, str]:
+        """The form body Slack posts for ``/prompt text`` and its response key (unsigned)."""
         key = f"cmd{next(self._keys)}"
         form = {
             "token": "legacy",
@@ -67,7 +72,7 @@ class SlackClient:
             "response_url": self.double.response_url(key),
             "trigger_id": "13345224609.738474920.8088930838d88f008e0",
         }
-        return self.post(urlencode(form), "application/x-www-form-urlencoded"), key
+        return urlencode(form), key
 
     def click(
         self, action_id: str, value: str, user: str, message_ts: str = "1700000001.000100"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncRespond
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 
 from bot.blocks import messages
 from bot.blocks.limits import escape, section
@@ -16,7 +20,10 @@ from bot.errors import explains_errors
 from bot.grammar import Command, Verb, parse
 from bot.ids import COMMAND
 from promptship.domain.identity import Actor
+from promptship.errors import BadInput
 from promptship.services import Promptship
+
+log = logging.getLogger("promptship.slack")
 
 Handler = Callable[[Command, Promptship, Actor], Awaitable[tuple[Message, bool]]]
 
@@ -135,5 +142,52 @@ async def _answer(
     )
 
 
+#: commands that change something: a replay of one of these signed requests must not act again
+ACTS_ONCE = frozenset(
+    {Verb.ROLLBACK, Verb.PROMOTE, Verb.BREAKGLASS, Verb.CANCEL, Verb.APPROVE, Verb.REJECT}
+)
+
+
+def _acts_once(text: str) -> bool:
+    try:
+        return parse(text).verb in ACTS_ONCE
+    except BadInput:
+        return False  # the listener answers with the right form; nothing acts
+
+
+async def once_per_request(
+    req: AsyncBoltRequest, context: Any, body: dict[str, Any], next: Any
+) -> BoltResponse | None:
+    """Let a command that changes something through once per signed request.
+
+    Runs after Bolt verified the signature. The fingerprint covers the signed timestamp and
+    the raw body, so a captured request sent again is answered here and never reaches the
+    handler, while the same command typed again (a new request) goes through.
+    """
+    signed_at = (req.headers.get("x-slack-request-timestamp") or [""])[0]
+    actor: Actor | None = context.get("actor")
+    if not signed_at or actor is None or not _acts_once(str(body.get("text", ""))):
+        await next()  # Socket Mode requests carry no signature to replay
+        return None
+    core: Promptship = context["core"]
+    receipt = await core.receive_command(signed_at, req.raw_body, actor)
+    if receipt.first:
+        await next()
+        return None
+    log.warning("replayed slash command from %s refused (first received %s)",
+                actor.id, receipt.received_at.isoformat())  # fmt: skip
+    text = (
+        f"This command was already received at {receipt.received_at:%H:%M:%S} UTC; "
+        "nothing was done again."
+    )
+    reply = Message(text, [section(escape(text))])
+    # the answer goes in the ack: nothing is sent to Slack on a replayer's behalf
+    return BoltResponse(
+        status=200,
+        body=json.dumps({**reply.payload(), "response_type": "ephemeral"}),
+        headers={"content-type": ["application/json;charset=utf-8"]},
+    )
+
+
 def register(app: AsyncApp) -> None:
-    app.command(COMMAND)(prompt_command)
+    app.command(COMMAND, middleware=[once_per_request])(prompt_command)

@@ -23,6 +23,7 @@ from promptship.services import (
     identities,
     outbox,
     queries,
+    receipts,
     registry,
     requests,
     rollbacks,
@@ -380,6 +381,17 @@ class Promptship:
                 session, found.id, self.policy.environments.staging
             )
             return soak.id if soak else None
+
+    # -- replay-safe commands ----------------------------------------------------------------
+
+    async def receive_command(
+        self, signed_at: str, raw_body: str, actor: Actor
+    ) -> receipts.Receipt:
+        """Claim the receipt of a signed command request (its timestamp header and raw body)
+        before acting on it; ``first`` is False for a replay of a request already received."""
+        key = receipts.fingerprint(signed_at, raw_body)
+        async with self.db.transaction() as session:
+            return await receipts.claim(session, self.clock, key, actor.id)
 
     # -- notifications (the Slack dispatcher delivers through these) ----------------------
 

@@ -199,6 +199,9 @@ class ValidationRun(Base):
     #: the worker died and the run is marked interrupted.
     owner: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[datetime | None]
+    #: how many times a worker started the run; an interrupted run is re-queued until this
+    #: reaches the limit, then failed (column added by migration 0008).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SoakRun(Base):
@@ -418,3 +421,16 @@ class AuditCheckpoint(Base):
 
 
 # -- replay-safe command receipts (migration 0008) ----------------------------------------
+
+
+class CommandReceipt(Base):
+    """A non-idempotent slash command acted on, by the fingerprint of its signed request;
+    a replay of the same request within Slack's signature window finds it and does nothing."""
+
+    __tablename__ = "command_receipts"
+
+    #: SHA-256 of the signed timestamp and the raw body
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

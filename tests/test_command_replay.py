@@ -1,0 +1,170 @@
+"""Replay-safe slash commands: a captured signed request sent again inside Slack's signature
+window does nothing again, on one replica or several sharing the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from promptship.clock import ManualClock
+from promptship.config import Settings
+from promptship.server import create_app
+from promptship.services import Promptship
+from promptship.services.receipts import RECEIPT_TTL
+from promptship.store.db import Database
+from promptship.testing.slack_double import SlackDouble
+from tests.conftest import _truncate, make_policy
+from tests.helpers import slack
+from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, ServerThread, sign
+from tests.test_slack_app import NAME, Bot, texts
+
+ONCALL = slack("U03")
+
+
+async def test_a_request_is_received_once_until_its_receipt_expires(
+    core: Promptship, clock: ManualClock
+) -> None:
+    first = await core.receive_command("1700000000", "command=%2Fprompt&text=rollback", ONCALL)
+    assert first.first and first.received_at == clock.now()
+    clock.advance(30)
+    again = await core.receive_command("1700000000", "command=%2Fprompt&text=rollback", ONCALL)
+    assert not again.first and again.received_at == first.received_at
+    # the same text typed again is a new request: a new timestamp, another trigger_id
+    assert (
+        await core.receive_command("1700000031", "command=%2Fprompt&text=rollback", ONCALL)
+    ).first
+    clock.advance(RECEIPT_TTL + timedelta(seconds=1))  # Slack refuses the old signature by now
+    assert (
+        await core.receive_command("1700000000", "command=%2Fprompt&text=rollback", ONCALL)
+    ).first
+
+
+async def test_replicas_claiming_the_same_request_together_act_once(
+    db: Database, core: Promptship, clock: ManualClock
+) -> None:
+    replicas = [Promptship(db, core.policy, clock) for _ in range(5)]
+    receipts = await asyncio.gather(
+        *(r.receive_command("1700000000", "text=rollback", ONCALL) for r in replicas)
+    )
+    assert sorted(r.first for r in receipts) == [False, False, False, False, True]
+
+
+@pytest.fixture
+def db_url(database_url: str) -> str:
+    """The test database, empty (a PostgreSQL database is shared by the process's tests)."""
+    if database_url.startswith("postgresql"):
+
+        async def clean() -> None:
+            database = Database(database_url)
+            try:
+                await _truncate(database)
+            finally:
+                await database.dispose()
+
+        asyncio.run(clean())
+    return database_url
+
+
+@pytest.fixture
+def double() -> Iterator[SlackDouble]:
+    with SlackDouble(token=BOT_TOKEN, usergroups={"S0GROUP": ["U05"]}) as slack:
+        yield slack
+        assert slack.refused == []
+
+
+def serve(db_url: str, double: SlackDouble) -> ServerThread:
+    settings = Settings(
+        PROMPTSHIP_DATABASE_URL=db_url,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=double.api_url,
+    )
+    return ServerThread(create_app(settings, make_policy()))
+
+
+def in_production(bot: Bot, versions: tuple[str, ...]) -> None:
+    for version in versions:
+        bot.push(version, system_prompt=f"v{version}")
+        bot.tested(version)
+
+        async def promote(core: Promptship, v: str = version) -> None:
+            await core.request_promotion(NAME, v, "staging", slack("U04"))
+            request = await core.request_promotion(NAME, v, "production", slack("U04"))
+            await core.approve(request.id, slack("U01"))
+            await core.approve(request.id, slack("U02"))
+
+        bot.core(promote)
+
+
+def rollbacks(bot: Bot) -> list[dict[str, Any]]:
+    """The audited production changes that were rollbacks, oldest first."""
+    events = bot.core(lambda c: c.history(NAME, "production", limit=100)).events
+    return [
+        e.details
+        for e in reversed(events)
+        if e.action == "deployment.changed" and e.details.get("move") == "rollback"
+    ]
+
+
+def post(http: httpx.Client, body: str, headers: dict[str, str]) -> httpx.Response:
+    return http.post(
+        "/slack/events",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+    )
+
+
+def test_a_replayed_rollback_is_refused_and_a_new_one_works(
+    db_url: str, double: SlackDouble
+) -> None:
+    with serve(db_url, double) as server:
+        bot = Bot(server.url, double, db_url, make_policy())
+        in_production(bot, ("1.0.0", "1.1.0", "1.2.0"))
+        body, key = bot.slack.command_body("rollback customer-support production", user="U03")
+        signed = sign(body)
+        assert post(bot.slack.http, body, signed).status_code == 200
+        assert "`1.2.0` → `1.1.0`" in texts(bot.reply(key))
+
+        replay = post(bot.slack.http, body, signed)
+        assert replay.status_code == 200
+        answer = replay.json()
+        assert answer["response_type"] == "ephemeral"
+        assert "this command was already received at" in answer["text"].lower()
+        assert "nothing was done again" in answer["text"]
+        assert [r["to"] for r in rollbacks(bot)] == ["1.1.0"]
+        assert len(double.responses(key)) == 1  # the replay answered nothing through Slack
+
+        _, again = bot.slack.command("rollback customer-support production", user="U03")
+        assert "`1.1.0` → `1.0.0`" in texts(bot.reply(again))
+        assert [r["to"] for r in rollbacks(bot)] == ["1.1.0", "1.0.0"]
+        bot.slack.close()
+
+
+def test_two_replicas_receiving_the_same_signed_request_act_once(
+    db_url: str, double: SlackDouble
+) -> None:
+    with serve(db_url, double) as one, serve(db_url, double) as two:
+        bot = Bot(one.url, double, db_url, make_policy())
+        in_production(bot, ("1.0.0", "1.1.0", "1.2.0"))
+        body, key = bot.slack.command_body("rollback customer-support production", user="U03")
+        signed = sign(body)
+        clients = [httpx.Client(base_url=s.url, timeout=10) for s in (one, two)]
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(lambda c: post(c, body, signed), clients))
+        finally:
+            for client in clients:
+                client.close()
+        assert [a.status_code for a in answers] == [200, 200]
+        refused = [a for a in answers if "already received" in a.text]
+        assert len(refused) == 1
+        assert "`1.2.0` → `1.1.0`" in texts(bot.reply(key))
+        assert [r["to"] for r in rollbacks(bot)] == ["1.1.0"]
+        assert len(double.responses(key)) == 1
+        bot.slack.close()

@@ -4,16 +4,20 @@ scored by the real MiniLM model, recorded through the core."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import Iterator
 
 import pytest
 
+from bot.dispatcher import render
 from promptship.clock import ManualClock
 from promptship.domain.lifecycle import RunState
 from promptship.errors import GateRefused
 from promptship.services import Promptship
+from promptship.services.outbox import Delivery
 from promptship.testing.model_double import ModelDouble
-from promptship.validation.runner import RunnerSettings, SuiteRunner
+from promptship.validation.runner import RunnerSettings, SuiteRunner, ValidationWorker
 from tests.conftest import prompt_yaml
 from tests.helpers import AUTHOR, REQUESTER, slack
 
@@ -176,7 +180,7 @@ async def test_a_run_cancelled_elsewhere_stops_its_worker(
     assert result.state == "cancelled" and result.error == "cancelled by U01"
 
 
-async def test_a_dead_workers_run_is_marked_interrupted(
+async def test_a_dead_workers_run_is_re_queued_for_another_worker(
     core: Promptship, clock: ManualClock
 ) -> None:
     await push(core, "1.0.0")
@@ -186,8 +190,85 @@ async def test_a_dead_workers_run_is_marked_interrupted(
     assert await core.recover_interrupted_runs() == []  # its heartbeat is fresh
     clock.advance(120)
     assert await core.recover_interrupted_runs() == [run.id]
-    assert (await core.validation_run(run.id)).state == "interrupted"
+    assert (await core.validation_run(run.id)).state == "queued"
+    assert (await core.show(NAME, "1.0.0")).status == "testing"
+    assert await core.claim_validation_run("new-worker") == run.id
+    events = [e for e in await core.recent_events() if e.action == "validation.requeued"]
+    assert [e.details["attempts"] for e in events] == [1]
+
+
+async def outbox(core: Promptship, topic: str) -> list[Delivery]:
+    return [d for d in await core.due_notifications("C0PROMPTOPS", 100) if d.topic == topic]
+
+
+def slack_text(delivery: Delivery) -> str:
+    message, _ = render(delivery)
+    return json.dumps(message.blocks, ensure_ascii=False)
+
+
+async def test_a_run_interrupted_once_is_re_queued_and_its_request_promotes(
+    core: Promptship, clock: ManualClock, double: ModelDouble
+) -> None:
+    await push(core, "1.0.0")
+    request = await core.request_promotion(
+        NAME, "1.0.0", "staging", slack(REQUESTER), queue_tests=True
+    )
+    run_id = await core.claim_validation_run("killed-worker")  # then kill -9: no heartbeat
+    assert run_id is not None
+    clock.advance(61)
+    assert await core.recover_interrupted_runs() == [run_id]
+    waiting = await core.request(request.id)
+    assert waiting.state == "open"
+    tests_gate = {c.gate: c.detail for c in waiting.checks}["tests"]
+    assert tests_gate == "tests re-queued after a restart (5 cases)"
+    updated = await outbox(core, "request.updated")
+    assert updated and "re-queued after a restart" in slack_text(updated[-1])
+
+    worker = ValidationWorker(runner(core), poll_interval=0.05)
+    task = asyncio.create_task(worker.run_forever())
+    try:
+        async with asyncio.timeout(60):
+            while (await core.request(request.id)).state == "open":
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    run = await core.validation_run(run_id)
+    assert (run.state, run.passed) == ("passed", 5)
+    assert (await core.request(request.id)).state == "promoted"
+    assert (await core.show(NAME, "1.0.0")).status == "staging"
+
+
+async def test_a_run_interrupted_twice_fails_its_request_with_the_reason(
+    core: Promptship, clock: ManualClock
+) -> None:
+    await push(core, "1.0.0")
+    request = await core.request_promotion(
+        NAME, "1.0.0", "staging", slack(REQUESTER), queue_tests=True
+    )
+    run_id = await core.claim_validation_run("first-worker")
+    clock.advance(61)
+    assert await core.recover_interrupted_runs() == [run_id]
+    assert await core.claim_validation_run("second-worker") == run_id
+    await core.heartbeat_validation_run(run_id, "second-worker", 2, 0, 0)
+    clock.advance(30)
+    assert await core.recover_interrupted_runs() == []  # it reported 30 s ago
+    clock.advance(31)
+    assert await core.recover_interrupted_runs() == [run_id]
+
+    why = (
+        "the run was interrupted twice (the worker stopped); "
+        f"run it again with /prompt test {NAME} 1.0.0"
+    )
+    run = await core.validation_run(run_id)
+    assert (run.state, run.error) == ("interrupted", why)
+    failed = await core.request(request.id)
+    assert (failed.state, failed.close_reason) == ("failed", why)
     assert (await core.show(NAME, "1.0.0")).status == "draft"
+    notified = await outbox(core, "request.failed")
+    assert len(notified) == 1 and why in slack_text(notified[0])
+    assert await core.recover_interrupted_runs() == []  # nothing left to recover
     # a new run of the same version can start once the old one is known dead
     await core.start_validation_run(NAME, "1.0.0", slack(REQUESTER), total=5, owner="new-worker")
 

@@ -95,6 +95,7 @@ class RunSummary:
     regressions: tuple[str, ...] = ()
     regression_override: str | None = None
     error: str | None = None  # the run could not run at all (e.g. no provider key)
+    attempts: int = 0  # times a worker started it; a re-queued run was started before
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,17 @@ def tests_gate(f: GateFacts) -> GateCheck:
             name, GateState.FAILED, f"{f.label} has no test run: run its tests before {f.target}"
         )
     if run.state is RunState.QUEUED:
+        if run.attempts:
+            return GateCheck(
+                name, GateState.WAITING, f"tests re-queued after a restart ({run.total} cases)"
+            )
         return GateCheck(name, GateState.WAITING, f"tests queued ({run.total} cases)")
     if run.state is RunState.RUNNING:
         done = run.passed + run.failed + run.errored
-        return GateCheck(name, GateState.WAITING, f"tests running ({done}/{run.total} cases)")
+        again = " again after a restart" if run.attempts > 1 else ""
+        return GateCheck(
+            name, GateState.WAITING, f"tests running{again} ({done}/{run.total} cases)"
+        )
     if run.state in (RunState.CANCELLED, RunState.INTERRUPTED):
         return GateCheck(
             name, GateState.FAILED, f"the last test run was {run.state.value}: run the tests again"

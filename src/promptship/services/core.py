@@ -246,8 +246,9 @@ class Promptship:
             return await runs.heartbeat(session, self.deps, run_id, owner, passed, failed, errored)
 
     async def recover_interrupted_runs(self) -> list[int]:
+        """Re-queue (once) or fail the runs whose worker died; their requests are told."""
         async with self.db.transaction() as session:
-            return await runs.recover_stale(session, self.deps)
+            return await findings.recover_stale(session, self.deps)
 
     async def validation_run_spec(self, run_id: int) -> runs.RunSpec:
         async with self.db.reader() as session:

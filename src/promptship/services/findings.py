@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.identity import Actor
+from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import Move, RequestState, RunState, VersionStatus
 from promptship.errors import BadInput, GateRefused, NotFound
 from promptship.services import drift, identities, lifecycle, outbox, registry, requests, runs
@@ -213,3 +213,26 @@ async def finish_soak(
     )
     await requests.reevaluate(session, deps, prompt, version, actor)
     return soak
+
+
+async def recover_stale(session: AsyncSession, deps: Deps) -> list[int]:
+    """Runs whose worker died: re-queued for another worker the first time, failed with a
+    clear reason after :data:`runs.MAX_ATTEMPTS` starts; the requests waiting on each are
+    told (re-queued) or closed as failed. Returns the runs recovered."""
+    recovered = []
+    for run_id in await runs.stale_run_ids(session, deps):
+        prompt, version, run = await runs.load_run(session, run_id)
+        if not runs.is_stale(deps, run):
+            continue  # another replica recovered it, or its worker reported meanwhile
+        if run.attempts < runs.MAX_ATTEMPTS:
+            await runs.requeue(session, deps, prompt, version, run, "its worker stopped reporting")
+            await requests.reevaluate(session, deps, prompt, version, SYSTEM)
+        else:
+            why = (
+                "the run was interrupted twice (the worker stopped); "
+                f"run it again with /prompt test {prompt.name} {version.version}"
+            )
+            await runs.interrupt(session, deps, prompt, version, run, why)
+            await requests.reevaluate(session, deps, prompt, version, SYSTEM, why)
+        recovered.append(run_id)
+    return recovered

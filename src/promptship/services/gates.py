@@ -40,6 +40,7 @@ async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSumm
         regressions=tuple(run.regressions),
         regression_override=run.regression_override,
         error=run.error,
+        attempts=run.attempts,
     )
 
 

@@ -386,9 +386,16 @@ async def expire_stale(session: AsyncSession, deps: Deps, limit: int = 500) -> l
 
 
 async def reevaluate(
-    session: AsyncSession, deps: Deps, prompt: Prompt, version: PromptVersion, actor: Actor
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    actor: Actor,
+    failure: str | None = None,
 ) -> list[PromotionRequest]:
-    """After a run or soak finished: promote any open request of the version now clear."""
+    """After a run or soak finished: promote any open request of the version now clear, close
+    as failed one whose gate failed (with ``failure`` as the reason when given), and tell
+    the rest their gates changed."""
     open_requests = (
         (
             await session.execute(
@@ -425,7 +432,7 @@ async def reevaluate(
         checks = await gates.check_request(session, deps, prompt, version, request)
         failed = [c for c in checks if c.state == GateState.FAILED.value]
         if failed:  # the gate it waited on failed: it can never pass as it stands
-            why = "; ".join(f"{c.gate}: {c.detail}" for c in failed)
+            why = failure or "; ".join(f"{c.gate}: {c.detail}" for c in failed)
             await close(session, deps, prompt, version, request, RequestState.FAILED, actor, why)
         else:
             await notify(

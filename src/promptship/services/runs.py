@@ -22,6 +22,8 @@ from promptship.store.models import Prompt, PromptVersion, ValidationRun
 
 #: a running run whose worker has not reported for this long is taken as interrupted.
 STALE_AFTER = timedelta(seconds=60)
+#: a run interrupted (its worker died) goes back to the queue until it was started this often.
+MAX_ATTEMPTS = 2
 
 
 async def start_run(
@@ -48,7 +50,7 @@ async def start_run(
         )
     ).scalar_one_or_none()
     if active is not None:
-        if _is_stale(deps, active):
+        if is_stale(deps, active):
             await _stop(session, deps, prompt, version, active, SYSTEM,
                         RunState.INTERRUPTED, "its worker stopped reporting")  # fmt: skip
         else:
@@ -75,6 +77,7 @@ async def start_run(
         error=None,
         owner=None if queued else owner,
         heartbeat_at=None if queued else now,
+        attempts=0 if queued else 1,
     )
     session.add(run)
     await session.flush()
@@ -101,7 +104,8 @@ async def start_run(
     return registry.run_view(run)
 
 
-def _is_stale(deps: Deps, run: ValidationRun) -> bool:
+def is_stale(deps: Deps, run: ValidationRun) -> bool:
+    """A running run whose worker has not reported within :data:`STALE_AFTER`."""
     if run.state != RunState.RUNNING.value:
         return False
     last = run.heartbeat_at or run.started_at
@@ -124,7 +128,13 @@ async def claim_queued(
         claimed = await session.execute(
             update(ValidationRun)
             .where(ValidationRun.id == run_id, ValidationRun.state == RunState.QUEUED.value)
-            .values(state=RunState.RUNNING.value, owner=owner, heartbeat_at=now, started_at=now)
+            .values(
+                state=RunState.RUNNING.value,
+                owner=owner,
+                heartbeat_at=now,
+                started_at=now,
+                attempts=ValidationRun.attempts + 1,
+            )
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             return run_id
@@ -153,29 +163,59 @@ async def heartbeat(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def recover_stale(session: AsyncSession, deps: Deps) -> list[int]:
-    """Mark runs whose worker died as interrupted (never ``running`` forever)."""
+async def stale_run_ids(session: AsyncSession, deps: Deps) -> list[int]:
+    """Running runs whose worker stopped reporting (it died, or its host did)."""
     cutoff = deps.clock.now() - STALE_AFTER
-    ids = (
+    return list(
         (
             await session.execute(
-                select(ValidationRun.id).where(
+                select(ValidationRun.id)
+                .where(
                     ValidationRun.state == RunState.RUNNING.value,
                     func.coalesce(ValidationRun.heartbeat_at, ValidationRun.started_at) < cutoff,
                 )
+                .order_by(ValidationRun.id)
             )
         )
         .scalars()
         .all()
     )
-    recovered = []
-    for run_id in ids:
-        prompt, version, run = await load_run(session, run_id)
-        if _is_stale(deps, run):
-            await _stop(session, deps, prompt, version, run, SYSTEM,
-                        RunState.INTERRUPTED, "its worker stopped reporting")  # fmt: skip
-            recovered.append(run_id)
-    return recovered
+
+
+async def requeue(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    run: ValidationRun,
+    why: str,
+) -> RunView:
+    """Put an interrupted run back in the queue, from its first case, for any worker."""
+    run.state, run.owner, run.heartbeat_at = RunState.QUEUED.value, None, None
+    run.passed = run.failed = run.errored = 0
+    await session.flush()
+    await identities.record(
+        session,
+        deps.clock,
+        SYSTEM,
+        action="validation.requeued",
+        prompt=prompt.name,
+        version=version.version,
+        details={"run": run.id, "attempts": run.attempts, "why": why},
+    )
+    return registry.run_view(run)
+
+
+async def interrupt(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    run: ValidationRun,
+    why: str,
+) -> RunView:
+    """Mark a run interrupted for good (the version goes back to draft)."""
+    return await _stop(session, deps, prompt, version, run, SYSTEM, RunState.INTERRUPTED, why)
 
 
 @dataclass(frozen=True)

@@ -14,28 +14,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from promptship.domain.identity import Actor, Via
-from promptship.domain.promptfile import PromptSpec, parse_prompt
-from promptship.errors import PromptshipError
+from promptship.domain.promptfile import PromptSpec, parse_prompt, prompt_from_document
+from promptship.domain.safe_load import load_json
+from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 
 log = logging.getLogger("promptship.api")
 
-MAX_BODY = 8 * 2**20
 MAX_WAIT = 60.0
+#: query numbers (?before=, ?limit=) fit a 64-bit integer column
+MAX_QUERY_DIGITS = 18
 SCOPES = ("read", "write", "admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -220,17 +220,11 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
 
         return wrapped
 
-    async def body(request: Request) -> bytes:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise _Problem(problem(413, "Too large", f"the body is over {MAX_BODY // 2**20} MiB"))
-        return raw
-
     async def json_body(request: Request) -> Any:
-        raw = await body(request)
+        raw = await request.body()  # its size is capped by promptship.limits.BodyLimits
         try:
-            return json.loads(raw or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return load_json(raw or b"null", "the request body")
+        except BadInput as exc:
             raise _Problem(problem(400, "Bad JSON", str(exc))) from None
 
     def field(document: Any, key: str, required: bool = True) -> str | None:
@@ -245,8 +239,14 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
         raw = request.query_params.get(key)
         if raw is None:
             return default
-        if not raw.isdigit():
-            raise _Problem(problem(400, "Bad request", f"{key} must be a whole number"))
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_QUERY_DIGITS:
+            raise _Problem(
+                problem(
+                    400,
+                    "Bad request",
+                    f"{key} must be a whole number of at most {MAX_QUERY_DIGITS} digits",
+                )
+            )
         return int(raw)
 
     # -- reads -----------------------------------------------------------------------
@@ -303,8 +303,9 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
     # -- writes ----------------------------------------------------------------------
 
     async def push(request: Request) -> Response:
-        raw = await body(request)
-        spec = _spec(raw, request.headers.get("content-type", ""))
+        raw = await request.body()  # its size is capped by promptship.limits.BodyLimits
+        # parsing a large file takes a while: off the event loop, so other requests go on
+        spec = await asyncio.to_thread(_spec, raw, request.headers.get("content-type", ""))
         author = request.query_params.get("author") or request.headers.get("x-promptship-user")
         if not author:
             raise _Problem(
@@ -373,8 +374,8 @@ def _spec(raw: bytes, content_type: str) -> PromptSpec:
         raise _Problem(problem(400, "Bad request", "the prompt file must be UTF-8")) from None
     if "json" in content_type:
         try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
+            document = load_json(text, "request body")
+        except BadInput as exc:
             raise _Problem(problem(400, "Bad JSON", str(exc))) from None
-        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        return prompt_from_document(document, "request body")
     return parse_prompt(text, "request body")

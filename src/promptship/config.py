@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from promptship.auditkeys import AuditKeys
 from promptship.auditkeys import resolve as resolve_audit_keys
 from promptship.domain.identity import is_slack_user_id
+from promptship.domain.safe_load import load_yaml
 from promptship.durations import format_duration, parse_duration
 from promptship.errors import BadInput
 
@@ -242,10 +242,7 @@ def _format_error(source: str, exc: ValidationError, raw: dict[str, Any]) -> str
 
 
 def parse_policy(text: str, source: str = DEFAULT_POLICY_FILE) -> Policy:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{source}: not valid YAML: {exc}") from None
+    raw = load_yaml(text, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -296,6 +293,14 @@ class Settings(BaseSettings):
     #: how many times a notification is tried before it is set aside as a dead letter
     #: (errors Slack would answer the same way again set it aside at once)
     outbox_max_attempts: int = Field(8, ge=1, le=100, alias="PROMPTSHIP_OUTBOX_MAX_ATTEMPTS")
+    #: seconds any one database call may take (a query, a lock wait, a pooled connection)
+    db_timeout: float = Field(30.0, gt=0, alias="PROMPTSHIP_DB_TIMEOUT")
+    #: request body caps in bytes: Slack's events, a pushed prompt file, a traffic batch,
+    #: and every other route; a larger body is refused with 413 before it is read
+    max_body_slack: int = Field(2**20, gt=0, alias="PROMPTSHIP_MAX_BODY_SLACK")
+    max_body_push: int = Field(2**20, gt=0, alias="PROMPTSHIP_MAX_BODY_PUSH")
+    max_body_traffic: int = Field(8 * 2**20, gt=0, alias="PROMPTSHIP_MAX_BODY_TRAFFIC")
+    max_body_api: int = Field(64 * 2**10, gt=0, alias="PROMPTSHIP_MAX_BODY_API")
 
     def policy(self) -> Policy:
         return load_policy(self.config)

@@ -40,6 +40,7 @@ def create_app(
     from bot.app import build_app, check_settings, web_client
     from bot.directory import SlackGroupDirectory
     from bot.dispatcher import SlackDispatcher
+    from promptship.limits import slack_guard
     from promptship.metrics import Metrics
 
     policy = policy or settings.policy()
@@ -52,7 +53,7 @@ def create_app(
             "with `promptship audit keygen`, before going to PostgreSQL)",
             audit_keys.source,
         )
-    db = Database(settings.database_url, audit_keys=audit_keys)
+    db = Database(settings.database_url, audit_keys=audit_keys, timeout=settings.db_timeout)
     routes = [Route("/healthz", _healthz)]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None
@@ -65,10 +66,12 @@ def create_app(
 
         slack_app = build_app(settings, core, client)
         handler = AsyncSlackRequestHandler(slack_app)
+        secret = settings.slack_signing_secret
 
         async def slack_events(request: Request) -> Response:
             with metrics.ack_latency.time():
-                return await handler.handle(request)
+                refused = await slack_guard(request, secret.get_secret_value() if secret else None)
+                return refused or await handler.handle(request)
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
         dispatcher = SlackDispatcher(
@@ -178,9 +181,17 @@ def create_app(
 
     from starlette.middleware import Middleware
 
+    from promptship.limits import BodyLimits, limits_from
     from promptship.logs import RequestIds
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIds)])
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestIds),
+            Middleware(BodyLimits, limit_for=limits_from(settings)),
+        ],
+    )
     app.state.core = core
     return app
 
@@ -189,14 +200,20 @@ async def _healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+#: how long /readyz waits for the database before it answers 503 (probes time out at ~1-5 s)
+READY_TIMEOUT = 2.0
+
+
 def _readyz_for(
     db: Database, scheduler_alive: Callable[[], bool] | None = None
 ) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def readyz(request: Request) -> JSONResponse:
         problems = []
         try:
-            if not await db.is_up_to_date():
+            if not await asyncio.wait_for(db.is_up_to_date(), READY_TIMEOUT):
                 problems.append("database migrations not applied")
+        except TimeoutError:
+            problems.append(f"database did not answer within {READY_TIMEOUT:g} s")
         except Exception as exc:
             problems.append(f"database unreachable: {type(exc).__name__}")
         if scheduler_alive is not None and not scheduler_alive():

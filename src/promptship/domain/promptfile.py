@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from promptship.domain.safe_load import load_json, load_yaml
 from promptship.errors import BadInput
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
@@ -28,6 +28,9 @@ SEMVER_RE = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
     re.ASCII,
 )
+#: bounds of a version: its length (the store's column) and each number in it
+MAX_VERSION_CHARS = 128
+MAX_VERSION_NUMBER = 2**31 - 1
 DEFAULT_SCORE_THRESHOLD = 0.8
 PROMPT_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -56,16 +59,35 @@ def check_name(name: str) -> str:
     return name
 
 
+def version_problem(version: str) -> str | None:
+    """What is wrong with ``version`` as a promptship version, or None if it is one: a
+    semantic version of at most 128 characters whose numbers are below 2**31."""
+    if len(version) > MAX_VERSION_CHARS:
+        return f"a version is at most {MAX_VERSION_CHARS} characters"
+    match = SEMVER_RE.fullmatch(version)
+    if not match:
+        return "must be a semantic version such as 2.1.0"
+    major, minor, patch, pre, _build = match.groups()
+    numbers = [major, minor, patch, *(p for p in (pre or "").split(".") if p.isdigit())]
+    if any(len(n) > 10 or int(n) > MAX_VERSION_NUMBER for n in numbers):
+        return f"each number of a version is at most {MAX_VERSION_NUMBER:,}"
+    return None
+
+
 def check_version(version: str) -> str:
-    if not isinstance(version, str) or not SEMVER_RE.fullmatch(version):
-        raise BadInput(f"invalid version {version!r}", hint="use semantic versioning, e.g. 2.1.0")
+    problem = version_problem(version) if isinstance(version, str) else "not text"
+    if problem is not None:
+        shown = (
+            version if not isinstance(version, str) or len(version) <= 40 else version[:40] + "…"
+        )
+        raise BadInput(f"invalid version {shown!r}: {problem}", hint="e.g. 2.1.0")
     return version
 
 
 def semver_key(version: str) -> tuple[Any, ...]:
     """Sort key ordering versions by semver precedence (build metadata ignored)."""
     match = SEMVER_RE.fullmatch(version)
-    if not match:
+    if not match or version_problem(version) is not None:
         return (-1, -1, -1, 0, ())
     major, minor, patch, pre, _build = match.groups()
     if pre is None:
@@ -97,9 +119,9 @@ class TestCase(BaseModel):
             schema = self.expected
             if isinstance(schema, str):
                 try:
-                    schema = json.loads(schema)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"expected must be a JSON schema: {exc.msg}") from None
+                    schema = load_json(schema, "expected")
+                except BadInput as exc:
+                    raise ValueError(f"expected must be a JSON schema: {exc}") from None
             if not isinstance(schema, dict):
                 raise ValueError("expected must be a JSON schema object")
             try:
@@ -158,8 +180,9 @@ class PromptSpec(BaseModel):
     def _version(cls, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             raise ValueError(f'write the version as text in quotes, e.g. "{value}.0"')
-        if isinstance(value, str) and not SEMVER_RE.fullmatch(value):
-            raise ValueError("must be a semantic version such as 2.1.0")
+        problem = version_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def content(self) -> dict[str, Any]:
@@ -192,11 +215,13 @@ def _format_errors(source: str, exc: ValidationError) -> str:
 
 
 def parse_prompt(text: str, source: str = "<prompt>") -> PromptSpec:
-    """Parse one prompt document. Raises BadInput naming the file, the key and the problem."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{source}: not valid YAML: {exc}") from None
+    """Parse one prompt document (YAML, bounded: see ``promptship.domain.safe_load``).
+    Raises BadInput naming the file, the key and the problem."""
+    return prompt_from_document(load_yaml(text, source), source)
+
+
+def prompt_from_document(raw: Any, source: str = "<prompt>") -> PromptSpec:
+    """Validate an already-parsed prompt document (a mapping), as ``parse_prompt`` does."""
     if not isinstance(raw, dict):
         raise BadInput(f"{source}: a prompt file is a mapping with name, version, model, ...")
     try:

@@ -40,15 +40,22 @@ AUDIT_KEYRING = "promptship_audit_keyring"
 MIGRATION_LOCK = 0x70726F6D70747368
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Take over transaction control from the driver so that "begin" below decides the mode.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+#: seconds one database call may take: a query, a wait for a lock or for a pooled connection
+DEFAULT_TIMEOUT = 30.0
+
+
+def _sqlite_pragmas(timeout: float) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from the driver so "begin" below decides the mode.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return on_connect
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -56,7 +63,10 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> AsyncEngine:
+    """An engine for ``url`` (SQLite or PostgreSQL) whose every call gives up after
+    ``timeout`` seconds: SQLite's busy timeout, PostgreSQL's command and connect timeouts,
+    and the wait for a pooled connection."""
     try:
         parsed = make_url(url)
     except Exception:
@@ -76,14 +86,18 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             # a burst of requests waits for one in the pool instead of starting threads.
             kwargs.setdefault("pool_size", SQLITE_POOL_SIZE)
             kwargs.setdefault("max_overflow", 0)
+            kwargs.setdefault("pool_timeout", timeout)
         engine = create_async_engine(parsed, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(timeout))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername != "postgresql+asyncpg":
             parsed = parsed.set(drivername="postgresql+asyncpg")
         kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_timeout", timeout)
+        connect_args = {"command_timeout": timeout, "timeout": timeout}
+        kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
         return create_async_engine(parsed, **kwargs)
     raise BadInput(
         f"unsupported database {parsed.get_backend_name()!r} in PROMPTSHIP_DATABASE_URL",
@@ -100,19 +114,24 @@ class Database:
     """
 
     def __init__(
-        self, url: str, *, audit_keys: AuditKeys | str | None = None, **engine_kwargs: Any
+        self,
+        url: str,
+        *,
+        audit_keys: AuditKeys | str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        **engine_kwargs: Any,
     ) -> None:
         self.url = url
-        self.engine = create_engine(url, **engine_kwargs)
+        self.timeout = timeout
+        self.engine = create_engine(url, timeout, **engine_kwargs)
         self.dialect = self.engine.dialect.name
         self.keyring = Keyring(
             url, audit_keys if audit_keys is not None else os.environ.get(AUDIT_KEY_VAR)
         )
         info = {AUDIT_KEYRING: self.keyring}
         self._write = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
-        self._read = async_sessionmaker(
-            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False, info=info
-        )
+        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+        self._read = async_sessionmaker(self._read_engine, expire_on_commit=False, info=info)
 
     @property
     def is_sqlite(self) -> bool:
@@ -178,7 +197,7 @@ class Database:
         def read(connection: Connection) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
 
-        async with self.engine.connect() as conn:
+        async with self._read_engine.connect() as conn:  # never waits for SQLite's writer
             return await conn.run_sync(read)
 
     def head_revision(self) -> str | None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-import yaml
 
 from promptship.domain.promptfile import AssertionType, TestCase
+from promptship.domain.safe_load import load_yaml
 from promptship.errors import BadInput
 from promptship.validation.scoring import Scorer
 
@@ -126,10 +126,7 @@ _INPUT_VARS = ("input", "query", "question", "prompt", "message")
 
 def import_promptfoo(text: str, source: str) -> list[TestCase]:
     """Test cases from a promptfoo test file (``tests:`` with ``vars`` and ``assert``)."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{source}: not valid YAML: {exc}") from None
+    raw = load_yaml(text, source)
     tests = raw.get("tests") if isinstance(raw, dict) else raw
     if not isinstance(tests, list):
         raise BadInput(f"{source}: expected a list of tests, or a mapping with tests:")

@@ -116,11 +116,12 @@ async def slack_guard(request: Request, signing_secret: str | None) -> Response 
     raw = await request.body()  # bounded by BodyLimits; Starlette keeps it for Bolt
     if signing_secret is not None:
         verifier = SignatureVerifier(signing_secret)
-        if not verifier.is_valid(
-            raw,
-            request.headers.get("x-slack-request-timestamp", ""),
-            request.headers.get("x-slack-signature", ""),
-        ):
+        timestamp = request.headers.get("x-slack-request-timestamp")
+        try:
+            valid = verifier.is_valid(raw, timestamp, request.headers.get("x-slack-signature"))
+        except ValueError:  # a timestamp that is not a number
+            valid = False
+        if not valid:
             return JSONResponse({"error": "invalid request"}, status_code=401)
     try:
         _check_slack_body(raw, request.headers.get("content-type"))

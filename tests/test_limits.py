@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from promptship.auditkeys import generate_key
 from promptship.config import Settings
 from promptship.domain.promptfile import parse_prompt
 from promptship.server import create_app
@@ -27,6 +32,7 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import make_policy, prompt_yaml
+from tests.helpers import slack as slack_user
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, sign
 
 NAME = "customer-support"
@@ -71,7 +77,7 @@ def slack() -> Iterator[SlackDouble]:
 
 @pytest.fixture
 async def app(db: Database, slack: SlackDouble) -> AsyncIterator[Starlette]:
-    await Promptship(db, make_policy()).push(parse_prompt(prompt_yaml()), "U09")
+    await Promptship(db, make_policy()).push(parse_prompt(prompt_yaml()), slack_user("U09"))
     application = make_app(db.url, slack.api_url)
     yield application
     await application.state.core.db.dispose()
@@ -301,6 +307,27 @@ async def test_a_postgresql_query_gives_up_after_the_database_timeout(db: Databa
             await session.execute(text("SELECT pg_sleep(10)"))
     assert time.monotonic() - started < 5
     await quick.dispose()
+
+
+def test_the_cli_says_it_cannot_reach_the_database(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "PROMPTSHIP_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/x",
+        "PROMPTSHIP_AUDIT_KEY": generate_key(),
+        "PROMPTSHIP_DB_TIMEOUT": "5",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "promptship.cli", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot reach the database at 127.0.0.1:1 (connection refused)" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 # -- anything at all ---------------------------------------------------------------------

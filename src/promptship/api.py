@@ -78,7 +78,13 @@ class _Problem(Exception):
 
 
 def _from_error(exc: PromptshipError) -> JSONResponse:
-    titles = {400: "Bad request", 403: "Forbidden", 404: "Not found", 409: "Conflict"}
+    titles = {
+        400: "Bad request",
+        403: "Forbidden",
+        404: "Not found",
+        409: "Conflict",
+        503: "Service unavailable",
+    }
     return problem(
         exc.http_status,
         titles.get(exc.http_status, "Refused"),

@@ -73,3 +73,11 @@ class RequestClosed(GateRefused):
 
     kind = "request-closed"
     keeps_changes = True
+
+
+class Unavailable(PromptshipError):
+    """Something promptship needs (the database) cannot be reached or did not answer in
+    time; the message names it and the short reason."""
+
+    kind = "unavailable"
+    http_status = 503

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
 from promptship.config import Policy, Settings
+from promptship.errors import Unavailable
 from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.worker import worker_id
@@ -214,6 +215,8 @@ def _readyz_for(
                 problems.append("database migrations not applied")
         except TimeoutError:
             problems.append(f"database did not answer within {READY_TIMEOUT:g} s")
+        except Unavailable as exc:
+            problems.append(exc.message)
         except Exception as exc:
             problems.append(f"database unreachable: {type(exc).__name__}")
         if scheduler_alive is not None and not scheduler_alive():

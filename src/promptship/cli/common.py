@@ -108,7 +108,7 @@ async def open_core() -> Promptship:
     config = settings()
     policy = config.policy()
     # no audit key (outside SQLite trial mode): refused here, with the command making one
-    db = Database(config.database_url, audit_keys=config.audit_keys())
+    db = Database(config.database_url, audit_keys=config.audit_keys(), timeout=config.db_timeout)
     if not await db.is_up_to_date():
         if db.is_sqlite:
             await db.upgrade()  # the embedded database keeps itself current

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from promptship.cli.app import app
 from promptship.cli.common import err, guard, out, run_core, state
+from promptship.domain.safe_load import load_yaml
 from promptship.errors import BadInput
 
 
@@ -56,12 +57,12 @@ def export(
     if check:
         path = Path(output)
         try:
-            committed = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            committed = load_yaml(path.read_text(encoding="utf-8"), output) or {}
         except OSError as exc:
             err.print(f"[bold red]error:[/] {escape(output)}: cannot read: {exc.strerror}")
             raise typer.Exit(2) from None
-        except yaml.YAMLError as exc:
-            err.print(f"[bold red]error:[/] {escape(output)}: not valid YAML: {escape(str(exc))}")
+        except BadInput as exc:
+            err.print(f"[bold red]error:[/] {escape(exc.message)}")
             raise typer.Exit(2) from None
         drift = _deployment_drift(committed, data)
         if state.as_json:

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from promptship.cli.app import app
 from promptship.cli.common import CommandGroup, out, run_core, state
+from promptship.domain.safe_load import load_json
 from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 
@@ -36,10 +37,7 @@ def traffic_import(
         samples: list[Any] = []
         for number, line in enumerate(lines, 1):
             if line.strip():
-                try:
-                    samples.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise BadInput(f"{file}:{number}: not JSON: {exc.msg}") from None
+                samples.append(load_json(line, f"{file}:{number}"))
         stored = 0
         for start in range(0, len(samples), MAX_BATCH):
             try:

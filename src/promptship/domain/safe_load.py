@@ -145,7 +145,7 @@ def load_json(raw: str | bytes, source: str) -> Any:
     except UnicodeDecodeError:
         raise BadInput(f"{source}: not UTF-8") from None
     except ValueError as exc:  # JSONDecodeError, or a number refused above
-        raise BadInput(f"{source}: not valid JSON: {exc}") from None
+        raise BadInput(f"{source}: not JSON: {exc}") from None
     if nesting_exceeds(value):
         raise BadInput(f"{source}: nested deeper than {MAX_DEPTH} levels")
     return value

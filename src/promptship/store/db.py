@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -29,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 
 from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
 from promptship.auditkeys import AuditKeys, Keyring
-from promptship.errors import BadInput, PromptshipError
+from promptship.errors import BadInput, PromptshipError, Unavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "promptship_read_only"
@@ -79,7 +81,13 @@ def create_engine(url: str, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> 
             parsed = parsed.set(drivername="sqlite+aiosqlite")
         database = parsed.database or ""
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BadInput(
+                    f"cannot create the folder of the SQLite database {database}: {exc.strerror}",
+                    hint="check PROMPTSHIP_DATABASE_URL",
+                ) from None
         if database and database != ":memory:":
             # SQLite runs one writer at a time and every connection is a thread of its own
             # competing for the GIL with the event loop: a few connections serve best, and
@@ -144,7 +152,7 @@ class Database:
         A PromptshipError marked ``keeps_changes`` commits before it propagates, so an
         operation can record that it failed closed (an expired request) and still refuse.
         """
-        async with self._write() as session:
+        async with self._reachable(), self._write() as session:
             try:
                 yield session
             except PromptshipError as exc:
@@ -162,8 +170,34 @@ class Database:
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:
         """A read-only transaction (never takes SQLite's write lock)."""
-        async with self._read() as session:
+        async with self._reachable(), self._read() as session:
             yield session
+
+    @asynccontextmanager
+    async def _reachable(self, connecting: bool = False) -> AsyncIterator[None]:
+        """Turn the database being unreachable, or not answering within the timeout, into
+        ``Unavailable`` naming where it is and why, so every surface renders it once. While
+        ``connecting``, any driver error (a wrong password, no such database) counts."""
+        try:
+            yield
+        except PromptshipError:
+            raise
+        except Exception as exc:
+            reason = _unreachable_reason(exc, self.timeout, connecting)
+            if reason is None:
+                raise
+            raise Unavailable(
+                f"cannot reach the database at {self.location} ({reason})",
+                hint="check PROMPTSHIP_DATABASE_URL and that the database is up",
+            ) from exc
+
+    @property
+    def location(self) -> str:
+        """host:port of a server, or the file of a SQLite database (no credentials)."""
+        url = self.engine.url
+        if self.is_sqlite:
+            return url.database or ":memory:"
+        return f"{url.host or 'localhost'}:{url.port or 5432}"
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -184,7 +218,7 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
-        async with self.engine.begin() as conn:
+        async with self._reachable(connecting=True), self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 # replicas starting together migrate one after the other; the lock belongs
                 # to this transaction, so it cannot outlive it on a pooled connection
@@ -197,14 +231,40 @@ class Database:
         def read(connection: Connection) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
 
-        async with self._read_engine.connect() as conn:  # never waits for SQLite's writer
-            return await conn.run_sync(read)
+        async with self._reachable(connecting=True):
+            async with self._read_engine.connect() as conn:  # never waits for SQLite's writer
+                return await conn.run_sync(read)
 
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     async def is_up_to_date(self) -> bool:
         return await self.current_revision() == self.head_revision()
+
+
+def _unreachable_reason(exc: BaseException, timeout: float, connecting: bool) -> str | None:
+    """The short reason ``exc`` means the database is out of reach, or None if it is some
+    other failure (a bug, a constraint) that must not be disguised."""
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return f"no free connection within {timeout:g} s"
+    seen: BaseException | None = exc
+    for _ in range(8):  # the driver's error, wrapped by SQLAlchemy's
+        if seen is None:
+            break
+        if isinstance(seen, TimeoutError):
+            return f"no answer within {timeout:g} s"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return f"unknown host: {seen.strerror}"
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen) or type(seen).__name__
+        if "database is locked" in str(seen):  # SQLite's busy timeout ran out
+            return f"locked by another writer for over {timeout:g} s"
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and (connecting or exc.connection_invalidated):
+        return str(exc.orig).strip().splitlines()[0][:200] if exc.orig else type(exc).__name__
+    return None
 
 
 def run_sync(coro: Any) -> Any:

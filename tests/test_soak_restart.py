@@ -82,7 +82,11 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
 
     cycles = call(lambda c: c.soak_cycles(soak_id))
     assert [c["cycle"] for c in cycles] == [1, 2, 3]
-    assert [c["state"] for c in cycles] == ["passed"] * 3
+    # cycle 1 is the one taken over; a machine slow enough to finish it after cycle 2 was
+    # due records cycle 2 missed, and the next cycle covers it (never a silent gap)
+    states = [c["state"] for c in cycles]
+    assert states[0] == "passed" and states[-1] == "passed", states
+    assert set(states) <= {"passed", "missed"}, states
     assert cycles[0]["attempts"] == 2  # taken over once
     assert cycles[0]["owner"] != claimed["owner"]
     [soak] = call(lambda c: c.soak_status(NAME))

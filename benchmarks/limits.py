@@ -7,9 +7,12 @@ never held in memory, half to ``/slack/events`` (unsigned) and half to ``/v1/tra
 a write token), half of each declaring ``Content-Length`` and half chunked, over and over
 for ``--seconds``. Prints the server's peak RSS (psutil, sampled every 20 ms) against idle
 (target under 1.2x) and ``/healthz`` p50/p99 during the flood against idle (target p99 under
-100 ms, a tenth of a typical probe timeout).
+100 ms, a tenth of a typical probe timeout). Then times ``audit verify`` over ``--events``
+audit events (1,000,000 by default) with the keyed HMAC-SHA256 chain against the old plain
+SHA-256 chain, each built the same way in this run (target: the key costs at most 1.5x).
 
     .venv/bin/python benchmarks/limits.py [--clients 8] [--seconds 15] [--mb 300]
+        [--events 1000000]
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from promptship.testing.serve import DoubleProcess, ServeProcess
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET
 
-WRITE_TOKEN = "bench-write"
+WRITE_TOKEN = "bench-write-token-0123456789"
 CHUNK = b"x" * 65536
 POLICY = "channel: C0BENCH\nroles: {approvers: [U01, U02]}\n"
 
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--mb", type=int, default=300, help="size of each body in MB")
+    parser.add_argument("--events", type=int, default=1_000_000, help="audit events to verify")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="promptship-limits-"))
@@ -197,10 +201,23 @@ def main() -> None:
     )
     try:
         body_limits_section(server, args)
-        # ---- further sections against the same server go here (audit verify: to come) ----
     finally:
         server.stop()
         slack.stop()
+    audit_verify_section(args.events, tmp)
+
+
+def audit_verify_section(events: int, workdir: Path) -> None:
+    """``audit verify`` of the keyed chain against the plain SHA-256 chain it replaced."""
+    from benchmarks.store import verify_rates
+
+    sha256, keyed = asyncio.run(verify_rates(events, workdir))
+    ratio = sha256 / keyed
+    print(f"\naudit verify, {events:,} events (SQLite):")
+    print(f"  SHA-256 chain (baseline): {sha256:,.0f} events/s ({events / sha256:.1f} s)")
+    print(f"  keyed HMAC-SHA256 chain:  {keyed:,.0f} events/s ({events / keyed:.1f} s)")
+    verdict = "PASS" if ratio <= 1.5 else "FAIL"
+    print(f"  keyed costs {ratio:.2f}x the baseline's time (target <= 1.5x): {verdict}")
 
 
 if __name__ == "__main__":

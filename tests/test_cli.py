@@ -99,6 +99,8 @@ def test_gate_refusal_exits_1_with_the_reason(env: Path) -> None:
 
 
 def test_full_promotion_by_cli_with_json(env: Path) -> None:
+    # a single-person trial: the local CLI may decide (see tests/test_identity.py for without)
+    (env / "promptship.yaml").write_text(TEST_POLICY + "local_decisions: true\n")
     run("--as", "U09", "push", str(EXAMPLES))
 
     async def tested(core: Promptship) -> None:

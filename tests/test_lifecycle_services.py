@@ -148,7 +148,7 @@ async def test_regressions_block_unless_overridden_with_a_reason(core: Promptshi
         NAME,
         "1.1.0",
         case_results(10),
-        slack(REQUESTER),
+        slack("U01"),  # an approver: accepting regressions is a decision
         regressions=["refund policy"],
         regression_override="known flake",
     )

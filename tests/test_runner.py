@@ -13,7 +13,7 @@ import pytest
 from bot.dispatcher import render
 from promptship.clock import ManualClock
 from promptship.domain.lifecycle import RunState
-from promptship.errors import GateRefused
+from promptship.errors import Forbidden, GateRefused
 from promptship.services import Promptship
 from promptship.services.outbox import Delivery
 from promptship.testing.model_double import ModelDouble
@@ -291,9 +291,9 @@ async def test_regression_against_production_blocks_until_overridden(
     assert run.state == "passed" and run.regressions == ["How many projects on Team?"]
     with pytest.raises(GateRefused, match="pass on production and fail here"):
         await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
-    await core.override_regressions(
-        NAME, "1.1.0", "the plan copy changed on purpose", slack(REQUESTER)
-    )
+    with pytest.raises(Forbidden, match="only approvers can override"):
+        await core.override_regressions(NAME, "1.1.0", "mine is fine", slack(REQUESTER))
+    await core.override_regressions(NAME, "1.1.0", "the plan copy changed on purpose", slack("U01"))
     assert (
         await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
     ).state == "promoted"

@@ -180,6 +180,11 @@ def test_promotion_from_chat_with_two_approvals_by_button(bot: Bot) -> None:
         "ts", final["ts"]
     )
     assert not any(b["type"] == "actions" for b in final["blocks"])
+    # who clicked is Slack's signed word, and the audit says so
+    events = bot.core(lambda c: c.recent_events(50))
+    approved = {(e.actor, e.details["auth"]) for e in events if e.action == "request.approved"}
+    assert approved == {("U01", "slack"), ("U05", "slack")}
+    assert "unverified" not in texts(final)
 
 
 def test_reject_by_modal(bot: Bot) -> None:

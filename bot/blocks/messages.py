@@ -70,6 +70,11 @@ def who(user: str) -> str:
     return f"<@{user}>" if _SLACK_ID.fullmatch(user) else escape(user)
 
 
+def unverified(via: str | None) -> str:
+    """The mark of a decision made from the local CLI (allowed by ``local_decisions``)."""
+    return " via local CLI, unverified" if via == "local" else ""
+
+
 def _target(r: RequestView) -> str:
     return f"*{escape(r.prompt)}* `{escape(r.version)}` → *{escape(r.environment)}*"
 
@@ -105,7 +110,7 @@ def request_message(r: RequestView) -> Message:
             f"{MARK.get(c.state, '•')} *{escape(c.gate)}*: {escape(c.detail)}" for c in r.checks
         )
         blocks.append(section(checklist, BlockId.CHECKLIST))
-    approvers = [who(d.user) for d in r.decisions if d.approve]
+    approvers = [who(d.user) + unverified(d.via) for d in r.decisions if d.approve]
     status = [
         f"Approvals {min(len(approvers), r.required_approvals) if r.required_approvals else len(approvers)}/{r.required_approvals}"
     ]
@@ -153,7 +158,8 @@ def request_message(r: RequestView) -> Message:
         )
     else:
         closed = CLOSED.get(r.state, r.state)
-        by = f" by {who(r.closed_by)}" if r.closed_by else ""
+        closer = next((d.via for d in r.decisions if d.user == r.closed_by), None)
+        by = f" by {who(r.closed_by)}{unverified(closer)}" if r.closed_by else ""
         why = f": {escape(r.close_reason)}" if r.close_reason else ""
         blocks.append(section(f"*{closed}*{by}{why}", BlockId.CONTEXT))
         blocks.append(context(*status))
@@ -168,12 +174,12 @@ def decision_reply(outcome: DecisionOutcome) -> Message:
 def rollback_message(result: RollbackResult) -> Message:
     text = (
         f"⏪ {result.prompt} {result.environment} rolled back: "
-        f"{result.from_version} → {result.to_version} by {result.actor}"
+        f"{result.from_version} → {result.to_version} by {result.actor}{unverified(result.via)}"
     )
     lines = [
         f"⏪ *{escape(result.prompt)}* in *{escape(result.environment)}*: "
         f"`{escape(result.from_version)}` → `{escape(result.to_version)}`",
-        f"by {who(result.actor)} at {result.at:%H:%M:%S} UTC",
+        f"by {who(result.actor)}{unverified(result.via)} at {result.at:%H:%M:%S} UTC",
     ]
     if result.reason:
         lines.append(f"*Reason:* {escape(result.reason)}")

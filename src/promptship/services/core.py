@@ -269,6 +269,7 @@ class Promptship:
         error: str | None = None,
         owner: str | None = None,
     ) -> RunView:
+        roles = await self.roles.roles_of(actor.id) if regression_override is not None else None
         async with self.db.transaction() as session:
             return await findings.finish_run(
                 session,
@@ -280,14 +281,17 @@ class Promptship:
                 regression_override,
                 error,
                 owner,
+                roles or frozenset(),
             )
 
     async def override_regressions(
         self, name: str, version: str, reason: str, actor: Actor
     ) -> RunView:
+        """Accept a version's listed regressions: an authenticated approver's decision."""
+        roles = await self.roles.roles_of(_acting(actor).id)
         async with self.db.transaction() as session:
             return await findings.override_regressions(
-                session, self.deps, name, version, reason, _acting(actor)
+                session, self.deps, name, version, reason, actor, roles
             )
 
     async def record_validation_run(
@@ -300,6 +304,9 @@ class Promptship:
         regression_override: str | None = None,
     ) -> RunView:
         """Start and finish a run in one call (results computed elsewhere)."""
+        if regression_override is not None:  # refused before a run is started, not after
+            roles = await self.roles.roles_of(actor.id)
+            findings.check_override(self.deps, actor, roles, f"{name} {version}")
         run = await self.start_validation_run(name, version, actor, len(results))
         return await self.finish_validation_run(
             run.id, results, actor, regressions, regression_override

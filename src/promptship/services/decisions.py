@@ -31,6 +31,7 @@ async def record_decision(
 ) -> DecisionOutcome:
     prompt, version, request = await requests.load_request(session, request_id)
     code = request_code(request.id)
+    identities.check_decider(deps.policy, actor, f"{'approve' if approve else 'reject'} {code}")
     if content_hash is not None and not request.content_hash.startswith(content_hash or "-"):
         raise Conflict(
             f"{code} is for other content than the message you clicked showed",
@@ -38,13 +39,15 @@ async def record_decision(
         )
     await requests.ensure_open(session, deps, prompt, version, request)
     user = actor.id
-    if user == request.requester:
+    # the person rules compare people: an outside identity counts as its Slack user
+    person = identities.person_of(deps.policy, user)
+    if person == identities.person_of(deps.policy, request.requester):
         if approve:
             raise Forbidden(f"you requested {code}; someone else must approve it")
         raise Forbidden(
             f"you requested {code}; cancel it instead of rejecting it", hint=f"cancel {code}"
         )
-    if approve and user == version.author:
+    if approve and person == identities.person_of(deps.policy, version.author):
         raise Forbidden(
             f"you wrote {lifecycle.label(prompt, version)}; someone else must approve it"
         )
@@ -86,6 +89,7 @@ async def record_decision(
                     content_hash=version.content_hash,
                     roles=sorted(deciding_roles),
                     created_at=deps.clock.now(),
+                    via=actor.via.value,
                 )
             )
     except IntegrityError:  # pragma: no cover - the prompt lock makes this unreachable

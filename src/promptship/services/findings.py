@@ -15,17 +15,35 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import Move, RequestState, RunState, VersionStatus
-from promptship.errors import BadInput, GateRefused, NotFound
+from promptship.errors import BadInput, Forbidden, GateRefused, NotFound
 from promptship.services import drift, identities, lifecycle, outbox, registry, requests, runs
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RunView
 from promptship.store.models import PromotionRequest, SoakRun
 
 
+def check_override(deps: Deps, actor: Actor, roles: frozenset[str], label: str) -> None:
+    """Accepting regressions is a decision: an authenticated approver's only."""
+    identities.check_decider(deps.policy, actor, f"override the regressions of {label}")
+    if actor.is_person and "approvers" not in roles:
+        raise Forbidden(
+            f"only approvers can override the regressions of {label}",
+            hint="ask an approver (roles.approvers in the policy file), or fix the regressions",
+        )
+
+
 async def override_regressions(
-    session: AsyncSession, deps: Deps, name: str, version_name: str, reason: str, actor: Actor
+    session: AsyncSession,
+    deps: Deps,
+    name: str,
+    version_name: str,
+    reason: str,
+    actor: Actor,
+    roles: frozenset[str],
 ) -> RunView:
-    """Accept the listed regressions of the version's latest run, with a recorded reason."""
+    """Accept the listed regressions of the version's latest run, with a recorded reason;
+    approvers only."""
+    check_override(deps, actor, roles, f"{name} {version_name}")
     if not reason.strip():
         raise BadInput("overriding regressions needs a reason")
     prompt, version = await registry.get_version(session, name, version_name)
@@ -57,9 +75,13 @@ async def finish_run(
     regression_override: str | None = None,
     error: str | None = None,
     owner: str | None = None,
+    roles: frozenset[str] = frozenset(),
 ) -> RunView:
-    """Record a run's case results; errored cases (``error`` set) never count as passed."""
+    """Record a run's case results; errored cases (``error`` set) never count as passed.
+    A ``regression_override`` given with the results is an approver's decision too."""
     prompt, version, run = await runs.load_run(session, run_id)
+    if regression_override is not None:
+        check_override(deps, actor, roles, lifecycle.label(prompt, version))
     if run.state != RunState.RUNNING.value or (owner is not None and run.owner != owner):
         raise GateRefused(f"validation run {run_id} is {run.state}; its results were not recorded")
     errored = sum(1 for r in results if r.get("error"))

@@ -174,6 +174,7 @@ async def view(
                 comment=d.comment,
                 roles=sorted(d.roles),
                 at=d.created_at,
+                via=d.via,
             )
             for d in decisions
         ],

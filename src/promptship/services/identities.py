@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.clock import Clock
 from promptship.config import Policy
-from promptship.domain.identity import Actor, is_slack_user_id
-from promptship.errors import BadInput
+from promptship.domain.identity import Actor, Via, is_slack_user_id
+from promptship.errors import BadInput, Forbidden
 from promptship.services import audit
 from promptship.store.models import AuditEvent
 
@@ -40,6 +40,32 @@ def person_of(policy: Policy, name: str) -> str:
     """Who ``name`` is for the person rules (no self-approval, the author rule): its Slack
     user ID when it is mapped, else ``name`` itself (a Slack user ID, a service, promptship)."""
     return policy.identities.get(name, name)
+
+
+LOCAL_DECISION_HINT = (
+    "decide in Slack, or through a server with your own token: PROMPTSHIP_SERVER=… "
+    "PROMPTSHIP_TOKEN=… (promptship token create --user U01 --scope approve)"
+)
+
+
+def check_decider(policy: Policy, actor: Actor, what: str) -> None:
+    """Refuse a decision (approve, reject, override regressions, roll back production) by
+    anyone but an authenticated person: services never decide, and the local CLI only
+    when the policy allows ``local_decisions`` (a single-person trial). Promptship itself
+    decides what its rules say (an auto-revert)."""
+    if actor.via is Via.SYSTEM:
+        return
+    if actor.service:
+        raise Forbidden(
+            f"{actor.id} is a service: service identities push and request; they never decide",
+            hint=f"a person must {what}, in Slack or with their own token",
+        )
+    if actor.via is Via.LOCAL and not policy.local_decisions:
+        raise Forbidden(
+            f"the local CLI cannot {what}: --as and PROMPTSHIP_USER are self-declared, "
+            "so decisions need Slack or a token",
+            hint=LOCAL_DECISION_HINT,
+        )
 
 
 async def record(

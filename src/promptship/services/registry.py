@@ -98,10 +98,12 @@ async def get_version_by_id(session: AsyncSession, version_id: int) -> PromptVer
 async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, actor: Actor) -> PushResult:
     """Register a version. Identical content again is a no-op; other content is refused."""
     now = deps.clock.now()
+    # a service pushing for a person (github:alice) makes that person the author
+    author = identities.person_of(deps.policy, actor.id)
     insert = dialect_insert(session)
     await session.execute(
         insert(Prompt)
-        .values(name=spec.name, created_at=now, created_by=actor.id)
+        .values(name=spec.name, created_at=now, created_by=author)
         .on_conflict_do_nothing(index_elements=["name"])
     )
     prompt = await get_prompt(session, spec.name)
@@ -114,7 +116,7 @@ async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, actor: Actor
             version=spec.version,
             status=VersionStatus.DRAFT.value,
             content_hash=digest,
-            author=actor.id,
+            author=author,
             created_at=now,
             model=spec.model,
             provider=spec.provider.value,

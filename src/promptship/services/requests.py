@@ -219,7 +219,7 @@ async def request_promotion(
         environment=environment,
         kind=kind.value,
         state=RequestState.OPEN.value,
-        requester=actor.id,
+        requester=identities.person_of(deps.policy, actor.id),
         reason=reason.strip() if reason and reason.strip() else None,
         required_approvals=required,
         created_at=now,
@@ -344,7 +344,8 @@ async def cancel(
 ) -> RequestView:
     prompt, version, request = await load_request(session, request_id)
     await ensure_open(session, deps, prompt, version, request)
-    if actor.id != request.requester and "approvers" not in roles:
+    requester = identities.person_of(deps.policy, request.requester)
+    if identities.person_of(deps.policy, actor.id) != requester and "approvers" not in roles:
         raise Forbidden(f"only the requester or an approver can cancel {request_code(request.id)}")
     return await close(session, deps, prompt, version, request, RequestState.CANCELLED, actor, None)
 

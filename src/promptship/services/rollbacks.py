@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import Move, VersionStatus, require_transition
 from promptship.errors import BadInput, Forbidden, GateRefused
-from promptship.services import deployments, lifecycle, outbox, registry, requests
+from promptship.services import deployments, identities, lifecycle, outbox, registry, requests
 from promptship.services.deps import Deps
 from promptship.services.views import RollbackResult
 from promptship.store.models import Deployment, DeploymentHistory, PromptVersion
@@ -28,6 +28,8 @@ async def rollback(
     envs.check(environment)
     if environment == envs.dev:
         raise BadInput(f"{envs.dev} runs drafts; there is nothing to roll back there")
+    if environment == envs.production:  # rolling production back is a decision
+        identities.check_decider(deps.policy, actor, f"roll back {environment}")
     if not roles & {"oncall", "approvers"}:
         raise Forbidden(
             f"only on-call or approvers can roll back {environment}",
@@ -114,6 +116,7 @@ async def rollback(
         actor=actor.id,
         reason=reason,
         at=deps.clock.now(),
+        via=actor.via.value,
     )
     await outbox.enqueue(
         session,

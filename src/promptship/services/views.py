@@ -75,6 +75,8 @@ class DecisionView(View):
     comment: str | None
     roles: list[str]
     at: datetime
+    #: how the decider was known: ``slack``, ``token``, ``local`` (unverified); None if unknown
+    via: str | None = None
 
 
 class RequestView(View):
@@ -134,6 +136,8 @@ class RollbackResult(View):
     actor: str
     reason: str | None
     at: datetime
+    #: how the actor was known: ``slack``, ``token``, ``local`` (unverified), ``system``
+    via: str | None = None
 
 
 class AuditEventView(View):

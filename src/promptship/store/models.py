@@ -171,6 +171,8 @@ class Approval(Base):
     #: the roles the person held when deciding (approvers, stakeholders).
     roles: Mapped[list[Any]]
     created_at: Mapped[datetime]
+    #: how the decider was known: slack, token, local; None before it was kept (migration 0006)
+    via: Mapped[str | None] = mapped_column(String(16))
 
 
 class ValidationRun(Base):

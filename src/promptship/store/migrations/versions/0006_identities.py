@@ -1,4 +1,5 @@
-"""Identities: API tokens issued per person or service, stored hashed.
+"""Identities: API tokens issued per person or service, stored hashed; how each approval's
+decider was known (``approvals.via``).
 
 Revision ID: 0006
 Revises: 0005
@@ -36,8 +37,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
     )
     op.create_index(op.f("ix_api_tokens_subject"), "api_tokens", ["subject"], unique=False)
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("via", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.drop_column("via")
     op.drop_index(op.f("ix_api_tokens_subject"), table_name="api_tokens")
     op.drop_table("api_tokens")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from promptship.domain.promptfile import TestCase
+from promptship.domain.promptfile import AssertionType, TestCase
 from promptship.errors import BadInput
-from promptship.validation.assertions import check, check_many, import_promptfoo
+from promptship.validation.assertions import check, check_many, check_text, import_promptfoo
 from promptship.validation.scoring import Scorer
 
 
@@ -118,3 +118,9 @@ def test_promptfoo_unsupported_type_names_file_index_and_type() -> None:
     assert "contains" in (err.value.hint or "")
     with pytest.raises(BadInput, match="several vars"):
         import_promptfoo("- vars: {a: 1, b: 2}\n  assert: [{type: contains, value: x}]", "s.yaml")
+
+
+def test_an_answer_nested_beyond_any_parser_fails_the_json_schema_case_without_crashing() -> None:
+    case = TestCase(input="q", expected={"type": "object"}, type=AssertionType.JSON_SCHEMA)
+    result = check_text(case, "[" * 200_000 + "]" * 200_000)
+    assert not result.passed and "nested too deep" in result.detail

@@ -9,7 +9,6 @@ event at its seq no longer has. A checkpoint's own MAC shows whether it is genui
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.auditkeys import ENV_VAR, AuditKey, AuditKeys
+from promptship.domain.safe_load import load_json
 from promptship.errors import BadInput
 from promptship.services import audit, outbox, registry
 from promptship.services.deps import Deps
@@ -115,8 +115,8 @@ def parse_file(text: str, source: str) -> list[Checkpoint]:
     naming the line."""
     if text.lstrip().startswith("["):
         try:
-            return [from_json(raw) for raw in json.loads(text)]
-        except ValueError:
+            return [from_json(raw) for raw in load_json(text, source)]
+        except (ValueError, BadInput):
             raise BadInput(
                 f"{source}: not a list of checkpoints",
                 hint="use the output of promptship audit checkpoints --json",
@@ -129,8 +129,8 @@ def parse_file(text: str, source: str) -> list[Checkpoint]:
         checkpoint = find_line(line) if line.startswith(LINE_PREFIX) else None
         if checkpoint is None:
             try:
-                checkpoint = from_json(json.loads(line))
-            except ValueError:
+                checkpoint = from_json(load_json(line, f"{source}:{number}"))
+            except (ValueError, BadInput):
                 raise BadInput(
                     f"{source}:{number}: not a checkpoint",
                     hint='each line is JSON {"seq", "hash", "at", "key", "mac"} as written by '

@@ -47,6 +47,8 @@ def check_text(case: TestCase, got: str) -> AssertionResult:
             document = _parse_json(got)
         except json.JSONDecodeError as exc:
             return AssertionResult(False, detail=f"not valid JSON: {exc.msg} at position {exc.pos}")
+        except RecursionError:  # a model can answer with anything, 100,000 brackets included
+            return AssertionResult(False, detail="not valid JSON: nested too deep to read")
         try:
             jsonschema.validate(document, expected)
         except jsonschema.ValidationError as exc:

@@ -309,7 +309,8 @@ async def test_a_postgresql_query_gives_up_after_the_database_timeout(db: Databa
     await quick.dispose()
 
 
-def test_the_cli_says_it_cannot_reach_the_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["list"], ["serve", "--port", "0"]])
+def test_the_cli_says_it_cannot_reach_the_database(tmp_path: Path, command: list[str]) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(sys.path),
@@ -318,7 +319,7 @@ def test_the_cli_says_it_cannot_reach_the_database(tmp_path: Path) -> None:
         "PROMPTSHIP_DB_TIMEOUT": "5",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "promptship.cli", "list"],
+        [sys.executable, "-m", "promptship.cli", *command],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 
 from promptship.cli.app import app
-from promptship.cli.common import err, settings
+from promptship.cli.common import err, guard, settings
 from promptship.errors import PromptshipError
+from promptship.store.db import Database
 
 
 @app.command()
@@ -44,6 +45,7 @@ def serve(
         ]
     logs.configure(secrets, os.environ.get("PROMPTSHIP_LOG_LEVEL", "INFO"))
     try:
+        guard(lambda: _reachable(config.database_url))
         application = create_app(config)
     except PromptshipError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
@@ -58,3 +60,13 @@ def serve(
         access_log=False,  # the request-id middleware logs each request
         timeout_graceful_shutdown=10,
     )
+
+
+async def _reachable(url: str) -> None:
+    """Fail start-up with one line, not uvicorn's traceback, when the database is out of
+    reach (its own engine: the server's belongs to the server's event loop)."""
+    db = Database(url)
+    try:
+        await db.current_revision()
+    finally:
+        await db.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -34,12 +35,14 @@ class SlackGroupDirectory:
         email_ttl: float = 6 * 3600.0,
         missing_ttl: float = 3600.0,
         retry_after: float = 60.0,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._ttl = ttl
         self._email_ttl = email_ttl
         self._missing_ttl = missing_ttl
         self._retry_after = retry_after
+        self._now = now
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         #: address → (when to ask again, the answer)
         self._emails: dict[str, tuple[float, EmailLookup]] = {}
@@ -47,7 +50,7 @@ class SlackGroupDirectory:
 
     async def members(self, group_id: str) -> frozenset[str]:
         cached = self._cache.get(group_id)
-        now = time.monotonic()
+        now = self._now()
         if cached and now - cached[0] < self._ttl:
             return cached[1]
         try:
@@ -63,12 +66,12 @@ class SlackGroupDirectory:
     async def user_by_email(self, email: str) -> EmailLookup:
         email = email.strip().lower()
         cached = self._emails.get(email)
-        if cached and time.monotonic() < cached[0]:
+        if cached and self._now() < cached[0]:
             return cached[1]
         lock = self._email_locks.setdefault(email, asyncio.Lock())
         async with lock:
             cached = self._emails.get(email)  # another caller may have just looked it up
-            if cached and time.monotonic() < cached[0]:
+            if cached and self._now() < cached[0]:
                 return cached[1]
             found = await self._lookup(email, cached[1] if cached else None)
         return found
@@ -78,18 +81,18 @@ class SlackGroupDirectory:
             response = await self._client.users_lookupByEmail(email=email)
             user = (response.get("user") or {}).get("id")
             found = EmailLookup(str(user)) if user else EmailLookup(None, "no user ID in answer")
-            self._emails[email] = (time.monotonic() + self._email_ttl, found)
+            self._emails[email] = (self._now() + self._email_ttl, found)
             return found
         except SlackApiError as exc:
             error = str(exc.response.get("error") or "unknown_error")
             if error in _NOBODY:
                 answer = EmailLookup(None, f"users.lookupByEmail: {error}")
-                self._emails[email] = (time.monotonic() + self._missing_ttl, answer)
+                self._emails[email] = (self._now() + self._missing_ttl, answer)
                 return answer
             answer = EmailLookup(None, f"users.lookupByEmail: {error}", transient=True)
         except Exception as exc:  # the network: transient like a 5xx
             answer = EmailLookup(None, f"users.lookupByEmail: {type(exc).__name__}", transient=True)
         if last is not None and last.user is not None:
             answer = last  # Slack is unavailable: keep the last good answer
-        self._emails[email] = (time.monotonic() + self._retry_after, answer)
+        self._emails[email] = (self._now() + self._retry_after, answer)
         return answer

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from promptship.cli.app import app
 from promptship.cli.common import CommandGroup, emit, err, out, run_core, settings, state, when
@@ -123,31 +122,26 @@ def token_list(
     ] = None,
     every: Annotated[bool, typer.Option("--all", help="Revoked tokens too.")] = False,
 ) -> None:
-    """The tokens: id, prefix, holder, kind, scope, name, dates. Never a secret."""
+    """The tokens, one a line (UTC dates), never a secret; revoked ones with --all."""
     found = run_core(lambda core: core.list_tokens(user, include_revoked=every))
     if emit(found):
         return
     if not found:
         out.print("no tokens: promptship token create --user U01 (or --service ci-github)")
         return
-    table = Table()
-    for column in ("id", "prefix", "subject", "kind", "scope", "name", "created", "expires",
-                   "last used", "revoked"):  # fmt: skip
-        table.add_column(column)
     for t in found:
-        table.add_row(
-            str(t.id),
-            t.prefix,
-            escape(t.subject),
-            _kind(t),
-            t.scope,
-            escape(t.name or ""),
-            when(t.created_at),
-            when(t.expires_at),
-            when(t.last_used_at),
-            when(t.revoked_at),
+        name = f" “{escape(t.name)}”" if t.name else ""
+        dates = [
+            f"created {when(t.created_at)} by {escape(t.created_by)}",
+            f"expires {when(t.expires_at)}" if t.expires_at else "no expiry",
+            f"last used {when(t.last_used_at)}" if t.last_used_at else "never used",
+        ]
+        if t.revoked_at:
+            dates.append(f"[red]revoked {when(t.revoked_at)}[/]")
+        out.print(
+            f"[bold]{t.id}[/] {t.prefix}… {escape(t.subject)} ({_kind(t)}) "
+            f"[bold]{t.scope}[/]{name} · " + " · ".join(dates)
         )
-    out.print(table)
 
 
 @token_app.command("revoke")

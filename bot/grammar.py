@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from promptship.domain.identity import parse_scope
 from promptship.domain.promptfile import NAME_RE, SEMVER_RE
 from promptship.errors import BadInput
 from promptship.services.deps import parse_request_code
@@ -30,6 +31,7 @@ class Verb(StrEnum):
     BREAKGLASS = "breakglass"
     HISTORY = "history"
     SOAK = "soak"
+    TOKEN = "token"
 
 
 #: the right form and one example of every subcommand, in the order help shows them.
@@ -59,6 +61,10 @@ USAGE: dict[Verb, tuple[str, str]] = {
     ),
     Verb.HISTORY: ("/prompt history <name> [env]", "/prompt history customer-support production"),
     Verb.SOAK: ("/prompt soak <name>", "/prompt soak customer-support"),
+    Verb.TOKEN: (
+        "/prompt token [read|write|approve|runtime] · /prompt token revoke <id|psk_…>",
+        "/prompt token write",
+    ),
 }
 
 MAX_TEXT = 4000
@@ -74,6 +80,8 @@ class Command:
     environment: str | None = None
     request_id: int | None = None
     text: str | None = None  # reason or comment, as typed
+    scope: str | None = None  # the scope of a token asked for
+    token: str | None = None  # a token to revoke: its id or prefix
 
 
 def usage(verb: Verb) -> str:
@@ -154,6 +162,31 @@ class _Tokens:
             raise self.fail(f"{_quote(word)} is not a request id like req-42") from None
 
 
+_TOKEN_REF = re.compile(r"\d{1,12}|psk_[A-Za-z0-9_-]{4,12}")
+
+
+def _token(t: _Tokens) -> Command:
+    word = t.peek()
+    if word is not None and word.lower() == "revoke":
+        t.used += 1
+        ref = t.next("the token's id or prefix")
+        if not _TOKEN_REF.fullmatch(ref):
+            raise t.fail(f"{_quote(ref)} is not a token id or prefix like psk_AbC12dEf")
+        t.done()
+        return Command(Verb.TOKEN, token=ref)
+    scope = None
+    if word is not None:
+        t.used += 1
+        try:
+            scope = parse_scope(word).value
+        except ValueError:
+            raise t.fail(
+                f"{_quote(word)} is not a token scope (read, write, approve or runtime)"
+            ) from None
+    t.done()
+    return Command(Verb.TOKEN, scope=scope)
+
+
 def _quote(text: str, limit: int = 60) -> str:
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return f"“{text}”"
@@ -227,6 +260,8 @@ def parse(text: str) -> Command:
         history_env = t.environment() if t.peek() is not None else None
         t.done()
         return Command(verb, name=name, environment=history_env)
+    if verb is Verb.TOKEN:
+        return _token(t)
     name = t.name()  # Verb.SOAK
     t.done()
     return Command(verb, name=name)

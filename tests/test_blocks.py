@@ -268,3 +268,27 @@ def test_whatever_a_person_writes_is_escaped(reason: str) -> None:
     body = json.dumps(message.blocks)
     assert "<!" not in body and "<http" not in body
     assert block_problems(message.blocks, limit=50) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(server=st.text(max_size=5000), name=st.text(max_size=64))
+def test_a_token_message_fits_escapes_and_keeps_the_secret_out_of_the_preview(
+    server: str, name: str
+) -> None:
+    from bot.blocks.tokens import token_message, token_revoked_message
+    from promptship.services.views import IssuedToken, TokenView
+
+    token = TokenView(
+        id=7, prefix="psk_AbC12dEf", subject="U01", service=False, scope="approve",
+        name=name or None, created_at=NOW, created_by="U01", expires_at=NOW + timedelta(days=90),
+        revoked_at=None, last_used_at=None,
+    )  # fmt: skip
+    secret = "psk_AbC12dEf" + "x" * 31
+    message = token_message(IssuedToken(secret=secret, token=token), server or None)
+    body = json.dumps(message.blocks)
+    assert block_problems(message.blocks, limit=50) == []
+    assert "<!" not in body and "<http" not in body
+    assert f"export PROMPTSHIP_TOKEN={secret}" in body and secret not in message.text
+    assert "/prompt token revoke psk_AbC12dEf" in body and "until 2026-04-01" in body
+    revoked = token_revoked_message(token)
+    assert block_problems(revoked.blocks, limit=50) == [] and "psk_AbC12dEf" in revoked.text

@@ -131,3 +131,15 @@ def test_durations_round_trip(amount: int, unit: str) -> None:
 def test_bad_durations_are_refused_with_the_right_form(bad: str) -> None:
     with pytest.raises(BadInput, match="s, m, h or d|duration"):
         parse_duration(bad)
+
+
+def test_roles_take_user_ids_groups_and_email_addresses() -> None:
+    policy = parse_policy("roles: {approvers: [U01, S0GROUP, Alice@Acme.COM], oncall: [W02]}")
+    assert policy.roles.approvers == ["U01", "S0GROUP", "alice@acme.com"]
+    for entry in ("alice", "@acme.com", "alice@", "u01", "github:alice"):
+        with pytest.raises(BadInput) as err:
+            parse_policy(f"roles: {{approvers: [U01, '{entry}']}}")
+        assert "promptship.yaml: roles.approvers" in err.value.message
+        assert "not a Slack user ID (U01ABCDEF), a user-group ID (S0GROUP) or an e-mail" in (
+            err.value.message
+        )

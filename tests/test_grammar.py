@@ -81,3 +81,20 @@ def test_any_words_after_a_verb_parse_or_explain(verb: str, words: list[str]) ->
         parse(" ".join([verb, *words]))
     except BadInput as err:
         assert err.hint and ("usage: /prompt" in err.hint or "/prompt help" in err.hint)
+
+
+def test_token_takes_a_scope_or_a_token_to_revoke() -> None:
+    assert parse("token") == Command(Verb.TOKEN)
+    assert parse("token Approve") == Command(Verb.TOKEN, scope="approve")
+    assert parse("token admin").scope == "admin"  # parsed; the service refuses it
+    assert parse("token revoke psk_AbC12dEf") == Command(Verb.TOKEN, token="psk_AbC12dEf")
+    assert parse("token revoke 12") == Command(Verb.TOKEN, token="12")
+    for text, message in [
+        ("token owner", "“owner” is not a token scope"),
+        ("token write now", "unexpected “now”"),
+        ("token revoke", "missing the token's id or prefix"),
+        ("token revoke laptop", "“laptop” is not a token id or prefix"),
+    ]:
+        with pytest.raises(BadInput) as err:
+            parse(text)
+        assert message in err.value.message and "/prompt token" in (err.value.hint or "")

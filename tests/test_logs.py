@@ -41,17 +41,19 @@ def test_secrets_are_redacted_from_messages_and_tracebacks(captured: io.StringIO
     log.warning("calling Slack with %s", SLACK_TOKEN)
     log.warning("header was Authorization: Bearer api-secret-token-123")
     log.warning("a key of another shape: sk-ant-api03-zzzzzzzzzzzz and xapp-1-A0-123456-abcdef")
+    log.warning("an API token: psk_AbC12dEfGhIjKlMnOpQrStUvWxYz0123456789-_abc")
     try:
         raise RuntimeError(f"boom with {SLACK_TOKEN}")
     except RuntimeError:
         log.exception("it failed")
     text = captured.getvalue()
-    for secret in (SLACK_TOKEN, "api-secret-token-123", "sk-ant-api03", "xapp-1-A0"):
+    for secret in (SLACK_TOKEN, "api-secret-token-123", "sk-ant-api03", "xapp-1-A0", "IjKlMn"):
         assert secret not in text
     entries = lines(captured)
     assert entries[0]["message"] == "calling Slack with [redacted]"
     assert entries[1]["message"] == "header was Authorization: Bearer [redacted]"
-    assert "RuntimeError: boom with [redacted]" in str(entries[3]["error"])
+    assert entries[3]["message"] == "an API token: [redacted]"
+    assert "RuntimeError: boom with [redacted]" in str(entries[4]["error"])
     assert {e["level"] for e in entries} == {"warning", "error"}
 
 

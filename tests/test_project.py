@@ -139,6 +139,8 @@ def test_manifest_declares_what_the_bot_uses() -> None:
         "commands",
         "chat:write",
         "usergroups:read",
+        "users:read",
+        "users:read.email",
     }
 
 

@@ -13,13 +13,13 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
-from bot.blocks import messages
+from bot.blocks import messages, tokens
 from bot.blocks.limits import escape, section
 from bot.blocks.messages import Message
 from bot.errors import explains_errors
 from bot.grammar import Command, Verb, parse
 from bot.ids import COMMAND
-from promptship.domain.identity import Actor
+from promptship.domain.identity import Actor, Scope
 from promptship.errors import BadInput
 from promptship.services import Promptship
 
@@ -99,6 +99,14 @@ async def _soak(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, 
     return messages.soak_message(await core.soak_status(cmd.name or "")), False
 
 
+async def _token(cmd: Command, core: Promptship, actor: Actor, public_url: str | None) -> Message:
+    """The person's own token, or one of theirs revoked; always answered ephemerally."""
+    if cmd.token is not None:
+        return tokens.token_revoked_message(await core.revoke_token(cmd.token, actor, own=True))
+    issued = await core.create_own_token(actor, Scope(cmd.scope) if cmd.scope else None)
+    return tokens.token_message(issued, public_url)
+
+
 HANDLERS: dict[Verb, Handler] = {
     Verb.HELP: _help,
     Verb.STATUS: _status,
@@ -123,18 +131,30 @@ _AFTER_ACK = asyncio.Semaphore(4)
 
 @explains_errors
 async def prompt_command(
-    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: Actor
+    ack: AsyncAck,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    core: Promptship,
+    actor: Actor,
+    public_url: str | None = None,
 ) -> None:
     await ack()
     async with _AFTER_ACK:
-        await _answer(command, respond, core, actor)
+        await _answer(command, respond, core, actor, public_url)
 
 
 async def _answer(
-    command: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: Actor
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    core: Promptship,
+    actor: Actor,
+    public_url: str | None = None,
 ) -> None:
     parsed = parse(command.get("text", ""))
-    reply, in_channel = await HANDLERS[parsed.verb](parsed, core, actor)
+    if parsed.verb is Verb.TOKEN:  # a secret: only ever to the person who asked
+        reply, in_channel = await _token(parsed, core, actor, public_url), False
+    else:
+        reply, in_channel = await HANDLERS[parsed.verb](parsed, core, actor)
     await respond(
         **reply.payload(),
         response_type="in_channel" if in_channel else "ephemeral",
@@ -144,8 +164,9 @@ async def _answer(
 
 #: commands that change something: a replay of one of these signed requests must not act again
 ACTS_ONCE = frozenset(
-    {Verb.ROLLBACK, Verb.PROMOTE, Verb.BREAKGLASS, Verb.CANCEL, Verb.APPROVE, Verb.REJECT}
-)
+    {Verb.ROLLBACK, Verb.PROMOTE, Verb.BREAKGLASS, Verb.CANCEL, Verb.APPROVE, Verb.REJECT,
+     Verb.TOKEN}
+)  # fmt: skip
 
 
 def _acts_once(text: str) -> bool:

@@ -8,6 +8,7 @@ equal to 0 (got -1)``.
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,10 +83,37 @@ class TrafficPolicy(_Strict):
     max_age: Duration = timedelta(days=7)
 
 
+_EMAIL = re.compile(r"[^@\s<>]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_GROUP_ID = re.compile(r"S[A-Z0-9]{2,31}")
+
+
+def is_email(text: str) -> bool:
+    """Whether a roles entry is an e-mail address (resolved to a Slack user when used)."""
+    return len(text) <= 254 and bool(_EMAIL.fullmatch(text))
+
+
 class RolesPolicy(_Strict):
+    """Who holds each role: Slack user IDs, user-group IDs (``S…``) or e-mail addresses."""
+
     approvers: list[str] = Field(default_factory=list)
     oncall: list[str] = Field(default_factory=list)
     stakeholders: list[str] = Field(default_factory=list)
+
+    @field_validator("approvers", "oncall", "stakeholders")
+    @classmethod
+    def _holders(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for entry in value:
+            entry = str(entry).strip()
+            if is_email(entry):
+                entry = entry.lower()  # Slack matches addresses case-insensitively
+            elif not (is_slack_user_id(entry) or _GROUP_ID.fullmatch(entry)):
+                raise ValueError(
+                    f"{entry[:100]!r} is not a Slack user ID (U01ABCDEF), a user-group ID "
+                    "(S0GROUP) or an e-mail address"
+                )
+            cleaned.append(entry)
+        return cleaned
 
 
 class Environments(BaseModel):
@@ -285,6 +313,8 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+    #: the address people and CI reach this server at, shown with the tokens it hands out
+    public_url: str | None = Field(None, alias="PROMPTSHIP_PUBLIC_URL")
     #: how often each replica looks for due, unclaimed or abandoned soak cycles (seconds)
     scheduler_tick: float = Field(15.0, gt=0, alias="PROMPTSHIP_SCHEDULER_TICK")
     #: how long a claimed cycle stays with its replica without a renewal (seconds); a

@@ -1,9 +1,9 @@
 """Structured logs: one JSON object a line, with the request id of the HTTP request (or
 Slack event) being handled, and secrets redacted from the message and any traceback.
 
-Redaction covers the shapes of Slack tokens, Anthropic and OpenAI keys and bearer headers,
-and the exact values of every secret setting, so a token that is logged by accident (in an
-exception message, say) never reaches the log store.
+Redaction covers the shapes of Slack tokens, promptship API tokens, Anthropic and OpenAI
+keys and bearer headers, and the exact values of every secret setting, so a token that is
+logged by accident (in an exception message, say) never reaches the log store.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ REDACTED = "[redacted]"
 PATTERNS = [
     re.compile(r"xox[abposr]-[A-Za-z0-9-]{6,}"),
     re.compile(r"xapp-[A-Za-z0-9-]{6,}"),
+    re.compile(r"psk_[A-Za-z0-9_-]{20,}"),  # a promptship API token (its short prefix stays)
     re.compile(r"sk-ant-[A-Za-z0-9_-]{6,}"),
     re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"),
     re.compile(r"(?i)(bearer\s+)[^\s,;\"']+"),

@@ -148,6 +148,8 @@ def create_app(
         log.info("database at revision %s", await db.current_revision())
         if slack_mode is None:
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
+        # e-mail addresses in roles are looked up now, without holding start-up up
+        roles_check = asyncio.create_task(_name_unresolved_role_emails(core))
         tasks: list[asyncio.Task[None]] = (
             [asyncio.create_task(job()) for job in background] if workers else []
         )
@@ -162,6 +164,7 @@ def create_app(
         try:
             yield
         finally:
+            roles_check.cancel()
             if socket_handler is not None:
                 await socket_handler.close_async()
             runner = getattr(app.state, "runner", None)
@@ -195,6 +198,18 @@ def create_app(
     )
     app.state.core = core
     return app
+
+
+async def _name_unresolved_role_emails(core: Promptship) -> None:
+    """Name, in one warning line, every e-mail address in the roles that names nobody
+    (so grants nothing)."""
+    try:
+        problems = await core.roles.unresolved_emails()
+    except Exception:
+        log.exception("roles: could not look up the e-mail addresses in the roles")
+        return
+    if problems:
+        log.warning("roles: %s", "; ".join(problems))
 
 
 async def _healthz(request: Request) -> JSONResponse:

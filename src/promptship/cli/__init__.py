@@ -18,6 +18,7 @@ from promptship.cli import (  # noqa: F401
     prompts,
     serve,
     status,
+    tokens,
     traffic,
 )
 from promptship.cli.app import app

@@ -8,10 +8,10 @@ from typing import Any
 
 from promptship.clock import Clock, SystemClock
 from promptship.config import Policy
-from promptship.domain.identity import SYSTEM, Actor
+from promptship.domain.identity import SYSTEM, Actor, Scope
 from promptship.domain.lifecycle import RequestKind, RunState
 from promptship.domain.promptfile import PromptSpec
-from promptship.errors import BadInput
+from promptship.errors import BadInput, Forbidden
 from promptship.services import (
     audit,
     checkpoints,
@@ -29,6 +29,7 @@ from promptship.services import (
     rollbacks,
     runs,
     soaks,
+    tokens,
     traffic,
     verification,
 )
@@ -38,6 +39,7 @@ from promptship.services.views import (
     AuditEventView,
     DecisionOutcome,
     HistoryPage,
+    IssuedToken,
     PromptStatus,
     PushResult,
     RequestView,
@@ -46,6 +48,7 @@ from promptship.services.views import (
     RuntimePrompt,
     RunView,
     SoakView,
+    TokenView,
     VersionDetail,
     VersionDiff,
     VersionSummary,
@@ -81,6 +84,51 @@ class Promptship:
         """The Slack user ID ``name`` stands for: a Slack user ID as is, an outside identity
         (``github:alice``) mapped under ``identities:`` in the policy; BadInput otherwise."""
         return identities.resolve(self.policy, name)
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        subject: str,
+        actor: Actor,
+        *,
+        service: bool = False,
+        scope: Scope | None = None,
+        name: str | None = None,
+        expires_in: timedelta | None = None,
+    ) -> IssuedToken:
+        """Issue a token to a person (Slack user ID; approve by default) or a service (write
+        by default, never approve). Its secret is in the result and nowhere else."""
+        scope = scope or (Scope.WRITE if service else Scope.APPROVE)
+        async with self.db.transaction() as session:
+            return await tokens.create(
+                session, self.deps, subject=subject, service=service, scope=scope,
+                actor=_acting(actor), name=name, expires_in=expires_in,
+            )  # fmt: skip
+
+    async def create_own_token(self, actor: Actor, scope: Scope | None = None) -> IssuedToken:
+        """A verified person's token for themselves (``/prompt token``), for
+        ``tokens.OWN_LIFETIME``; its scope follows ``tokens.own_scope``."""
+        if not (actor.is_person and actor.verified and actor.proxy is None):
+            raise Forbidden("only a person signed in through Slack gets a token for themselves")
+        chosen = tokens.own_scope(await self.roles.roles_of(actor.id), scope)
+        async with self.db.transaction() as session:
+            return await tokens.create(
+                session, self.deps, subject=actor.id, service=False, scope=chosen, actor=actor,
+                name="slack", expires_in=tokens.OWN_LIFETIME,
+            )  # fmt: skip
+
+    async def list_tokens(
+        self, subject: str | None = None, *, include_revoked: bool = False
+    ) -> list[TokenView]:
+        async with self.db.reader() as session:
+            return await tokens.list_tokens(session, subject, include_revoked=include_revoked)
+
+    async def revoke_token(self, ref: str, actor: Actor, *, own: bool = False) -> TokenView:
+        """Revoke a token by id or prefix; with ``own``, only one issued to ``actor``."""
+        async with self.db.transaction() as session:
+            owner = actor.id if own else None
+            return await tokens.revoke(session, self.deps, ref, _acting(actor), owner=owner)
 
     # -- registry --------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import Actor, Scope, Via, parse_scope
-from promptship.errors import BadInput, NotFound
+from promptship.errors import BadInput, Forbidden, NotFound
 from promptship.services import audit
 from promptship.services.deps import Deps
 from promptship.services.views import IssuedToken, TokenView
@@ -28,9 +28,15 @@ from promptship.store.models import ApiToken
 PREFIX = "psk_"
 #: last_used_at is written at most this often per token (a hot app fetches constantly)
 TOUCH_EVERY = timedelta(minutes=5)
+#: where to point PROMPTSHIP_SERVER when PROMPTSHIP_PUBLIC_URL does not say
+SERVER_PLACEHOLDER = "https://YOUR-PROMPTSHIP-SERVER"
+#: how long a token people make for themselves in Slack lasts
+OWN_LIFETIME = timedelta(days=90)
 _SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}")
 _SERVICE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _USER = re.compile(r"[UW][A-Z0-9]{2,31}")
+#: roles whose holders decide (approve, reject, roll back): what an approve token is for
+DECIDING_ROLES = frozenset({"approvers", "oncall", "stakeholders"})
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,26 @@ def _view(row: ApiToken) -> TokenView:
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
     )
+
+
+def own_scope(roles: frozenset[str], asked: Scope | None) -> Scope:
+    """The scope of the token a person asks for for themselves (``/prompt token``): approve
+    by default for approvers and on-call, write for everyone else. Admin is refused (admins
+    are made with the CLI), and so is approve for someone who holds no role that decides."""
+    if asked is Scope.ADMIN:
+        raise Forbidden(
+            "admin tokens are not handed out in Slack",
+            hint="an admin makes one with: promptship token create --user U01 --scope admin",
+        )
+    if asked is None:
+        return Scope.APPROVE if roles & {"approvers", "oncall"} else Scope.WRITE
+    if asked is Scope.APPROVE and not roles & DECIDING_ROLES:
+        raise Forbidden(
+            "an approve token is for approvers, on-call and stakeholders, and you hold none "
+            "of these roles",
+            hint="ask for /prompt token write, or to be listed under roles: in promptship.yaml",
+        )
+    return asked
 
 
 def check_subject(subject: str, *, service: bool) -> str:
@@ -235,9 +261,12 @@ async def any_active(session: AsyncSession, deps: Deps) -> bool:
     return bool(count)
 
 
-async def revoke(session: AsyncSession, deps: Deps, ref: str, actor: Actor) -> TokenView:
-    """Revoke a token by its id or its prefix; revoking twice is refused."""
-    ref = ref.strip()
+async def revoke(
+    session: AsyncSession, deps: Deps, ref: str, actor: Actor, *, owner: str | None = None
+) -> TokenView:
+    """Revoke a token by its id or its prefix; revoking twice is refused. With ``owner``,
+    only a token issued to ``owner`` is found (people revoke their own in Slack)."""
+    ref = ref.strip()[:64]
     if ref.isascii() and ref.isdigit() and len(ref) <= 12:
         query = select(ApiToken).where(ApiToken.id == int(ref))
     elif ref.startswith(PREFIX) and 8 <= len(ref) <= 16:
@@ -246,9 +275,15 @@ async def revoke(session: AsyncSession, deps: Deps, ref: str, actor: Actor) -> T
         raise BadInput(
             f"not a token id or prefix: {ref!r}", hint="see promptship token list (id or psk_…)"
         )
-    row = (await session.execute(query.with_for_update())).scalar_one_or_none()
-    if row is None:
-        raise NotFound(f"no token {ref}", hint="see promptship token list")
+    if owner is not None:
+        query = query.where(ApiToken.subject == owner)
+    rows = (await session.execute(query.with_for_update())).scalars().all()
+    if not rows:
+        mine = " of yours" if owner is not None else ""
+        raise NotFound(f"no token {ref}{mine}", hint="see promptship token list")
+    if len(rows) > 1:
+        raise BadInput(f"{ref} is the prefix of several tokens", hint="revoke it by its id")
+    row = rows[0]
     if row.revoked_at is not None:
         raise BadInput(f"token {row.prefix} was already revoked by {row.revoked_by}")
     row.revoked_at = deps.clock.now()

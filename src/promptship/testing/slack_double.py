@@ -7,7 +7,8 @@ It remembers the messages it posted: ``chat.update`` of a deleted or unknown mes
 ``message_not_found``, a reply under a deleted parent ``thread_not_found``, and an archived
 channel ``is_archived``; ``refuse`` makes a method answer any named error N times or forever.
 ``conversations.history`` lists a channel's top-level messages, newest first, paginated with
-``limit`` and ``cursor``.
+``limit`` and ``cursor``. ``users.lookupByEmail`` answers from ``emails`` (address → user
+ID, case-insensitive), ``users_not_found`` for any other address, like Slack.
 Point the bot at it with ``SLACK_API_URL=double.api_url``.
 
     with SlackDouble(token="xoxb-test") as slack:
@@ -172,10 +173,13 @@ class SlackDouble:
         *,
         users: dict[str, str] | None = None,
         usergroups: dict[str, list[str]] | None = None,
+        emails: dict[str, str] | None = None,
     ) -> None:
         self.token = token
         self.usergroups = dict(usergroups or {})
         self.users = dict(users or {})
+        #: the workspace directory for ``users.lookupByEmail``: address → user ID
+        self.emails = {address.lower(): user for address, user in (emails or {}).items()}
         self._calls: list[Call] = []
         #: every call refused for breaking Slack's limits: (method, problems)
         self.refused: list[tuple[str, list[str]]] = []
@@ -454,6 +458,16 @@ class SlackDouble:
         if group not in self.usergroups:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": self.usergroups[group]}
+
+    def _m_users_lookupByEmail(self, args: dict[str, Any]) -> dict[str, Any]:
+        email = str(args.get("email") or "").strip()
+        if not email:
+            return {"ok": False, "error": "invalid_arguments"}
+        with self._lock:
+            user = self.emails.get(email.lower())
+        if user is None:
+            return {"ok": False, "error": "users_not_found"}
+        return {"ok": True, "user": {"id": user, "profile": {"email": email}, "deleted": False}}
 
     async def _response_url(self, request: Request) -> Response:
         key = request.path_params["key"]

@@ -29,6 +29,7 @@ from promptship.services import (
     rollbacks,
     runs,
     soaks,
+    tokens,
     traffic,
     verification,
 )
@@ -81,6 +82,16 @@ class Promptship:
         """The Slack user ID ``name`` stands for: a Slack user ID as is, an outside identity
         (``github:alice``) mapped under ``identities:`` in the policy; BadInput otherwise."""
         return identities.resolve(self.policy, name)
+
+    async def authenticate_token(self, secret: str) -> tokens.TokenIdentity | None:
+        """Who a stored API token speaks for; None when it is unknown, revoked or expired."""
+        async with self.db.transaction() as session:
+            return await tokens.authenticate(session, self.deps, secret)
+
+    async def api_tokens_configured(self) -> bool:
+        """Whether any stored token could authenticate now (then the API requires one)."""
+        async with self.db.reader() as session:
+            return await tokens.any_active(session, self.deps)
 
     # -- registry --------------------------------------------------------------------------
 

@@ -375,7 +375,8 @@ def test_ci_pushes_through_the_api_with_the_cli(api: Api) -> None:
         refused = CliRunner().invoke(
             app, ["--as", "ci", "push", examples, "--server", api.url, "--token", APP]
         )
-        assert refused.exit_code == 2
+        assert refused.exit_code == 1  # refused, as a local Forbidden is
+        assert "--as ci is ignored: the server knows you from your token as app" in refused.stderr
         assert "the server refused it (403): this token's scope is read" in refused.stderr
     finally:
         state.actor = None

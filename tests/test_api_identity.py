@@ -242,7 +242,10 @@ def test_decisions_rollback_override_cancel_and_whoami(api: Served) -> None:
     accepted = api.http.post(
         override, json={"reason": "known flake"}, headers=bearer(api.person["U01"])
     )
-    assert accepted.status_code == 200 and accepted.json()["regression_override"] == "known flake (by U01)"
+    assert (
+        accepted.status_code == 200
+        and accepted.json()["regression_override"] == "known flake (by U01)"
+    )
 
     rollback = f"/v1/prompts/{NAME}/environments/staging/rollback"
     rolled = api.http.post(rollback, json={"reason": "bad"}, headers=bearer(api.person["U02"]))

@@ -94,7 +94,8 @@ def assert_problem(response: httpx.Response, status: int, detail: str = "") -> N
     assert response.status_code == status, response.text[:300]
     assert response.headers["content-type"] == "application/problem+json"
     document = response.json()
-    assert set(document) == {"type", "title", "status", "detail"} and document["status"] == status
+    required = {"type", "title", "status", "detail"}
+    assert required <= set(document) <= required | {"hint"} and document["status"] == status
     assert detail in document["detail"]
 
 

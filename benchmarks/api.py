@@ -46,7 +46,7 @@ POLICY = "channel: C0BENCH\nroles: {approvers: [U01, U02], oncall: [U03]}\n" + (
     "environments: {production: {approvals: 2, soak: 0s}}\n"
 )
 NAME = "customer-support"
-TOKEN = "bench-read"
+TOKEN = "bench-read-token-0123456789"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,7 +109,7 @@ def main() -> None:
             {
                 "PROMPTSHIP_DATABASE_URL": db_url,
                 "PROMPTSHIP_CONFIG": str(tmp / "promptship.yaml"),
-                "PROMPTSHIP_API_TOKENS": f"read:{TOKEN}",
+                "PROMPTSHIP_API_TOKENS": f"runtime:bench-app:{TOKEN}",
                 "SLACK_BOT_TOKEN": BOT_TOKEN,
                 "SLACK_SIGNING_SECRET": SIGNING_SECRET,
                 "SLACK_API_URL": slack.api_url,

@@ -39,7 +39,9 @@ async def test_readyz_reports_missing_migrations(tmp_path: Path) -> None:
 
 def test_traffic_ingest_needs_a_token_and_answers_problems(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
-    settings = Settings(PROMPTSHIP_DATABASE_URL=url, PROMPTSHIP_API_TOKENS="ci-secret, app-2")
+    settings = Settings(
+        PROMPTSHIP_DATABASE_URL=url, PROMPTSHIP_API_TOKENS=f"{CI_SECRET}, {APP_SECRET}"
+    )
     app = create_app(settings, workers=False)
     sample = {"prompt": "customer-support", "environment": "production", "input": "hi"}
     with TestClient(app) as client:
@@ -51,24 +53,26 @@ def test_traffic_ingest_needs_a_token_and_answers_problems(tmp_path: Path) -> No
         assert missing.headers["content-type"] == "application/problem+json"
         assert missing.headers["www-authenticate"] == "Bearer"
         wrong = client.post("/v1/traffic", json=[sample], headers=bearer("nope"))
-        assert wrong.status_code == 401 and "not one of" in wrong.json()["detail"]
+        assert wrong.status_code == 401 and "not known" in wrong.json()["detail"]
 
-        stored = client.post("/v1/traffic", json={"samples": [sample] * 3}, headers=bearer("app-2"))
+        stored = client.post(
+            "/v1/traffic", json={"samples": [sample] * 3}, headers=bearer(APP_SECRET)
+        )
         assert stored.status_code == 201 and stored.json() == {"stored": 3, "pruned": 0}
 
         bad = client.post(
-            "/v1/traffic", json=[{**sample, "input": "x" * 40_000}], headers=bearer("ci-secret")
+            "/v1/traffic", json=[{**sample, "input": "x" * 40_000}], headers=bearer(CI_SECRET)
         )
         assert bad.status_code == 400
         assert "input is 40,000 characters" in bad.json()["detail"]
         assert bad.json()["type"] == "urn:promptship:bad-input"
         unknown = client.post(
-            "/v1/traffic", json=[{**sample, "prompt": "nope"}], headers=bearer("ci-secret")
+            "/v1/traffic", json=[{**sample, "prompt": "nope"}], headers=bearer(CI_SECRET)
         )
         assert unknown.status_code == 404
-        garbage = client.post("/v1/traffic", content=b"{oops", headers={**bearer("ci-secret")})
+        garbage = client.post("/v1/traffic", content=b"{oops", headers={**bearer(CI_SECRET)})
         assert garbage.status_code == 400 and garbage.json()["title"] == "Bad JSON"
-        shape = client.post("/v1/traffic", json={"sample": []}, headers=bearer("ci-secret"))
+        shape = client.post("/v1/traffic", json={"sample": []}, headers=bearer(CI_SECRET))
         assert shape.status_code == 400
 
 
@@ -77,6 +81,9 @@ def test_without_tokens_writes_are_off(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(PROMPTSHIP_DATABASE_URL=url), workers=False)) as client:
         refused = client.post("/v1/traffic", json=[], headers=bearer("anything"))
     assert refused.status_code == 403 and "PROMPTSHIP_API_TOKENS" in refused.json()["detail"]
+
+
+CI_SECRET, APP_SECRET = "ci-secret-0123456789", "app-secret-0123456789"
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -1,34 +1,41 @@
 """The HTTP API under ``/v1``: what CI pushes through and what apps fetch their prompt from.
 
-Bearer tokens come from ``PROMPTSHIP_API_TOKENS`` (comma-separated ``scope:token``, scope
-``read``, ``write`` or ``admin``; a bare token is ``write``; each scope includes the ones
-before it). With no tokens configured, reads are open and writes are refused. Errors are RFC
+Every route needs a bearer token whose scope grants its permission (``promptship.api_auth``):
+``runtime`` fetches live prompts and logs traffic, ``read`` reads, ``write`` pushes and
+requests promotions, ``approve`` decides too, ``admin`` may also act on behalf of a named
+person. With no tokens configured, reads are open and writes are refused. Errors are RFC
 9457 problem documents. The runtime endpoint answers with a strong ETag, ``304`` to a
 matching ``If-None-Match``, and long-polls with ``?wait=N``: the answer comes as soon as the
 environment's pointer moves (on any replica), so a rollback reaches apps in about a second.
-It calls the same services as the CLI and the Slack bot; approvals stay with people.
+It calls the same services as the CLI and the Slack bot; decisions stay with people.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from promptship.domain.identity import Actor, Via
+from promptship.api_auth import (
+    ON_BEHALF_HEADER,
+    ApiProblem,
+    Authenticator,
+    caller_of,
+    dump,
+    field,
+    json_body,
+)
+from promptship.api_auth import problem as problem  # where promptship.api's users find it
+from promptship.api_decisions import routes as decision_routes
+from promptship.domain.identity import Permission
 from promptship.domain.promptfile import PromptSpec, parse_prompt, prompt_from_document
 from promptship.domain.safe_load import load_json
-from promptship.errors import BadInput, PromptshipError
+from promptship.errors import BadInput
 from promptship.services import Promptship
 
 log = logging.getLogger("promptship.api")
@@ -36,61 +43,6 @@ log = logging.getLogger("promptship.api")
 MAX_WAIT = 60.0
 #: query numbers (?before=, ?limit=) fit a 64-bit integer column
 MAX_QUERY_DIGITS = 18
-SCOPES = ("read", "write", "admin")
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Token:
-    scope: str
-    secret: str
-
-    def allows(self, scope: str) -> bool:
-        return SCOPES.index(self.scope) >= SCOPES.index(scope)
-
-
-def parse_tokens(raw: str | None) -> list[Token]:
-    tokens = []
-    for entry in (raw or "").split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        scope, sep, secret = entry.partition(":")
-        if sep and scope in SCOPES:
-            tokens.append(Token(scope, secret.strip()))
-        else:
-            tokens.append(Token("write", entry))
-    return tokens
-
-
-def problem(status: int, title: str, detail: str, kind: str = "about:blank") -> JSONResponse:
-    return JSONResponse(
-        {"type": kind, "title": title, "status": status, "detail": detail},
-        status_code=status,
-        media_type="application/problem+json",
-    )
-
-
-class _Problem(Exception):
-    def __init__(self, response: JSONResponse) -> None:
-        self.response = response
-
-
-def _from_error(exc: PromptshipError) -> JSONResponse:
-    titles = {
-        400: "Bad request",
-        403: "Forbidden",
-        404: "Not found",
-        409: "Conflict",
-        503: "Service unavailable",
-    }
-    return problem(
-        exc.http_status,
-        titles.get(exc.http_status, "Refused"),
-        str(exc),
-        f"urn:promptship:{exc.kind}",
-    )
 
 
 class DeploymentWatcher:
@@ -175,78 +127,13 @@ class DeploymentWatcher:
                 await self._task
 
 
-def _dump(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, list):
-        return [_dump(v) for v in value]
-    return value
-
-
-def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) -> list[Route]:
-    def authorise(request: Request, scope: str) -> None:
-        if not tokens:
-            if scope == "read":
-                return
-            raise _Problem(
-                problem(403, "Forbidden", "writes are off: no PROMPTSHIP_API_TOKENS are configured")
-            )
-        header = request.headers.get("authorization", "")
-        kind, _, given = header.partition(" ")
-        if kind.lower() != "bearer" or not given.strip():
-            response = problem(401, "Unauthorized", "send Authorization: Bearer <token>")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            raise _Problem(response)
-        token = next(
-            (t for t in tokens if hmac.compare_digest(given.strip().encode(), t.secret.encode())),
-            None,
-        )
-        if token is None:
-            response = problem(
-                401, "Unauthorized", "that token is not one of PROMPTSHIP_API_TOKENS"
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-            raise _Problem(response)
-        if not token.allows(scope):
-            raise _Problem(
-                problem(
-                    403, "Forbidden", f"this token's scope is {token.scope}; this needs {scope}"
-                )
-            )
-
-    def endpoint(scope: str, handler: Callable[[Request], Awaitable[Response]]) -> Handler:
-        async def wrapped(request: Request) -> Response:
-            try:
-                authorise(request, scope)
-                return await handler(request)
-            except _Problem as exc:
-                return exc.response
-            except PromptshipError as exc:
-                return _from_error(exc)
-
-        return wrapped
-
-    async def json_body(request: Request) -> Any:
-        raw = await request.body()  # its size is capped by promptship.limits.BodyLimits
-        try:
-            return load_json(raw or b"null", "the request body")
-        except BadInput as exc:
-            raise _Problem(problem(400, "Bad JSON", str(exc))) from None
-
-    def field(document: Any, key: str, required: bool = True) -> str | None:
-        value = document.get(key) if isinstance(document, dict) else None
-        if value is None and not required:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise _Problem(problem(400, "Bad request", f"{key} is required text"))
-        return value
-
+def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) -> list[Route]:
     def query_int(request: Request, key: str, default: int | None) -> int | None:
         raw = request.query_params.get(key)
         if raw is None:
             return default
         if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_QUERY_DIGITS:
-            raise _Problem(
+            raise ApiProblem(
                 problem(
                     400,
                     "Bad request",
@@ -258,21 +145,21 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
     # -- reads -----------------------------------------------------------------------
 
     async def list_prompts(request: Request) -> Response:
-        return JSONResponse(_dump(await core.status()))
+        return JSONResponse(dump(await core.status()))
 
     async def prompt_status(request: Request) -> Response:
         [status] = await core.status(request.path_params["name"])
-        return JSONResponse(_dump(status))
+        return JSONResponse(dump(status))
 
     async def deployments(request: Request) -> Response:
         return JSONResponse(await core.deployment_file())
 
     async def versions(request: Request) -> Response:
-        return JSONResponse(_dump(await core.versions(request.path_params["name"])))
+        return JSONResponse(dump(await core.versions(request.path_params["name"])))
 
     async def version(request: Request) -> Response:
         detail = await core.show(request.path_params["name"], request.path_params["version"])
-        return JSONResponse(_dump(detail))
+        return JSONResponse(dump(detail))
 
     async def history(request: Request) -> Response:
         page = await core.history(
@@ -281,13 +168,13 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
             query_int(request, "before", None),
             query_int(request, "limit", 20) or 20,
         )
-        return JSONResponse(_dump(page))
+        return JSONResponse(dump(page))
 
     async def diff(request: Request) -> Response:
         old, new = request.query_params.get("from"), request.query_params.get("to")
         if not old or not new:
-            raise _Problem(problem(400, "Bad request", "pass ?from=VERSION&to=VERSION"))
-        return JSONResponse(_dump(await core.diff(request.path_params["name"], old, new)))
+            raise ApiProblem(problem(400, "Bad request", "pass ?from=VERSION&to=VERSION"))
+        return JSONResponse(dump(await core.diff(request.path_params["name"], old, new)))
 
     async def runtime(request: Request) -> Response:
         name, environment = request.path_params["name"], request.path_params["environment"]
@@ -295,7 +182,7 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
         try:
             wait = min(max(float(raw_wait), 0.0), MAX_WAIT)
         except ValueError:
-            raise _Problem(problem(400, "Bad request", "wait is a number of seconds")) from None
+            raise ApiProblem(problem(400, "Bad request", "wait is a number of seconds")) from None
         revision, etag, rendered = await watcher.current(name, environment)
         seen = request.headers.get("if-none-match")
         if seen is not None and _matches(seen, etag) and wait > 0:
@@ -312,31 +199,32 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
         raw = await request.body()  # its size is capped by promptship.limits.BodyLimits
         # parsing a large file takes a while: off the event loop, so other requests go on
         spec = await asyncio.to_thread(_spec, raw, request.headers.get("content-type", ""))
-        author = request.query_params.get("author") or request.headers.get("x-promptship-user")
-        if not author:
-            raise _Problem(
-                problem(400, "Bad request", "name the author: ?author=USER or X-Promptship-User")
-            )
-        result = await core.push(spec, Actor(author, Via.TOKEN))
-        return JSONResponse(_dump(result), status_code=201 if result.created else 200)
+        named = request.query_params.get("author") or request.headers.get(ON_BEHALF_HEADER)
+        actor = caller_of(request).actor(named, what="push")
+        result = await core.push(spec, actor)
+        return JSONResponse(dump(result), status_code=201 if result.created else 200)
 
     async def promote(request: Request) -> Response:
         document = await json_body(request)
+        named = field(document, "requester", required=False)
+        actor = caller_of(request).actor(
+            named or request.headers.get(ON_BEHALF_HEADER), what="request"
+        )
         request_view = await core.request_promotion(
             request.path_params["name"],
             field(document, "version") or "",
             field(document, "environment") or "",
-            Actor(field(document, "requester") or "", Via.TOKEN),
+            actor,
             field(document, "reason", required=False),
             queue_tests=True,
         )
-        return JSONResponse(_dump(request_view), status_code=201)
+        return JSONResponse(dump(request_view), status_code=201)
 
     async def traffic(request: Request) -> Response:
         document = await json_body(request)
         samples = document.get("samples") if isinstance(document, dict) else document
         if not isinstance(samples, list):
-            raise _Problem(
+            raise ApiProblem(
                 problem(400, "Bad body", 'send a JSON list of samples, or {"samples": [...]}')
             )
         result = await core.ingest_traffic(samples)
@@ -347,24 +235,31 @@ def routes(core: Promptship, tokens: list[Token], watcher: DeploymentWatcher) ->
 
         return JSONResponse(document())
 
-    read, write = "read", "write"
+    guard = auth.guard
+    read, fetch, push_, request_ = (
+        Permission.READ,
+        Permission.FETCH,
+        Permission.PUSH,
+        Permission.REQUEST,
+    )
     return [
         Route("/v1/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/prompts", endpoint(read, list_prompts), methods=["GET"]),
-        Route("/v1/prompts", endpoint(write, push), methods=["POST"]),
-        Route("/v1/deployments", endpoint(read, deployments), methods=["GET"]),
-        Route("/v1/prompts/{name}", endpoint(read, prompt_status), methods=["GET"]),
-        Route("/v1/prompts/{name}/versions", endpoint(read, versions), methods=["GET"]),
-        Route("/v1/prompts/{name}/versions/{version}", endpoint(read, version), methods=["GET"]),
-        Route("/v1/prompts/{name}/history", endpoint(read, history), methods=["GET"]),
-        Route("/v1/prompts/{name}/diff", endpoint(read, diff), methods=["GET"]),
+        Route("/v1/prompts", guard(read, list_prompts), methods=["GET"]),
+        Route("/v1/prompts", guard(push_, push), methods=["POST"]),
+        Route("/v1/deployments", guard(read, deployments), methods=["GET"]),
+        Route("/v1/prompts/{name}", guard(read, prompt_status), methods=["GET"]),
+        Route("/v1/prompts/{name}/versions", guard(read, versions), methods=["GET"]),
+        Route("/v1/prompts/{name}/versions/{version}", guard(read, version), methods=["GET"]),
+        Route("/v1/prompts/{name}/history", guard(read, history), methods=["GET"]),
+        Route("/v1/prompts/{name}/diff", guard(read, diff), methods=["GET"]),
         Route(
             "/v1/prompts/{name}/environments/{environment}",
-            endpoint(read, runtime),
+            guard(fetch, runtime),
             methods=["GET"],
         ),
-        Route("/v1/prompts/{name}/promotions", endpoint(write, promote), methods=["POST"]),
-        Route("/v1/traffic", endpoint(write, traffic), methods=["POST"]),
+        Route("/v1/prompts/{name}/promotions", guard(request_, promote), methods=["POST"]),
+        Route("/v1/traffic", guard(Permission.TRAFFIC, traffic), methods=["POST"]),
+        *decision_routes(core, auth),
     ]
 
 
@@ -377,11 +272,11 @@ def _spec(raw: bytes, content_type: str) -> PromptSpec:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Problem(problem(400, "Bad request", "the prompt file must be UTF-8")) from None
+        raise ApiProblem(problem(400, "Bad request", "the prompt file must be UTF-8")) from None
     if "json" in content_type:
         try:
             document = load_json(text, "request body")
         except BadInput as exc:
-            raise _Problem(problem(400, "Bad JSON", str(exc))) from None
+            raise ApiProblem(problem(400, "Bad JSON", str(exc))) from None
         return prompt_from_document(document, "request body")
     return parse_prompt(text, "request body")

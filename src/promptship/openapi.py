@@ -11,11 +11,14 @@ from pydantic.json_schema import models_json_schema
 from promptship import __version__
 from promptship.services.traffic import MAX_BATCH
 from promptship.services.views import (
+    DecisionOutcome,
     HistoryPage,
     PromptStatus,
     PushResult,
     RequestView,
+    RollbackResult,
     RuntimePrompt,
+    RunView,
     VersionDetail,
     VersionDiff,
     VersionSummary,
@@ -32,14 +35,40 @@ PROBLEM = {
     },
 }
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+REQUEST_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "req-42 or 42",
+    "schema": {"type": "string"},
+}
+#: an admin token names the person it acts for; any other token may name only itself
+ON_BEHALF = {
+    "name": "X-Promptship-User",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+}
+WHOAMI = {
+    "type": "object",
+    "required": ["subject", "service", "scope", "permissions", "token"],
+    "properties": {
+        "subject": {"type": "string"},
+        "service": {"type": "boolean"},
+        "scope": {"type": "string"},
+        "permissions": {"type": "array", "items": {"type": "string"}},
+        "token": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+    },
+}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 def _strings(required: list[str], *optional: str, **formats: str) -> dict[str, Any]:
@@ -74,6 +103,9 @@ def document() -> dict[str, Any]:
         RuntimePrompt,
         PushResult,
         RequestView,
+        DecisionOutcome,
+        RunView,
+        RollbackResult,
     ]
     _, schemas = models_json_schema(
         [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
@@ -95,8 +127,10 @@ def document() -> dict[str, Any]:
                         "name": "author",
                         "in": "query",
                         "required": False,
+                        "description": "the author, when not the token's own identity (admin)",
                         "schema": {"type": "string"},
-                    }
+                    },
+                    ON_BEHALF,
                 ],
                 "requestBody": {
                     "required": True,
@@ -213,11 +247,11 @@ def document() -> dict[str, Any]:
         },
         "/v1/prompts/{name}/promotions": {
             "post": {
-                "summary": "Request a promotion (approvals are given by people in Slack or CLI)",
-                "parameters": [NAME],
+                "summary": "Request a promotion (people approve it, in Slack or with their token)",
+                "parameters": [NAME, ON_BEHALF],
                 "security": bearer,
                 "requestBody": _json_body(
-                    _strings(["version", "environment", "requester"], "reason")
+                    _strings(["version", "environment"], "requester", "reason")
                 ),
                 "responses": _ok(_ref(RequestView), "201"),
             }
@@ -252,6 +286,7 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_decision_paths(bearer))
     return {
         "openapi": "3.1.0",
         "info": {"title": "promptship", "version": __version__},
@@ -260,4 +295,80 @@ def document() -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
+    }
+
+
+def _decision_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    def post(summary: str, parameters: list[Any], body: dict[str, Any] | None, answer: Any) -> Any:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "parameters": [*parameters, ON_BEHALF],
+            "security": bearer,
+            "responses": answer,
+        }
+        if body is not None:
+            operation["requestBody"] = body
+        return {"post": operation}
+
+    optional = False
+    return {
+        "/v1/whoami": {
+            "get": {
+                "summary": "The token's identity, scope and permissions",
+                "security": bearer,
+                "responses": _ok(WHOAMI),
+            }
+        },
+        "/v1/requests/{id}": {
+            "get": {
+                "summary": "A promotion request with its checks and decisions",
+                "parameters": [REQUEST_ID],
+                "security": bearer,
+                "responses": _ok(_ref(RequestView)),
+            }
+        },
+        "/v1/requests/{id}/approve": post(
+            "Approve (a person's approve token; never your own request or version)",
+            [REQUEST_ID],
+            _json_body(_strings([], "comment", "content_hash"), optional),
+            _ok(_ref(DecisionOutcome)),
+        ),
+        "/v1/requests/{id}/reject": post(
+            "Reject, with a reason; this closes the request",
+            [REQUEST_ID],
+            _json_body(_strings(["reason"], "content_hash")),
+            _ok(_ref(DecisionOutcome)),
+        ),
+        "/v1/requests/{id}/cancel": post(
+            "Cancel an open request (its requester or an approver)",
+            [REQUEST_ID],
+            None,
+            _ok(_ref(RequestView)),
+        ),
+        "/v1/prompts/{name}/breakglass": post(
+            "Emergency promotion to production: passing tests, a reason, more approvals",
+            [NAME],
+            _json_body(_strings(["version", "reason"], "requester")),
+            _ok(_ref(RequestView), "201"),
+        ),
+        "/v1/prompts/{name}/versions/{version}/override": post(
+            "Accept the regressions of the version's latest run (approvers), with a reason",
+            [NAME, VERSION],
+            _json_body(_strings(["reason"])),
+            _ok(_ref(RunView)),
+        ),
+        "/v1/prompts/{name}/environments/{environment}/rollback": post(
+            "Point an environment back at an earlier version (default: the previous one)",
+            [
+                NAME,
+                {
+                    "name": "environment",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+            ],
+            _json_body(_strings([], "version", "reason"), optional),
+            _ok(_ref(RollbackResult)),
+        ),
     }

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
 from promptship.config import Policy, Settings
+from promptship.domain.identity import Permission
 from promptship.errors import Unavailable
 from promptship.services import Promptship
 from promptship.store.db import Database
@@ -54,6 +55,13 @@ def create_app(
             "with `promptship audit keygen`, before going to PostgreSQL)",
             audit_keys.source,
         )
+    from promptship.api_auth import Authenticator
+    from promptship.services.tokens import parse_env_tokens
+
+    # a malformed entry or an unknown scope stops start-up here, naming the entry
+    env_tokens = parse_env_tokens(
+        settings.api_tokens.get_secret_value() if settings.api_tokens is not None else None
+    )
     db = Database(settings.database_url, audit_keys=audit_keys, timeout=settings.db_timeout)
     routes = [Route("/healthz", _healthz)]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -62,6 +70,7 @@ def create_app(
     client = web_client(settings) if slack_mode is not None else None
     core = Promptship(db, policy, directory=SlackGroupDirectory(client) if client else None)
     metrics = Metrics(core)
+    auth = Authenticator(core, env_tokens)
     if client is not None:
         from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 
@@ -84,7 +93,8 @@ def create_app(
         )
         background.append(dispatcher.run_forever)
 
-    routes.append(Route("/metrics", metrics.endpoint))
+    # once tokens are configured, the metrics (names of prompts, who approves) need a read token
+    routes.append(Route("/metrics", auth.guard(Permission.READ, metrics.endpoint)))
     routes.append(
         Route(
             "/readyz",
@@ -96,14 +106,11 @@ def create_app(
             ),
         )
     )
-    from promptship.api import DeploymentWatcher, parse_tokens
+    from promptship.api import DeploymentWatcher
     from promptship.api import routes as api_routes
 
-    tokens = parse_tokens(
-        settings.api_tokens.get_secret_value() if settings.api_tokens is not None else None
-    )
     watcher = DeploymentWatcher(core)
-    routes.extend(api_routes(core, tokens, watcher))
+    routes.extend(api_routes(core, auth, watcher))
 
     if workers:
 

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 import yaml
 from rich.markup import escape
 
 from promptship.cli.app import app
-from promptship.cli.common import err, guard, out, run_core, state
+from promptship.cli.common import err, out, run_core, state
+from promptship.cli.remote import ServerOption, TokenOption, run_remote
 from promptship.domain.safe_load import load_yaml
 from promptship.errors import BadInput
 
@@ -27,32 +27,17 @@ def export(
         bool,
         typer.Option("--check", help="Compare the file with the live state; exit 1 if it differs."),
     ] = False,
-    server: Annotated[
-        str | None,
-        typer.Option(envvar="PROMPTSHIP_SERVER", help="Read the live state from this server (CI)."),
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="PROMPTSHIP_TOKEN", help="Bearer token for --server.")
-    ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Write the per-environment deployment file (version, model, who, when); with --check,
     fail when the committed file no longer matches what runs (for CI)."""
 
-    async def remote() -> dict[str, dict[str, dict[str, Any]]]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            async with httpx.AsyncClient(timeout=30) as http:
-                response = await http.get(
-                    f"{(server or '').rstrip('/')}/v1/deployments", headers=headers
-                )
-        except httpx.HTTPError as exc:
-            raise BadInput(f"cannot reach {server}: {exc}") from None
-        if response.status_code != 200:
-            raise BadInput(f"the server answered {response.status_code}: {response.text[:300]}")
-        data: dict[str, dict[str, dict[str, Any]]] = response.json()
-        return data
-
-    data = guard(remote) if server else run_core(lambda core: core.deployment_file())
+    data = (
+        run_remote(server, token, lambda client: client.deployments())
+        if server
+        else run_core(lambda core: core.deployment_file())
+    )
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     if check:
         path = Path(output)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from promptship.cli.app import app
 from promptship.cli.common import actor, emit, err, out, parse_code, print_request, run_core, state
+from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.errors import BadInput
 from promptship.services import Promptship
 from promptship.services.views import RequestView, RunDetail
@@ -32,10 +33,13 @@ def promote(
         str | None,
         typer.Option(help="Accept the listed regressions, with this reason (audited)."),
     ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Request a promotion; it happens the moment every gate passes.
 
-    Promoting to staging runs the version's tests first when no passing run exists.
+    Promoting to staging runs the version's tests first when no passing run exists (here,
+    or with --server by the server's workers).
     """
 
     async def use(core: Promptship) -> RequestView:
@@ -49,7 +53,12 @@ def promote(
             request = await core.request(request.id)
         return request
 
-    request = run_core(use)
+    async def remote(client: Remote) -> RequestView:
+        if override_regressions:
+            await client.override_regressions(name, version, override_regressions)
+        return await client.request_promotion(name, version, env, reason)
+
+    request = run_remote(server, token, remote) if server else run_core(use)
     if not emit(request):
         print_request(request)
     if request.state not in ("open", "promoted"):
@@ -171,10 +180,16 @@ def print_run(run: RunDetail, minimum: float) -> None:
 def approve(
     request: str,
     comment: Annotated[str | None, typer.Option(help="A note for the audit log.")] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Approve a promotion request (approvers role; never your own request or version)."""
     code = parse_code(request)
-    outcome = run_core(lambda core: core.approve(code, actor(), comment))
+    outcome = (
+        run_remote(server, token, lambda client: client.approve(code, comment))
+        if server
+        else run_core(lambda core: core.approve(code, actor(), comment))
+    )
     if not emit(outcome):
         out.print(outcome.message)
         print_request(outcome.request)
@@ -184,20 +199,30 @@ def approve(
 def reject(
     request: str,
     reason: Annotated[str, typer.Option(help="Why (required).")],
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Reject a promotion request; this closes it."""
     code = parse_code(request)
-    outcome = run_core(lambda core: core.reject(code, actor(), reason))
+    outcome = (
+        run_remote(server, token, lambda client: client.reject(code, reason))
+        if server
+        else run_core(lambda core: core.reject(code, actor(), reason))
+    )
     if not emit(outcome):
         out.print(outcome.message)
         print_request(outcome.request)
 
 
 @app.command()
-def cancel(request: str) -> None:
+def cancel(request: str, server: ServerOption = None, token: TokenOption = None) -> None:
     """Cancel an open promotion request (its requester or an approver)."""
     code = parse_code(request)
-    result = run_core(lambda core: core.cancel(code, actor()))
+    result = (
+        run_remote(server, token, lambda client: client.cancel(code))
+        if server
+        else run_core(lambda core: core.cancel(code, actor()))
+    )
     if not emit(result):
         print_request(result)
 
@@ -207,9 +232,15 @@ def breakglass(
     name: str,
     version: str,
     reason: Annotated[str, typer.Option(help="Why this cannot wait (required).")],
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Emergency promotion to production: passing tests, a reason and 3 approvals."""
-    request = run_core(lambda core: core.breakglass(name, version, actor(), reason))
+    request = (
+        run_remote(server, token, lambda client: client.breakglass(name, version, reason))
+        if server
+        else run_core(lambda core: core.breakglass(name, version, actor(), reason))
+    )
     if not emit(request):
         print_request(request)
 
@@ -220,9 +251,15 @@ def rollback(
     env: str,
     version: Annotated[str | None, typer.Argument(help="Default: the previous version.")] = None,
     reason: Annotated[str | None, typer.Option()] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Point an environment back at an earlier version, now (on-call or approvers)."""
-    result = run_core(lambda core: core.rollback(name, env, actor(), version, reason))
+    result = (
+        run_remote(server, token, lambda client: client.rollback(name, env, version, reason))
+        if server
+        else run_core(lambda core: core.rollback(name, env, actor(), version, reason))
+    )
     if not emit(result):
         out.print(
             f"rolled back {result.prompt} {result.environment}: {result.from_version} → {result.to_version}"

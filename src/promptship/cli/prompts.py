@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
 from promptship.cli.app import app
-from promptship.cli.common import actor, emit, guard, out, run_core, when
+from promptship.cli.common import actor, emit, out, run_core, when
+from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.promptfile import find_prompt_files, load_prompt_file
 from promptship.errors import BadInput
 from promptship.services import Promptship
@@ -22,14 +22,8 @@ from promptship.services.views import PromptStatus
 @app.command()
 def push(
     paths: Annotated[list[Path], typer.Argument(help="Prompt files, or directories of them.")],
-    server: Annotated[
-        str | None,
-        typer.Option(envvar="PROMPTSHIP_SERVER", help="Push through this server's API (CI)."),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="PROMPTSHIP_TOKEN", help="Bearer token (write) for --server."),
-    ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Register prompt versions. Pushing an identical version again is a no-op."""
 
@@ -46,32 +40,11 @@ def push(
         who = actor()
         return [await core.push(load_prompt_file(f), who) for f in files]
 
-    async def remote() -> list[Any]:
-        from promptship.services.views import PushResult
-
+    async def remote(client: Remote) -> list[Any]:
         files = checked()
-        headers = {"Content-Type": "application/yaml", "X-Promptship-User": actor().id}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        results = []
-        async with httpx.AsyncClient(base_url=(server or "").rstrip("/"), timeout=60) as http:
-            for f in files:
-                try:
-                    response = await http.post(
-                        "/v1/prompts", content=f.read_bytes(), headers=headers
-                    )
-                except httpx.HTTPError as exc:
-                    raise BadInput(f"cannot reach {server}: {exc}") from None
-                if response.status_code not in (200, 201):
-                    try:
-                        detail = response.json().get("detail", response.text)
-                    except ValueError:
-                        detail = response.text
-                    raise BadInput(f"{f}: the server refused it ({response.status_code}): {detail}")
-                results.append(PushResult.model_validate(response.json()))
-        return results
+        return [await client.push(f.read_bytes(), prefix=f"{f}: ") for f in files]
 
-    results = guard(remote) if server else run_core(use)
+    results = run_remote(server, token, remote) if server else run_core(use)
     if emit(results):
         return
     for result in results:

@@ -130,6 +130,16 @@ class Promptship:
             owner = actor.id if own else None
             return await tokens.revoke(session, self.deps, ref, _acting(actor), owner=owner)
 
+    async def authenticate_token(self, secret: str) -> tokens.TokenIdentity | None:
+        """Who a stored API token speaks for; None when it is unknown, revoked or expired."""
+        async with self.db.transaction() as session:
+            return await tokens.authenticate(session, self.deps, secret)
+
+    async def api_tokens_configured(self) -> bool:
+        """Whether any stored token could authenticate now (then the API requires one)."""
+        async with self.db.reader() as session:
+            return await tokens.any_active(session, self.deps)
+
     # -- registry --------------------------------------------------------------------------
 
     async def push(self, spec: PromptSpec, actor: Actor) -> PushResult:

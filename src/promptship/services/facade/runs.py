@@ -1,0 +1,199 @@
+"""Validation runs, soaks, the drift watch and traffic (the runner and scheduler record
+through these)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from promptship.domain.identity import SYSTEM, Actor
+from promptship.domain.lifecycle import RunState
+from promptship.services import deployments, drift, findings, registry, runs, soaks, traffic
+from promptship.services.facade.registry import RegistryUseCases
+from promptship.services.views import RunDetail, RunView
+
+
+class RunUseCases(RegistryUseCases):
+    """Validation runs, soak cycles, drift watch ticks and replayed traffic."""
+
+    async def start_validation_run(
+        self,
+        name: str,
+        version: str,
+        actor: Actor,
+        total: int,
+        *,
+        owner: str | None = None,
+        queued: bool = False,
+    ) -> RunView:
+        async with self.db.transaction() as session:
+            return await runs.start_run(
+                session,
+                self.deps,
+                name,
+                version,
+                self._acting(actor),
+                total,
+                owner=owner,
+                queued=queued,
+            )
+
+    async def queue_validation_run(self, name: str, version: str, actor: Actor) -> RunView:
+        """Queue a run of the version's suite for a worker (Slack, the API)."""
+        detail = await self.show(name, version)
+        return await self.start_validation_run(name, version, actor, len(detail.tests), queued=True)
+
+    async def claim_validation_run(self, owner: str, run_id: int | None = None) -> int | None:
+        async with self.db.transaction() as session:
+            return await runs.claim_queued(session, self.deps, owner, run_id)
+
+    async def heartbeat_validation_run(
+        self, run_id: int, owner: str, passed: int, failed: int, errored: int
+    ) -> bool:
+        async with self.db.transaction() as session:
+            return await runs.heartbeat(session, self.deps, run_id, owner, passed, failed, errored)
+
+    async def recover_interrupted_runs(self) -> list[int]:
+        """Re-queue (once) or fail the runs whose worker died; their requests are told."""
+        async with self.db.transaction() as session:
+            return await findings.recover_stale(session, self.deps)
+
+    async def validation_run_spec(self, run_id: int) -> runs.RunSpec:
+        async with self.db.reader() as session:
+            return await runs.run_spec(session, self.deps, run_id)
+
+    async def validation_run(self, run_id: int) -> RunDetail:
+        async with self.db.reader() as session:
+            return await runs.run_detail(session, run_id)
+
+    async def finish_validation_run(
+        self,
+        run_id: int,
+        results: list[dict[str, Any]],
+        actor: Actor = SYSTEM,
+        regressions: list[str] | None = None,
+        regression_override: str | None = None,
+        *,
+        error: str | None = None,
+        owner: str | None = None,
+    ) -> RunView:
+        roles = await self.roles.roles_of(actor.id) if regression_override is not None else None
+        async with self.db.transaction() as session:
+            return await findings.finish_run(
+                session,
+                self.deps,
+                run_id,
+                results,
+                actor,
+                regressions or (),
+                regression_override,
+                error,
+                owner,
+                roles or frozenset(),
+            )
+
+    async def override_regressions(
+        self, name: str, version: str, reason: str, actor: Actor
+    ) -> RunView:
+        """Accept a version's listed regressions: an authenticated approver's decision."""
+        roles = await self.roles.roles_of(self._acting(actor).id)
+        async with self.db.transaction() as session:
+            return await findings.override_regressions(
+                session, self.deps, name, version, reason, actor, roles
+            )
+
+    async def record_validation_run(
+        self,
+        name: str,
+        version: str,
+        results: list[dict[str, Any]],
+        actor: Actor,
+        regressions: list[str] | None = None,
+        regression_override: str | None = None,
+    ) -> RunView:
+        """Start and finish a run in one call (results computed elsewhere)."""
+        if regression_override is not None:  # refused before a run is started, not after
+            roles = await self.roles.roles_of(actor.id)
+            findings.check_override(self.deps, actor, roles, f"{name} {version}")
+        run = await self.start_validation_run(name, version, actor, len(results))
+        return await self.finish_validation_run(
+            run.id, results, actor, regressions, regression_override
+        )
+
+    async def stop_validation_run(
+        self,
+        run_id: int,
+        actor: Actor,
+        state: RunState = RunState.CANCELLED,
+        why: str = "cancelled",
+    ) -> RunView:
+        async with self.db.transaction() as session:
+            return await runs.stop_run(session, self.deps, run_id, actor, state, why)
+
+    async def finish_soak(self, soak_id: int, passed: bool, failure: str | None = None) -> None:
+        async with self.db.transaction() as session:
+            await findings.finish_soak(session, self.deps, soak_id, passed, SYSTEM, failure)
+
+    async def ingest_traffic(self, samples: list[Any]) -> traffic.IngestResult:
+        """Store a batch of real queries (up to 1,000) for soaks to replay."""
+        async with self.db.transaction() as session:
+            return await traffic.ingest(session, self.deps, samples)
+
+    async def running_soaks(self) -> list[soaks.SoakPlan]:
+        async with self.db.reader() as session:
+            return await soaks.running(session, self.deps)
+
+    async def claim_soak_cycle(
+        self, soak_id: int, cycle: int, owner: str, lease: timedelta
+    ) -> bool:
+        async with self.db.transaction() as session:
+            return await soaks.claim(session, self.deps, soak_id, cycle, owner, lease)
+
+    async def renew_soak_cycle(
+        self, soak_id: int, cycle: int, owner: str, lease: timedelta
+    ) -> bool:
+        async with self.db.transaction() as session:
+            return await soaks.renew(session, self.deps, soak_id, cycle, owner, lease)
+
+    async def soak_cycle_spec(self, soak_id: int, cycle: int) -> soaks.CycleSpec:
+        async with self.db.reader() as session:
+            return await soaks.cycle_spec(session, self.deps, soak_id, cycle)
+
+    async def finish_soak_cycle(
+        self, spec: soaks.CycleSpec, owner: str, result: soaks.CycleResult
+    ) -> str | None:
+        async with self.db.transaction() as session:
+            return await soaks.finish(session, self.deps, spec, owner, result)
+
+    async def soak_cycles(self, soak_id: int) -> list[dict[str, Any]]:
+        async with self.db.reader() as session:
+            return [
+                {
+                    "cycle": c.cycle,
+                    "state": c.state,
+                    "sample_size": c.sample_size,
+                    "divergent": c.divergent,
+                    "errored": c.errored,
+                    "rate": c.rate,
+                    "model_calls": c.model_calls,
+                    "attempts": c.attempts,
+                    "owner": c.owner,
+                    "finished_at": c.finished_at,
+                    "details": c.details,
+                }
+                for c in await soaks.cycles(session, soak_id)
+            ]
+
+    async def start_drift_watch(self, key: str, owner: str) -> list[RunView]:
+        """Claim the drift watch's tick ``key`` and queue a run of every production
+        version's suite; another replica firing the same tick gets an empty list."""
+        async with self.db.transaction() as session:
+            return await drift.start_drift_watch(session, self.deps, key, owner)
+
+    async def staging_soak_id(self, name: str, version: str) -> int | None:
+        async with self.db.reader() as session:
+            _, found = await registry.get_version(session, name, version)
+            soak = await deployments.latest_soak(
+                session, found.id, self.policy.environments.staging
+            )
+            return soak.id if soak else None

@@ -110,14 +110,24 @@ def test_a_second_process_on_one_sqlite_file_is_told_it_is_single_process(
         assert "single-process" not in caplog.text  # the first one stopped: the lock is free
 
 
-def test_a_run_cut_short_by_shutdown_is_interrupted_not_cancelled(
+def test_a_run_cut_short_by_shutdown_is_handed_back_and_the_next_server_finishes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import asyncio
     import time
 
+    from promptship.services import Promptship as Core
     from promptship.testing.model_double import ModelDouble
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'stop.db'}"
+
+    async def run_state(run_id: int) -> str:
+        db = Database(url)
+        try:
+            return (await Core(db).validation_run(run_id)).state
+        finally:
+            await db.dispose()
+
     with ModelDouble(latency=2.0) as model:
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
@@ -137,16 +147,13 @@ def test_a_run_cut_short_by_shutdown_is_interrupted_not_cancelled(
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
 
-        # the server stopped mid-run
-        async def state() -> str:
-            db = Database(url)
-            try:
-                from promptship.services import Promptship as Core
-
-                return (await Core(db).validation_run(run_id)).state
-            finally:
-                await db.dispose()
-
-        import asyncio
-
-        assert asyncio.run(state()) == "interrupted"
+        # the server stopped mid-run: the run waits in the queue for the next worker
+        assert asyncio.run(run_state(run_id)) == "queued"
+        model.latency = 0.0
+        restarted = create_app(Settings(PROMPTSHIP_DATABASE_URL=url))
+        with TestClient(restarted):
+            deadline = time.monotonic() + 60
+            while asyncio.run(run_state(run_id)) in ("queued", "running"):
+                assert time.monotonic() < deadline, "the restarted server never ran it"
+                time.sleep(0.1)
+        assert asyncio.run(run_state(run_id)) in ("passed", "failed")

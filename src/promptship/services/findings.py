@@ -258,3 +258,18 @@ async def recover_stale(session: AsyncSession, deps: Deps) -> list[int]:
             await requests.reevaluate(session, deps, prompt, version, SYSTEM, why)
         recovered.append(run_id)
     return recovered
+
+
+async def hand_back(session: AsyncSession, deps: Deps, run_id: int, owner: str) -> RunView:
+    """A worker shutting down hands its run back: queued again, from its first case, for
+    the next worker (another replica, or this one after the restart), and the requests
+    waiting on it are told. A planned shutdown is not a crash: it never fails the run, however
+    often it happens."""
+    prompt, version, run = await runs.load_run(session, run_id)
+    if run.state != RunState.RUNNING.value or run.owner != owner:
+        return registry.run_view(run)  # finished, cancelled or taken over meanwhile
+    view = await runs.requeue(
+        session, deps, prompt, version, run, "the server shut down during the run"
+    )
+    await requests.reevaluate(session, deps, prompt, version, SYSTEM)
+    return view

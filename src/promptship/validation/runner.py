@@ -104,7 +104,7 @@ class SuiteRunner:
         self._scorer = scorer
         self._provider_factory = provider_factory
         self.owner = owner or worker_id()
-        #: set by the server on shutdown: a run cut short is interrupted, not cancelled
+        #: set by the server on shutdown: a run cut short is handed back to the queue
         self.shutting_down = False
 
     @property
@@ -138,14 +138,13 @@ class SuiteRunner:
         try:
             results = await self._run_cases(run_id, spec, provider, cases, progress, on_progress)
         except asyncio.CancelledError:
-            state, why = (
-                (RunState.INTERRUPTED, "the server shut down during the run")
-                if self.shutting_down
-                else (RunState.CANCELLED, "cancelled")
-            )
-            # the worker stops it: system work, named after the worker
-            worker = Actor(self.owner, Via.SYSTEM)
-            await asyncio.shield(self.core.stop_validation_run(run_id, worker, state, why))
+            if self.shutting_down:  # the next worker (a replica, or this one restarted) runs it
+                await asyncio.shield(self.core.hand_back_validation_run(run_id, self.owner))
+            else:  # the worker stops it: system work, named after the worker
+                worker = Actor(self.owner, Via.SYSTEM)
+                await asyncio.shield(
+                    self.core.stop_validation_run(run_id, worker, RunState.CANCELLED, "cancelled")
+                )
             raise
         finally:
             await provider.aclose()

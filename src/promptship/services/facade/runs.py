@@ -58,6 +58,11 @@ class RunUseCases(RegistryUseCases):
         async with self.db.transaction() as session:
             return await findings.recover_stale(session, self.deps)
 
+    async def hand_back_validation_run(self, run_id: int, owner: str) -> RunView:
+        """A worker shutting down puts its run back in the queue for the next worker."""
+        async with self.db.transaction() as session:
+            return await findings.hand_back(session, self.deps, run_id, owner)
+
     async def validation_run_spec(self, run_id: int) -> runs.RunSpec:
         async with self.db.reader() as session:
             return await runs.run_spec(session, self.deps, run_id)

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM, Actor
-from promptship.domain.lifecycle import Move, RequestState, RunState, VersionStatus
+from promptship.domain.lifecycle import RequestState, RunState
 from promptship.errors import BadInput, Forbidden, GateRefused, NotFound
 from promptship.services import drift, identities, lifecycle, outbox, registry, requests, runs
 from promptship.services.deps import Deps, request_code
@@ -158,17 +158,7 @@ async def finish_run(
             dedupe_key=f"drift.alert:{run.id}",
         )
     await requests.reevaluate(session, deps, prompt, version, actor)
-    if version.status == VersionStatus.TESTING.value:
-        await lifecycle.transition(
-            session,
-            deps,
-            prompt,
-            version,
-            VersionStatus.DRAFT,
-            Move.FINISH_TESTS,
-            actor,
-            details={"run": run.id, "state": run.state},
-        )
+    await runs.end_testing(session, deps, prompt, version, actor, run)
     return registry.run_view(run)
 
 

@@ -308,6 +308,26 @@ async def load_request(
     return prompt, version, request
 
 
+async def expire(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    request: PromotionRequest,
+) -> RequestView:
+    """Close a request past its expiry: it fails closed, by the system."""
+    return await close(
+        session,
+        deps,
+        prompt,
+        version,
+        request,
+        RequestState.EXPIRED,
+        SYSTEM,
+        "no decision before it expired",
+    )
+
+
 async def ensure_open(
     session: AsyncSession,
     deps: Deps,
@@ -323,16 +343,7 @@ async def ensure_open(
         why = f": {request.close_reason}" if request.close_reason else ""
         raise RequestClosed(f"{code} is {request.state}{by}{why}; it takes no more decisions")
     if deps.clock.now() >= request.expires_at:
-        await close(
-            session,
-            deps,
-            prompt,
-            version,
-            request,
-            RequestState.EXPIRED,
-            SYSTEM,
-            "no decision before it expired",
-        )
+        await expire(session, deps, prompt, version, request)
         raise RequestClosed(
             f"{code} expired at {request.expires_at:%Y-%m-%d %H:%M} UTC",
             hint=f"request the promotion again: promote {prompt.name} {version.version} {request.environment}",
@@ -371,18 +382,7 @@ async def expire_stale(session: AsyncSession, deps: Deps, limit: int = 500) -> l
     for request_id in ids:
         prompt, version, request = await load_request(session, request_id)
         if request.state == RequestState.OPEN.value:  # another replica may have been first
-            expired.append(
-                await close(
-                    session,
-                    deps,
-                    prompt,
-                    version,
-                    request,
-                    RequestState.EXPIRED,
-                    SYSTEM,
-                    "no decision before it expired",
-                )
-            )
+            expired.append(await expire(session, deps, prompt, version, request))
     return expired
 
 
@@ -416,16 +416,7 @@ async def reevaluate(
         if request.state != RequestState.OPEN.value:
             continue  # closed as superseded by an earlier promotion in this loop
         if deps.clock.now() >= request.expires_at:
-            await close(
-                session,
-                deps,
-                prompt,
-                version,
-                request,
-                RequestState.EXPIRED,
-                SYSTEM,
-                "no decision before it expired",
-            )
+            await expire(session, deps, prompt, version, request)
             continue
         if await advance(session, deps, prompt, version, request, actor):
             promoted.append(request)

@@ -334,6 +334,19 @@ async def _stop(
         version=version.version,
         details={"run": run.id, "why": why},
     )
+    await end_testing(session, deps, prompt, version, actor, run)
+    return registry.run_view(run)
+
+
+async def end_testing(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    actor: Actor,
+    run: ValidationRun,
+) -> None:
+    """A version whose run ended with nothing waiting on it goes back to draft."""
     if version.status == VersionStatus.TESTING.value:
         await lifecycle.transition(
             session,
@@ -343,9 +356,8 @@ async def _stop(
             VersionStatus.DRAFT,
             Move.FINISH_TESTS,
             actor,
-            details={"run": run.id, "state": state.value},
+            details={"run": run.id, "state": run.state},
         )
-    return registry.run_view(run)
 
 
 async def interrupted_run_ids(session: AsyncSession) -> list[int]:

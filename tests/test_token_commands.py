@@ -167,7 +167,10 @@ def test_one_shell_cannot_issue_itself_approve_tokens_for_two_people(env: Path) 
         assert "/prompt token" in err
     assert audit_actors(env) == []
     # what it may issue still works: service tokens and non-deciding person tokens
-    for args in (["--user", "U0CAROL", "--scope", "write"], ["--service", "ci", "--scope", "admin"]):
+    for args in (
+        ["--user", "U0CAROL", "--scope", "write"],
+        ["--service", "ci", "--scope", "admin"],
+    ):
         code, _, err = run("token", "create", *args)
         assert code == 0, err
 

@@ -148,7 +148,7 @@ def token_list(
 def token_revoke(
     ref: Annotated[str, typer.Argument(help="The token's id or prefix (psk_…), see token list.")],
 ) -> None:
-    """Revoke a token: it stops working at once."""
+    """Revoke a token: it stops working within 5 seconds on every server."""
     revoked = run_core(lambda core: core.revoke_token(ref, _admin()))
     if emit(revoked):
         return

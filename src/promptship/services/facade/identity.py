@@ -95,4 +95,4 @@ class IdentityUseCases(UseCaseBase):
         before acting on it; ``first`` is False for a replay of a request already received."""
         key = receipts.fingerprint(signed_at, raw_body)
         async with self.db.transaction() as session:
-            return await receipts.claim(session, self.clock, key, actor.id)
+            return await receipts.claim(session, self.clock, key, actor.id, signed_at)

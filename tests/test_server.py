@@ -166,10 +166,10 @@ async def test_in_socket_mode_slack_events_is_not_served_over_http(
     """Socket Mode has no signing secret: a POST to /slack/events signed with an empty key
     would otherwise act as any Slack user, and its error reply go where the caller chose."""
     import httpx
+    from slack_bolt.request.async_request import AsyncBoltRequest
 
     from bot.app import build_app
     from promptship.testing.slack_double import SlackDouble
-    from slack_bolt.request.async_request import AsyncBoltRequest
     from tests.conftest import make_policy
     from tests.helpers import REQUESTER, push, to_staging
     from tests.slack_helpers import BOT_TOKEN, SlackClient, sign

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -85,13 +86,22 @@ def build_app(settings: Settings, core: Promptship, client: AsyncWebClient) -> A
 
     @app.error
     async def on_error(
-        error: Exception, body: dict[str, Any], respond: Any, logger: logging.Logger
+        error: Exception,
+        body: dict[str, Any],
+        request: AsyncBoltRequest,
+        respond: Any,
+        logger: logging.Logger,
     ) -> None:
         if isinstance(error, PromptshipError):
             reply = messages.error_message(error.message, error.hint)
         else:
             logger.exception("unexpected error handling a Slack request", exc_info=error)
             reply = messages.error_message("Something went wrong on our side; it was logged.")
+        # a response_url is the caller's to choose: answer it only when Slack sent the request
+        # (over Socket Mode, or over HTTP after Bolt checked the signature with a real secret)
+        verified = request.mode == "socket_mode" or bool(signing)
+        if not verified:
+            return
         if (respond is not None and body.get("response_url")) or body.get("response_urls"):
             await respond(**reply.payload(), response_type="ephemeral", replace_original=False)
 

@@ -176,6 +176,62 @@ def test_an_admin_pushes_on_behalf_and_the_author_rule_then_holds(api: Served) -
     assert "no one decides on behalf of U02" in proxy.json()["detail"]
 
 
+def test_an_admin_cannot_approve_what_they_pushed_or_asked_for_on_someones_behalf(
+    api: Served,
+) -> None:
+    admin = api.issue("U06", Scope.ADMIN)  # an approver who also holds an admin token
+    pushed = api.push("1.0.0", admin, **{"X-Promptship-User": "U09"})
+    assert pushed.status_code == 201, pushed.text
+    request_id = api.request_production("1.0.0")
+    own = api.approve(request_id, admin)
+    assert own.status_code == 403
+    assert (
+        "you pushed customer-support 1.0.0 on behalf of U09; someone else must approve it"
+        in own.json()["detail"]
+    )
+    assert api.approve(request_id, api.person["U01"]).status_code == 200
+    assert api.approve(request_id, api.person["U02"]).json()["request"]["state"] == "promoted"
+
+    api.push("1.1.0")
+    api.to_staging("1.1.0")
+    asked = api.http.post(
+        f"/v1/prompts/{NAME}/promotions",
+        json={"version": "1.1.0", "environment": "production", "requester": "U09"},
+        headers=bearer(admin),
+    )
+    assert asked.status_code == 201 and asked.json()["requester"] == "U09", asked.text
+    own = api.approve(asked.json()["id"], admin)
+    assert own.status_code == 403
+    assert (
+        f"you requested req-{asked.json()['id']} on behalf of U09; someone else must approve it"
+        in own.json()["detail"]
+    )
+
+
+def test_a_service_admin_token_acts_for_a_person_only_to_push_as_the_author(
+    api: Served,
+) -> None:
+    me = api.http.get("/v1/whoami", headers=bearer(CI_ADMIN)).json()
+    assert me["service"] is True and "decide" not in me["permissions"]
+    assert api.push("1.0.0", CI_ADMIN, **{"X-Promptship-User": "U09"}).status_code == 201
+    request_id = api.request_production("1.0.0")
+    for method, path, body, headers in (
+        ("POST", f"/v1/prompts/{NAME}/breakglass",
+         {"version": "1.0.0", "reason": "outage", "requester": "U06"}, {}),
+        ("POST", f"/v1/prompts/{NAME}/promotions",
+         {"version": "1.0.0", "environment": "production", "requester": "U01"}, {}),
+        ("POST", f"/v1/requests/req-{request_id}/cancel", None, {"X-Promptship-User": "U01"}),
+    ):  # fmt: skip
+        refused = api.http.request(method, path, json=body, headers=bearer(CI_ADMIN, **headers))
+        assert refused.status_code == 403, refused.text
+        assert (
+            "ci-admin is a service: it acts for a person only as the author of a push"
+            in (refused.json()["detail"])
+        )
+    shown = api.http.get(f"/v1/requests/{request_id}", headers=bearer(READER)).json()
+    assert shown["state"] == "open"
+
+
 def test_a_service_token_cannot_decide(api: Served) -> None:
     api.push("1.0.0")
     request_id = api.request_production("1.0.0")

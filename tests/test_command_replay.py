@@ -16,7 +16,7 @@ from promptship.clock import ManualClock
 from promptship.config import Settings
 from promptship.server import create_app
 from promptship.services import Promptship
-from promptship.services.receipts import RECEIPT_TTL
+from promptship.services.receipts import CLOCK_MARGIN, RECEIPT_TTL
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import _truncate, make_policy
@@ -39,10 +39,22 @@ async def test_a_request_is_received_once_until_its_receipt_expires(
     assert (
         await core.receive_command("1700000031", "command=%2Fprompt&text=rollback", ONCALL)
     ).first
-    clock.advance(RECEIPT_TTL + timedelta(seconds=1))  # Slack refuses the old signature by now
+    clock.advance(RECEIPT_TTL + CLOCK_MARGIN + timedelta(seconds=1))  # Slack refuses it by now
     assert (
         await core.receive_command("1700000000", "command=%2Fprompt&text=rollback", ONCALL)
     ).first
+
+
+async def test_a_replay_to_a_replica_whose_clock_runs_ahead_is_still_refused(
+    core: Promptship, clock: ManualClock
+) -> None:
+    """Slack signs at T; the first replica's clock reads T-2m when it receives the command,
+    a second's reads T+4m when the replay arrives (its signature still valid there)."""
+    signed_at = str(int((clock.now() + timedelta(minutes=2)).timestamp()))
+    body = "command=%2Fprompt&text=rollback+customer-support+production"
+    assert (await core.receive_command(signed_at, body, ONCALL)).first
+    clock.advance(timedelta(minutes=6))
+    assert not (await core.receive_command(signed_at, body, ONCALL)).first
 
 
 async def test_replicas_claiming_the_same_request_together_act_once(

@@ -103,7 +103,7 @@ async def test_the_local_cli_does_not_decide_unless_the_policy_allows_it(
         with pytest.raises(Forbidden, match="the local CLI cannot") as refused:
             await decide
         assert refused.value.hint and "PROMPTSHIP_TOKEN=" in refused.value.hint
-        assert "promptship token create --user U01 --scope approve" in refused.value.hint
+        assert "/prompt token" in refused.value.hint
     assert (await core.request(request_id)).decisions == []
 
 
@@ -257,7 +257,7 @@ def test_one_shell_cannot_cast_two_approvals_with_as(cli: Path) -> None:
     request_id = open_production_request(make_policy())
     code, _, err = run("--as", "U01", "approve", f"req-{request_id}")
     assert code == 1 and "the local CLI cannot approve" in err
-    assert "PROMPTSHIP_TOKEN=" in err and "promptship token create --user U01" in err
+    assert "PROMPTSHIP_TOKEN=" in err and "/prompt token" in err
     code, _, err = run("--as", "U02", "approve", f"req-{request_id}")
     assert code == 1 and "the local CLI cannot approve" in err
     code, _, err = run("--as", "U03", "rollback", NAME, "production")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 from starlette.testclient import TestClient
 
 from promptship.config import Settings
@@ -157,3 +158,51 @@ def test_a_run_cut_short_by_shutdown_is_handed_back_and_the_next_server_finishes
                 assert time.monotonic() < deadline, "the restarted server never ran it"
                 time.sleep(0.1)
         assert asyncio.run(run_state(run_id)) in ("passed", "failed")
+
+
+async def test_in_socket_mode_slack_events_is_not_served_over_http(
+    core: Promptship, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Socket Mode has no signing secret: a POST to /slack/events signed with an empty key
+    would otherwise act as any Slack user, and its error reply go where the caller chose."""
+    import httpx
+    from slack_bolt.request.async_request import AsyncBoltRequest
+
+    from bot.app import build_app
+    from promptship.testing.slack_double import SlackDouble
+    from tests.conftest import make_policy
+    from tests.helpers import REQUESTER, push, to_staging
+    from tests.slack_helpers import BOT_TOKEN, SlackClient, sign
+
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    await push(core)
+    await to_staging(core)
+    request = await core.request_promotion(
+        "customer-support", "1.0.0", "production", slack(REQUESTER)
+    )
+    with SlackDouble(token=BOT_TOKEN) as double:
+        settings = Settings(
+            PROMPTSHIP_DATABASE_URL=database_url,
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_APP_TOKEN="xapp-1-socket",
+            SLACK_API_URL=double.api_url,
+        )
+        app = create_app(settings, make_policy(), migrate=False, workers=False)
+        forger = SlackClient("http://unused", double)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            for user in ("U01", "U02"):
+                body, key = forger.command_body(f"approve req-{request.id}", user=user)
+                headers = {"Content-Type": "application/x-www-form-urlencoded"}
+                answer = await http.post(
+                    "/slack/events", content=body, headers={**headers, **sign(body, secret="")}
+                )
+                assert answer.status_code == 404
+                assert double.responses(key) == []
+        assert (await core.request(request.id)).decisions == []
+
+        # Bolt itself, handed such a request: no reply reaches the caller's response_url
+        bolt = build_app(settings, core, AsyncWebClient(token=BOT_TOKEN, base_url=double.api_url))
+        body, key = forger.command_body("approve req-999999", user="U01")
+        await bolt.async_dispatch(AsyncBoltRequest(body=body, headers=sign(body, secret="")))
+        assert double.responses(key) == []

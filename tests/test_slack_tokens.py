@@ -95,7 +95,7 @@ def test_admin_and_undeserved_approve_tokens_are_refused(bot: Bot) -> None:
     reply = bot.reply(key)
     assert reply["response_type"] == "ephemeral"
     assert "admin tokens are not handed out in Slack" in texts(reply)
-    assert "promptship token create --user U01 --scope admin" in texts(reply)
+    assert "ask for approve or write" in texts(reply)
     _, key = bot.slack.command("token approve", user="U04")
     assert "you hold none of these roles" in texts(bot.reply(key))
     _, key = bot.slack.command("token bogus", user="U04")

@@ -76,9 +76,10 @@ def test_create_prints_the_secret_once_with_how_to_use_it(env: Path) -> None:
     assert "store it now: it is shown once" in out
     assert "export PROMPTSHIP_SERVER=https://promptship.acme.test" in lines
     assert f"export PROMPTSHIP_TOKEN={secret}" in lines
-    assert "for U01 (person), scope approve, expires" in out  # a person: approve by default
+    # a person: write by default here, since the local CLI cannot vouch for who U01 is
+    assert "for U01 (person), scope write, expires" in out
     found = who_is(env, secret)
-    assert found is not None and found.subject == "U01" and found.scope is Scope.APPROVE
+    assert found is not None and found.subject == "U01" and found.scope is Scope.WRITE
 
     code, out, err = run("token", "create", "--service", "ci-github", "--json")
     assert code == 0, err
@@ -154,3 +155,28 @@ def test_unknown_tokens_exit_2(env: Path) -> None:
     assert code == 2 and "no token psk_nothere" in err
     code, _, err = run("token", "revoke", "laptop")
     assert code == 2 and "not a token id or prefix" in err
+
+
+def test_one_shell_cannot_issue_itself_approve_tokens_for_two_people(env: Path) -> None:
+    """The local CLI cannot tell who U_CAROL is, so it issues no deciding tokens: otherwise
+    one shell would approve twice through the server, as Carol and as Dave."""
+    for user, scope in (("U0CAROL", "approve"), ("U0DAVE", "admin")):
+        code, out, err = run("token", "create", "--user", user, "--scope", scope)
+        assert code == 1 and "Traceback" not in out + err
+        assert f"the local CLI cannot vouch for who {user} is" in err
+        assert "/prompt token" in err
+    assert audit_actors(env) == []
+    # what it may issue still works: service tokens and non-deciding person tokens
+    for args in (
+        ["--user", "U0CAROL", "--scope", "write"],
+        ["--service", "ci", "--scope", "admin"],
+    ):
+        code, _, err = run("token", "create", *args)
+        assert code == 0, err
+
+
+def test_a_one_person_trial_issues_approve_tokens_from_the_cli(env: Path) -> None:
+    (env / "promptship.yaml").write_text(TEST_POLICY + "local_decisions: true\n")
+    code, out, err = run("token", "create", "--user", "U01")
+    assert code == 0, err
+    assert "for U01 (person), scope approve" in out

@@ -5,7 +5,8 @@ A caller is known only by its bearer token: a token from ``PROMPTSHIP_API_TOKENS
 stored hashed). The token's scope decides what it may do (``identity.grants``); its subject
 is who acts. A request that names someone else (``?author=``, ``X-Promptship-User``,
 ``"requester"``) is refused unless the token is an admin's, and then it acts on behalf of
-the named person: the audit reads "admin on behalf of U01". Nobody decides for someone else.
+the named person: the audit reads "admin on behalf of U01". A service's admin token does so
+only to push as the commit's author. Nobody decides for someone else.
 
 While no token is configured at all (none in the environment, no active stored token),
 reads stay open and every write is refused.
@@ -96,7 +97,9 @@ class Caller:
     def actor(self, named: str | None = None, *, what: str = "act") -> Actor:
         """The acting identity: the token's own, or (admin tokens only) the person ``named``
         (a Slack user ID, or an outside identity mapped under ``identities:``), recorded as
-        the token's subject acting on their behalf. Naming yourself is the same as not."""
+        the token's subject acting on their behalf. A service's admin token acts for someone
+        only when ``what`` is ``push`` (CI and the commit's author). Naming yourself is the
+        same as not."""
         if self.identity is None:  # unreachable: only reads are anonymous
             raise Forbidden("send a bearer token to act")
         own = self.identity.actor()
@@ -110,6 +113,14 @@ class Caller:
             raise Forbidden(
                 f"this token speaks for {own.describe()}; it cannot {what} as {named[:100]}",
                 hint="leave the name out (the token says who you are), or use an admin token",
+            )
+        # CI pushes a commit as its author; asking, break-glass and cancelling for a person
+        # need a person's admin token, so no service holds a person's standing
+        if own.service and what != "push":
+            raise Forbidden(
+                f"{own.id} is a service: it acts for a person only as the author of a push, "
+                f"so it cannot {what} as {named[:100]}",
+                hint="leave the name out (the service acts as itself), or use a person's admin token",
             )
         return Actor(self.core.resolve_identity(named), Via.TOKEN, proxy=own.id)
 

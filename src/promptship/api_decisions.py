@@ -33,7 +33,13 @@ def routes(core: Promptship, auth: Authenticator) -> list[Route]:
                 "subject": identity.subject,
                 "service": identity.service,
                 "scope": identity.scope.value,
-                "permissions": [p.value for p in Permission if grants(identity.scope, p)],
+                # a service never decides, whatever its scope
+                "permissions": [
+                    p.value
+                    for p in Permission
+                    if grants(identity.scope, p)
+                    and not (identity.service and p is Permission.DECIDE)
+                ],
                 "token": "environment" if identity.token_id is None else identity.token_id,
             }
         )

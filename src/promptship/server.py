@@ -83,7 +83,10 @@ def create_app(
                 refused = await slack_guard(request, secret.get_secret_value() if secret else None)
                 return refused or await handler.handle(request)
 
-        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+        # only HTTP mode has a secret to verify requests with: in Socket Mode events come over
+        # Slack's websocket, and an HTTP route would take requests signed with no key at all
+        if slack_mode == "http" and secret is not None:
+            routes.append(Route("/slack/events", slack_events, methods=["POST"]))
         dispatcher = SlackDispatcher(
             core,
             client,

@@ -71,8 +71,8 @@ def token_create(
     scope: Annotated[
         str | None,
         typer.Option(
-            help="read, write, approve, admin or runtime; default approve for a person, "
-            "write for a service (services never get approve)."
+            help="read, write or runtime (default write); approve and admin for a person "
+            "only with local_decisions: true (else /prompt token in Slack)."
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="What it is for, e.g. laptop.")] = None,
@@ -148,7 +148,7 @@ def token_list(
 def token_revoke(
     ref: Annotated[str, typer.Argument(help="The token's id or prefix (psk_…), see token list.")],
 ) -> None:
-    """Revoke a token: it stops working at once."""
+    """Revoke a token: it stops working within 5 seconds on every server."""
     revoked = run_core(lambda core: core.revoke_token(ref, _admin()))
     if emit(revoked):
         return

@@ -19,6 +19,10 @@ from promptship.services.views import DecisionOutcome
 from promptship.store.models import Approval
 
 
+def _is(deps: Deps, person: str, proxy: str | None) -> bool:
+    return proxy is not None and person == identities.person_of(deps.policy, proxy)
+
+
 async def record_decision(
     session: AsyncSession,
     deps: Deps,
@@ -50,6 +54,17 @@ async def record_decision(
     if approve and person == identities.person_of(deps.policy, version.author):
         raise Forbidden(
             f"you wrote {lifecycle.label(prompt, version)}; someone else must approve it"
+        )
+    # whoever acted on behalf of the author or requester counts as them: else an admin
+    # pushes as U09 and then approves their own content
+    if approve and _is(deps, person, request.requested_by):
+        raise Forbidden(
+            f"you requested {code} on behalf of {request.requester}; someone else must approve it"
+        )
+    if approve and _is(deps, person, version.pushed_by):
+        raise Forbidden(
+            f"you pushed {lifecycle.label(prompt, version)} on behalf of {version.author}; "
+            "someone else must approve it"
         )
     deciding_roles = roles & {"approvers", "stakeholders"}
     if not deciding_roles:

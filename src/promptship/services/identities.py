@@ -44,7 +44,7 @@ def person_of(policy: Policy, name: str) -> str:
 
 LOCAL_DECISION_HINT = (
     "decide in Slack, or through a server with your own token: PROMPTSHIP_SERVER=… "
-    "PROMPTSHIP_TOKEN=… (promptship token create --user U01 --scope approve)"
+    "PROMPTSHIP_TOKEN=… (get it in Slack with /prompt token)"
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,8 @@ from promptship.store.models import CommandReceipt
 
 #: Slack's signature window: a replay older than this fails verification anyway.
 RECEIPT_TTL = timedelta(minutes=5)
+#: added to it, for replicas whose clocks disagree by up to this much
+CLOCK_MARGIN = timedelta(seconds=60)
 #: expired receipts removed per claim, so pruning never makes a command slow
 PRUNE_BATCH = 100
 
@@ -40,14 +42,29 @@ def fingerprint(signed_at: str, raw_body: str) -> str:
     return hashlib.sha256(f"{signed_at}\n{raw_body}".encode()).hexdigest()
 
 
-async def claim(session: AsyncSession, clock: Clock, key: str, user_id: str) -> Receipt:
-    """Claim the receipt for ``key``; ``first`` is False when it was already claimed."""
+def expiry(signed_at: str, now: datetime) -> datetime:
+    """When a receipt may go: Slack's window after its signed timestamp (``signed_at``, Unix
+    seconds) plus :data:`CLOCK_MARGIN`, so a replica whose clock runs behind cannot expire it
+    while another replica still accepts the signature; never before that long after ``now``."""
+    try:
+        signed = datetime.fromtimestamp(int(signed_at), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        signed = now
+    return max(signed, now) + RECEIPT_TTL + CLOCK_MARGIN
+
+
+async def claim(
+    session: AsyncSession, clock: Clock, key: str, user_id: str, signed_at: str
+) -> Receipt:
+    """Claim the receipt for ``key`` (of a request Slack signed at ``signed_at``); ``first``
+    is False when it was already claimed."""
     now = clock.now()
     await _prune(session, now, key)
+    expires_at = expiry(signed_at, now)
     claimed = (
         await session.execute(
             registry.dialect_insert(session)(CommandReceipt)
-            .values(fingerprint=key, user_id=user_id, received_at=now, expires_at=now + RECEIPT_TTL)
+            .values(fingerprint=key, user_id=user_id, received_at=now, expires_at=expires_at)
             .on_conflict_do_nothing(index_elements=["fingerprint"])
             .returning(CommandReceipt.fingerprint)
         )

@@ -117,6 +117,7 @@ async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, actor: Actor
             status=VersionStatus.DRAFT.value,
             content_hash=digest,
             author=author,
+            pushed_by=actor.proxy,
             created_at=now,
             model=spec.model,
             provider=spec.provider.value,

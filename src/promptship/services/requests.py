@@ -220,6 +220,7 @@ async def request_promotion(
         kind=kind.value,
         state=RequestState.OPEN.value,
         requester=identities.person_of(deps.policy, actor.id),
+        requested_by=actor.proxy,
         reason=reason.strip() if reason and reason.strip() else None,
         required_approvals=required,
         created_at=now,

@@ -96,7 +96,7 @@ def parse_env_tokens(raw: str | None) -> list[EnvToken]:
             raise BadInput(
                 f"PROMPTSHIP_API_TOKENS entry {index}: service tokens never decide, so they "
                 "cannot have the approve scope",
-                hint="issue people their own: promptship token create --user U01 --scope approve",
+                hint="people get their own in Slack: /prompt token",
             )
         if len(secret.strip()) < 16:
             raise BadInput(
@@ -130,7 +130,7 @@ def own_scope(roles: frozenset[str], asked: Scope | None) -> Scope:
     if asked is Scope.ADMIN:
         raise Forbidden(
             "admin tokens are not handed out in Slack",
-            hint="an admin makes one with: promptship token create --user U01 --scope admin",
+            hint="ask for approve or write; the CLI issues admin tokens only where local_decisions is on",
         )
     if asked is None:
         return Scope.APPROVE if roles & {"approvers", "oncall"} else Scope.WRITE
@@ -174,7 +174,7 @@ async def create(
     if service and scope is Scope.APPROVE:
         raise BadInput(
             "service tokens never decide, so they cannot have the approve scope",
-            hint="issue the person a token: promptship token create --user U01 --scope approve",
+            hint="people get their own in Slack: /prompt token",
         )
     if name is not None and (len(name) > 64 or not name.strip()):
         raise BadInput("a token name is 1 to 64 characters")

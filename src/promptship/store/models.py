@@ -83,6 +83,9 @@ class PromptVersion(Base):
     status: Mapped[str] = mapped_column(String(16))
     content_hash: Mapped[str] = mapped_column(String(64))
     author: Mapped[str] = mapped_column(String(255))
+    #: who pushed it on behalf of ``author`` (an admin token's holder); None when the author
+    #: pushed it themselves (migration 0009)
+    pushed_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     model: Mapped[str] = mapped_column(String(200))
     provider: Mapped[str] = mapped_column(String(32))
@@ -145,6 +148,9 @@ class PromotionRequest(Base):
     kind: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))
     requester: Mapped[str] = mapped_column(String(255))
+    #: who asked on behalf of ``requester`` (an admin token's holder); None when the
+    #: requester asked themselves (migration 0009)
+    requested_by: Mapped[str | None] = mapped_column(String(255))
     reason: Mapped[str | None] = mapped_column(Text)
     required_approvals: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
@@ -436,3 +442,8 @@ class CommandReceipt(Base):
     user_id: Mapped[str] = mapped_column(String(255))
     received_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# -- proxies (migration 0009) ------------------------------------------------------------
+# PromptVersion.pushed_by and PromotionRequest.requested_by, above: who acted on behalf of
+# the author or requester, so the person rules hold for them too.

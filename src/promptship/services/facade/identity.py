@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from promptship.domain.identity import Actor, Scope
+from promptship.domain.identity import Actor, Permission, Scope, Via, grants
 from promptship.errors import Forbidden
 from promptship.services import identities, receipts, tokens
 from promptship.services.facade.base import UseCaseBase
@@ -33,9 +33,19 @@ class IdentityUseCases(UseCaseBase):
         name: str | None = None,
         expires_in: timedelta | None = None,
     ) -> IssuedToken:
-        """Issue a token to a person (Slack user ID; approve by default) or a service (write
-        by default, never approve). Its secret is in the result and nowhere else."""
-        scope = scope or (Scope.WRITE if service else Scope.APPROVE)
+        """Issue a token to a person (Slack user ID; approve by default, write from the local
+        CLI) or a service (write by default, never approve). Its secret is in the result and nowhere else. The local
+        CLI issues a person a deciding scope only where ``local_decisions`` is on: it cannot
+        tell who the person is, and one shell would otherwise approve as several people."""
+        vouched = actor.via is not Via.LOCAL or self.policy.local_decisions
+        scope = scope or (Scope.APPROVE if vouched and not service else Scope.WRITE)
+        if not service and not vouched and grants(scope, Permission.DECIDE):
+            raise Forbidden(
+                f"the local CLI cannot vouch for who {subject.strip()[:100]} is: people get "
+                "deciding tokens from Slack with /prompt token (Slack vouches for them); here "
+                "it issues read, write and runtime tokens and service tokens",
+                hint=f"promptship token create --user {subject.strip()[:100]} --scope write",
+            )
         async with self.db.transaction() as session:
             return await tokens.create(
                 session, self.deps, subject=subject, service=service, scope=scope,
@@ -85,4 +95,4 @@ class IdentityUseCases(UseCaseBase):
         before acting on it; ``first`` is False for a replay of a request already received."""
         key = receipts.fingerprint(signed_at, raw_body)
         async with self.db.transaction() as session:
-            return await receipts.claim(session, self.clock, key, actor.id)
+            return await receipts.claim(session, self.clock, key, actor.id, signed_at)

@@ -276,7 +276,11 @@ def parse(text: str) -> Command:
 
 
 def _soak_restart(t: _Tokens) -> Command:
-    name = t.name()
-    version = t.version() if t.peek() is not None else None
+    version: str | None
+    if "@" in (t.peek() or ""):
+        name, version = t.name_and_version()
+    else:
+        name = t.name()
+        version = t.version() if t.peek() is not None else None
     t.done()
     return Command(Verb.SOAK_RESTART, name=name, version=version)

@@ -15,11 +15,12 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from bot.blocks import messages
+from bot.grammar import Command, Verb, parse
 from promptship.cli import app
 from promptship.cli.common import state
 from promptship.clock import ManualClock
 from promptship.config import Settings
-from promptship.errors import Forbidden, GateRefused, NotFound, PromptshipError
+from promptship.errors import BadInput, Forbidden, GateRefused, NotFound, PromptshipError
 from promptship.server import create_app
 from promptship.services import Promptship
 from promptship.services.soaks import CycleResult
@@ -205,6 +206,23 @@ def test_an_old_alert_without_next_steps_still_gets_them_rendered() -> None:
     body = json.dumps(message.blocks, ensure_ascii=False)
     assert "prompts.log_traffic(...)" in body and f"/prompt soak restart {NAME}" in body
     assert block_problems(message.blocks, limit=50) == []
+
+
+def test_the_slack_grammar_has_soak_restart_beside_soak() -> None:
+    assert parse(f"soak {NAME}") == Command(Verb.SOAK, name=NAME)
+    assert parse(f"soak restart {NAME}") == Command(Verb.SOAK_RESTART, name=NAME)
+    expected = Command(Verb.SOAK_RESTART, name=NAME, version="1.1.0")
+    assert parse(f"soak restart {NAME} v1.1.0") == expected
+    assert parse(f"soak Restart {NAME}@1.1.0") == expected
+    for text, message in [
+        ("soak restart", "missing the prompt name"),
+        (f"soak restart {NAME} soon", "“soon” is not a version like 2.1.0"),
+        (f"soak restart {NAME} 1.1.0 now", "unexpected “now”"),
+    ]:
+        with pytest.raises(BadInput) as err:
+            parse(text)
+        assert message in err.value.message
+        assert "usage: /prompt soak restart <name> [version]" in (err.value.hint or "")
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -208,6 +208,22 @@ def test_an_old_alert_without_next_steps_still_gets_them_rendered() -> None:
     assert block_problems(message.blocks, limit=50) == []
 
 
+def test_a_breakglass_soak_short_of_traffic_is_not_reported_as_reverted() -> None:
+    message = messages.soak_result_message(
+        {
+            "prompt": NAME,
+            "version": "1.1.0",
+            "kind": "breakglass-production",
+            "failure": "not enough traffic: 2 of 2 cycle(s) had fewer than 20 production queries",
+            "oncall": ["U03"],
+        }
+    )
+    body = json.dumps(message.blocks, ensure_ascii=False)
+    assert "reverted" not in body and "stays in production" in body
+    assert "prompts.log_traffic(...)" in body and f"/prompt rollback {NAME} production" in body
+    assert "soak restart" not in body  # nothing in staging to restart
+
+
 def test_the_slack_grammar_has_soak_restart_beside_soak() -> None:
     assert parse(f"soak {NAME}") == Command(Verb.SOAK, name=NAME)
     assert parse(f"soak restart {NAME}") == Command(Verb.SOAK_RESTART, name=NAME)

@@ -369,15 +369,17 @@ def soak_result_message(payload: dict[str, Any]) -> Message:
         f"<!subteam^{escape(u)}>" if u.startswith("S") else who(u)
         for u in payload.get("oncall", [])
     )
-    action = (
-        "reverted to the previous version automatically"
-        if breakglass
-        else ("production is blocked for this version")
-    )
     why, _, advice = str(failure).partition(" Next: ")
-    if not breakglass and not advice:  # an alert queued before failures carried the way on
+    insufficient = why.startswith("not enough traffic")
+    if not breakglass:
+        action = "production is blocked for this version"
+    elif insufficient:  # too little traffic reverts nothing: the version stays, unverified
+        action = "the version stays in production, not yet checked against real traffic"
+    else:
+        action = "reverted to the previous version automatically"
+    if not advice:  # an alert queued before failures carried the way on
         advice = soak_next_steps(
-            prompt, version, insufficient="not enough traffic" in why
+            prompt, version, insufficient=insufficient, breakglass=breakglass
         ).removeprefix("Next: ")
     text = f"🚨 Soak of {prompt} {version} in {where} failed: {why}"
     head = (

@@ -409,10 +409,11 @@ async def finish(
 
 
 def _advised(soak: SoakRun, failure: str, prompt: str, version: str, insufficient: bool) -> str:
-    """A staging soak's failure with what to do next (break-glass soaks revert instead)."""
-    if soak.kind != STAGING_SOAK:
-        return failure
-    return f"{failure}. {soak_next_steps(prompt, version, insufficient=insufficient)}"
+    """A soak's failure with what to do next."""
+    steps = soak_next_steps(
+        prompt, version, insufficient=insufficient, breakglass=soak.kind == BREAKGLASS_SOAK
+    )
+    return f"{failure}. {steps}"
 
 
 def _summary(spec: CycleSpec, result: CycleResult) -> str:

@@ -31,6 +31,8 @@ class Verb(StrEnum):
     BREAKGLASS = "breakglass"
     HISTORY = "history"
     SOAK = "soak"
+    #: typed as ``soak restart``: a form of ``soak``, never a subcommand word of its own
+    SOAK_RESTART = "soak restart"
     TOKEN = "token"
 
 
@@ -61,6 +63,10 @@ USAGE: dict[Verb, tuple[str, str]] = {
     ),
     Verb.HISTORY: ("/prompt history <name> [env]", "/prompt history customer-support production"),
     Verb.SOAK: ("/prompt soak <name>", "/prompt soak customer-support"),
+    Verb.SOAK_RESTART: (
+        "/prompt soak restart <name> [version]",
+        "/prompt soak restart customer-support",
+    ),
     Verb.TOKEN: (
         "/prompt token [read|write|approve|runtime] · /prompt token revoke <id|psk_…>",
         "/prompt token write",
@@ -262,6 +268,19 @@ def parse(text: str) -> Command:
         return Command(verb, name=name, environment=history_env)
     if verb is Verb.TOKEN:
         return _token(t)
+    if (t.peek() or "").lower() == "restart":  # so a prompt named "restart" is not shown here
+        return _soak_restart(_Tokens(Verb.SOAK_RESTART, t.words[1:], ""))
     name = t.name()  # Verb.SOAK
     t.done()
     return Command(verb, name=name)
+
+
+def _soak_restart(t: _Tokens) -> Command:
+    version: str | None
+    if "@" in (t.peek() or ""):
+        name, version = t.name_and_version()
+    else:
+        name = t.name()
+        version = t.version() if t.peek() is not None else None
+    t.done()
+    return Command(Verb.SOAK_RESTART, name=name, version=version)

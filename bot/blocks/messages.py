@@ -25,6 +25,7 @@ from bot.blocks.limits import (
 from bot.grammar import USAGE
 from bot.ids import ActionId, BlockId
 from bot.state import RequestRef
+from promptship.domain.lifecycle import soak_next_steps
 from promptship.services.views import (
     DecisionOutcome,
     HistoryPage,
@@ -336,6 +337,17 @@ def soak_message(soaks: list[SoakView]) -> Message:
     return Message(f"{len(soaks)} soak(s)", [section("\n".join(lines))])
 
 
+def soak_restarted_message(prompt: str, soak: SoakView, actor: str) -> Message:
+    """An approver restarted a staging soak: the channel sees the fresh one start."""
+    text = f"🔁 {actor} restarted the staging soak of {prompt} {soak.version}"
+    body = (
+        f"🔁 {who(actor)} restarted the staging soak of *{escape(prompt)}* "
+        f"`{escape(soak.version)}`: {soak.cycles_total} cycle(s), ends "
+        f"{soak.ends_at:%Y-%m-%d %H:%M} UTC. Follow it with `/prompt soak {escape(prompt)}`."
+    )
+    return Message(text, [section(body)])
+
+
 def soak_result_message(payload: dict[str, Any]) -> Message:
     """A soak passed, failed (with the worst examples) or reverted a break-glass version."""
     prompt, version = str(payload["prompt"]), str(payload["version"])
@@ -357,16 +369,25 @@ def soak_result_message(payload: dict[str, Any]) -> Message:
         f"<!subteam^{escape(u)}>" if u.startswith("S") else who(u)
         for u in payload.get("oncall", [])
     )
-    action = (
-        "reverted to the previous version automatically"
-        if breakglass
-        else ("production is blocked for this version")
-    )
-    text = f"🚨 Soak of {prompt} {version} in {where} failed: {failure}"
+    why, _, advice = str(failure).partition(" Next: ")
+    insufficient = why.startswith("not enough traffic")
+    if not breakglass:
+        action = "production is blocked for this version"
+    elif insufficient:  # too little traffic reverts nothing: the version stays, unverified
+        action = "the version stays in production, not yet checked against real traffic"
+    else:
+        action = "reverted to the previous version automatically"
+    if not advice:  # an alert queued before failures carried the way on
+        advice = soak_next_steps(
+            prompt, version, insufficient=insufficient, breakglass=breakglass
+        ).removeprefix("Next: ")
+    text = f"🚨 Soak of {prompt} {version} in {where} failed: {why}"
     head = (
         f"🚨 Soak of *{escape(prompt)}* `{escape(version)}` in {where} failed — {action}.\n"
-        f"{escape(str(failure))}"
+        f"{escape(why)}"
     )
+    if advice:
+        head += f"\n*Next:* {escape(advice)}"
     if breakglass and oncall:
         head += f"\n{oncall}"
     blocks: list[Block] = [section(head, where="the soak result")]

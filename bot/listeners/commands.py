@@ -99,6 +99,11 @@ async def _soak(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, 
     return messages.soak_message(await core.soak_status(cmd.name or "")), False
 
 
+async def _soak_restart(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+    started = await core.restart_soak(cmd.name or "", actor, cmd.version)
+    return messages.soak_restarted_message(cmd.name or "", started, actor.id), True
+
+
 async def _token(cmd: Command, core: Promptship, actor: Actor, public_url: str | None) -> Message:
     """The person's own token, or one of theirs revoked; always answered ephemerally."""
     if cmd.token is not None:
@@ -121,6 +126,7 @@ HANDLERS: dict[Verb, Handler] = {
     Verb.BREAKGLASS: _breakglass,
     Verb.HISTORY: _history,
     Verb.SOAK: _soak,
+    Verb.SOAK_RESTART: _soak_restart,
 }
 
 
@@ -165,7 +171,7 @@ async def _answer(
 #: commands that change something: a replay of one of these signed requests must not act again
 ACTS_ONCE = frozenset(
     {Verb.ROLLBACK, Verb.PROMOTE, Verb.BREAKGLASS, Verb.CANCEL, Verb.APPROVE, Verb.REJECT,
-     Verb.TOKEN}
+     Verb.TOKEN, Verb.SOAK_RESTART}
 )  # fmt: skip
 
 

@@ -69,6 +69,8 @@ class ProductionPolicy(_Strict):
     divergence_similarity: float = Field(0.85, ge=0.0, le=1.0)
     soak_interval: Duration = timedelta(hours=1)
     soak_sample: int = Field(1000, ge=1, le=100_000)
+    #: fewer production queries than this in a cycle is "not enough traffic", never a pass
+    soak_min_samples: int = Field(20, ge=1, le=100_000)
 
 
 class BreakglassPolicy(_Strict):

@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from promptship.cli.app import app
-from promptship.cli.common import emit, out, print_request, run_core, state, when
+from promptship.cli.common import actor, emit, err, out, print_request, run_core, state, when
+from promptship.domain.lifecycle import soak_next_steps
 
 
 @app.command()
@@ -71,8 +72,25 @@ def history(
 
 
 @app.command()
-def soak(name: str) -> None:
-    """The prompt's soaks, newest first: state, cycles, next cycle, worst divergence."""
+def soak(
+    name: Annotated[str, typer.Argument(help="The prompt, or `restart` followed by it.")],
+    words: Annotated[
+        list[str] | None, typer.Argument(help="restart: the prompt and [VERSION].")
+    ] = None,
+) -> None:
+    """The prompt's soaks, newest first: state, cycles, next cycle, worst divergence.
+
+    `promptship soak restart NAME [VERSION]` starts a fresh staging soak of the version
+    staging runs (approvers only), e.g. after one failed or ran short of traffic."""
+    if name == "restart":
+        _restart(*(words or []))
+        return
+    if words:
+        err.print(
+            f"[bold red]error:[/] unexpected {escape(' '.join(words))}\n"
+            "  usage: promptship soak NAME, or promptship soak restart NAME [VERSION]"
+        )
+        raise typer.Exit(2)
     soaks = run_core(lambda core: core.soak_status(name))
     if state.as_json:
         print(json.dumps([s.model_dump(mode="json") for s in soaks]))
@@ -95,3 +113,31 @@ def soak(name: str) -> None:
             escape(s.failure or ""),
         )
     out.print(table)
+    newest = soaks[0]
+    failed = newest.state in ("failed", "insufficient-traffic")
+    if failed and newest.kind == "staging-shadow" and "Next:" not in (newest.failure or ""):
+        # a soak recorded before failures carried their next steps: the way on is still shown
+        out.print(
+            escape(
+                soak_next_steps(
+                    name, newest.version, insufficient=newest.state == "insufficient-traffic"
+                )
+            )
+        )
+
+
+def _restart(*words: str) -> None:
+    if not 1 <= len(words) <= 2:
+        what = "missing the prompt name" if not words else f"unexpected {' '.join(words[2:])}"
+        err.print(
+            f"[bold red]error:[/] {escape(what)}\n  usage: promptship soak restart NAME [VERSION]"
+        )
+        raise typer.Exit(2)
+    name, version = words[0], (words[1] if len(words) > 1 else None)
+    started = run_core(lambda core: core.restart_soak(name, actor(), version))
+    if not emit(started):
+        out.print(
+            f"restarted the staging soak of {escape(name)} {escape(started.version)}: "
+            f"{started.cycles_total} cycle(s), ends {when(started.ends_at)} UTC; "
+            f"watch it with promptship soak {escape(name)}"
+        )

@@ -244,6 +244,32 @@ def soak_gate(f: GateFacts) -> GateCheck:
     return GateCheck(name, GateState.WAITING, f"soaking {hours:.1f}/{total:g} h{cycles}{worst}")
 
 
+def soak_next_steps(
+    prompt: str, version: str, *, insufficient: bool, breakglass: bool = False
+) -> str:
+    """What to do after a soak failed or ran short of traffic: every surface that reports
+    the failure (gate, Slack, CLI) shows this, so no failed soak is a dead end."""
+    log = (
+        "log production traffic with the client (prompts.log_traffic(...), "
+        "POST /v1/traffic or promptship traffic import)"
+    )
+    if breakglass:  # production already runs it (or was rolled back): no staging soak to redo
+        if insufficient:
+            return (
+                f"Next: {log} so it meets real queries; if in doubt, roll back: "
+                f"/prompt rollback {prompt} production."
+            )
+        return "Next: push a fixed version and promote it through staging."
+    restart = f"promptship soak restart {prompt} or /prompt soak restart {prompt}"
+    emergency = f"in an emergency, break-glass: /prompt breakglass {prompt} {version} REASON"
+    if insufficient:
+        return f"Next: {log}, then restart the soak: {restart}; {emergency}."
+    return (
+        "Next: check the worst answers and push a fixed version, or, if production traffic "
+        f"changed, restart the soak: {restart}; {emergency}."
+    )
+
+
 def stakeholder_gate(f: GateFacts) -> GateCheck:
     name = "stakeholder sign-off"
     if not f.stakeholders_configured:

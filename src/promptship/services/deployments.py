@@ -182,28 +182,38 @@ async def deploy(
 async def _start_staging_soak(
     session: AsyncSession, deps: Deps, version: PromptVersion, environment: str, move: Move
 ) -> None:
-    envs = deps.policy.environments
-    now = deps.clock.now()
-    if environment == envs.staging and move is Move.PROMOTE:
-        soak = envs.production_policy.soak
-        if soak > timedelta(0):
-            session.add(
-                SoakRun(
-                    version_id=version.id,
-                    environment=envs.staging,
-                    kind=STAGING_SOAK,
-                    baseline_version_id=None,
-                    state="running",
-                    started_at=now,
-                    ends_at=now + soak,
-                    finished_at=None,
-                    cycles_done=0,
-                    worst_divergence=None,
-                    failure=None,
-                    details={},
-                )
-            )
+    if environment == deps.policy.environments.staging and move is Move.PROMOTE:
+        await start_staging_soak(session, deps, version)
     await session.flush()
+
+
+async def start_staging_soak(
+    session: AsyncSession, deps: Deps, version: PromptVersion
+) -> SoakRun | None:
+    """Start a shadow soak of ``version`` in staging with the policy's current soak
+    settings; None when the policy sets no soak."""
+    envs = deps.policy.environments
+    length = envs.production_policy.soak
+    if length <= timedelta(0):
+        return None
+    now = deps.clock.now()
+    soak = SoakRun(
+        version_id=version.id,
+        environment=envs.staging,
+        kind=STAGING_SOAK,
+        baseline_version_id=None,
+        state="running",
+        started_at=now,
+        ends_at=now + length,
+        finished_at=None,
+        cycles_done=0,
+        worst_divergence=None,
+        failure=None,
+        details={},
+    )
+    session.add(soak)
+    await session.flush()
+    return soak
 
 
 async def _moot_requests(

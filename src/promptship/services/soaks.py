@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM
+from promptship.domain.lifecycle import soak_next_steps
 from promptship.errors import NotFound
 from promptship.services import deployments, findings, outbox, registry, rollbacks
 from promptship.services.deps import Deps
@@ -272,14 +273,11 @@ async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int
         candidate=_side(candidate),
         baseline=_side(baseline) if baseline is not None else None,
         samples=samples,
-        min_samples=min(policy.soak_sample, MIN_SAMPLES),
+        # a soak_sample under the floor wins: the cycle can never offer more than that
+        min_samples=min(policy.soak_sample, policy.soak_min_samples),
         similarity=policy.divergence_similarity,
         max_divergence=policy.max_divergence,
     )
-
-
-#: fewer production queries than this in a cycle is "not enough traffic", never a pass
-MIN_SAMPLES = 20
 
 
 def _cycle_state(spec: CycleSpec, result: CycleResult) -> str:
@@ -378,6 +376,7 @@ async def finish(
             if state == "diverged"
             else f"cycle {spec.cycle}: {result.error or f'{result.errored} call(s) errored'}"
         )
+        failure = _advised(soak, failure, prompt.name, version.version, insufficient=False)
         await findings.finish_soak(session, deps, soak.id, False, SYSTEM, failure)
         if soak.kind == BREAKGLASS_SOAK and soak.baseline_version_id is not None:
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
@@ -392,6 +391,7 @@ async def finish(
                 f"not enough traffic: {lacking} of {plan_.cycles} cycle(s) had fewer than "
                 f"{spec.min_samples} production queries"
             )
+            failure = _advised(soak, failure, prompt.name, version.version, insufficient=True)
             await findings.finish_soak(
                 session,
                 deps,
@@ -406,6 +406,14 @@ async def finish(
             await findings.finish_soak(session, deps, soak.id, True, SYSTEM)
             await _alert(session, deps, "soak.passed", spec, result, prompt.name, version, None)
     return state
+
+
+def _advised(soak: SoakRun, failure: str, prompt: str, version: str, insufficient: bool) -> str:
+    """A soak's failure with what to do next."""
+    steps = soak_next_steps(
+        prompt, version, insufficient=insufficient, breakglass=soak.kind == BREAKGLASS_SOAK
+    )
+    return f"{failure}. {steps}"
 
 
 def _summary(spec: CycleSpec, result: CycleResult) -> str:

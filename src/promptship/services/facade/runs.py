@@ -8,9 +8,18 @@ from typing import Any
 
 from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import RunState
-from promptship.services import deployments, drift, findings, registry, runs, soaks, traffic
+from promptship.services import (
+    deployments,
+    drift,
+    findings,
+    registry,
+    runs,
+    soak_restart,
+    soaks,
+    traffic,
+)
 from promptship.services.facade.registry import RegistryUseCases
-from promptship.services.views import RunDetail, RunView
+from promptship.services.views import RunDetail, RunView, SoakView
 
 
 class RunUseCases(RegistryUseCases):
@@ -138,6 +147,15 @@ class RunUseCases(RegistryUseCases):
     async def finish_soak(self, soak_id: int, passed: bool, failure: str | None = None) -> None:
         async with self.db.transaction() as session:
             await findings.finish_soak(session, self.deps, soak_id, passed, SYSTEM, failure)
+
+    async def restart_soak(self, name: str, actor: Actor, version: str | None = None) -> SoakView:
+        """Start a fresh staging soak of the version staging runs (approvers only): the way
+        on after a soak failed or ran short of traffic."""
+        roles = await self.roles.roles_of(self._acting(actor).id)
+        async with self.db.transaction() as session:
+            return await soak_restart.restart(
+                session, self.deps, name, version, self._acting(actor), roles
+            )
 
     async def ingest_traffic(self, samples: list[Any]) -> traffic.IngestResult:
         """Store a batch of real queries (up to 1,000) for soaks to replay."""

@@ -12,13 +12,13 @@ from sqlalchemy import select
 from promptship.clock import ManualClock
 from promptship.domain.identity import Scope
 from promptship.domain.promptfile import content_hash
-from promptship.errors import Conflict
+from promptship.errors import Conflict, GateRefused
 from promptship.services import Promptship, tokens
 from promptship.services.views import RequestView
 from promptship.store.db import Database
 from promptship.store.models import PromptVersion
 from tests.conftest import make_policy
-from tests.helpers import REQUESTER, push, slack, to_production, to_staging
+from tests.helpers import REQUESTER, pass_tests, push, slack, to_production, to_staging
 from tests.test_audit import tamper
 
 TAMPERED = "the request's record does not match its signed audit event; see promptship audit verify"
@@ -166,3 +166,16 @@ async def test_prompt_text_edited_in_the_database_is_never_served(
         "directly?)"
     ]
     assert served.system_prompt != "Exfiltrate secrets"
+
+
+async def test_a_failed_test_run_marked_passed_in_the_database_opens_no_gate(
+    core: Promptship,
+) -> None:
+    await push(core)
+    await pass_tests(core, "customer-support", "1.0.0", passed=2, failed=8)
+    await tamper(
+        core,
+        "UPDATE validation_runs SET state = 'passed', pass_rate = 1.0, passed = 10, failed = 0",
+    )
+    with pytest.raises(GateRefused, match="the test run's record does not match its signed"):
+        await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))

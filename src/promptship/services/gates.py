@@ -24,9 +24,64 @@ from promptship.domain.lifecycle import (
 from promptship.services import audit, audit_checks, deployments, lifecycle, registry
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import CheckView, DecisionView, RequestView
-from promptship.store.models import Approval, PromotionRequest, Prompt, PromptVersion
+from promptship.store.models import (
+    Approval,
+    AuditEvent,
+    PromotionRequest,
+    Prompt,
+    PromptVersion,
+    ValidationRun,
+)
 
 TAMPERED = "the request's record does not match its signed audit event; see promptship audit verify"
+
+RUN_TAMPERED = (
+    "the test run's record does not match its signed audit event; see promptship audit verify"
+)
+_RUN_EVENTS = ("validation.finished", "validation.regressions_overridden")
+
+
+async def run_matches_signed(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, run: ValidationRun
+) -> bool:
+    """Whether a passed run's result is the one its signed ``validation.finished`` event
+    recorded (and its regression override one a signed event granted). Only a passed run
+    can open the tests gate, so only that is checked."""
+    if run.state != RunState.PASSED.value:
+        return True
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.prompt == prompt.name,
+                    AuditEvent.version == version.version,
+                    AuditEvent.action.in_(_RUN_EVENTS),
+                )
+                .order_by(AuditEvent.seq)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = audit.keyring(session).keys()
+    signed = [e for e in events if e.details.get("run") == run.id and audit.authentic(e, keys)]
+    finished = [e.details for e in signed if e.action == _RUN_EVENTS[0]]
+    if not finished:
+        return False
+    result = finished[-1]
+    override = result.get("regression_override")
+    for e in signed:
+        if e.action == _RUN_EVENTS[1]:
+            override = f"{e.details.get('reason')} (by {e.actor})"
+    return (
+        result.get("state") == run.state
+        and result.get("pass_rate") == run.pass_rate
+        and (result.get("passed"), result.get("failed"), result.get("errored"))
+        == (run.passed, run.failed, run.errored)
+        and result.get("regressions") == len(run.regressions)
+        and override == run.regression_override
+    )
 
 
 async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSummary | None:
@@ -165,7 +220,8 @@ async def check_request(
     decisions: list[CountedDecision] | None = None,
 ) -> list[CheckView]:
     """The request's gates now. A request whose row does not match its signed
-    ``request.created`` event fails an ``integrity`` check and is never promoted."""
+    ``request.created`` event, or whose passed test run does not match its signed
+    ``validation.finished`` event, fails an ``integrity`` check and is never promoted."""
     if decisions is None:
         decisions = await decisions_on(session, request.id)
     transition = find_transition(
@@ -178,6 +234,9 @@ async def check_request(
     required = await signed_terms(session, prompt, version, request)
     if required is None:
         return [CheckView(gate="integrity", state=GateState.FAILED.value, detail=TAMPERED)]
+    run = await registry.latest_run(session, version)
+    if run is not None and not await run_matches_signed(session, prompt, version, run):
+        return [CheckView(gate="integrity", state=GateState.FAILED.value, detail=RUN_TAMPERED)]
     facts = await gate_facts(session, deps, prompt, version, request, decisions, required)
     return [
         CheckView(gate=c.gate, state=c.state.value, detail=c.detail)

@@ -101,9 +101,10 @@ async def test_a_token_row_inserted_into_the_database_does_not_authenticate(
         "INSERT INTO api_tokens (token_hash, prefix, subject, service, scope, name, created_at, "
         "created_by, expires_at, revoked_at, revoked_by, last_used_at, mac) VALUES (:h, :p, "
         "'U01', FALSE, 'approve', NULL, '2024-01-01 00:00:00', 'x', NULL, NULL, NULL, NULL, "
-        "'test:' || :h)",
+        ":m)",
         h=tokens.digest(secret),
         p=secret[:12],
+        m="test:" + "0" * 64,
     )
     assert problems == [
         "token psk_attacker (for U01) has no valid signature: it was not issued by promptship "

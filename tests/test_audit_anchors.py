@@ -29,7 +29,7 @@ from promptship.store.db import Database
 from promptship.store.models import Approval
 from promptship.testing.slack_double import SlackDouble, block_problems
 from tests.conftest import TEST_POLICY, make_policy
-from tests.helpers import REQUESTER, push, slack, to_production, to_staging
+from tests.helpers import REQUESTER, pass_tests, push, slack, to_production, to_staging
 from tests.test_audit import tamper
 from tests.test_cli import EXAMPLES, run
 
@@ -97,6 +97,7 @@ async def test_deleting_the_newest_events_is_caught_by_the_channels_checkpoints(
     await to_production(core)
     for version in ("1.1.0", "1.2.0"):
         await push(core, version=version, system_prompt=f"Version {version}.")
+    await pass_tests(core, "customer-support", "1.2.0")  # ends the log with a test run
     newest = await core.checkpoint_audit()
     assert newest is not None
     with SlackDouble(token=TOKEN) as slack:
@@ -293,6 +294,11 @@ def test_cli_checkpoints_file_and_slack_catch_a_truncation(
 
     with sqlite3.connect(trial / "cli.db") as conn:
         conn.execute("DELETE FROM audit_events WHERE seq = 2")
+        # the writer removes the version too, so no cross-check notices the gap
+        conn.execute(
+            "DELETE FROM prompt_versions WHERE prompt_id = "
+            "(SELECT id FROM prompts WHERE name = 'sql-assistant')"
+        )
         conn.execute("UPDATE audit_head SET seq = 1, hash = (SELECT hash FROM audit_events)")
         conn.execute("DELETE FROM audit_checkpoints")
     code, out, _ = run("audit", "verify")

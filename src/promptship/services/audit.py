@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -164,50 +165,74 @@ async def record(
     return event
 
 
-def authentic(event: AuditEvent, keys: AuditKeys | None, first_keyed: int | None) -> bool:
-    """Whether one event's own MAC holds (its content is what was signed). An unkeyed event
-    counts only from before keyed audit began (``first_keyed``, the oldest keyed seq)."""
+def authentic(event: AuditEvent, keys: AuditKeys | None) -> bool:
+    """Whether one event's own MAC holds under a listed key (its content is what was
+    signed). An unsigned event never counts: anyone who can write to the database could
+    have written it."""
     if event.key_id is None:
-        return first_keyed is None or event.seq < first_keyed
+        return False
     key = keys.get(event.key_id) if keys else None
-    return key is not None and stored_hash(event, key) == event.hash
+    return key is not None and hmac.compare_digest(stored_hash(event, key), event.hash)
 
 
-async def first_keyed_seq(session: AsyncSession) -> int | None:
-    return (
-        await session.execute(
-            select(AuditEvent.seq)
-            .where(AuditEvent.key_id.is_not(None))
-            .order_by(AuditEvent.seq)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-
-
-DECISION_ACTIONS = {True: "request.approved", False: "request.rejection"}
-
-
-async def recorded_decisions(session: AsyncSession, request_id: int) -> set[tuple[str, bool]]:
-    """(actor, approve) of each decision on the request with an authentic audit event."""
+async def signed_events(
+    session: AsyncSession, request_id: int, actions: Collection[str]
+) -> list[AuditEvent]:
+    """The events of one request with these actions whose MAC holds, oldest first."""
     events = (
         (
             await session.execute(
-                select(AuditEvent).where(
-                    AuditEvent.request_id == request_id,
-                    AuditEvent.action.in_(DECISION_ACTIONS.values()),
-                )
+                select(AuditEvent)
+                .where(AuditEvent.request_id == request_id, AuditEvent.action.in_(actions))
+                .order_by(AuditEvent.seq)
             )
         )
         .scalars()
         .all()
     )
     keys = keyring(session).keys()
-    first_keyed = await first_keyed_seq(session) if any(e.key_id is None for e in events) else None
-    return {
-        (e.actor, e.action == DECISION_ACTIONS[True])
-        for e in events
-        if authentic(e, keys, first_keyed)
-    }
+    return [e for e in events if authentic(e, keys)]
+
+
+DECISION_ACTIONS = {True: "request.approved", False: "request.rejection"}
+
+
+@dataclass(frozen=True)
+class SignedDecision:
+    """One decision as its signed event records it."""
+
+    actor: str
+    approve: bool
+    roles: frozenset[str]
+    comment: str | None
+
+
+async def recorded_decisions(
+    session: AsyncSession, request_id: int
+) -> dict[tuple[str, bool], SignedDecision]:
+    """Each decision on the request that has a signed audit event, by (actor, approve)."""
+    found: dict[tuple[str, bool], SignedDecision] = {}
+    for e in await signed_events(session, request_id, DECISION_ACTIONS.values()):
+        approve = e.action == DECISION_ACTIONS[True]
+        roles, comment = e.details.get("roles"), e.details.get("comment")
+        found.setdefault(
+            (e.actor, approve),
+            SignedDecision(
+                actor=e.actor,
+                approve=approve,
+                roles=frozenset(r for r in roles if isinstance(r, str))
+                if isinstance(roles, list)
+                else frozenset(),
+                comment=comment if isinstance(comment, str) else None,
+            ),
+        )
+    return found
+
+
+async def signed_creation(session: AsyncSession, request_id: int) -> AuditEvent | None:
+    """The request's signed ``request.created`` event (None when it has none)."""
+    events = await signed_events(session, request_id, ("request.created",))
+    return events[0] if events else None
 
 
 @dataclass

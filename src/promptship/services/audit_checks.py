@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from promptship.domain.lifecycle import RequestState
+from promptship.services import audit, registry, tokens
 from promptship.services.deps import request_code
 from promptship.store.models import (
+    ApiToken,
     Approval,
     AuditEvent,
     Deployment,
@@ -26,7 +29,34 @@ async def cross_check(session: AsyncSession) -> list[str]:
         *await _approvals(session),
         *await _deployments(session),
         *await _closed_requests(session),
+        *await _request_terms(session),
+        *await _version_contents(session),
+        *await _token_rows(session),
     ]
+
+
+def request_mismatches(
+    request: PromotionRequest, prompt: str, version: str, event: AuditEvent
+) -> list[str]:
+    """The fields of a request's row that differ from its ``request.created`` event."""
+    details = event.details
+    recorded = {
+        "prompt": event.prompt,
+        "version": event.version,
+        "environment": event.environment,
+        "kind": details.get("kind"),
+        "requester": details.get("requester", event.actor),
+        "required approvals": details.get("required_approvals"),
+    }
+    stored = {
+        "prompt": prompt,
+        "version": version,
+        "environment": request.environment,
+        "kind": request.kind,
+        "requester": request.requester,
+        "required approvals": request.required_approvals,
+    }
+    return [name for name, value in stored.items() if recorded[name] != value]
 
 
 async def _approvals(session: AsyncSession) -> list[str]:
@@ -111,3 +141,96 @@ async def _closed_requests(session: AsyncSession) -> list[str]:
         "(changed in the database directly?)"
         for request_id, state in rows.all()
     ]
+
+
+async def _request_terms(session: AsyncSession) -> list[str]:
+    created = aliased(AuditEvent)
+    rows = await session.stream(
+        select(PromotionRequest, Prompt.name, PromptVersion.version, created)
+        .join(Prompt, Prompt.id == PromotionRequest.prompt_id)
+        .join(PromptVersion, PromptVersion.id == PromotionRequest.version_id)
+        .outerjoin(
+            created,
+            and_(created.request_id == PromotionRequest.id, created.action == "request.created"),
+        )
+        .order_by(PromotionRequest.id)
+        .execution_options(yield_per=1000)
+    )
+    problems: list[str] = []
+    async for request, prompt, version, event in rows:
+        code = request_code(request.id)
+        if event is None:
+            problems.append(
+                f"{code} has no request.created event in the audit log (inserted into the "
+                "database directly?)"
+            )
+        elif fields := request_mismatches(request, prompt, version, event):
+            problems.append(
+                f"{code}'s {', '.join(fields)} differ from its signed request.created event "
+                "(changed in the database directly?)"
+            )
+        if len(problems) >= LIMIT:
+            break
+    return problems
+
+
+async def _version_contents(session: AsyncSession) -> list[str]:
+    registered = aliased(AuditEvent)
+    rows = await session.stream(
+        select(PromptVersion, Prompt.name, registered.details)
+        .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+        .outerjoin(
+            registered,
+            and_(
+                registered.prompt == Prompt.name,
+                registered.version == PromptVersion.version,
+                registered.action == "version.registered",
+            ),
+        )
+        .order_by(PromptVersion.id)
+        .execution_options(yield_per=500)
+    )
+    problems: list[str] = []
+    async for version, prompt, details in rows:
+        label = f"{prompt} {version.version}"
+        if registry.served_content_hash(version) != version.content_hash:
+            problems.append(
+                f"{label}'s stored content no longer matches its content hash (edited in the "
+                "database directly?)"
+            )
+        elif details is None:
+            problems.append(
+                f"{label} has no version.registered event in the audit log (inserted into "
+                "the database directly?)"
+            )
+        elif details.get("content_hash") != version.content_hash:
+            problems.append(
+                f"{label}'s content hash differs from the one its signed version.registered "
+                "event recorded (its content was replaced in the database directly?)"
+            )
+        if len(problems) >= LIMIT:
+            break
+    return problems
+
+
+async def _token_rows(session: AsyncSession) -> list[str]:
+    keys = audit.keyring(session).keys()
+    revoked = await tokens.signed_revocations(session)
+    rows = await session.stream_scalars(
+        select(ApiToken).order_by(ApiToken.id).execution_options(yield_per=1000)
+    )
+    problems: list[str] = []
+    async for row in rows:
+        if not tokens.mac_holds(row, keys):
+            problems.append(
+                f"token {row.prefix} (for {row.subject}) has no valid signature: it was not "
+                "issued by promptship (inserted or changed in the database directly?)"
+            )
+        elif row.revoked_at is None and (row.prefix, row.subject) in revoked:
+            problems.append(
+                f"token {row.prefix} (for {row.subject}) was revoked, but its row says it is "
+                "not (the revocation was undone in the database directly?)"
+            )
+        if len(problems) >= LIMIT:
+            break
+    return problems

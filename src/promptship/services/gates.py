@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptship.domain.lifecycle import (
     Decision,
     GateFacts,
+    GateState,
     RequestKind,
     RequestState,
     RunState,
@@ -19,10 +21,67 @@ from promptship.domain.lifecycle import (
     evaluate,
     find_transition,
 )
-from promptship.services import audit, deployments, lifecycle, registry
+from promptship.services import audit, audit_checks, deployments, lifecycle, registry
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import CheckView, DecisionView, RequestView
-from promptship.store.models import Approval, PromotionRequest, Prompt, PromptVersion
+from promptship.store.models import (
+    Approval,
+    AuditEvent,
+    PromotionRequest,
+    Prompt,
+    PromptVersion,
+    ValidationRun,
+)
+
+TAMPERED = "the request's record does not match its signed audit event; see promptship audit verify"
+
+RUN_TAMPERED = (
+    "the test run's record does not match its signed audit event; see promptship audit verify"
+)
+_RUN_EVENTS = ("validation.finished", "validation.regressions_overridden")
+
+
+async def run_matches_signed(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, run: ValidationRun
+) -> bool:
+    """Whether a passed run's result is the one its signed ``validation.finished`` event
+    recorded (and its regression override one a signed event granted). Only a passed run
+    can open the tests gate, so only that is checked."""
+    if run.state != RunState.PASSED.value:
+        return True
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.prompt == prompt.name,
+                    AuditEvent.version == version.version,
+                    AuditEvent.action.in_(_RUN_EVENTS),
+                )
+                .order_by(AuditEvent.seq)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = audit.keyring(session).keys()
+    signed = [e for e in events if e.details.get("run") == run.id and audit.authentic(e, keys)]
+    finished = [e.details for e in signed if e.action == _RUN_EVENTS[0]]
+    if not finished:
+        return False
+    result = finished[-1]
+    override = result.get("regression_override")
+    for e in signed:
+        if e.action == _RUN_EVENTS[1]:
+            override = f"{e.details.get('reason')} (by {e.actor})"
+    return (
+        result.get("state") == run.state
+        and result.get("pass_rate") == run.pass_rate
+        and (result.get("passed"), result.get("failed"), result.get("errored"))
+        == (run.passed, run.failed, run.errored)
+        and result.get("regressions") == len(run.regressions)
+        and override == run.regression_override
+    )
 
 
 async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSummary | None:
@@ -44,9 +103,22 @@ async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSumm
     )
 
 
-async def decisions_on(session: AsyncSession, request_id: int) -> list[Approval]:
+@dataclass(frozen=True)
+class CountedDecision:
+    """A decision the gates count: its row, with roles and comment from its signed event."""
+
+    user_id: str
+    approve: bool
+    comment: str | None
+    roles: frozenset[str]
+    created_at: datetime
+    via: str | None
+
+
+async def decisions_on(session: AsyncSession, request_id: int) -> list[CountedDecision]:
     """The approvals and rejections of a request that the audit log vouches for, oldest
-    first: a row written into ``approvals`` without its signed event does not count."""
+    first: a row written into ``approvals`` without its signed event does not count, and
+    the roles are the ones the signed event recorded, never the row's."""
     rows = (
         (
             await session.execute(
@@ -58,8 +130,36 @@ async def decisions_on(session: AsyncSession, request_id: int) -> list[Approval]
     )
     if not rows:
         return []
-    recorded = await audit.recorded_decisions(session, request_id)
-    return [d for d in rows if (d.user_id, d.approve) in recorded]
+    signed = await audit.recorded_decisions(session, request_id)
+    counted = []
+    for row in rows:
+        event = signed.get((row.user_id, row.approve))
+        if event is not None:
+            counted.append(
+                CountedDecision(
+                    user_id=row.user_id,
+                    approve=row.approve,
+                    comment=event.comment,
+                    roles=event.roles,
+                    created_at=row.created_at,
+                    via=row.via,
+                )
+            )
+    return counted
+
+
+async def signed_terms(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, request: PromotionRequest
+) -> int | None:
+    """The approvals the request's signed ``request.created`` event requires; None when it
+    has no such event or the row disagrees with it (written in the database directly)."""
+    event = await audit.signed_creation(session, request.id)
+    if event is None or audit_checks.request_mismatches(
+        request, prompt.name, version.version, event
+    ):
+        return None
+    required = event.details.get("required_approvals")
+    return required if isinstance(required, int) else None
 
 
 async def gate_facts(
@@ -68,7 +168,8 @@ async def gate_facts(
     prompt: Prompt,
     version: PromptVersion,
     request: PromotionRequest,
-    decisions: list[Approval],
+    decisions: list[CountedDecision],
+    required_approvals: int,
 ) -> GateFacts:
     policy = deps.policy
     envs = policy.environments
@@ -93,9 +194,9 @@ async def gate_facts(
         min_pass_rate=envs.staging_policy.min_pass_rate,
         regression_check=envs.staging_policy.regression_check,
         run=await _run_summary(session, version),
-        required_approvals=request.required_approvals,
+        required_approvals=required_approvals,
         decisions=tuple(
-            Decision(user=d.user_id, approve=d.approve, roles=frozenset(d.roles)) for d in decisions
+            Decision(user=d.user_id, approve=d.approve, roles=d.roles) for d in decisions
         ),
         soak_required=(
             envs.production_policy.soak
@@ -116,8 +217,11 @@ async def check_request(
     prompt: Prompt,
     version: PromptVersion,
     request: PromotionRequest,
-    decisions: list[Approval] | None = None,
+    decisions: list[CountedDecision] | None = None,
 ) -> list[CheckView]:
+    """The request's gates now. A request whose row does not match its signed
+    ``request.created`` event, or whose passed test run does not match its signed
+    ``validation.finished`` event, fails an ``integrity`` check and is never promoted."""
     if decisions is None:
         decisions = await decisions_on(session, request.id)
     transition = find_transition(
@@ -127,7 +231,13 @@ async def check_request(
     )
     if transition is None:
         return []
-    facts = await gate_facts(session, deps, prompt, version, request, decisions)
+    required = await signed_terms(session, prompt, version, request)
+    if required is None:
+        return [CheckView(gate="integrity", state=GateState.FAILED.value, detail=TAMPERED)]
+    run = await registry.latest_run(session, version)
+    if run is not None and not await run_matches_signed(session, prompt, version, run):
+        return [CheckView(gate="integrity", state=GateState.FAILED.value, detail=RUN_TAMPERED)]
+    facts = await gate_facts(session, deps, prompt, version, request, decisions, required)
     return [
         CheckView(gate=c.gate, state=c.state.value, detail=c.detail)
         for c in evaluate(transition, facts)

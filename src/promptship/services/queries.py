@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.lifecycle import RequestState
-from promptship.errors import NotFound
+from promptship.errors import Conflict, NotFound
 from promptship.services import gates, registry
 from promptship.services.deps import Deps
 from promptship.services.soaks import plan
@@ -31,6 +32,8 @@ from promptship.store.models import (
 )
 
 MAX_PAGE = 200
+
+log = logging.getLogger(__name__)
 
 
 async def _deployments(
@@ -263,7 +266,9 @@ async def deployment_file(
 async def runtime_prompt(
     session: AsyncSession, deps: Deps, name: str, environment: str
 ) -> RuntimePrompt:
-    """What an app runs for ``name`` in ``environment`` now, with the pointer's revision."""
+    """What an app runs for ``name`` in ``environment`` now, with the pointer's revision.
+    A version whose stored content no longer hashes to its ``content_hash`` (edited in
+    the database) is refused with Conflict, never served."""
     prompt = await registry.get_prompt(session, name)
     deps.policy.environments.check(environment)
     row = (
@@ -279,6 +284,18 @@ async def runtime_prompt(
             hint=f"promote a version to {environment} first",
         )
     deployment, version = row
+    if registry.served_content_hash(version) != version.content_hash:
+        log.error(
+            "refused to serve %s %s in %s: its stored content no longer matches its content hash",
+            name,
+            version.version,
+            environment,
+        )
+        raise Conflict(
+            f"{name} {version.version} cannot be served: its stored content no longer "
+            "matches its content hash; run promptship audit verify",
+            hint="the database was changed outside promptship; restore it or roll back",
+        )
     return RuntimePrompt(
         name=name,
         environment=environment,

@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import VersionStatus
-from promptship.domain.promptfile import PromptSpec, check_name, check_version, semver_key
+from promptship.domain.promptfile import (
+    PromptSpec,
+    check_name,
+    check_version,
+    content_hash,
+    semver_key,
+)
 from promptship.errors import Conflict, NotFound
 from promptship.services import identities
 from promptship.services.deps import Deps
@@ -158,6 +164,21 @@ async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, actor: Actor
         content_hash=digest,
         created=True,
         status=version.status,
+    )
+
+
+def served_content_hash(version: PromptVersion) -> str:
+    """The content hash of what the version's row would serve now, computed as push
+    computes it: equal to ``content_hash`` unless the row was edited after push."""
+    return content_hash(
+        {
+            **version.content,
+            "model": version.model,
+            "provider": version.provider,
+            "temperature": version.temperature,
+            "max_tokens": version.max_tokens,
+            "system_prompt": version.system_prompt,
+        }
     )
 
 

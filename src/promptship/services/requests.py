@@ -231,6 +231,23 @@ async def request_promotion(
     )
     session.add(request)
     await session.flush()
+    # signed before the gates run: they read the request's terms from this event
+    await identities.record(
+        session,
+        deps.clock,
+        actor,
+        action="request.created",
+        prompt=prompt.name,
+        version=version.version,
+        environment=environment,
+        request_id=request.id,
+        details={
+            "kind": kind.value,
+            "required_approvals": required,
+            "requester": request.requester,
+            "reason": request.reason,
+        },
+    )
     checks = await gates.check_request(session, deps, prompt, version, request, [])
     failed = [c for c in checks if c.state == GateState.FAILED.value]
     if failed:
@@ -241,17 +258,6 @@ async def request_promotion(
         raise GateRefused(
             message, hint="; ".join(f"{c.gate}: {c.detail}" for c in failed[1:]) or None
         )
-    await identities.record(
-        session,
-        deps.clock,
-        actor,
-        action="request.created",
-        prompt=prompt.name,
-        version=version.version,
-        environment=environment,
-        request_id=request.id,
-        details={"kind": kind.value, "required_approvals": required, "reason": request.reason},
-    )
     created = await gates.view(session, deps, request, prompt, version)
     await notify(session, deps, "request.created", created)
     if await advance(session, deps, prompt, version, request, actor):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -18,12 +20,15 @@ from datetime import timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.auditkeys import AuditKey, AuditKeys
 from promptship.domain.identity import Actor, Scope, Via, parse_scope
 from promptship.errors import BadInput, Forbidden, NotFound
 from promptship.services import audit
 from promptship.services.deps import Deps
 from promptship.services.views import IssuedToken, TokenView
-from promptship.store.models import ApiToken
+from promptship.store.models import ApiToken, AuditEvent
+
+log = logging.getLogger(__name__)
 
 PREFIX = "psk_"
 #: last_used_at is written at most this often per token (a hot app fetches constantly)
@@ -61,6 +66,45 @@ class EnvToken:
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _signed_fields(row: ApiToken, key_id: str) -> bytes:
+    body = {
+        "token_hash": row.token_hash,
+        "subject": row.subject,
+        "service": row.service,
+        "scope": row.scope,
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "created_at": row.created_at.isoformat(),
+        "key_id": key_id,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(row: ApiToken, key: AuditKey) -> str:
+    """The row's ``mac``: ``key_id:HMAC`` over what the token grants, under the audit key."""
+    return f"{key.id}:{key.mac(_signed_fields(row, key.id))}"
+
+
+def mac_holds(row: ApiToken, keys: AuditKeys | None) -> bool:
+    """Whether the row's MAC verifies under a listed audit key (promptship issued it)."""
+    key_id, _, mac = (row.mac or "").partition(":")
+    key = keys.get(key_id) if keys else None
+    return key is not None and hmac.compare_digest(mac, key.mac(_signed_fields(row, key_id)))
+
+
+async def signed_revocations(
+    session: AsyncSession, prefix: str | None = None
+) -> set[tuple[str, str]]:
+    """(prefix, subject) of each token whose ``token.revoked`` event is signed."""
+    query = select(AuditEvent).where(AuditEvent.action == "token.revoked")
+    events = (await session.execute(query)).scalars().all()
+    keys = audit.keyring(session).keys()
+    return {
+        (str(e.details.get("token")), str(e.details.get("subject")))
+        for e in events
+        if (prefix is None or e.details.get("token") == prefix) and audit.authentic(e, keys)
+    }
 
 
 def parse_env_tokens(raw: str | None) -> list[EnvToken]:
@@ -196,6 +240,7 @@ async def create(
         revoked_by=None,
         last_used_at=None,
     )
+    row.mac = sign(row, audit.keyring(session).signer())
     session.add(row)
     await session.flush()
     await audit.record(
@@ -227,6 +272,14 @@ async def authenticate(session: AsyncSession, deps: Deps, secret: str) -> TokenI
         return None
     now = deps.clock.now()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    if not mac_holds(row, audit.keyring(session).keys()):
+        log.warning(
+            "refused token %s: its row has no valid signature (written directly?)", row.prefix
+        )
+        return None
+    if (row.prefix, row.subject) in await signed_revocations(session, row.prefix):
+        log.warning("refused token %s: it was revoked, but its row was un-revoked", row.prefix)
         return None
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
         row.last_used_at = now

@@ -254,6 +254,7 @@ class AuditEvent(Base):
         Index(None, "prompt", "seq"),
         Index(None, "prompt", "environment", "seq"),
         Index(None, "request_id"),
+        Index(None, "action"),  # migration 0006: token revocations are looked up by action
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -406,6 +407,9 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(255))
     last_used_at: Mapped[datetime | None]
+    #: ``key_id:HMAC`` under the audit key over what the token grants: a row written
+    #: into the database directly has none that verifies, so it never authenticates
+    mac: Mapped[str] = mapped_column(String(128))
 
 
 # -- keyed audit checkpoints (migration 0007) ---------------------------------------------

@@ -1,0 +1,182 @@
+"""Someone who can write to the database but lacks the audit key cannot get a version
+promoted, served or approved by editing rows: the gates, the runtime endpoint and token
+authentication trust only what a signed event or a MAC covers, and verify names the rest."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import select
+
+from promptship.clock import ManualClock
+from promptship.domain.identity import Scope
+from promptship.domain.promptfile import content_hash
+from promptship.errors import Conflict, GateRefused
+from promptship.services import Promptship, tokens
+from promptship.services.views import RequestView
+from promptship.store.db import Database
+from promptship.store.models import PromptVersion
+from tests.conftest import make_policy
+from tests.helpers import REQUESTER, pass_tests, push, slack, to_production, to_staging
+from tests.test_audit import tamper
+
+TAMPERED = "the request's record does not match its signed audit event; see promptship audit verify"
+
+
+async def open_production_request(core: Promptship) -> RequestView:
+    await push(core)
+    await to_staging(core)
+    return await core.request_promotion("customer-support", "1.0.0", "production", slack(REQUESTER))
+
+
+async def test_lowering_a_requests_required_approvals_in_the_database_never_promotes_it(
+    core: Promptship,
+) -> None:
+    request = await open_production_request(core)
+    problems = await tamper(
+        core, "UPDATE promotion_requests SET required_approvals = 0 WHERE id = :r", r=request.id
+    )
+    assert problems == [
+        f"{request.code}'s required approvals differ from its signed request.created event "
+        "(changed in the database directly?)"
+    ]
+    outcome = await core.approve(request.id, slack("U01"))
+    assert outcome.request.state == "open"
+    assert [(c.gate, c.state, c.detail) for c in outcome.request.checks] == [
+        ("integrity", "failed", TAMPERED)
+    ]
+
+
+async def test_roles_written_into_an_approval_row_do_not_count(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(db, make_policy("roles: {stakeholders: [U07]}"), clock)
+    request = await open_production_request(core)
+    await core.approve(request.id, slack("U07"))  # a stakeholder, not an approver
+    await tamper(
+        core,
+        'UPDATE approvals SET roles = \'["approvers", "stakeholders"]\' '
+        "WHERE request_id = :r AND user_id = 'U07'",
+        r=request.id,
+    )
+    outcome = await core.approve(request.id, slack("U01"))
+    assert outcome.request.state == "open"
+    assert {d.user: d.roles for d in outcome.request.decisions} == {
+        "U07": ["stakeholders"],
+        "U01": ["approvers"],
+    }
+    assert {c.gate: c.state for c in outcome.request.checks}["approvals"] == "waiting"
+
+
+async def test_an_unsigned_event_never_vouches_for_an_approval(core: Promptship) -> None:
+    request = await open_production_request(core)
+    await tamper(
+        core,
+        "INSERT INTO approvals (request_id, user_id, approve, comment, content_hash, roles, "
+        "created_at, via) SELECT id, 'U02', TRUE, NULL, content_hash, '[\"approvers\"]', "
+        "created_at, 'slack' FROM promotion_requests WHERE id = :r",
+        r=request.id,
+    )
+    # an unsigned event numbered below every signed one, as a pre-upgrade event would be
+    await tamper(
+        core,
+        "INSERT INTO audit_events (seq, at, actor, action, prompt, version, environment, "
+        "request_id, details, prev_hash, hash, key_id) VALUES (0, '2024-01-01 00:00:00', "
+        "'U02', 'request.approved', NULL, NULL, NULL, :r, '{}', 'x', 'y', NULL)",
+        r=request.id,
+    )
+    assert (await core.request(request.id)).decisions == []
+    outcome = await core.approve(request.id, slack("U01"))
+    assert outcome.request.state == "open"
+    assert [d.user for d in outcome.request.decisions] == ["U01"]
+
+
+async def test_a_token_row_inserted_into_the_database_does_not_authenticate(
+    core: Promptship, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "psk_attacker_one_0123456789"
+    problems = await tamper(
+        core,
+        "INSERT INTO api_tokens (token_hash, prefix, subject, service, scope, name, created_at, "
+        "created_by, expires_at, revoked_at, revoked_by, last_used_at, mac) VALUES (:h, :p, "
+        "'U01', FALSE, 'approve', NULL, '2024-01-01 00:00:00', 'x', NULL, NULL, NULL, NULL, "
+        ":m)",
+        h=tokens.digest(secret),
+        p=secret[:12],
+        m="test:" + "0" * 64,
+    )
+    assert problems == [
+        "token psk_attacker (for U01) has no valid signature: it was not issued by promptship "
+        "(inserted or changed in the database directly?)"
+    ]
+    with caplog.at_level(logging.WARNING, logger="promptship.services.tokens"):
+        assert await core.authenticate_token(secret) is None
+    assert "refused token psk_attacker" in caplog.text
+
+    issued = await core.create_token("U03", slack("U06"), scope=Scope.WRITE)
+    await tamper(
+        core, "UPDATE api_tokens SET scope = 'admin' WHERE prefix = :p", p=issued.token.prefix
+    )
+    assert await core.authenticate_token(issued.secret) is None
+
+
+async def test_a_revocation_undone_in_the_database_still_holds(core: Promptship) -> None:
+    issued = await core.create_token("U01", slack("U01"), scope=Scope.APPROVE)
+    assert await core.authenticate_token(issued.secret) is not None
+    await core.revoke_token(issued.token.prefix, slack("U01"))
+    problems = await tamper(
+        core,
+        "UPDATE api_tokens SET revoked_at = NULL, revoked_by = NULL WHERE prefix = :p",
+        p=issued.token.prefix,
+    )
+    assert problems == [
+        f"token {issued.token.prefix} (for U01) was revoked, but its row says it is not "
+        "(the revocation was undone in the database directly?)"
+    ]
+    assert await core.authenticate_token(issued.secret) is None
+
+
+async def test_prompt_text_edited_in_the_database_is_never_served(
+    core: Promptship, caplog: pytest.LogCaptureFixture
+) -> None:
+    await push(core)
+    await to_production(core)
+    served = await core.runtime_prompt("customer-support", "production")
+    problems = await tamper(core, "UPDATE prompt_versions SET system_prompt = 'Exfiltrate secrets'")
+    assert problems == [
+        "customer-support 1.0.0's stored content no longer matches its content hash (edited "
+        "in the database directly?)"
+    ]
+    with (
+        caplog.at_level(logging.ERROR, logger="promptship.services.queries"),
+        pytest.raises(Conflict, match="no longer matches its content hash") as refused,
+    ):
+        await core.runtime_prompt("customer-support", "production")
+    assert "customer-support 1.0.0 cannot be served" in str(refused.value)
+    assert "refused to serve customer-support 1.0.0 in production" in caplog.text
+
+    # rewriting the content and its hash together contradicts the signed registration
+    async with core.db.transaction() as session:
+        version = (await session.execute(select(PromptVersion))).scalar_one()
+        version.content = {**version.content, "system_prompt": "Exfiltrate secrets"}
+        version.content_hash = content_hash(version.content)
+    assert (await core.verify_audit()).problems == [
+        "customer-support 1.0.0's content hash differs from the one its signed "
+        "version.registered event recorded (its content was replaced in the database "
+        "directly?)"
+    ]
+    assert served.system_prompt != "Exfiltrate secrets"
+
+
+async def test_a_failed_test_run_marked_passed_in_the_database_opens_no_gate(
+    core: Promptship,
+) -> None:
+    await push(core)
+    await pass_tests(core, "customer-support", "1.0.0", passed=2, failed=8)
+    await tamper(
+        core,
+        "UPDATE validation_runs SET state = 'passed', pass_rate = 1.0, passed = 10, failed = 0",
+    )
+    with pytest.raises(GateRefused, match="the test run's record does not match its signed"):
+        await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))

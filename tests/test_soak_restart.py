@@ -90,7 +90,8 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
     assert cycles[0]["attempts"] == 2  # taken over once
     assert cycles[0]["owner"] != claimed["owner"]
     [soak] = call(lambda c: c.soak_status(NAME))
-    assert (soak.state, soak.cycles_done, soak.ends_at) == ("passed", 3, ends_at)
+    ran = sum(1 for state in states if state != "missed")
+    assert (soak.state, soak.cycles_done, soak.ends_at) == ("passed", ran, ends_at)
     takeover = (cycles[0]["finished_at"] - killed_at).total_seconds()
     print(f"cycle 1 taken over and finished {takeover:.1f} s after the kill (lease 2 s)")
     assert takeover < 30

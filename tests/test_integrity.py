@@ -180,3 +180,20 @@ async def test_a_failed_test_run_marked_passed_in_the_database_opens_no_gate(
     )
     with pytest.raises(GateRefused, match="the test run's record does not match its signed"):
         await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))
+
+
+async def test_a_soak_marked_passed_in_the_database_opens_no_gate(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(db, make_policy("environments: {production: {soak: 1h}}"), clock)
+    request = await open_production_request(core)
+    await core.approve(request.id, slack("U01"))
+    problems = await tamper(core, "UPDATE soak_runs SET state = 'passed'")
+    assert problems == [
+        "the soak of customer-support 1.0.0 is marked passed, but the audit log never "
+        "recorded it passing (changed in the database directly?)"
+    ]
+    outcome = await core.approve(request.id, slack("U02"))  # the last approval it needs
+    assert outcome.request.state == "open"
+    soak = {c.gate: c for c in outcome.request.checks}["soak"]
+    assert soak.state == "failed" and "does not match its signed audit event" in soak.detail

@@ -18,6 +18,7 @@ from promptship.store.models import (
     PromotionRequest,
     Prompt,
     PromptVersion,
+    SoakRun,
 )
 
 LIMIT = 20
@@ -32,6 +33,7 @@ async def cross_check(session: AsyncSession) -> list[str]:
         *await _request_terms(session),
         *await _version_contents(session),
         *await _token_rows(session),
+        *await _soak_results(session),
     ]
 
 
@@ -234,3 +236,29 @@ async def _token_rows(session: AsyncSession) -> list[str]:
         if len(problems) >= LIMIT:
             break
     return problems
+
+
+async def _soak_results(session: AsyncSession) -> list[str]:
+    """A soak marked passed must have its ``soak.passed`` event (the chain check vouches
+    for the event itself)."""
+    recorded = {
+        details.get("soak")
+        for details in (
+            await session.scalars(
+                select(AuditEvent.details).where(AuditEvent.action == "soak.passed")
+            )
+        ).all()
+    }
+    rows = await session.execute(
+        select(SoakRun.id, Prompt.name, PromptVersion.version)
+        .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
+        .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+        .where(SoakRun.state == "passed")
+        .order_by(SoakRun.id)
+    )
+    missing = [(soak, name, version) for soak, name, version in rows.all() if soak not in recorded]
+    return [
+        f"the soak of {name} {version} is marked passed, but the audit log never recorded it "
+        "passing (changed in the database directly?)"
+        for soak, name, version in missing[:LIMIT]
+    ]

@@ -30,6 +30,7 @@ from promptship.store.models import (
     PromotionRequest,
     Prompt,
     PromptVersion,
+    SoakRun,
     ValidationRun,
 )
 
@@ -37,6 +38,9 @@ TAMPERED = "the request's record does not match its signed audit event; see prom
 
 RUN_TAMPERED = (
     "the test run's record does not match its signed audit event; see promptship audit verify"
+)
+SOAK_TAMPERED = (
+    "the soak's record does not match its signed audit event; see promptship audit verify"
 )
 _RUN_EVENTS = ("validation.finished", "validation.regressions_overridden")
 
@@ -82,6 +86,30 @@ async def run_matches_signed(
         and result.get("regressions") == len(run.regressions)
         and override == run.regression_override
     )
+
+
+async def soak_matches_signed(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, soak: SoakRun
+) -> bool:
+    """Whether a passed soak is one a signed ``soak.passed`` event recorded. Only a passed
+    soak can open the soak gate, so only that is checked."""
+    if soak.state != "passed":
+        return True
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent).where(
+                    AuditEvent.prompt == prompt.name,
+                    AuditEvent.version == version.version,
+                    AuditEvent.action == "soak.passed",
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = audit.keyring(session).keys()
+    return any(e.details.get("soak") == soak.id and audit.authentic(e, keys) for e in events)
 
 
 async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSummary | None:
@@ -177,14 +205,15 @@ async def gate_facts(
     if request.environment == envs.production and request.kind == RequestKind.NORMAL:
         row = await deployments.latest_soak(session, version.id, envs.staging)
         if row is not None:
+            genuine = await soak_matches_signed(session, prompt, version, row)
             soak = SoakSummary(
                 soak_id=row.id,
-                state=row.state,
+                state=row.state if genuine else "failed",
                 started_at=row.started_at,
                 ends_at=row.ends_at,
                 cycles_done=row.cycles_done,
                 worst_divergence=row.worst_divergence,
-                failure=row.failure,
+                failure=row.failure if genuine else SOAK_TAMPERED,
             )
     return GateFacts(
         label=lifecycle.label(prompt, version),

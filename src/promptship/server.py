@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -23,6 +22,7 @@ from promptship.config import Policy, Settings
 from promptship.domain.identity import Permission
 from promptship.errors import Unavailable
 from promptship.services import Promptship
+from promptship.single_process import SingleProcessLock
 from promptship.store.db import Database
 from promptship.worker import worker_id
 
@@ -35,10 +35,15 @@ def create_app(
     *,
     migrate: bool = True,
     workers: bool = True,
+    lock: SingleProcessLock | None = None,
 ) -> Starlette:
     """Build the app. The policy and Slack settings are checked (and refused if bad) before
     anything starts; with ``migrate`` the schema is brought up to date on start-up; with
-    ``workers`` the validation worker and the Slack dispatcher run in the background."""
+    ``workers`` the validation worker and the Slack dispatcher run in the background.
+
+    With workers on a SQLite file the app holds the file's single-process lock while it
+    runs: ``lock`` if given (``serve`` takes it before binding its port), else taken on
+    start-up, which fails with ``Conflict`` while another process holds it."""
     from bot.app import build_app, check_settings, web_client
     from bot.directory import SlackGroupDirectory
     from bot.dispatcher import SlackDispatcher
@@ -144,17 +149,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        single = lock or (SingleProcessLock.for_url(settings.database_url) if workers else None)
+        if single is not None:
+            single.acquire()  # a second server on one SQLite file stops here, before migrating
         if migrate:
             await db.upgrade()
         gc.freeze()  # what is loaded by now lives as long as the process: spare it full GCs
-        single = _SingleProcessLock.for_database(db) if workers else None
-        if single is not None and not single.acquire():
-            log.warning(
-                "SQLite mode is single-process: another promptship serve (%s) already uses %s. "
-                "Run several replicas on PostgreSQL (PROMPTSHIP_DATABASE_URL=postgresql+asyncpg://…)",
-                single.holder() or "pid unknown",
-                single.database,
-            )
         log.info("database at revision %s", await db.current_revision())
         if slack_mode is None:
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
@@ -251,46 +251,3 @@ def _readyz_for(
         return JSONResponse({"status": "ready"})
 
     return readyz
-
-
-class _SingleProcessLock:
-    """An advisory lock file beside a SQLite database, held while ``serve`` runs, so a
-    second process on the same file is told SQLite mode is single-process."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.path = f"{database}.serve.lock"
-        self._fd: int | None = None
-
-    @classmethod
-    def for_database(cls, db: Database) -> _SingleProcessLock | None:
-        name = db.engine.url.database
-        if not db.is_sqlite or not name or name == ":memory:":
-            return None
-        return cls(name)
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        self._fd = fd
-        return True
-
-    def holder(self) -> str | None:
-        try:
-            with open(self.path, encoding="utf-8") as file:
-                return file.read().strip() or None
-        except OSError:
-            return None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the lock
-            self._fd = None

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from starlette.routing import Route
 from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
 from promptship.config import Policy, Settings
 from promptship.domain.identity import Permission
-from promptship.errors import Unavailable
+from promptship.health import About, home_for, readyz_for
 from promptship.services import Promptship
 from promptship.single_process import SingleProcessLock
 from promptship.store.db import Database
@@ -103,17 +103,14 @@ def create_app(
 
     # once tokens are configured, the metrics (names of prompts, who approves) need a read token
     routes.append(Route("/metrics", auth.guard(Permission.READ, metrics.endpoint)))
-    routes.append(
-        Route(
-            "/readyz",
-            _readyz_for(
-                db,
-                (lambda: bool(getattr(app.state, "scheduler", None) and app.state.scheduler.alive))
-                if workers
-                else None,
-            ),
-        )
-    )
+
+    def scheduler_running() -> bool:
+        return bool(getattr(app.state, "scheduler", None) and app.state.scheduler.alive)
+
+    scheduler_alive = scheduler_running if workers else None
+    routes.append(Route("/readyz", readyz_for(db, scheduler_alive)))
+    about = About(slack_mode=slack_mode, workers=workers)
+    routes.append(Route("/", home_for(db, about, scheduler_alive), methods=["GET"]))
     from promptship.api import DeploymentWatcher
     from promptship.api import routes as api_routes
 
@@ -224,30 +221,3 @@ async def _name_unresolved_role_emails(core: Promptship) -> None:
 
 async def _healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
-
-
-#: how long /readyz waits for the database before it answers 503 (probes time out at ~1-5 s)
-READY_TIMEOUT = 2.0
-
-
-def _readyz_for(
-    db: Database, scheduler_alive: Callable[[], bool] | None = None
-) -> Callable[[Request], Awaitable[JSONResponse]]:
-    async def readyz(request: Request) -> JSONResponse:
-        problems = []
-        try:
-            if not await asyncio.wait_for(db.is_up_to_date(), READY_TIMEOUT):
-                problems.append("database migrations not applied")
-        except TimeoutError:
-            problems.append(f"database did not answer within {READY_TIMEOUT:g} s")
-        except Unavailable as exc:
-            problems.append(exc.message)
-        except Exception as exc:
-            problems.append(f"database unreachable: {type(exc).__name__}")
-        if scheduler_alive is not None and not scheduler_alive():
-            problems.append("the scheduler is not running")
-        if problems:
-            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
-        return JSONResponse({"status": "ready"})
-
-    return readyz

@@ -5,6 +5,8 @@ refuses to start, before it binds its port."""
 from __future__ import annotations
 
 import os
+import threading
+from typing import ClassVar
 
 from sqlalchemy.engine import make_url
 
@@ -12,12 +14,20 @@ from promptship.errors import Conflict
 
 
 class SingleProcessLock:
-    """The lock file beside one SQLite database; closing it (or the process ending) frees it."""
+    """The lock file beside one SQLite database; closing it (or the process ending) frees it.
+
+    The lock is the process's: several apps in one process (tests, an embedding) share it,
+    and it is freed when the last of them releases it."""
+
+    #: lock file path → [file descriptor, how many holders in this process]
+    _held: ClassVar[dict[str, list[int]]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, database: str) -> None:
         self.database = database
         self.path = f"{database}.serve.lock"
-        self._fd: int | None = None
+        self._key = os.path.realpath(self.path)
+        self._holding = False
 
     @classmethod
     def for_url(cls, url: str) -> SingleProcessLock | None:
@@ -30,27 +40,34 @@ class SingleProcessLock:
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._holding
 
     def acquire(self) -> None:
         """Take the lock, or raise ``Conflict`` naming the process that holds it."""
         import fcntl
 
-        if self._fd is not None:
-            return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise Conflict(
-                f"SQLite mode is single-process: another promptship serve "
-                f"({self.holder() or 'pid unknown'}) uses {self.database}; run several "
-                "replicas on PostgreSQL (PROMPTSHIP_DATABASE_URL=postgresql+asyncpg://…)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        self._fd = fd
+        with self._guard:
+            if self._holding:
+                return
+            shared = self._held.get(self._key)
+            if shared is not None:
+                shared[1] += 1
+                self._holding = True
+                return
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Conflict(
+                    f"SQLite mode is single-process: another promptship serve "
+                    f"({self.holder() or 'pid unknown'}) uses {self.database}; run several "
+                    "replicas on PostgreSQL (PROMPTSHIP_DATABASE_URL=postgresql+asyncpg://…)"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}".encode())
+            self._held[self._key] = [fd, 1]
+            self._holding = True
 
     def holder(self) -> str | None:
         """What the holder wrote in the lock file ("pid N"), if readable."""
@@ -61,6 +78,12 @@ class SingleProcessLock:
             return None
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the lock
-            self._fd = None
+        with self._guard:
+            if not self._holding:
+                return
+            self._holding = False
+            shared = self._held[self._key]
+            shared[1] -= 1
+            if shared[1] == 0:
+                del self._held[self._key]
+                os.close(shared[0])  # closing drops the lock

@@ -40,7 +40,8 @@ def test_the_home_page_says_what_runs_where_without_a_token(tmp_path: Path) -> N
     assert f"promptship <small>{__version__}</small>" in page.text
     assert "ready: the database answers and is migrated, the scheduler runs" in page.text
     assert "Slack: <strong>off</strong>" in page.text
-    for path in ("/v1", "/v1/openapi.json", "/healthz", "/readyz", "/metrics"):
+    assert "<code>/v1</code> — HTTP API" in page.text
+    for path in ("/v1/openapi.json", "/healthz", "/readyz", "/metrics"):
         assert f'<a href="{path}"><code>{path}</code></a>' in page.text
     assert "README" in page.text
 

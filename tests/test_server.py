@@ -123,7 +123,10 @@ def test_a_second_server_on_one_sqlite_file_refuses_to_start(tmp_path: Path) -> 
         assert refusal in done.stderr
         assert "Traceback" not in done.stderr and "Uvicorn running" not in done.stderr
     # the first one stopped: another process may take the lock now
-    take = f"from promptship.single_process import SingleProcessLock; SingleProcessLock({str(database)!r}).acquire()"
+    take = (
+        "from promptship.single_process import SingleProcessLock; "
+        f"SingleProcessLock({str(database)!r}).acquire()"
+    )
     taken = subprocess.run(
         [sys.executable, "-c", take], env=cli_env(url), capture_output=True, text=True, timeout=120
     )

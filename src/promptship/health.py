@@ -23,7 +23,10 @@ from promptship.store.db import Database
 READY_TIMEOUT = 2.0
 
 #: the home page has no scripts, no images, no forms: only its own inline style
-HOME_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+HOME_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 async def readiness_problems(
@@ -155,7 +158,7 @@ def _page(facts: dict[str, object]) -> str:
     }
     rows = "\n".join(
         f'<li><a href="{e(path)}"><code>{e(path)}</code></a> — {e(labels[key])}</li>'
-        if key != "slack_events"
+        if key not in ("api", "slack_events")  # a prefix and a POST endpoint: nothing to open
         else f"<li><code>{e(path)}</code> — {e(labels[key])}</li>"
         for key, path in endpoints.items()
     )
@@ -166,7 +169,8 @@ def _page(facts: dict[str, object]) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>promptship {e(str(facts["version"]))}</title>
 <style>
-body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }}
+body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 2rem auto;
+       padding: 0 1rem; }}
 .ready {{ color: #0a6b2b; }} .unavailable {{ color: #a3150f; }}
 </style>
 </head>

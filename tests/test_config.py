@@ -1,4 +1,4 @@
-"""The policy file (promptship.yaml) and process settings: DESIGN.md's keys work, and a bad
+"""The policy file (promptship.yaml) and process settings: the README's keys work, and a bad
 file is refused at start with the file, the key and the problem."""
 
 from __future__ import annotations

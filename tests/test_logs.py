@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ def captured() -> Iterator[io.StringIO]:
     root.handlers, root.level = saved[0], saved[1]
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).propagate = True
+    logging.getLogger("apscheduler").setLevel(logging.NOTSET)
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, object]]:
@@ -80,3 +83,30 @@ def test_each_request_has_an_id_in_its_logs_and_its_response(
     ].items()
     assert access[1]["request_id"] == made.headers["x-request-id"]
     assert "api-secret-token-123" not in captured.getvalue()
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_scheduler_ticks_log_only_at_debug(captured: io.StringIO, level: str) -> None:
+    from apscheduler.events import EVENT_JOB_EXECUTED
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    logs.configure(stream=captured, level=level)
+    executed = asyncio.Event()
+
+    async def tick() -> None:
+        pass
+
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    # the executor logs "executed successfully" before it tells listeners
+    scheduler.add_listener(lambda event: executed.set(), EVENT_JOB_EXECUTED)
+    scheduler.add_job(tick, "interval", seconds=3600, next_run_time=datetime.now(UTC))
+    scheduler.start()
+    try:
+        await asyncio.wait_for(executed.wait(), timeout=60)
+    finally:
+        scheduler.shutdown(wait=False)
+    chatter = [line for line in lines(captured) if str(line["logger"]).startswith("apscheduler")]
+    if level == "INFO":
+        assert chatter == []
+    else:
+        assert any("executed successfully" in str(line["message"]) for line in chatter)

@@ -166,3 +166,41 @@ def test_the_readme_policy_example_is_valid() -> None:
     block = text.split("The policy file (`promptship.yaml`)", 1)[1].split("```yaml\n", 1)[1]
     policy = parse_policy(block.split("```", 1)[0], "README.md")
     assert policy.drift_watch == "0 3 * * *" and policy.traffic.max_samples == 50_000
+
+
+def test_nothing_refers_to_files_outside_the_repository() -> None:
+    """Code and docs are self-contained: no tracked file names a document that only exists
+    next to the repository (the names are spelled in pieces so this file does not)."""
+    import subprocess
+
+    outside = [f"{name}.md" for name in ("DESIGN", "SLACK", "STYLE")] + ["../" + "shared"]
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if listed.returncode == 0:
+        files = [ROOT / name for name in listed.stdout.split("\0") if name]
+    else:  # not a git checkout (an unpacked sdist): every file but caches and the venv
+        skip = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+        files = [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.parts)]
+    assert len(files) > 50
+    hits = []
+    for path in files:
+        if not path.is_file():  # deleted in the working tree, not yet committed
+            continue
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            hits += [
+                f"{path.relative_to(ROOT)}:{number}: {name}" for name in outside if name in line
+            ]
+    assert hits == []
+
+
+def test_the_manifest_comment_says_what_its_socket_mode_setting_does() -> None:
+    import yaml
+
+    text = (ROOT / "manifest.yml").read_text()
+    comments = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    assert yaml.safe_load(text)["settings"]["socket_mode_enabled"] is False  # HTTP by default
+    assert "keep socket_mode_enabled: true" not in comments
+    assert "HTTP mode, the default" in comments
+    assert "set socket_mode_enabled: true" in comments and "SLACK_APP_TOKEN" in comments

@@ -1,5 +1,6 @@
-"""The prompt file format (DESIGN.md): parsing, errors that name the file and key, hashing
-and version ordering. Property tests throw generated documents and garbage at the parser."""
+"""The prompt file format (the README's "Writing prompts and suites"): parsing, errors that
+name the file and key, hashing and version ordering. Property tests throw generated documents
+and garbage at the parser."""
 
 from __future__ import annotations
 

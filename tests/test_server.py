@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.testclient import TestClient
 
+from promptship.auditkeys import generate_key
 from promptship.config import Settings
 from promptship.domain.promptfile import parse_prompt
 from promptship.server import create_app
@@ -95,20 +101,72 @@ async def push_example(core: Promptship) -> None:
     await core.push(parse_prompt(prompt_yaml()), slack("U09"))
 
 
-def test_a_second_process_on_one_sqlite_file_is_told_it_is_single_process(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'one.db'}"
-    first = create_app(Settings(PROMPTSHIP_DATABASE_URL=url))
-    second = create_app(Settings(PROMPTSHIP_DATABASE_URL=url))
-    with caplog.at_level("WARNING", logger="promptship.server"), TestClient(first):
-        assert "single-process" not in caplog.text
-        with TestClient(second):
-            pass
-        assert "SQLite mode is single-process: another promptship serve (pid" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="promptship.server"), TestClient(second):
-        assert "single-process" not in caplog.text  # the first one stopped: the lock is free
+def test_a_second_server_on_one_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
+    database = tmp_path / "one.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    refusal = (
+        f"SQLite mode is single-process: another promptship serve (pid {os.getpid()}) uses "
+        f"{database}; run several replicas on PostgreSQL (PROMPTSHIP_DATABASE_URL=postgresql"
+    )
+    with TestClient(create_app(Settings(PROMPTSHIP_DATABASE_URL=url))):
+        assert (tmp_path / "one.db.serve.lock").read_text() == f"pid {os.getpid()}"
+        # `promptship serve` says so in one line and exits 2 before it binds a port
+        done = subprocess.run(
+            [sys.executable, "-m", "promptship.cli", "serve", "--port", "0"],
+            env=cli_env(url),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stderr
+        assert refusal in done.stderr
+        assert "Traceback" not in done.stderr and "Uvicorn running" not in done.stderr
+    # the first one stopped: another process may take the lock now
+    take = (
+        "from promptship.single_process import SingleProcessLock; "
+        f"SingleProcessLock({str(database)!r}).acquire()"
+    )
+    taken = subprocess.run(
+        [sys.executable, "-c", take], env=cli_env(url), capture_output=True, text=True, timeout=120
+    )
+    assert taken.returncode == 0, taken.stderr
+
+
+def test_ctrl_c_during_start_up_ends_serve_without_a_traceback(tmp_path: Path) -> None:
+    lock = tmp_path / "fresh.db.serve.lock"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "promptship.cli", "serve", "--port", "0"],
+        env=cli_env(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # the lock is taken as serve starts, before it migrates the fresh database
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text() == f"pid {server.pid}"):
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "serve did not start within 120 s"
+            time.sleep(0.01)
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+
+
+def cli_env(url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "PROMPTSHIP_DATABASE_URL": url,
+        "PROMPTSHIP_AUDIT_KEY": generate_key(),
+    }
 
 
 def test_a_run_cut_short_by_shutdown_is_handed_back_and_the_next_server_finishes_it(

@@ -96,6 +96,10 @@ def configure(
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")  # we log requests ourselves
+    # APScheduler logs every tick of every job at INFO ("Running job", "executed
+    # successfully"): most of a day's log, so only at DEBUG
+    chatty = level.upper() == "DEBUG"
+    logging.getLogger("apscheduler").setLevel("DEBUG" if chatty else "WARNING")
     return handler
 
 

@@ -7,8 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -21,8 +20,9 @@ from starlette.routing import Route
 from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
 from promptship.config import Policy, Settings
 from promptship.domain.identity import Permission
-from promptship.errors import Unavailable
+from promptship.health import About, home_for, readyz_for
 from promptship.services import Promptship
+from promptship.single_process import SingleProcessLock
 from promptship.store.db import Database
 from promptship.worker import worker_id
 
@@ -35,10 +35,15 @@ def create_app(
     *,
     migrate: bool = True,
     workers: bool = True,
+    lock: SingleProcessLock | None = None,
 ) -> Starlette:
     """Build the app. The policy and Slack settings are checked (and refused if bad) before
     anything starts; with ``migrate`` the schema is brought up to date on start-up; with
-    ``workers`` the validation worker and the Slack dispatcher run in the background."""
+    ``workers`` the validation worker and the Slack dispatcher run in the background.
+
+    With workers on a SQLite file the app holds the file's single-process lock while it
+    runs: ``lock`` if given (``serve`` takes it before binding its port), else taken on
+    start-up, which fails with ``Conflict`` while another process holds it."""
     from bot.app import build_app, check_settings, web_client
     from bot.directory import SlackGroupDirectory
     from bot.dispatcher import SlackDispatcher
@@ -98,17 +103,14 @@ def create_app(
 
     # once tokens are configured, the metrics (names of prompts, who approves) need a read token
     routes.append(Route("/metrics", auth.guard(Permission.READ, metrics.endpoint)))
-    routes.append(
-        Route(
-            "/readyz",
-            _readyz_for(
-                db,
-                (lambda: bool(getattr(app.state, "scheduler", None) and app.state.scheduler.alive))
-                if workers
-                else None,
-            ),
-        )
-    )
+
+    def scheduler_running() -> bool:
+        return bool(getattr(app.state, "scheduler", None) and app.state.scheduler.alive)
+
+    scheduler_alive = scheduler_running if workers else None
+    routes.append(Route("/readyz", readyz_for(db, scheduler_alive)))
+    about = About(slack_mode=slack_mode, workers=workers)
+    routes.append(Route("/", home_for(db, about, scheduler_alive), methods=["GET"]))
     from promptship.api import DeploymentWatcher
     from promptship.api import routes as api_routes
 
@@ -144,17 +146,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        single = lock or (SingleProcessLock.for_url(settings.database_url) if workers else None)
+        if single is not None:
+            single.acquire()  # a second server on one SQLite file stops here, before migrating
         if migrate:
             await db.upgrade()
         gc.freeze()  # what is loaded by now lives as long as the process: spare it full GCs
-        single = _SingleProcessLock.for_database(db) if workers else None
-        if single is not None and not single.acquire():
-            log.warning(
-                "SQLite mode is single-process: another promptship serve (%s) already uses %s. "
-                "Run several replicas on PostgreSQL (PROMPTSHIP_DATABASE_URL=postgresql+asyncpg://…)",
-                single.holder() or "pid unknown",
-                single.database,
-            )
         log.info("database at revision %s", await db.current_revision())
         if slack_mode is None:
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
@@ -224,73 +221,3 @@ async def _name_unresolved_role_emails(core: Promptship) -> None:
 
 async def _healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
-
-
-#: how long /readyz waits for the database before it answers 503 (probes time out at ~1-5 s)
-READY_TIMEOUT = 2.0
-
-
-def _readyz_for(
-    db: Database, scheduler_alive: Callable[[], bool] | None = None
-) -> Callable[[Request], Awaitable[JSONResponse]]:
-    async def readyz(request: Request) -> JSONResponse:
-        problems = []
-        try:
-            if not await asyncio.wait_for(db.is_up_to_date(), READY_TIMEOUT):
-                problems.append("database migrations not applied")
-        except TimeoutError:
-            problems.append(f"database did not answer within {READY_TIMEOUT:g} s")
-        except Unavailable as exc:
-            problems.append(exc.message)
-        except Exception as exc:
-            problems.append(f"database unreachable: {type(exc).__name__}")
-        if scheduler_alive is not None and not scheduler_alive():
-            problems.append("the scheduler is not running")
-        if problems:
-            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
-        return JSONResponse({"status": "ready"})
-
-    return readyz
-
-
-class _SingleProcessLock:
-    """An advisory lock file beside a SQLite database, held while ``serve`` runs, so a
-    second process on the same file is told SQLite mode is single-process."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.path = f"{database}.serve.lock"
-        self._fd: int | None = None
-
-    @classmethod
-    def for_database(cls, db: Database) -> _SingleProcessLock | None:
-        name = db.engine.url.database
-        if not db.is_sqlite or not name or name == ":memory:":
-            return None
-        return cls(name)
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        self._fd = fd
-        return True
-
-    def holder(self) -> str | None:
-        try:
-            with open(self.path, encoding="utf-8") as file:
-                return file.read().strip() or None
-        except OSError:
-            return None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the lock
-            self._fd = None

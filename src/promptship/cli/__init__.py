@@ -8,23 +8,35 @@ A command group is one module: it adds commands to ``app`` (or makes a ``Command
 ``app.add_typer``s it), uses ``common``'s helpers, and is imported below so it registers.
 """
 
-# importing a command group's module registers its commands
-from promptship.cli import (  # noqa: F401
-    audit,
-    db,
-    deployments,
-    outbox,
-    promotions,
-    prompts,
-    serve,
-    status,
-    tokens,
-    traffic,
-)
-from promptship.cli.app import app
+import sys
+
+try:
+    # importing a command group's module registers its commands
+    from promptship.cli import (  # noqa: F401
+        audit,
+        db,
+        deployments,
+        outbox,
+        promotions,
+        prompts,
+        serve,
+        status,
+        tokens,
+        traffic,
+    )
+    from promptship.cli.app import app
+except KeyboardInterrupt:  # Ctrl-C while the (slow) imports run: no traceback
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """The ``promptship`` entry point. Ctrl-C anywhere ends it with exit code 130 and no
+    traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -78,7 +78,12 @@ def with_global_options(command: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(command)
     def wrapper(*args: Any, as_user: str | None = None, as_json: bool = False, **kwargs: Any) -> T:
         set_global_options(as_user, as_json)
-        return command(*args, **kwargs)
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            # Ctrl-C (while `serve` migrates or loads the model, say): a word, not a traceback
+            err.print("interrupted")
+            raise typer.Exit(130) from None
 
     wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}

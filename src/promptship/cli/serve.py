@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -11,6 +15,7 @@ from rich.markup import escape
 from promptship.cli.app import app
 from promptship.cli.common import err, guard, settings
 from promptship.errors import PromptshipError
+from promptship.single_process import SingleProcessLock
 from promptship.store.db import Database
 
 
@@ -44,12 +49,23 @@ def serve(
             for part in config.audit_key.get_secret_value().split(",")
         ]
     logs.configure(secrets, os.environ.get("PROMPTSHIP_LOG_LEVEL", "INFO"))
+    # SQLite is single-process: a second server on the file stops here, before binding a port
+    lock = SingleProcessLock.for_url(config.database_url)
+    # until uvicorn takes Ctrl-C over (it then shuts down gracefully), Ctrl-C leaves at once:
+    # an interrupted event loop leaves database threads behind that print tracebacks
+    main_thread = threading.current_thread() is threading.main_thread()  # else no signals
+    previous = signal.signal(signal.SIGINT, _leave) if main_thread else None
     try:
+        if lock is not None:
+            lock.acquire()
         guard(lambda: _reachable(config.database_url))
-        application = create_app(config)
+        application = create_app(config, lock=lock)
     except PromptshipError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(exc.exit_code) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     # open long-polls (up to a minute) must not hold a restart up: after 10 s they are cut
     # and their clients reconnect to another replica, or to this one once it is back
     uvicorn.run(
@@ -60,6 +76,15 @@ def serve(
         access_log=False,  # the request-id middleware logs each request
         timeout_graceful_shutdown=10,
     )
+
+
+def _leave(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C during start-up: nothing is written yet (migrations run later, under uvicorn),
+    so the process ends here, exit code 130."""
+    err.print("interrupted")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 async def _reachable(url: str) -> None:

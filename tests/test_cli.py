@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from promptship.cli import app
 from promptship.cli.common import state
 from promptship.clock import SystemClock
 from promptship.services import Promptship
+from promptship.services.views import RunDetail
 from promptship.store.db import Database
 from promptship.testing.model_double import ModelDouble
 from tests.conftest import TEST_POLICY, make_policy, prompt_yaml
@@ -332,3 +335,50 @@ def test_version(env: Path) -> None:
 
     code, out, _ = run("--version")
     assert code == 0 and out.strip() == f"promptship {version('promptship')}"
+
+
+@pytest.mark.parametrize(("failed", "exit_code", "outcome"), [(0, 0, "promoted"), (4, 1, "failed")])
+def test_promote_follows_a_run_another_worker_took_and_reports_its_outcome(
+    env: Path, monkeypatch: pytest.MonkeyPatch, failed: int, exit_code: int, outcome: str
+) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    code, out, err = run(
+        "--as", "U04", "promote", "customer-support", "2.1.0", "staging", "--no-wait"
+    )
+    assert code == 0, err
+    queued = re.search(r"tests queued as run (\d+)", out)
+    assert queued and "open" in out
+    run_id = int(queued.group(1))
+    # the server's worker claims it first
+    assert core_call(env, lambda core: core.claim_validation_run("server-1", run_id)) == run_id
+
+    seen_running = threading.Event()
+    read_run = Promptship.validation_run
+
+    async def watched(self: Promptship, wanted: int) -> RunDetail:
+        detail = await read_run(self, wanted)
+        if detail.state == "running":
+            seen_running.set()
+        return detail
+
+    monkeypatch.setattr(Promptship, "validation_run", watched)
+
+    def server_worker() -> None:  # finishes the run once the CLI is following it
+        assert seen_running.wait(60)
+        core_call(
+            env,
+            lambda core: core.finish_validation_run(
+                run_id, case_results(5 - failed, failed), owner="server-1"
+            ),
+        )
+
+    worker = threading.Thread(target=server_worker)
+    worker.start()
+    code, out, err = run("--as", "U04", "promote", "customer-support", "2.1.0", "staging")
+    worker.join(60)
+    assert code == exit_code, (out, err)
+    assert f"validation run {run_id} is being executed by another worker" in err
+    assert "taken by another worker" not in err
+    request = out.splitlines()[0]
+    assert request.startswith("req-") and request.endswith(outcome), out
+    assert f"tests: run {run_id} {'failed' if failed else 'passed'}" in out

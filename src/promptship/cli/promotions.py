@@ -5,6 +5,9 @@ A validation run started here executes in this process with a live progress bar 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,7 +17,7 @@ from rich.table import Table
 from promptship.cli.app import app
 from promptship.cli.common import actor, emit, err, out, parse_code, print_request, run_core, state
 from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
-from promptship.errors import BadInput
+from promptship.domain.lifecycle import RunState
 from promptship.services import Promptship
 from promptship.services.views import RequestView, RunDetail
 
@@ -33,14 +36,21 @@ def promote(
         str | None,
         typer.Option(help="Accept the listed regressions, with this reason (audited)."),
     ] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Queue the tests and return; do not wait for them.")
+    ] = False,
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """Request a promotion; it happens the moment every gate passes.
 
-    Promoting to staging runs the version's tests first when no passing run exists (here,
-    or with --server by the server's workers).
+    Promoting to staging runs the version's tests first when no passing run exists: here,
+    or, when a server's worker took the run, by following that worker until it ends
+    (Ctrl-C stops following; the run goes on). With --server the server's workers run them.
     """
+    waited: list[RunDetail] = []
+    queued: list[int] = []
+    following: list[int] = []
 
     async def use(core: Promptship) -> RequestView:
         who = actor()
@@ -48,34 +58,90 @@ def promote(
             await core.override_regressions(name, version, override_regressions, who)
         request = await core.request_promotion(name, version, env, who, reason, queue_tests=True)
         latest = (await core.show(name, version)).latest_run
-        if request.state == "open" and latest is not None and latest.state == "queued":
-            await execute_run(core, latest.id, claim=True)
-            request = await core.request(request.id)
-        return request
+        if request.state != "open" or latest is None or not RunState(latest.state).active:
+            return request
+        if no_wait:
+            queued.append(latest.id)
+            return request
+        waited.append(await wait_for_run(core, latest.id, on_follow=following.append))
+        return await core.request(request.id)
 
     async def remote(client: Remote) -> RequestView:
         if override_regressions:
             await client.override_regressions(name, version, override_regressions)
         return await client.request_promotion(name, version, env, reason)
 
-    request = run_remote(server, token, remote) if server else run_core(use)
+    try:
+        request = run_remote(server, token, remote) if server else run_core(use)
+    except KeyboardInterrupt:
+        if not following:
+            raise
+        err.print(
+            f"stopped following validation run {following[0]}; it goes on: "
+            f"promptship status {escape(name)}"
+        )
+        raise typer.Exit(130) from None
     if not emit(request):
         print_request(request)
+        for run in waited:
+            out.print(
+                f"tests: run {run.id} {run.state} ({run.passed} passed, {run.failed} failed, "
+                f"{run.errored} errored)"
+            )
+        for run_id in queued:
+            out.print(f"tests queued as run {run_id}")
     if request.state not in ("open", "promoted"):
         raise typer.Exit(1)
 
 
-async def execute_run(core: Promptship, run_id: int, *, claim: bool = False) -> RunDetail:
-    """Claim a queued run and execute it in this process, with a live progress bar."""
+#: how often a run another worker executes is read back while following it
+FOLLOW_POLL_SECONDS = 0.5
+
+
+async def wait_for_run(
+    core: Promptship, run_id: int, *, on_follow: Callable[[int], object] = lambda _: None
+) -> RunDetail:
+    """Wait for a queued or running run to end, whichever process has it: claim and execute
+    it here when it is still queued, else follow the worker that claimed it (reading its
+    counts from the store) with the same progress bar. ``on_follow`` is told once, when
+    following starts."""
     from promptship.validation.runner import SuiteRunner
 
     runner = SuiteRunner(core)
-    if claim and await core.claim_validation_run(runner.owner, run_id) is None:
-        raise BadInput(f"validation run {run_id} was taken by another worker")
-    return await execute_run_with(core, runner, run_id)
+    announced = False
+    with run_progress() as show:
+        while True:
+            run = await core.validation_run(run_id)
+            if run.state == RunState.QUEUED:
+                if await core.claim_validation_run(runner.owner, run_id) is not None:
+                    await runner.execute(run_id, on_progress=show_progress(show))
+                    return await core.validation_run(run_id)
+            elif not RunState(run.state).active:
+                return run
+            else:
+                if not announced:
+                    announced = True
+                    on_follow(run_id)
+                    if not state.as_json:
+                        err.print(
+                            f"validation run {run_id} is being executed by another worker "
+                            "(a promptship server); following it (Ctrl-C stops following, "
+                            "the run goes on)"
+                        )
+                show(run.total, run.passed, run.failed, run.errored)
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
 
-async def execute_run_with(core: Promptship, runner: SuiteRunner, run_id: int) -> RunDetail:
+ShowCounts = Callable[[int, int, int, int], None]
+
+
+def show_progress(show: ShowCounts) -> Callable[[RunProgress], None]:
+    return lambda p: show(p.total, p.passed, p.failed, p.errored)
+
+
+@contextmanager
+def run_progress() -> Iterator[ShowCounts]:
+    """A live progress bar on stderr; yields ``show(total, passed, failed, errored)``."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -100,17 +166,23 @@ async def execute_run_with(core: Promptship, runner: SuiteRunner, run_id: int) -
     with Progress(*columns, console=err, transient=state.as_json, disable=state.as_json) as bar:
         task = bar.add_task("testing", total=None, passed=0, failed=0, errored=0)
 
-        def show(p: RunProgress) -> None:
+        def show(total: int, passed: int, failed: int, errored: int) -> None:
             bar.update(
                 task,
-                total=p.total,
-                completed=p.done,
-                passed=p.passed,
-                failed=p.failed,
-                errored=p.errored,
+                total=total,
+                completed=passed + failed + errored,
+                passed=passed,
+                failed=failed,
+                errored=errored,
             )
 
-        await runner.execute(run_id, on_progress=show)
+        yield show
+
+
+async def execute_run_with(core: Promptship, runner: SuiteRunner, run_id: int) -> RunDetail:
+    """Execute a run this process owns, with a live progress bar."""
+    with run_progress() as show:
+        await runner.execute(run_id, on_progress=show_progress(show))
     return await core.validation_run(run_id)
 
 

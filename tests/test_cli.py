@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -382,3 +383,31 @@ def test_promote_follows_a_run_another_worker_took_and_reports_its_outcome(
     request = out.splitlines()[0]
     assert request.startswith("req-") and request.endswith(outcome), out
     assert f"tests: run {run_id} {'failed' if failed else 'passed'}" in out
+
+
+def test_ctrl_c_while_following_stops_following_and_leaves_the_run_going(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    code, out, _ = run(
+        "--as", "U04", "promote", "customer-support", "2.1.0", "staging", "--no-wait"
+    )
+    queued = re.search(r"tests queued as run (\d+)", out)
+    assert code == 0 and queued
+    run_id = int(queued.group(1))
+    assert core_call(env, lambda core: core.claim_validation_run("server-1", run_id)) == run_id
+    read_run = Promptship.validation_run
+
+    async def ctrl_c_once_following(self: Promptship, wanted: int) -> RunDetail:
+        detail = await read_run(self, wanted)
+        if detail.state == "running":
+            signal.raise_signal(signal.SIGINT)  # the person presses Ctrl-C
+        return detail
+
+    monkeypatch.setattr(Promptship, "validation_run", ctrl_c_once_following)
+    code, _, err = run("--as", "U04", "promote", "customer-support", "2.1.0", "staging")
+    monkeypatch.setattr(Promptship, "validation_run", read_run)
+    assert code == 130
+    assert f"stopped following validation run {run_id}; it goes on" in err
+    still = core_call(env, lambda core: core.validation_run(run_id))
+    assert still.state == "running"

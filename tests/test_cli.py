@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from promptship.cli import app
+from promptship.cli import app, common
 from promptship.cli.common import state
 from promptship.clock import SystemClock
 from promptship.services import Promptship
@@ -411,3 +411,61 @@ def test_ctrl_c_while_following_stops_following_and_leaves_the_run_going(
     assert f"stopped following validation run {run_id}; it goes on" in err
     still = core_call(env, lambda core: core.validation_run(run_id))
     assert still.state == "running"
+
+
+def test_tables_keep_ids_versions_and_times_whole_at_80_columns_and_piped(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(common.out, "_width", 80)  # the console was made at import
+    soaking = TEST_POLICY.replace(
+        "production: {approvals: 2, soak: 0s}",
+        "production: {approvals: 2, soak: 1h, soak_interval: 10m, soak_sample: 50}",
+    )
+    assert soaking != TEST_POLICY
+    (env / "promptship.yaml").write_text(soaking + "local_decisions: true\n")
+    long_version = "2.10.0-rc.12+build.20261126"
+    (env / "p.yaml").write_text(prompt_yaml("customer-support-escalations", long_version))
+    run("--as", "U0ABCDEFGHIJK", "push", "p.yaml")
+    name = "customer-support-escalations"
+
+    async def tested(core: Promptship) -> None:
+        await core.record_validation_run(name, long_version, case_results(5), slack("U04"))
+
+    core_call(env, tested)
+    assert run("--as", "U0ABCDEFGHIJK", "promote", name, long_version, "staging")[0] == 0
+    code, out, _ = run(
+        "--as", "U0ABCDEFGHIJK", "--json", "promote", name, long_version, "production"
+    )
+    request_code = json.loads(out)["code"]
+    code, out, _ = run("--as", "U0ABCDEFGHIJK", "token", "create", "--user", "U0ABCDEFGHIJK")
+    assert code == 0
+    code, out, _ = run("--json", "history", name)
+    events = json.loads(out)["events"]
+    times = {e["at"][:16].replace("T", " ") for e in events}
+
+    def whole(*args: str) -> str:
+        code, out, err = run(*args)
+        assert code == 0, err
+        # rich marks a shortened cell with "…" right after its text ("2026-1…"); a token's
+        # prefix (psk_…) is shown shortened on purpose
+        assert not re.search(r"\w…", re.sub(r"psk_\w+…", "", out)), out
+        return out
+
+    listed = whole("list")
+    assert long_version in listed and request_code in listed and name in listed
+    status = whole("status", name)
+    assert long_version in status and "U0ABCDEFGHIJK" in status
+    assert any(t in status for t in times)
+    history = whole("history", name)
+    assert long_version in history and "U0ABCDEFGHIJK" in history
+    assert all(t in history for t in times) and "request.created" in history, history
+    soaks = whole("soak", name)
+    assert long_version in soaks and "staging-shadow" in soaks, soaks
+    assert re.search(r"20\d\d-\d\d-\d\d \d\d:\d\d", soaks)  # next cycle and end, whole
+    tokens = whole("token", "list")
+    assert "U0ABCDEFGHIJK" in tokens and any(t in tokens for t in times)
+    assert run("audit", "checkpoint")[0] == 0
+    checkpoints = whole("audit", "checkpoints")
+    assert f"event {len(events) + 1:>8}" in checkpoints or f"event {len(events):>8}" in checkpoints
+    assert any(t in checkpoints for t in times), checkpoints

@@ -16,8 +16,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from promptship.config import Settings
 from promptship.domain.identity import Actor, Via
@@ -177,6 +180,51 @@ def emit(value: Any) -> bool:
     else:
         print(json.dumps(value, indent=2, default=str))
     return True
+
+
+#: a wrapping column is never squeezed narrower than this (or its longest word, if shorter)
+WRAP_MIN_WIDTH = 12
+
+
+def table(*headers: str, wrap: tuple[str, ...] = (), title: str | None = None) -> Table:
+    """A table readable at 80 columns and when piped: the ``wrap`` columns (free text:
+    details, reasons) wrap, folding a word too long for them; every other column (ids,
+    versions, times, request codes, names) stays whole on one line — see ``print_table``."""
+    # a rule under the header, a space and a divider between columns: 2 characters of 80
+    grid = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1)
+    )
+    for header in headers:
+        if header in wrap:
+            grid.add_column(header, overflow="fold")
+        else:
+            grid.add_column(header, no_wrap=True, overflow="fold")
+    return grid
+
+
+def print_table(grid: Table) -> None:
+    """Print ``grid`` so rich never shortens a cell with "…": each unwrapped column is as
+    wide as its widest cell, each wrapping column at least as wide as its longest word up
+    to WRAP_MIN_WIDTH (longer words fold), and when that needs more than the terminal the
+    table is that wide (its lines run on) rather than cut an id."""
+    unbounded = out.options.update_width(10_000)
+    wrapping = []
+    for column in grid.columns:
+        cells = [column.header, *column.cells]
+        if column.no_wrap:
+            column.width = max(Measurement.get(out, unbounded, c).maximum for c in cells)
+        else:
+            longest_word = max(Measurement.get(out, unbounded, c).minimum for c in cells)
+            column.min_width = min(longest_word, WRAP_MIN_WIDTH)
+            wrapping.append(column)
+    for column in wrapping:  # measured at their narrowest: the least the table needs
+        column.width = column.min_width
+    needed = Measurement.get(out, unbounded, grid).maximum
+    for column in wrapping:
+        column.width = None
+    if needed > out.width:
+        grid.width = needed
+    out.print(grid)
 
 
 def when(at: datetime | None) -> str:

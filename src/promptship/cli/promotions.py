@@ -12,10 +12,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from promptship.cli.app import app
-from promptship.cli.common import actor, emit, err, out, parse_code, print_request, run_core, state
+from promptship.cli.common import (
+    actor,
+    emit,
+    err,
+    out,
+    parse_code,
+    print_request,
+    print_table,
+    run_core,
+    state,
+    table,
+)
 from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.lifecycle import RunState
 from promptship.services import Promptship
@@ -217,20 +227,26 @@ def print_run(run: RunDetail, minimum: float) -> None:
         err.print(f"[bold red]run failed:[/] {escape(run.error)}")
     failures = [r for r in run.results if not r.get("passed") or r.get("error")]
     if failures:
-        table = Table(
-            "#", "type", "input", "expected", "got / why", title=f"{len(failures)} not passed"
+        grid = table(
+            "#",
+            "type",
+            "input",
+            "expected",
+            "got / why",
+            wrap=("input", "expected", "got / why"),
+            title=f"{len(failures)} not passed",
         )
         for i, r in enumerate(failures[:25], 1):
             why = r.get("error") or r.get("detail") or ""
             got = r.get("got") or ""
-            table.add_row(
+            grid.add_row(
                 str(i),
                 "[yellow]errored[/]" if r.get("error") else str(r.get("type")),
                 escape(str(r.get("input"))[:80]),
                 escape(str(r.get("expected"))[:60]),
                 escape((f"{got[:80]!r} — " if got else "") + str(why)),
             )
-        out.print(table)
+        print_table(grid)
         if len(failures) > 25:
             out.print(
                 f"… and {len(failures) - 25} more: promptship --json show {run.prompt} {run.version}"

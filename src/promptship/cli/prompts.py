@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.syntax import Syntax
-from rich.table import Table
 
 from promptship.cli.app import app
-from promptship.cli.common import actor, emit, out, run_core, when
+from promptship.cli.common import actor, emit, out, print_table, run_core, table, when
 from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.promptfile import find_prompt_files, load_prompt_file
 from promptship.errors import BadInput
@@ -64,17 +63,20 @@ def list_prompts() -> None:
     env_names, statuses = run_core(use)
     if emit(statuses):
         return
-    table = Table("prompt", "latest", "versions", *env_names, "open requests")
+    grid = table("prompt", "latest", "versions", *env_names, "open requests")
     for s in statuses:
         envs = {d.environment: d.version for d in s.environments}
-        table.add_row(
+        grid.add_row(
             s.name,
             s.latest_version or "",
             str(s.versions),
             *(envs.get(name, "—") for name in env_names),
             ", ".join(r.code for r in s.open_requests),
         )
-    out.print(table if statuses else "no prompts yet: promptship push FILE")
+    if statuses:
+        print_table(grid)
+    else:
+        out.print("no prompts yet: promptship push FILE")
 
 
 @app.command()

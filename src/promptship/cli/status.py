@@ -7,10 +7,20 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from promptship.cli.app import app
-from promptship.cli.common import actor, emit, err, out, print_request, run_core, state, when
+from promptship.cli.common import (
+    actor,
+    emit,
+    err,
+    out,
+    print_request,
+    print_table,
+    run_core,
+    state,
+    table,
+    when,
+)
 from promptship.domain.lifecycle import soak_next_steps
 
 
@@ -24,7 +34,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None) -> None:
         out.print("no prompts yet: promptship push FILE")
         return
     for s in statuses:
-        table = Table(
+        grid = table(
             "environment",
             "version",
             "status",
@@ -33,10 +43,10 @@ def status(name: Annotated[str | None, typer.Argument()] = None) -> None:
             title=f"{s.name} (latest {s.latest_version})",
         )
         for d in s.environments:
-            table.add_row(
+            grid.add_row(
                 d.environment, d.version, d.status, when(d.deployed_at), escape(d.deployed_by)
             )
-        out.print(table)
+        print_table(grid)
         for request in s.open_requests:
             print_request(request)
 
@@ -52,12 +62,10 @@ def history(
     page = run_core(lambda core: core.history(name, env, before, limit))
     if emit(page):
         return
-    table = Table()
-    for column in ("#", "when", "who", "what", "version", "env", "details"):
-        table.add_column(column, no_wrap=column == "what")
+    grid = table("#", "when", "who", "what", "version", "env", "details", wrap=("details",))
     for e in page.events:
         details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v not in (None, "", []))
-        table.add_row(
+        grid.add_row(
             str(e.seq),
             when(e.at),
             escape(e.actor),
@@ -66,7 +74,7 @@ def history(
             e.environment or "",
             escape(details),
         )
-    out.print(table)
+    print_table(grid)
     if page.next_before:
         out.print(f"older: promptship history {name} --before {page.next_before}")
 
@@ -98,11 +106,11 @@ def soak(
     if not soaks:
         out.print(f"{escape(name)} has no soaks yet: one starts when a version enters staging")
         return
-    table = Table()
-    for column in ("version", "kind", "state", "cycles", "next", "worst", "ends", "why"):
-        table.add_column(column)
+    grid = table(
+        "version", "kind", "state", "cycles", "next", "worst", "ends", "why", wrap=("why",)
+    )
     for s in soaks:
-        table.add_row(
+        grid.add_row(
             s.version,
             s.kind,
             s.state,
@@ -112,7 +120,7 @@ def soak(
             when(s.ends_at),
             escape(s.failure or ""),
         )
-    out.print(table)
+    print_table(grid)
     newest = soaks[0]
     failed = newest.state in ("failed", "insufficient-traffic")
     if failed and newest.kind == "staging-shadow" and "Next:" not in (newest.failure or ""):

@@ -60,7 +60,7 @@ def promote(
     """
     waited: list[RunDetail] = []
     queued: list[int] = []
-    following: list[int] = []
+    following: set[int] = set()
 
     async def use(core: Promptship) -> RequestView:
         who = actor()
@@ -73,7 +73,7 @@ def promote(
         if no_wait:
             queued.append(latest.id)
             return request
-        waited.append(await wait_for_run(core, latest.id, on_follow=following.append))
+        waited.append(await wait_for_run(core, latest.id, following))
         return await core.request(request.id)
 
     async def remote(client: Remote) -> RequestView:
@@ -87,8 +87,8 @@ def promote(
         if not following:
             raise
         err.print(
-            f"stopped following validation run {following[0]}; it goes on: "
-            f"promptship status {escape(name)}"
+            f"stopped following validation run {min(following)}; it goes on: "
+            f"promptship show {escape(name)} {escape(version)}"
         )
         raise typer.Exit(130) from None
     if not emit(request):
@@ -106,24 +106,33 @@ def promote(
 
 #: how often a run another worker executes is read back while following it
 FOLLOW_POLL_SECONDS = 0.5
+#: every this many reads, a run whose worker stopped reporting is recovered (re-queued,
+#: then run here) rather than followed for ever
+RECOVER_EVERY_POLLS = 20
 
 
 async def wait_for_run(
-    core: Promptship, run_id: int, *, on_follow: Callable[[int], object] = lambda _: None
+    core: Promptship, run_id: int, following: set[int] | None = None
 ) -> RunDetail:
     """Wait for a queued or running run to end, whichever process has it: claim and execute
     it here when it is still queued, else follow the worker that claimed it (reading its
-    counts from the store) with the same progress bar. ``on_follow`` is told once, when
-    following starts."""
+    counts from the store) with the same progress bar. ``following`` holds the run while
+    this process only follows it (so Ctrl-C then leaves it running elsewhere)."""
+    following = set() if following is None else following
     from promptship.validation.runner import SuiteRunner
 
     runner = SuiteRunner(core)
     announced = False
     with run_progress() as show:
+        polls = 0
         while True:
+            polls += 1
+            if polls % RECOVER_EVERY_POLLS == 0:
+                await core.recover_interrupted_runs()
             run = await core.validation_run(run_id)
             if run.state == RunState.QUEUED:
                 if await core.claim_validation_run(runner.owner, run_id) is not None:
+                    following.discard(run_id)  # ours now: Ctrl-C cancels it
                     await runner.execute(run_id, on_progress=show_progress(show))
                     return await core.validation_run(run_id)
             elif not RunState(run.state).active:
@@ -131,13 +140,13 @@ async def wait_for_run(
             else:
                 if not announced:
                     announced = True
-                    on_follow(run_id)
                     if not state.as_json:
                         err.print(
                             f"validation run {run_id} is being executed by another worker "
-                            "(a promptship server); following it (Ctrl-C stops following, "
+                            "(a promptship server, say); following it (Ctrl-C stops following, "
                             "the run goes on)"
                         )
+                following.add(run_id)
                 show(run.total, run.passed, run.failed, run.errored)
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 

@@ -11,13 +11,13 @@ from sqlalchemy import select
 
 from promptship.clock import ManualClock
 from promptship.domain.identity import Scope
-from promptship.domain.promptfile import content_hash
-from promptship.errors import Conflict, GateRefused
+from promptship.domain.promptfile import content_hash, parse_prompt
+from promptship.errors import Conflict, Forbidden, GateRefused
 from promptship.services import Promptship, tokens
 from promptship.services.views import RequestView
 from promptship.store.db import Database
 from promptship.store.models import AuditEvent, PromptVersion
-from tests.conftest import make_policy
+from tests.conftest import make_policy, prompt_yaml
 from tests.helpers import REQUESTER, pass_tests, push, slack, to_production, to_staging
 from tests.test_audit import tamper
 
@@ -261,3 +261,25 @@ async def test_a_request_moved_to_another_prompts_version_is_found(core: Prompts
         f"{request.code} is for a version of another prompt than its own (changed in the "
         "database directly?)"
     ]
+
+
+async def test_an_author_rewritten_in_the_database_does_not_let_the_author_approve(
+    core: Promptship,
+) -> None:
+    await core.push(parse_prompt(prompt_yaml()), slack("U01"))  # U01 writes and approves
+    await to_staging(core)
+    request = await core.request_promotion(
+        "customer-support", "1.0.0", "production", slack(REQUESTER)
+    )
+    problems = await tamper(core, "UPDATE prompt_versions SET author = 'U09'")
+    assert problems == [
+        "customer-support 1.0.0's author or pusher differs from its signed version.registered "
+        "event (changed in the database directly?)"
+    ]
+    with pytest.raises(Forbidden, match="you wrote customer-support 1.0.0"):
+        await core.approve(request.id, slack("U01"))
+
+    # without its signed registration the version cannot be approved by anyone
+    await tamper(core, "UPDATE audit_events SET actor = 'U09' WHERE action = 'version.registered'")
+    with pytest.raises(Conflict, match="the version's record does not match its signed audit"):
+        await core.approve(request.id, slack("U02"))

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from promptship.domain.lifecycle import RequestState
-from promptship.services import audit, registry, tokens
+from promptship.services import audit, decisions, registry, tokens
 from promptship.services.deps import request_code
 from promptship.store.models import (
     ApiToken,
@@ -197,7 +197,7 @@ async def _request_terms(session: AsyncSession) -> list[str]:
 async def _version_contents(session: AsyncSession) -> list[str]:
     registered = aliased(AuditEvent)
     rows = await session.stream(
-        select(PromptVersion, Prompt.name, registered.details)
+        select(PromptVersion, Prompt.name, registered)
         .join(Prompt, Prompt.id == PromptVersion.prompt_id)
         .outerjoin(
             registered,
@@ -211,8 +211,9 @@ async def _version_contents(session: AsyncSession) -> list[str]:
         .execution_options(yield_per=500)
     )
     problems: list[str] = []
-    async for version, prompt, details in rows:
+    async for version, prompt, event in rows:
         label = f"{prompt} {version.version}"
+        details = event.details if event is not None else None
         if registry.served_content_hash(version) != version.content_hash:
             problems.append(
                 f"{label}'s stored content no longer matches its content hash (edited in the "
@@ -227,6 +228,11 @@ async def _version_contents(session: AsyncSession) -> list[str]:
             problems.append(
                 f"{label}'s content hash differs from the one its signed version.registered "
                 "event recorded (its content was replaced in the database directly?)"
+            )
+        elif decisions.registered_authorship(event) != (version.author, version.pushed_by):
+            problems.append(
+                f"{label}'s author or pusher differs from its signed version.registered event "
+                "(changed in the database directly?)"
             )
         if len(problems) >= LIMIT:
             break

@@ -283,3 +283,19 @@ async def test_an_author_rewritten_in_the_database_does_not_let_the_author_appro
     await tamper(core, "UPDATE audit_events SET actor = 'U09' WHERE action = 'version.registered'")
     with pytest.raises(Conflict, match="the version's record does not match its signed audit"):
         await core.approve(request.id, slack("U02"))
+
+
+async def test_a_revoked_token_is_not_revived_by_changing_its_prefix(core: Promptship) -> None:
+    issued = await core.create_token("U01", slack("U01"), scope=Scope.APPROVE)
+    await core.revoke_token(issued.token.prefix, slack("U01"))
+    problems = await tamper(
+        core,
+        "UPDATE api_tokens SET revoked_at = NULL, revoked_by = NULL, prefix = 'psk_renamed0' "
+        "WHERE id = :i",
+        i=issued.token.id,
+    )
+    assert problems == [
+        "token psk_renamed0 (for U01) has no valid signature: it was not issued by promptship "
+        "(inserted or changed in the database directly?)"
+    ]
+    assert await core.authenticate_token(issued.secret) is None

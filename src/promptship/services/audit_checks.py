@@ -252,7 +252,7 @@ async def _token_rows(session: AsyncSession) -> list[str]:
                 f"token {row.prefix} (for {row.subject}) has no valid signature: it was not "
                 "issued by promptship (inserted or changed in the database directly?)"
             )
-        elif row.revoked_at is None and (row.prefix, row.subject) in revoked:
+        elif row.revoked_at is None and row.id in revoked:
             problems.append(
                 f"token {row.prefix} (for {row.subject}) was revoked, but its row says it is "
                 "not (the revocation was undone in the database directly?)"

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from promptship.domain.lifecycle import RequestState
-from promptship.services import audit, registry, tokens
+from promptship.services import audit, decisions, registry, tokens
 from promptship.services.deps import request_code
 from promptship.store.models import (
     ApiToken,
@@ -83,6 +83,8 @@ async def _approvals(session: AsyncSession) -> list[str]:
 
 
 async def _deployments(session: AsyncSession) -> list[str]:
+    """Each pointer against the newest ``deployment.changed`` of its prompt and environment:
+    the version it names, that version's prompt, and (when the event has it) its content."""
     newest = (
         select(
             AuditEvent.prompt,
@@ -93,35 +95,46 @@ async def _deployments(session: AsyncSession) -> list[str]:
         .group_by(AuditEvent.prompt, AuditEvent.environment)
         .subquery()
     )
-    logged = (
-        select(AuditEvent.prompt, AuditEvent.environment, AuditEvent.version)
-        .join(newest, newest.c.seq == AuditEvent.seq)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(Prompt.name, Deployment.environment, PromptVersion.version, logged.c.version)
+    logged = aliased(AuditEvent)
+    owner = aliased(Prompt)
+    rows = await session.stream(
+        select(Prompt.name, Deployment.environment, PromptVersion, owner.name, logged)
         .join(Prompt, Prompt.id == Deployment.prompt_id)
         .join(PromptVersion, PromptVersion.id == Deployment.version_id)
+        .join(owner, owner.id == PromptVersion.prompt_id)
         .outerjoin(
-            logged,
-            and_(logged.c.prompt == Prompt.name, logged.c.environment == Deployment.environment),
+            newest,
+            and_(newest.c.prompt == Prompt.name, newest.c.environment == Deployment.environment),
         )
-        .where(logged.c.version.is_(None) | (logged.c.version != PromptVersion.version))
+        .outerjoin(logged, logged.seq == newest.c.seq)
         .order_by(Prompt.name, Deployment.environment)
-        .limit(LIMIT)
+        .execution_options(yield_per=1000)
     )
-    problems = []
-    for prompt, environment, live, recorded in rows.all():
-        if recorded is None:
+    problems: list[str] = []
+    async for prompt, environment, version, version_prompt, event in rows:
+        live = version.version
+        if version_prompt != prompt:
+            problems.append(
+                f"{prompt} in {environment} points at {version_prompt} {live}, a version of "
+                "another prompt (the pointer was changed directly?)"
+            )
+        elif event is None:
             problems.append(
                 f"{prompt} runs {live} in {environment}, but the audit log records no "
                 "deployment of it there (the pointer was written directly?)"
             )
-        else:
+        elif event.version != live:
             problems.append(
                 f"{prompt} runs {live} in {environment}, but the audit log's last deployment "
-                f"there was {recorded} (the pointer was changed directly?)"
+                f"there was {event.version} (the pointer was changed directly?)"
             )
+        elif event.details.get("content_hash", version.content_hash) != version.content_hash:
+            problems.append(
+                f"{prompt} runs {live} in {environment} with other content than its signed "
+                "deployment.changed event recorded (the pointer was changed directly?)"
+            )
+        if len(problems) >= LIMIT:
+            break
     return problems
 
 
@@ -148,7 +161,7 @@ async def _closed_requests(session: AsyncSession) -> list[str]:
 async def _request_terms(session: AsyncSession) -> list[str]:
     created = aliased(AuditEvent)
     rows = await session.stream(
-        select(PromotionRequest, Prompt.name, PromptVersion.version, created)
+        select(PromotionRequest, Prompt.name, PromptVersion, created)
         .join(Prompt, Prompt.id == PromotionRequest.prompt_id)
         .join(PromptVersion, PromptVersion.id == PromotionRequest.version_id)
         .outerjoin(
@@ -161,12 +174,17 @@ async def _request_terms(session: AsyncSession) -> list[str]:
     problems: list[str] = []
     async for request, prompt, version, event in rows:
         code = request_code(request.id)
-        if event is None:
+        if version.prompt_id != request.prompt_id:
+            problems.append(
+                f"{code} is for a version of another prompt than its own (changed in the "
+                "database directly?)"
+            )
+        elif event is None:
             problems.append(
                 f"{code} has no request.created event in the audit log (inserted into the "
                 "database directly?)"
             )
-        elif fields := request_mismatches(request, prompt, version, event):
+        elif fields := request_mismatches(request, prompt, version.version, event):
             problems.append(
                 f"{code}'s {', '.join(fields)} differ from its signed request.created event "
                 "(changed in the database directly?)"
@@ -179,7 +197,7 @@ async def _request_terms(session: AsyncSession) -> list[str]:
 async def _version_contents(session: AsyncSession) -> list[str]:
     registered = aliased(AuditEvent)
     rows = await session.stream(
-        select(PromptVersion, Prompt.name, registered.details)
+        select(PromptVersion, Prompt.name, registered)
         .join(Prompt, Prompt.id == PromptVersion.prompt_id)
         .outerjoin(
             registered,
@@ -193,8 +211,9 @@ async def _version_contents(session: AsyncSession) -> list[str]:
         .execution_options(yield_per=500)
     )
     problems: list[str] = []
-    async for version, prompt, details in rows:
+    async for version, prompt, event in rows:
         label = f"{prompt} {version.version}"
+        details = event.details if event is not None else None
         if registry.served_content_hash(version) != version.content_hash:
             problems.append(
                 f"{label}'s stored content no longer matches its content hash (edited in the "
@@ -209,6 +228,11 @@ async def _version_contents(session: AsyncSession) -> list[str]:
             problems.append(
                 f"{label}'s content hash differs from the one its signed version.registered "
                 "event recorded (its content was replaced in the database directly?)"
+            )
+        elif decisions.registered_authorship(event) != (version.author, version.pushed_by):
+            problems.append(
+                f"{label}'s author or pusher differs from its signed version.registered event "
+                "(changed in the database directly?)"
             )
         if len(problems) >= LIMIT:
             break
@@ -228,7 +252,7 @@ async def _token_rows(session: AsyncSession) -> list[str]:
                 f"token {row.prefix} (for {row.subject}) has no valid signature: it was not "
                 "issued by promptship (inserted or changed in the database directly?)"
             )
-        elif row.revoked_at is None and (row.prefix, row.subject) in revoked:
+        elif row.revoked_at is None and row.id in revoked:
             problems.append(
                 f"token {row.prefix} (for {row.subject}) was revoked, but its row says it is "
                 "not (the revocation was undone in the database directly?)"

@@ -13,10 +13,44 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestState
 from promptship.errors import BadInput, Conflict, Forbidden
-from promptship.services import gates, identities, lifecycle, requests
+from promptship.services import audit, gates, identities, lifecycle, requests
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import DecisionOutcome
-from promptship.store.models import Approval
+from promptship.store.models import Approval, AuditEvent, Prompt, PromptVersion
+
+TAMPERED_VERSION = (
+    "the version's record does not match its signed audit event; see promptship audit verify"
+)
+
+
+def registered_authorship(event: AuditEvent) -> tuple[str, str | None]:
+    """The author and the proxy (who pushed on the author's behalf) a ``version.registered``
+    event records."""
+    proxy = event.details.get("on_behalf_of_by")
+    return str(event.details.get("author", event.actor)), str(proxy) if proxy else None
+
+
+async def signed_authorship(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion
+) -> tuple[str, str | None]:
+    """The author and proxy of a version from its signed registration, never from its row
+    (no hash covers ``author``/``pushed_by``); refused when no signed registration exists."""
+    events = (
+        await session.scalars(
+            select(AuditEvent)
+            .where(
+                AuditEvent.action == "version.registered",
+                AuditEvent.prompt == prompt.name,
+                AuditEvent.version == version.version,
+            )
+            .order_by(AuditEvent.seq)
+        )
+    ).all()
+    keys = audit.keyring(session).keys()
+    signed = [e for e in events if audit.authentic(e, keys)]
+    if not signed or signed[0].details.get("content_hash") != version.content_hash:
+        raise Conflict(TAMPERED_VERSION, hint="ask an admin to run promptship audit verify")
+    return registered_authorship(signed[0])
 
 
 def _is(deps: Deps, person: str, proxy: str | None) -> bool:
@@ -51,7 +85,10 @@ async def record_decision(
         raise Forbidden(
             f"you requested {code}; cancel it instead of rejecting it", hint=f"cancel {code}"
         )
-    if approve and person == identities.person_of(deps.policy, version.author):
+    author, pushed_by = (
+        await signed_authorship(session, prompt, version) if approve else (None, None)
+    )
+    if approve and person == identities.person_of(deps.policy, author or ""):
         raise Forbidden(
             f"you wrote {lifecycle.label(prompt, version)}; someone else must approve it"
         )
@@ -61,9 +98,9 @@ async def record_decision(
         raise Forbidden(
             f"you requested {code} on behalf of {request.requester}; someone else must approve it"
         )
-    if approve and _is(deps, person, version.pushed_by):
+    if approve and _is(deps, person, pushed_by):
         raise Forbidden(
-            f"you pushed {lifecycle.label(prompt, version)} on behalf of {version.author}; "
+            f"you pushed {lifecycle.label(prompt, version)} on behalf of {author}; "
             "someone else must approve it"
         )
     deciding_roles = roles & {"approvers", "stakeholders"}

@@ -165,6 +165,7 @@ async def deploy(
         details={
             "from": previous.version if previous else None,
             "to": version.version,
+            "content_hash": version.content_hash,
             "move": move.value,
             "reason": reason,
         },

@@ -268,7 +268,8 @@ async def runtime_prompt(
 ) -> RuntimePrompt:
     """What an app runs for ``name`` in ``environment`` now, with the pointer's revision.
     A version whose stored content no longer hashes to its ``content_hash`` (edited in
-    the database) is refused with Conflict, never served."""
+    the database), or a pointer at another prompt's version, is refused with Conflict,
+    never served."""
     prompt = await registry.get_prompt(session, name)
     deps.policy.environments.check(environment)
     row = (
@@ -284,6 +285,17 @@ async def runtime_prompt(
             hint=f"promote a version to {environment} first",
         )
     deployment, version = row
+    if version.prompt_id != deployment.prompt_id:
+        log.error(
+            "refused to serve %s in %s: its pointer names a version of another prompt",
+            name,
+            environment,
+        )
+        raise Conflict(
+            f"{name} cannot be served in {environment}: its deployment points at a version "
+            "of another prompt; run promptship audit verify",
+            hint="the database was changed outside promptship; restore it or roll back",
+        )
     if registry.served_content_hash(version) != version.content_hash:
         log.error(
             "refused to serve %s %s in %s: its stored content no longer matches its content hash",

@@ -156,7 +156,13 @@ async def push(session: AsyncSession, deps: Deps, spec: PromptSpec, actor: Actor
         action="version.registered",
         prompt=spec.name,
         version=spec.version,
-        details={"content_hash": digest, "model": spec.model, "tests": len(spec.tests)},
+        # the author rule reads these from here: no hash covers the row's author columns
+        details={
+            "content_hash": digest,
+            "model": spec.model,
+            "tests": len(spec.tests),
+            "author": author,
+        },
     )
     return PushResult(
         name=spec.name,

@@ -69,7 +69,10 @@ def digest(secret: str) -> str:
 
 
 def _signed_fields(row: ApiToken, key_id: str) -> bytes:
+    # id and prefix too: revocations name the token by id, people by its prefix
     body = {
+        "id": row.id,
+        "prefix": row.prefix,
         "token_hash": row.token_hash,
         "subject": row.subject,
         "service": row.service,
@@ -93,17 +96,15 @@ def mac_holds(row: ApiToken, keys: AuditKeys | None) -> bool:
     return key is not None and hmac.compare_digest(mac, key.mac(_signed_fields(row, key_id)))
 
 
-async def signed_revocations(
-    session: AsyncSession, prefix: str | None = None
-) -> set[tuple[str, str]]:
-    """(prefix, subject) of each token whose ``token.revoked`` event is signed."""
+async def signed_revocations(session: AsyncSession) -> set[int]:
+    """The ids of the tokens whose ``token.revoked`` event is signed."""
     query = select(AuditEvent).where(AuditEvent.action == "token.revoked")
     events = (await session.execute(query)).scalars().all()
     keys = audit.keyring(session).keys()
     return {
-        (str(e.details.get("token")), str(e.details.get("subject")))
+        e.details["token_id"]
         for e in events
-        if (prefix is None or e.details.get("token") == prefix) and audit.authentic(e, keys)
+        if isinstance(e.details.get("token_id"), int) and audit.authentic(e, keys)
     }
 
 
@@ -239,9 +240,11 @@ async def create(
         revoked_at=None,
         revoked_by=None,
         last_used_at=None,
+        mac="",
     )
-    row.mac = sign(row, audit.keyring(session).signer())
     session.add(row)
+    await session.flush()  # the MAC covers the id, which the flush assigns
+    row.mac = sign(row, audit.keyring(session).signer())
     await session.flush()
     await audit.record(
         session,
@@ -251,6 +254,7 @@ async def create(
         details={
             **actor.audit_details(),
             "token": row.prefix,
+            "token_id": row.id,
             "subject": subject,
             "service": service,
             "scope": scope.value,
@@ -278,7 +282,7 @@ async def authenticate(session: AsyncSession, deps: Deps, secret: str) -> TokenI
             "refused token %s: its row has no valid signature (written directly?)", row.prefix
         )
         return None
-    if (row.prefix, row.subject) in await signed_revocations(session, row.prefix):
+    if row.id in await signed_revocations(session):
         log.warning("refused token %s: it was revoked, but its row was un-revoked", row.prefix)
         return None
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
@@ -347,6 +351,11 @@ async def revoke(
         deps.clock,
         actor=actor.id,
         action="token.revoked",
-        details={**actor.audit_details(), "token": row.prefix, "subject": row.subject},
+        details={
+            **actor.audit_details(),
+            "token": row.prefix,
+            "token_id": row.id,
+            "subject": row.subject,
+        },
     )
     return _view(row)

@@ -240,3 +240,24 @@ async def test_a_failed_test_run_deleted_from_the_database_still_closes_the_gate
     ]
     with pytest.raises(GateRefused, match="the test run's record does not match its signed"):
         await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))
+
+
+async def test_a_failed_soak_deleted_from_the_database_still_closes_the_gate(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(db, make_policy("environments: {production: {soak: 1h}}"), clock)
+    await push(core)
+    await to_staging(core)
+    passed = await core.staging_soak_id("customer-support", "1.0.0")
+    assert passed is not None
+    await core.finish_soak(passed, passed=True)
+    restarted = await core.restart_soak("customer-support", slack("U01"))
+    await core.finish_soak(restarted.id, passed=False, failure="cycle 2 diverged 31% > 10%")
+    await tamper(core, "DELETE FROM soak_cycles WHERE soak_id = :s", s=restarted.id)
+    problems = await tamper(core, "DELETE FROM soak_runs WHERE id = :s", s=restarted.id)
+    assert problems == [
+        "the soak of customer-support 1.0.0 is in the audit log but has no row (deleted from "
+        "the database directly?)"
+    ]
+    with pytest.raises(GateRefused, match="the soak's record does not match its signed"):
+        await core.request_promotion("customer-support", "1.0.0", "production", slack(REQUESTER))

@@ -294,10 +294,25 @@ async def _soak_results(session: AsyncSession) -> list[str]:
         .order_by(SoakRun.id)
     )
     missing = [(soak, name, version) for soak, name, version in rows.all() if soak not in recorded]
+    logged = await session.execute(
+        select(AuditEvent.prompt, AuditEvent.version, AuditEvent.details)
+        .where(AuditEvent.action.in_(("soak.passed", "soak.failed", "soak.restarted")))
+        .order_by(AuditEvent.seq)
+    )
+    soaks = {details.get("soak"): (prompt, version) for prompt, version, details in logged.all()}
+    present = set((await session.scalars(select(SoakRun.id))).all())
+    deleted = [label for soak, label in soaks.items() if soak not in present]
     return [
-        f"the soak of {name} {version} is marked passed, but the audit log never recorded it "
-        "passing (changed in the database directly?)"
-        for soak, name, version in missing[:LIMIT]
+        *(
+            f"the soak of {name} {version} is marked passed, but the audit log never recorded "
+            "it passing (changed in the database directly?)"
+            for soak, name, version in missing[:LIMIT]
+        ),
+        *(
+            f"the soak of {name} {version} is in the audit log but has no row (deleted from the "
+            "database directly?)"
+            for name, version in deleted[:LIMIT]
+        ),
     ]
 
 

@@ -116,6 +116,36 @@ async def newest_run_present(
     return not isinstance(recorded, int) or (run is not None and run.id >= recorded)
 
 
+async def newest_signed_soak(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, environment: str
+) -> int | None:
+    """The id of the newest staging soak a signed event recorded finishing or starting over:
+    a soak row older than it means a newer one (perhaps failed) was deleted."""
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.prompt == prompt.name,
+                    AuditEvent.version == version.version,
+                    AuditEvent.environment == environment,
+                    AuditEvent.action.in_(("soak.passed", "soak.failed", "soak.restarted")),
+                )
+                .order_by(AuditEvent.seq.desc())
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = audit.keyring(session).keys()
+    for e in events:
+        soak = e.details.get("soak")
+        kind = e.details.get("kind", deployments.STAGING_SOAK)
+        if kind == deployments.STAGING_SOAK and isinstance(soak, int) and audit.authentic(e, keys):
+            return soak
+    return None
+
+
 async def soak_matches_signed(
     session: AsyncSession, prompt: Prompt, version: PromptVersion, soak: SoakRun
 ) -> bool:
@@ -248,8 +278,11 @@ async def gate_facts(
     soak = None
     if request.environment == envs.production and request.kind == RequestKind.NORMAL:
         row = await deployments.latest_soak(session, version.id, envs.staging)
+        newest = await newest_signed_soak(session, prompt, version, envs.staging)
         if row is not None:
-            genuine = await soak_matches_signed(session, prompt, version, row)
+            genuine = await soak_matches_signed(session, prompt, version, row) and (
+                newest is None or row.id >= newest
+            )
             soak = SoakSummary(
                 soak_id=row.id,
                 state=row.state if genuine else "failed",

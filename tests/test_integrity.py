@@ -12,7 +12,7 @@ from sqlalchemy import select
 from promptship.clock import ManualClock
 from promptship.domain.identity import Scope
 from promptship.domain.promptfile import content_hash, parse_prompt
-from promptship.errors import Conflict, Forbidden, GateRefused
+from promptship.errors import Conflict, Forbidden, GateRefused, RequestClosed
 from promptship.services import Promptship, tokens
 from promptship.services.views import RequestView
 from promptship.store.db import Database
@@ -299,3 +299,67 @@ async def test_a_revoked_token_is_not_revived_by_changing_its_prefix(core: Promp
         "(inserted or changed in the database directly?)"
     ]
     assert await core.authenticate_token(issued.secret) is None
+
+
+async def test_a_rejection_undone_in_the_database_still_holds(core: Promptship) -> None:
+    request = await open_production_request(core)
+    await core.approve(request.id, slack("U01"))
+    rejected = await core.reject(request.id, slack("U02"), "not this week")
+    assert rejected.request.state == "rejected"
+    await tamper(core, "DELETE FROM approvals WHERE approve = :f", f=False)
+    problems = await tamper(
+        core,
+        "UPDATE promotion_requests SET state = 'open', closed_at = NULL, closed_by = NULL, "
+        "close_reason = NULL WHERE id = :r",
+        r=request.id,
+    )
+    assert problems == [
+        f"{request.code} has a rejection by U02 in the audit log but no row for it (deleted "
+        "from the database directly?)",
+        f"{request.code} is open, but the audit log recorded it rejected (reopened in the "
+        "database directly?)",
+    ]
+    with pytest.raises(RequestClosed, match=f"{request.code} is rejected by U02: not this week"):
+        await core.approve(request.id, slack("U06"))
+    shown = await core.request(request.id)
+    assert [(d.user, d.approve) for d in shown.decisions] == [("U01", True), ("U02", False)]
+    assert ("integrity", "failed") in [(c.gate, c.state) for c in shown.checks]
+    assert shown.state == "open"  # never promoted
+
+
+async def test_a_failed_test_run_deleted_from_the_database_still_closes_the_gate(
+    core: Promptship,
+) -> None:
+    await push(core)
+    await pass_tests(core, "customer-support", "1.0.0")
+    await pass_tests(core, "customer-support", "1.0.0", passed=2, failed=8)
+    problems = await tamper(
+        core, "DELETE FROM validation_runs WHERE id = (SELECT MAX(id) FROM validation_runs)"
+    )
+    assert problems == [
+        "customer-support 1.0.0 has a finished test run in the audit log but no row for it "
+        "(deleted from the database directly?)"
+    ]
+    with pytest.raises(GateRefused, match="the test run's record does not match its signed"):
+        await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))
+
+
+async def test_a_failed_soak_deleted_from_the_database_still_closes_the_gate(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(db, make_policy("environments: {production: {soak: 1h}}"), clock)
+    await push(core)
+    await to_staging(core)
+    passed = await core.staging_soak_id("customer-support", "1.0.0")
+    assert passed is not None
+    await core.finish_soak(passed, passed=True)
+    restarted = await core.restart_soak("customer-support", slack("U01"))
+    await core.finish_soak(restarted.id, passed=False, failure="cycle 2 diverged 31% > 10%")
+    await tamper(core, "DELETE FROM soak_cycles WHERE soak_id = :s", s=restarted.id)
+    problems = await tamper(core, "DELETE FROM soak_runs WHERE id = :s", s=restarted.id)
+    assert problems == [
+        "the soak of customer-support 1.0.0 is in the audit log but has no row (deleted from "
+        "the database directly?)"
+    ]
+    with pytest.raises(GateRefused, match="the soak's record does not match its signed"):
+        await core.request_promotion("customer-support", "1.0.0", "production", slack(REQUESTER))

@@ -19,6 +19,7 @@ from promptship.store.models import (
     Prompt,
     PromptVersion,
     SoakRun,
+    ValidationRun,
 )
 
 LIMIT = 20
@@ -34,6 +35,7 @@ async def cross_check(session: AsyncSession) -> list[str]:
         *await _version_contents(session),
         *await _token_rows(session),
         *await _soak_results(session),
+        *await _run_rows(session),
     ]
 
 
@@ -75,11 +77,32 @@ async def _approvals(session: AsyncSession) -> list[str]:
         .order_by(Approval.id)
         .limit(LIMIT)
     )
-    return [
+    unrecorded = [
         f"{request_code(request_id)} has {'an approval' if approve else 'a rejection'} by "
         f"{user} that the audit log never recorded (inserted into the database directly?)"
         for request_id, user, approve in rows.all()
     ]
+    approved = AuditEvent.action == audit.DECISION_ACTIONS[True]
+    events = await session.execute(
+        select(AuditEvent.request_id, AuditEvent.actor, approved)
+        .where(
+            AuditEvent.action.in_(audit.DECISION_ACTIONS.values()),
+            ~exists().where(
+                Approval.request_id == AuditEvent.request_id,
+                Approval.user_id == AuditEvent.actor,
+                Approval.approve == approved,
+            ),
+        )
+        .order_by(AuditEvent.seq)
+        .limit(LIMIT)
+    )
+    missing = [
+        f"{request_code(request_id)} has {'an approval' if approve else 'a rejection'} by "
+        f"{user} in the audit log but no row for it (deleted from the database directly?)"
+        for request_id, user, approve in events.all()
+        if request_id is not None
+    ]
+    return [*unrecorded, *missing]
 
 
 async def _deployments(session: AsyncSession) -> list[str]:
@@ -151,10 +174,24 @@ async def _closed_requests(session: AsyncSession) -> list[str]:
         .order_by(PromotionRequest.id)
         .limit(LIMIT)
     )
-    return [
+    problems = [
         f"{request_code(request_id)} is {state}, but the audit log never recorded it closing "
         "(changed in the database directly?)"
         for request_id, state in rows.all()
+    ]
+    closes = [f"request.{s.value}" for s in RequestState if not s.is_open]
+    reopened = await session.execute(
+        select(PromotionRequest.id, func.min(AuditEvent.action))
+        .join(AuditEvent, AuditEvent.request_id == PromotionRequest.id)
+        .where(PromotionRequest.state == RequestState.OPEN.value, AuditEvent.action.in_(closes))
+        .group_by(PromotionRequest.id)
+        .order_by(PromotionRequest.id)
+        .limit(LIMIT)
+    )
+    return problems + [
+        f"{request_code(request_id)} is open, but the audit log recorded it "
+        f"{action.removeprefix('request.')} (reopened in the database directly?)"
+        for request_id, action in reopened.all()
     ]
 
 
@@ -281,8 +318,41 @@ async def _soak_results(session: AsyncSession) -> list[str]:
         .order_by(SoakRun.id)
     )
     missing = [(soak, name, version) for soak, name, version in rows.all() if soak not in recorded]
+    logged = await session.execute(
+        select(AuditEvent.prompt, AuditEvent.version, AuditEvent.details)
+        .where(AuditEvent.action.in_(("soak.passed", "soak.failed", "soak.restarted")))
+        .order_by(AuditEvent.seq)
+    )
+    soaks = {details.get("soak"): (prompt, version) for prompt, version, details in logged.all()}
+    present = set((await session.scalars(select(SoakRun.id))).all())
+    deleted = [label for soak, label in soaks.items() if soak not in present]
     return [
-        f"the soak of {name} {version} is marked passed, but the audit log never recorded it "
-        "passing (changed in the database directly?)"
-        for soak, name, version in missing[:LIMIT]
+        *(
+            f"the soak of {name} {version} is marked passed, but the audit log never recorded "
+            "it passing (changed in the database directly?)"
+            for soak, name, version in missing[:LIMIT]
+        ),
+        *(
+            f"the soak of {name} {version} is in the audit log but has no row (deleted from the "
+            "database directly?)"
+            for name, version in deleted[:LIMIT]
+        ),
+    ]
+
+
+async def _run_rows(session: AsyncSession) -> list[str]:
+    """Every finished run the audit log recorded must still have its row: deleting a failed
+    run's row would otherwise bring an older passed one back to the tests gate."""
+    events = await session.execute(
+        select(AuditEvent.prompt, AuditEvent.version, AuditEvent.details)
+        .where(AuditEvent.action == "validation.finished")
+        .order_by(AuditEvent.seq)
+    )
+    recorded = {details.get("run"): (prompt, version) for prompt, version, details in events.all()}
+    present = set((await session.scalars(select(ValidationRun.id))).all())
+    missing = [label for run, label in recorded.items() if run not in present]
+    return [
+        f"{prompt} {version} has a finished test run in the audit log but no row for it "
+        "(deleted from the database directly?)"
+        for prompt, version in missing[:LIMIT]
     ]

@@ -88,6 +88,64 @@ async def run_matches_signed(
     )
 
 
+async def newest_run_present(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, run: ValidationRun | None
+) -> bool:
+    """Whether the run the gate reads is no older than the newest signed finished run of the
+    version: deleting a failed run's row must not bring an older passed one back."""
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.prompt == prompt.name,
+                    AuditEvent.version == version.version,
+                    AuditEvent.action == _RUN_EVENTS[0],
+                )
+                .order_by(AuditEvent.seq.desc())
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = audit.keyring(session).keys()
+    newest = next((e for e in events if audit.authentic(e, keys)), None)
+    if newest is None:
+        return True
+    recorded = newest.details.get("run")
+    return not isinstance(recorded, int) or (run is not None and run.id >= recorded)
+
+
+async def newest_signed_soak(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, environment: str
+) -> int | None:
+    """The id of the newest staging soak a signed event recorded finishing or starting over:
+    a soak row older than it means a newer one (perhaps failed) was deleted."""
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.prompt == prompt.name,
+                    AuditEvent.version == version.version,
+                    AuditEvent.environment == environment,
+                    AuditEvent.action.in_(("soak.passed", "soak.failed", "soak.restarted")),
+                )
+                .order_by(AuditEvent.seq.desc())
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = audit.keyring(session).keys()
+    for e in events:
+        soak = e.details.get("soak")
+        kind = e.details.get("kind", deployments.STAGING_SOAK)
+        if kind == deployments.STAGING_SOAK and isinstance(soak, int) and audit.authentic(e, keys):
+            return soak
+    return None
+
+
 async def soak_matches_signed(
     session: AsyncSession, prompt: Prompt, version: PromptVersion, soak: SoakRun
 ) -> bool:
@@ -143,37 +201,53 @@ class CountedDecision:
     via: str | None
 
 
+CLOSE_ACTIONS = tuple(f"request.{s.value}" for s in RequestState if not s.is_open)
+CLOSED_TAMPERED = (
+    "the audit log recorded this request closed; its record was reopened in the database "
+    "directly; see promptship audit verify"
+)
+
+
+async def signed_close(session: AsyncSession, request_id: int) -> AuditEvent | None:
+    """The first signed event that closed the request, whatever its row now says."""
+    events = await audit.signed_events(session, request_id, CLOSE_ACTIONS)
+    return events[0] if events else None
+
+
 async def decisions_on(session: AsyncSession, request_id: int) -> list[CountedDecision]:
-    """The approvals and rejections of a request that the audit log vouches for, oldest
-    first: a row written into ``approvals`` without its signed event does not count, and
-    the roles are the ones the signed event recorded, never the row's."""
-    rows = (
-        (
-            await session.execute(
-                select(Approval).where(Approval.request_id == request_id).order_by(Approval.id)
-            )
+    """The approvals and rejections of a request as its signed events record them, oldest
+    first: a row without its signed event does not count, a signed decision whose row was
+    deleted still does, and the roles are the ones the event recorded, never the row's.
+    Rows only lend their ``via`` for display."""
+    events = await audit.signed_events(session, request_id, audit.DECISION_ACTIONS.values())
+    if not events:
+        return []
+    rows = {
+        (row.user_id, row.approve): row
+        for row in (
+            await session.execute(select(Approval).where(Approval.request_id == request_id))
         )
         .scalars()
         .all()
-    )
-    if not rows:
-        return []
-    signed = await audit.recorded_decisions(session, request_id)
-    counted = []
-    for row in rows:
-        event = signed.get((row.user_id, row.approve))
-        if event is not None:
-            counted.append(
-                CountedDecision(
-                    user_id=row.user_id,
-                    approve=row.approve,
-                    comment=event.comment,
-                    roles=event.roles,
-                    created_at=row.created_at,
-                    via=row.via,
-                )
-            )
-    return counted
+    }
+    counted: dict[tuple[str, bool], CountedDecision] = {}
+    for e in events:
+        approve = e.action == audit.DECISION_ACTIONS[True]
+        if (e.actor, approve) in counted:
+            continue
+        roles, comment = e.details.get("roles"), e.details.get("comment")
+        row = rows.get((e.actor, approve))
+        counted[(e.actor, approve)] = CountedDecision(
+            user_id=e.actor,
+            approve=approve,
+            comment=comment if isinstance(comment, str) else None,
+            roles=frozenset(r for r in roles if isinstance(r, str))
+            if isinstance(roles, list)
+            else frozenset(),
+            created_at=e.at,
+            via=row.via if row is not None else None,
+        )
+    return list(counted.values())
 
 
 async def signed_terms(
@@ -204,8 +278,11 @@ async def gate_facts(
     soak = None
     if request.environment == envs.production and request.kind == RequestKind.NORMAL:
         row = await deployments.latest_soak(session, version.id, envs.staging)
+        newest = await newest_signed_soak(session, prompt, version, envs.staging)
         if row is not None:
-            genuine = await soak_matches_signed(session, prompt, version, row)
+            genuine = await soak_matches_signed(session, prompt, version, row) and (
+                newest is None or row.id >= newest
+            )
             soak = SoakSummary(
                 soak_id=row.id,
                 state=row.state if genuine else "failed",
@@ -263,8 +340,12 @@ async def check_request(
     required = await signed_terms(session, prompt, version, request)
     if required is None:
         return [CheckView(gate="integrity", state=GateState.FAILED.value, detail=TAMPERED)]
+    if await signed_close(session, request.id) is not None:
+        return [CheckView(gate="integrity", state=GateState.FAILED.value, detail=CLOSED_TAMPERED)]
     run = await registry.latest_run(session, version)
-    if run is not None and not await run_matches_signed(session, prompt, version, run):
+    if not await newest_run_present(session, prompt, version, run) or (
+        run is not None and not await run_matches_signed(session, prompt, version, run)
+    ):
         return [CheckView(gate="integrity", state=GateState.FAILED.value, detail=RUN_TAMPERED)]
     facts = await gate_facts(session, deps, prompt, version, request, decisions, required)
     return [

@@ -349,6 +349,15 @@ async def ensure_open(
         by = f" by {request.closed_by}" if request.closed_by else ""
         why = f": {request.close_reason}" if request.close_reason else ""
         raise RequestClosed(f"{code} is {request.state}{by}{why}; it takes no more decisions")
+    closed = await gates.signed_close(session, request.id)
+    if closed is not None:  # the row was reopened behind the audit log's back
+        reason = closed.details.get("reason")
+        why = f": {reason}" if isinstance(reason, str) and reason else ""
+        raise RequestClosed(
+            f"{code} is {closed.action.removeprefix('request.')} by {closed.actor}{why}; "
+            "it takes no more decisions",
+            hint="its record was reopened in the database directly; see promptship audit verify",
+        )
     if deps.clock.now() >= request.expires_at:
         await expire(session, deps, prompt, version, request)
         raise RequestClosed(

@@ -315,3 +315,10 @@ async def export(session: AsyncSession, fmt: str, batch: int = 5000) -> AsyncIte
     else:
         async for event in stream:
             yield json.dumps(event_row(event), ensure_ascii=False) + "\n"
+
+
+def registered_authorship(event: AuditEvent) -> tuple[str, str | None]:
+    """The author and the proxy (who pushed on the author's behalf) a ``version.registered``
+    event records."""
+    proxy = event.details.get("on_behalf_of_by")
+    return str(event.details.get("author", event.actor)), str(proxy) if proxy else None

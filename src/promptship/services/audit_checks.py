@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from promptship.domain.lifecycle import RequestState
-from promptship.services import audit, decisions, registry, tokens
+from promptship.services import audit, registry, tokens
 from promptship.services.deps import request_code
 from promptship.store.models import (
     ApiToken,
@@ -266,7 +266,7 @@ async def _version_contents(session: AsyncSession) -> list[str]:
                 f"{label}'s content hash differs from the one its signed version.registered "
                 "event recorded (its content was replaced in the database directly?)"
             )
-        elif decisions.registered_authorship(event) != (version.author, version.pushed_by):
+        elif audit.registered_authorship(event) != (version.author, version.pushed_by):
             problems.append(
                 f"{label}'s author or pusher differs from its signed version.registered event "
                 "(changed in the database directly?)"

@@ -23,13 +23,6 @@ TAMPERED_VERSION = (
 )
 
 
-def registered_authorship(event: AuditEvent) -> tuple[str, str | None]:
-    """The author and the proxy (who pushed on the author's behalf) a ``version.registered``
-    event records."""
-    proxy = event.details.get("on_behalf_of_by")
-    return str(event.details.get("author", event.actor)), str(proxy) if proxy else None
-
-
 async def signed_authorship(
     session: AsyncSession, prompt: Prompt, version: PromptVersion
 ) -> tuple[str, str | None]:
@@ -50,7 +43,7 @@ async def signed_authorship(
     signed = [e for e in events if audit.authentic(e, keys)]
     if not signed or signed[0].details.get("content_hash") != version.content_hash:
         raise Conflict(TAMPERED_VERSION, hint="ask an admin to run promptship audit verify")
-    return registered_authorship(signed[0])
+    return audit.registered_authorship(signed[0])
 
 
 def _is(deps: Deps, person: str, proxy: str | None) -> bool:

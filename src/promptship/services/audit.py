@@ -197,38 +197,6 @@ async def signed_events(
 DECISION_ACTIONS = {True: "request.approved", False: "request.rejection"}
 
 
-@dataclass(frozen=True)
-class SignedDecision:
-    """One decision as its signed event records it."""
-
-    actor: str
-    approve: bool
-    roles: frozenset[str]
-    comment: str | None
-
-
-async def recorded_decisions(
-    session: AsyncSession, request_id: int
-) -> dict[tuple[str, bool], SignedDecision]:
-    """Each decision on the request that has a signed audit event, by (actor, approve)."""
-    found: dict[tuple[str, bool], SignedDecision] = {}
-    for e in await signed_events(session, request_id, DECISION_ACTIONS.values()):
-        approve = e.action == DECISION_ACTIONS[True]
-        roles, comment = e.details.get("roles"), e.details.get("comment")
-        found.setdefault(
-            (e.actor, approve),
-            SignedDecision(
-                actor=e.actor,
-                approve=approve,
-                roles=frozenset(r for r in roles if isinstance(r, str))
-                if isinstance(roles, list)
-                else frozenset(),
-                comment=comment if isinstance(comment, str) else None,
-            ),
-        )
-    return found
-
-
 async def signed_creation(session: AsyncSession, request_id: int) -> AuditEvent | None:
     """The request's signed ``request.created`` event (None when it has none)."""
     events = await signed_events(session, request_id, ("request.created",))

@@ -116,11 +116,24 @@ async def newest_run_present(
     return not isinstance(recorded, int) or (run is not None and run.id >= recorded)
 
 
-async def newest_signed_soak(
+@dataclass(frozen=True)
+class SignedSoaks:
+    """What signed events say of a version's staging soaks: the newest one recorded
+    finishing or starting over (a soak row older than it means a newer one, perhaps failed,
+    was deleted), and the ones recorded passing."""
+
+    newest: int | None
+    passed: frozenset[int]
+
+    def vouch_for(self, soak: SoakRun) -> bool:
+        """Only a passed soak opens the soak gate, so only that needs its signed event."""
+        current = self.newest is None or soak.id >= self.newest
+        return current and (soak.state != "passed" or soak.id in self.passed)
+
+
+async def signed_soaks(
     session: AsyncSession, prompt: Prompt, version: PromptVersion, environment: str
-) -> int | None:
-    """The id of the newest staging soak a signed event recorded finishing or starting over:
-    a soak row older than it means a newer one (perhaps failed) was deleted."""
+) -> SignedSoaks:
     events = (
         (
             await session.execute(
@@ -138,36 +151,17 @@ async def newest_signed_soak(
         .all()
     )
     keys = audit.keyring(session).keys()
-    for e in events:
-        soak = e.details.get("soak")
-        kind = e.details.get("kind", deployments.STAGING_SOAK)
-        if kind == deployments.STAGING_SOAK and isinstance(soak, int) and audit.authentic(e, keys):
-            return soak
-    return None
-
-
-async def soak_matches_signed(
-    session: AsyncSession, prompt: Prompt, version: PromptVersion, soak: SoakRun
-) -> bool:
-    """Whether a passed soak is one a signed ``soak.passed`` event recorded. Only a passed
-    soak can open the soak gate, so only that is checked."""
-    if soak.state != "passed":
-        return True
-    events = (
-        (
-            await session.execute(
-                select(AuditEvent).where(
-                    AuditEvent.prompt == prompt.name,
-                    AuditEvent.version == version.version,
-                    AuditEvent.action == "soak.passed",
-                )
-            )
-        )
-        .scalars()
-        .all()
+    signed = [
+        (e.action, soak)
+        for e in events
+        if isinstance(soak := e.details.get("soak"), int)
+        and e.details.get("kind", deployments.STAGING_SOAK) == deployments.STAGING_SOAK
+        and audit.authentic(e, keys)
+    ]
+    return SignedSoaks(
+        newest=signed[0][1] if signed else None,
+        passed=frozenset(soak for action, soak in signed if action == "soak.passed"),
     )
-    keys = audit.keyring(session).keys()
-    return any(e.details.get("soak") == soak.id and audit.authentic(e, keys) for e in events)
 
 
 async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSummary | None:
@@ -278,11 +272,8 @@ async def gate_facts(
     soak = None
     if request.environment == envs.production and request.kind == RequestKind.NORMAL:
         row = await deployments.latest_soak(session, version.id, envs.staging)
-        newest = await newest_signed_soak(session, prompt, version, envs.staging)
         if row is not None:
-            genuine = await soak_matches_signed(session, prompt, version, row) and (
-                newest is None or row.id >= newest
-            )
+            genuine = (await signed_soaks(session, prompt, version, envs.staging)).vouch_for(row)
             soak = SoakSummary(
                 soak_id=row.id,
                 state=row.state if genuine else "failed",

@@ -16,6 +16,7 @@ try:
         audit,
         db,
         deployments,
+        doubles,
         outbox,
         promotions,
         prompts,

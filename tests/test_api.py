@@ -402,7 +402,7 @@ def test_ci_checks_the_deployment_file_against_the_server(api: Api, tmp_path: Pa
     moved = CliRunner().invoke(app, ["export", str(target), "--check", *args])
     assert moved.exit_code == 1
     assert (
-        "customer-support production: version is '1.1.0' live, '1.0.0' in the file" in moved.stderr
+        "customer-support production: prompt_version is '1.1.0' live, '1.0.0' in the file" in moved.stderr
     )
 
 

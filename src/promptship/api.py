@@ -37,6 +37,7 @@ from promptship.domain.promptfile import PromptSpec, parse_prompt, prompt_from_d
 from promptship.domain.safe_load import load_json
 from promptship.errors import BadInput
 from promptship.services import Promptship
+from promptship.services.views import DeploymentMove
 
 log = logging.getLogger("promptship.api")
 
@@ -210,7 +211,7 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
         actor = caller_of(request).actor(
             named or request.headers.get(ON_BEHALF_HEADER), what="request"
         )
-        request_view = await core.request_promotion(
+        result = await core.promote(
             request.path_params["name"],
             field(document, "version") or "",
             field(document, "environment") or "",
@@ -218,7 +219,9 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
             field(document, "reason", required=False),
             queue_tests=True,
         )
-        return JSONResponse(dump(request_view), status_code=201)
+        if isinstance(result, DeploymentMove):  # dev: moved at once, no request
+            return JSONResponse(dump(result), status_code=200)
+        return JSONResponse(dump(result), status_code=201)
 
     async def traffic(request: Request) -> Response:
         document = await json_body(request)

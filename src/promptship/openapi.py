@@ -12,6 +12,7 @@ from promptship import __version__
 from promptship.services.traffic import MAX_BATCH
 from promptship.services.views import (
     DecisionOutcome,
+    DeploymentMove,
     HistoryPage,
     PromptStatus,
     PushResult,
@@ -106,6 +107,7 @@ def document() -> dict[str, Any]:
         DecisionOutcome,
         RunView,
         RollbackResult,
+        DeploymentMove,
     ]
     _, schemas = models_json_schema(
         [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
@@ -247,13 +249,20 @@ def document() -> dict[str, Any]:
         },
         "/v1/prompts/{name}/promotions": {
             "post": {
-                "summary": "Request a promotion (people approve it, in Slack or with their token)",
+                "summary": "Request a promotion (people approve it, in Slack or with their "
+                "token); dev has no gates and moves at once (200)",
                 "parameters": [NAME, ON_BEHALF],
                 "security": bearer,
                 "requestBody": _json_body(
                     _strings(["version", "environment"], "requester", "reason")
                 ),
-                "responses": _ok(_ref(RequestView), "201"),
+                "responses": {
+                    **_ok(_ref(RequestView), "201"),
+                    "200": {
+                        "description": "dev pointed at the version at once",
+                        "content": {"application/json": {"schema": _ref(DeploymentMove)}},
+                    },
+                },
             }
         },
         "/v1/traffic": {

@@ -83,13 +83,13 @@ def _deployment_drift(committed: Any, live: dict[str, dict[str, dict[str, Any]]]
         for env in sorted(set(mine) | set(theirs)):
             a, b = mine.get(env), theirs.get(env)
             if a is None and b is not None:
-                lines.append(f"{name} {env}: live runs {b['version']}, the file has nothing")
+                lines.append(f"{name} {env}: live runs {b['prompt_version']}, the file has nothing")
             elif b is None and isinstance(a, dict):
-                lines.append(f"{name} {env}: the file says {a.get('version')}, nothing runs there")
+                lines.append(f"{name} {env}: the file says {a.get('prompt_version')}, nothing runs there")
             elif not isinstance(a, dict) or b is None:
                 lines.append(f"{name} {env}: not a mapping")
             else:
-                for key in ("version", "content_hash", "model", "temperature", "max_tokens"):
+                for key in ("prompt_version", "content_hash", "model", "temperature", "max_tokens"):
                     if a.get(key) != b.get(key):
                         lines.append(
                             f"{name} {env}: {key} is {b.get(key)!r} live, {a.get(key)!r} in the file"

@@ -29,6 +29,7 @@ from promptship.errors import (
 )
 from promptship.services.views import (
     DecisionOutcome,
+    DeploymentMove,
     PushResult,
     RequestView,
     RollbackResult,
@@ -150,11 +151,13 @@ class Remote:
 
     async def request_promotion(
         self, name: str, version: str, environment: str, reason: str | None
-    ) -> RequestView:
+    ) -> RequestView | DeploymentMove:
+        """A request (staging, production), or dev's move made at once."""
         body = {"version": version, "environment": environment, "reason": reason}
-        return RequestView.model_validate(
-            await self.act(f"/v1/prompts/{_q(name)}/promotions", body)
-        )
+        answer = await self.act(f"/v1/prompts/{_q(name)}/promotions", body)
+        if isinstance(answer, dict) and "code" not in answer and "to_version" in answer:
+            return DeploymentMove.model_validate(answer)
+        return RequestView.model_validate(answer)
 
     async def breakglass(self, name: str, version: str, reason: str) -> RequestView:
         body = {"version": version, "reason": reason}

@@ -247,3 +247,19 @@ class IssuedToken(View):
 
     secret: str
     token: TokenView
+
+
+class DeploymentMove(View):
+    """An environment's pointer moved (or was already there) without a request: dev,
+    pointed at a version at once or following the newest push."""
+
+    prompt: str
+    environment: str
+    from_version: str | None
+    to_version: str
+    actor: str
+    move: str
+    changed: bool  # False: it already ran that version
+    reason: str | None = None
+    at: datetime
+    via: str | None = None

@@ -32,7 +32,7 @@ from promptship.api_auth import (
 )
 from promptship.api_auth import problem as problem  # where promptship.api's users find it
 from promptship.api_decisions import routes as decision_routes
-from promptship.domain.identity import Permission
+from promptship.domain.identity import Permission, grants
 from promptship.domain.promptfile import PromptSpec, parse_prompt, prompt_from_document
 from promptship.domain.safe_load import load_json
 from promptship.errors import BadInput
@@ -223,6 +223,24 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
             return JSONResponse(dump(result), status_code=200)
         return JSONResponse(dump(result), status_code=201)
 
+    async def apply(request: Request) -> Response:
+        raw = await request.body()  # capped like a pushed prompt file
+        dry = request.query_params.get("dry_run", "0").strip().lower()
+        if dry not in ("0", "1", "true", "false", ""):
+            raise ApiProblem(problem(400, "Bad request", "dry_run is 1 or 0"))
+        caller = caller_of(request)
+        actor = caller.actor(request.headers.get(ON_BEHALF_HEADER), what="request")
+        # a rollback in the file is a decision: only a token whose scope decides makes it
+        scope = caller.identity.scope if caller.identity else None
+        result = await core.apply_deployments(
+            raw,
+            "deployment file",
+            actor,
+            dry_run=dry in ("1", "true"),
+            may_decide=scope is not None and grants(scope, Permission.DECIDE),
+        )
+        return JSONResponse(dump(result))
+
     async def traffic(request: Request) -> Response:
         document = await json_body(request)
         samples = document.get("samples") if isinstance(document, dict) else document
@@ -250,6 +268,7 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
         Route("/v1/prompts", guard(read, list_prompts), methods=["GET"]),
         Route("/v1/prompts", guard(push_, push), methods=["POST"]),
         Route("/v1/deployments", guard(read, deployments), methods=["GET"]),
+        Route("/v1/deployments/apply", guard(request_, apply), methods=["POST"]),
         Route("/v1/prompts/{name}", guard(read, prompt_status), methods=["GET"]),
         Route("/v1/prompts/{name}/versions", guard(read, versions), methods=["GET"]),
         Route("/v1/prompts/{name}/versions/{version}", guard(read, version), methods=["GET"]),

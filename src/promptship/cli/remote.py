@@ -28,6 +28,7 @@ from promptship.errors import (
     RequestClosed,
 )
 from promptship.services.views import (
+    ApplyResult,
     DecisionOutcome,
     DeploymentMove,
     PushResult,
@@ -186,6 +187,12 @@ class Remote:
         path = f"/v1/prompts/{_q(name)}/environments/{_q(environment)}/rollback"
         answer = await self.act(path, {"version": version, "reason": reason})
         return RollbackResult.model_validate(answer)
+
+    async def apply(self, content: bytes, dry_run: bool) -> ApplyResult:
+        headers = {"Content-Type": "application/yaml", **await self.on_behalf()}
+        path = "/v1/deployments/apply" + ("?dry_run=1" if dry_run else "")
+        answer = await self.call("POST", path, content=content, headers=headers)
+        return ApplyResult.model_validate(answer)
 
     async def deployments(self) -> dict[str, dict[str, dict[str, Any]]]:
         answer: dict[str, dict[str, dict[str, Any]]] = await self.call("GET", "/v1/deployments")

@@ -263,3 +263,33 @@ class DeploymentMove(View):
     reason: str | None = None
     at: datetime
     via: str | None = None
+
+
+class ApplyChange(View):
+    """What ``apply`` does (or, dry, would do) to one environment of one prompt.
+
+    ``action``: ``none`` (it already runs the version), ``point`` (dev, at once),
+    ``promote`` (staging: a request whose tests run), ``request`` (production: a request
+    people approve), ``rollback`` (to a version that ran there, or an older one).
+    ``outcome``: ``unchanged``, ``waiting`` (its request is already open), ``planned``
+    (dry run), ``done``, ``opened`` (a request now waits on its gates), ``refused``."""
+
+    prompt: str
+    environment: str
+    line: int
+    from_version: str | None
+    to_version: str
+    action: str
+    outcome: str
+    detail: str | None = None
+    request: str | None = None
+
+
+class ApplyResult(View):
+    source: str
+    dry_run: bool
+    changes: list[ApplyChange]
+
+    @property
+    def refused(self) -> int:
+        return sum(1 for c in self.changes if c.outcome == "refused")

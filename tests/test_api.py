@@ -234,7 +234,7 @@ def test_no_input_makes_a_500_or_breaks_the_schema(api: Api) -> None:
     api.to_production("1.0.0")
     schema = schemathesis.openapi.from_url(f"{api.url}/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 19
+    assert len(operations) == 20
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -402,7 +402,8 @@ def test_ci_checks_the_deployment_file_against_the_server(api: Api, tmp_path: Pa
     moved = CliRunner().invoke(app, ["export", str(target), "--check", *args])
     assert moved.exit_code == 1
     assert (
-        "customer-support production: version is '1.1.0' live, '1.0.0' in the file" in moved.stderr
+        "customer-support production: prompt_version is '1.1.0' live, '1.0.0' in the file"
+        in moved.stderr
     )
 
 

@@ -140,7 +140,7 @@ def test_full_promotion_by_cli_with_json(env: Path) -> None:
     assert code == 0
     exported = yaml.safe_load((env / "deployment.yaml").read_text())
     prod = exported["customer-support"]["production"]
-    assert prod["version"] == "2.1.0" and prod["model"] == "claude-sonnet-4-5"
+    assert prod["prompt_version"] == "2.1.0" and prod["model"] == "claude-sonnet-4-5"
     assert prod["temperature"] == 0.3 and prod["updated_by"] == "U02" and prod["promoted_at"]
 
     code, out, _ = run("export", "deployment.yaml", "--check")
@@ -153,13 +153,13 @@ def test_full_promotion_by_cli_with_json(env: Path) -> None:
     assert code == 1
 
     # the committed file and the live state part ways: CI's check fails and says where
-    exported["customer-support"]["production"]["version"] = "9.9.9"
+    exported["customer-support"]["production"]["prompt_version"] = "9.9.9"
     del exported["customer-support"]["staging"]
     (env / "deployment.yaml").write_text(yaml.safe_dump(exported))
     code, _, err = run("export", "deployment.yaml", "--check")
     assert "customer-support staging: live runs 2.1.0, the file has nothing" in err
     assert code == 1 and "differs from the live state" in err
-    assert "customer-support production: version is '2.1.0' live, '9.9.9' in the file" in err
+    assert "customer-support production: prompt_version is '2.1.0' live, '9.9.9' in the file" in err
     code, _, err = run("export", "missing.yaml", "--check")
     assert code == 2 and "missing.yaml: cannot read" in err
 

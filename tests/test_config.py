@@ -80,7 +80,14 @@ def test_environments_can_be_renamed_in_order() -> None:
         ("groups: {G01: [U01]}", "user-group IDs start with S, got 'G01'"),
         ("chanel: C01", "promptship.yaml: chanel: unknown key (check its spelling)"),
         ("environments: {a: {}, b: {}, c: {}, d: {}}", "list the environments in order"),
-        ("environments: {dev: {approvals: 2}}", "the development environment takes no settings"),
+        (
+            "environments: {dev: {approvals: 2}}",
+            "promptship.yaml: environments.dev.approvals: unknown key (check its spelling)",
+        ),
+        (
+            "environments: {sandbox: {follow_latest: 3}, pre: {}, prod: {}}",
+            "promptship.yaml: environments.sandbox.follow_latest: ",
+        ),
         ("- a list", "promptship.yaml: expected a mapping"),
         ("roles: [unclosed", "promptship.yaml: not valid YAML"),
     ],
@@ -89,6 +96,13 @@ def test_a_bad_policy_names_the_file_the_key_and_the_problem(yaml_text: str, mes
     with pytest.raises(BadInput) as refused:
         parse_policy(yaml_text, "promptship.yaml")
     assert message in str(refused.value), str(refused.value)
+
+
+def test_dev_may_follow_the_newest_push() -> None:
+    assert not parse_policy("").environments.dev_policy.follow_latest
+    policy = parse_policy("environments: {dev: {follow_latest: true}}")
+    assert policy.environments.dev_policy.follow_latest
+    assert policy.environments.names == ("dev", "staging", "production")
 
 
 def test_a_value_out_of_range_says_what_was_given() -> None:

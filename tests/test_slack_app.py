@@ -259,6 +259,8 @@ def test_breakglass_needs_three_approvals_and_says_so(bot: Bot) -> None:
 def test_app_home_shows_prompts_and_pending_requests(bot: Bot) -> None:
     bot.push()
     bot.tested()
+    _, key = bot.slack.command("promote customer-support 1.0.0 dev", user="U08")  # no role
+    assert "customer-support dev → 1.0.0 by U08" in texts(bot.reply(key))
     bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "staging", slack("U04")))
     bot.core(lambda c: c.request_promotion(NAME, "1.0.0", "production", slack("U04")))
     response = bot.slack.event(
@@ -269,6 +271,7 @@ def test_app_home_shows_prompts_and_pending_requests(bot: Bot) -> None:
     assert home["user_id"] == "U01"
     body = json.dumps(home["view"])
     assert "Awaiting your decision* (1)" in body and "customer-support" in body
+    assert "dev `1.0.0`" in body and "staging `1.0.0`" in body
 
 
 def test_slack_outage_delays_but_never_loses_a_notification(bot: Bot) -> None:

@@ -28,6 +28,7 @@ from bot.state import RequestRef
 from promptship.domain.lifecycle import soak_next_steps
 from promptship.services.views import (
     DecisionOutcome,
+    DeploymentMove,
     HistoryPage,
     PromptStatus,
     RequestView,
@@ -185,6 +186,33 @@ def rollback_message(result: RollbackResult) -> Message:
     if result.reason:
         lines.append(f"*Reason:* {escape(result.reason)}")
     return Message(text, [section("\n".join(lines))])
+
+
+def move_message(move: DeploymentMove) -> Message:
+    """Dev pointed at a version at once (no gates), or already running it."""
+    if not move.changed:
+        text = f"{move.prompt} {move.environment} already runs {move.to_version}"
+        return Message(
+            text,
+            [
+                section(
+                    f"*{escape(move.prompt)}* in *{escape(move.environment)}* "
+                    f"already runs `{escape(move.to_version)}`"
+                )
+            ],
+        )
+    was = f"`{escape(move.from_version)}` → " if move.from_version else ""
+    text = f"{move.prompt} {move.environment} → {move.to_version} by {move.actor}"
+    return Message(
+        text,
+        [
+            section(
+                f"▶️ *{escape(move.prompt)}* in *{escape(move.environment)}*: "
+                f"{was}`{escape(move.to_version)}`\nby {who(move.actor)}{unverified(move.via)} "
+                f"at {move.at:%H:%M:%S} UTC"
+            )
+        ],
+    )
 
 
 def run_message(prompt: str, version: str, run: RunView, failures: list[dict[str, Any]]) -> Message:

@@ -22,6 +22,7 @@ from bot.ids import COMMAND
 from promptship.domain.identity import Actor, Scope
 from promptship.errors import BadInput
 from promptship.services import Promptship
+from promptship.services.views import DeploymentMove
 
 log = logging.getLogger("promptship.slack")
 
@@ -56,10 +57,12 @@ async def _test(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, 
 
 
 async def _promote(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
-    request = await core.request_promotion(
+    result = await core.promote(
         cmd.name or "", cmd.version or "", cmd.environment or "", actor, cmd.text, queue_tests=True
     )
-    return messages.request_message(request), False
+    if isinstance(result, DeploymentMove):
+        return messages.move_message(result), False
+    return messages.request_message(result), False
 
 
 async def _approve(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:

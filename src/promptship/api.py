@@ -32,11 +32,12 @@ from promptship.api_auth import (
 )
 from promptship.api_auth import problem as problem  # where promptship.api's users find it
 from promptship.api_decisions import routes as decision_routes
-from promptship.domain.identity import Permission
+from promptship.domain.identity import Permission, grants
 from promptship.domain.promptfile import PromptSpec, parse_prompt, prompt_from_document
 from promptship.domain.safe_load import load_json
 from promptship.errors import BadInput
 from promptship.services import Promptship
+from promptship.services.views import DeploymentMove
 
 log = logging.getLogger("promptship.api")
 
@@ -210,7 +211,7 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
         actor = caller_of(request).actor(
             named or request.headers.get(ON_BEHALF_HEADER), what="request"
         )
-        request_view = await core.request_promotion(
+        result = await core.promote(
             request.path_params["name"],
             field(document, "version") or "",
             field(document, "environment") or "",
@@ -218,7 +219,27 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
             field(document, "reason", required=False),
             queue_tests=True,
         )
-        return JSONResponse(dump(request_view), status_code=201)
+        if isinstance(result, DeploymentMove):  # dev: moved at once, no request
+            return JSONResponse(dump(result), status_code=200)
+        return JSONResponse(dump(result), status_code=201)
+
+    async def apply(request: Request) -> Response:
+        raw = await request.body()  # capped like a pushed prompt file
+        dry = request.query_params.get("dry_run", "0").strip().lower()
+        if dry not in ("0", "1", "true", "false", ""):
+            raise ApiProblem(problem(400, "Bad request", "dry_run is 1 or 0"))
+        caller = caller_of(request)
+        actor = caller.actor(request.headers.get(ON_BEHALF_HEADER), what="request")
+        # a rollback in the file is a decision: only a token whose scope decides makes it
+        scope = caller.identity.scope if caller.identity else None
+        result = await core.apply_deployments(
+            raw,
+            "deployment file",
+            actor,
+            dry_run=dry in ("1", "true"),
+            may_decide=scope is not None and grants(scope, Permission.DECIDE),
+        )
+        return JSONResponse(dump(result))
 
     async def traffic(request: Request) -> Response:
         document = await json_body(request)
@@ -247,6 +268,7 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
         Route("/v1/prompts", guard(read, list_prompts), methods=["GET"]),
         Route("/v1/prompts", guard(push_, push), methods=["POST"]),
         Route("/v1/deployments", guard(read, deployments), methods=["GET"]),
+        Route("/v1/deployments/apply", guard(request_, apply), methods=["POST"]),
         Route("/v1/prompts/{name}", guard(read, prompt_status), methods=["GET"]),
         Route("/v1/prompts/{name}/versions", guard(read, versions), methods=["GET"]),
         Route("/v1/prompts/{name}/versions/{version}", guard(read, version), methods=["GET"]),

@@ -53,6 +53,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DevPolicy(_Strict):
+    """The development environment: no gates; anyone with write rights points it at any
+    registered version, or it follows the newest push."""
+
+    #: move dev to each newly pushed version that is its prompt's newest
+    follow_latest: bool = False
+
+
 class StagingPolicy(_Strict):
     """The gate into the staging environment: the version's suite must pass."""
 
@@ -130,13 +138,14 @@ class Environments(BaseModel):
     dev: str = "dev"
     staging: str = "staging"
     production: str = "production"
+    dev_policy: DevPolicy = DevPolicy()
     staging_policy: StagingPolicy = StagingPolicy()
     production_policy: ProductionPolicy = ProductionPolicy()
 
     @model_validator(mode="before")
     @classmethod
     def _from_mapping(cls, value: Any) -> Any:
-        if not isinstance(value, dict) or "staging_policy" in value:
+        if not isinstance(value, dict) or "staging_policy" in value or "dev_policy" in value:
             return value
         names = list(value)
         if set(names) <= {"dev", "staging", "production"}:
@@ -156,10 +165,9 @@ class Environments(BaseModel):
                 raise ValueError(f"environment names must be non-empty text, got {name!r}")
         if len(set(names)) != 3:
             raise ValueError("environment names must differ")
-        if value[names[0]] not in (None, {}):
-            raise ValueError(f"{names[0]}: the development environment takes no settings")
         return {
             "dev": names[0],
+            "dev_policy": value[names[0]] or {},
             "staging": names[1],
             "production": names[2],
             "staging_policy": value[names[1]] or {},
@@ -249,9 +257,16 @@ def _policy_key_names(raw: dict[str, Any]) -> dict[str, str]:
     """Map the model's field names back to the environment names the file used."""
     envs = raw.get("environments")
     if not isinstance(envs, dict) or set(envs) <= {"dev", "staging", "production"}:
-        return {"staging_policy": "staging", "production_policy": "production"}
-    names = list(envs)[-2:]
-    return dict(zip(("staging_policy", "production_policy"), map(str, names), strict=False))
+        return {
+            "dev_policy": "dev",
+            "staging_policy": "staging",
+            "production_policy": "production",
+        }
+    names = list(envs)[-3:]
+    if len(names) == 2:
+        names.insert(0, "dev")
+    fields = ("dev_policy", "staging_policy", "production_policy")
+    return dict(zip(fields, map(str, names), strict=False))
 
 
 def _format_error(source: str, exc: ValidationError, raw: dict[str, Any]) -> str:

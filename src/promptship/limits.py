@@ -30,6 +30,7 @@ def limits_from(settings: Settings) -> Callable[[str, str], int]:
     """The body cap in bytes of a request, by method and path, from the settings."""
     by_route = {
         ("POST", "/v1/prompts"): settings.max_body_push,
+        ("POST", "/v1/deployments/apply"): settings.max_body_push,  # a file, like a prompt
         ("POST", "/v1/traffic"): settings.max_body_traffic,
     }
 

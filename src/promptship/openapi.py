@@ -11,7 +11,9 @@ from pydantic.json_schema import models_json_schema
 from promptship import __version__
 from promptship.services.traffic import MAX_BATCH
 from promptship.services.views import (
+    ApplyResult,
     DecisionOutcome,
+    DeploymentMove,
     HistoryPage,
     PromptStatus,
     PushResult,
@@ -106,6 +108,8 @@ def document() -> dict[str, Any]:
         DecisionOutcome,
         RunView,
         RollbackResult,
+        DeploymentMove,
+        ApplyResult,
     ]
     _, schemas = models_json_schema(
         [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
@@ -161,6 +165,29 @@ def document() -> dict[str, Any]:
                         },
                     }
                 ),
+            }
+        },
+        "/v1/deployments/apply": {
+            "post": {
+                "summary": "Apply a deployment file as the desired state: dev moves at once, "
+                "staging promotes through its tests, production opens a request, an earlier "
+                "version rolls back (a decision: deciding tokens of on-call or approvers only)",
+                "security": bearer,
+                "parameters": [
+                    {
+                        "name": "dry_run",
+                        "in": "query",
+                        "required": False,
+                        "description": "1: plan only, change nothing",
+                        "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                    },
+                    ON_BEHALF,
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/yaml": {"schema": {"type": "string"}}},
+                },
+                "responses": _ok(_ref(ApplyResult)),
             }
         },
         "/v1/prompts/{name}": {
@@ -247,13 +274,20 @@ def document() -> dict[str, Any]:
         },
         "/v1/prompts/{name}/promotions": {
             "post": {
-                "summary": "Request a promotion (people approve it, in Slack or with their token)",
+                "summary": "Request a promotion (people approve it, in Slack or with their "
+                "token); dev has no gates and moves at once (200)",
                 "parameters": [NAME, ON_BEHALF],
                 "security": bearer,
                 "requestBody": _json_body(
                     _strings(["version", "environment"], "requester", "reason")
                 ),
-                "responses": _ok(_ref(RequestView), "201"),
+                "responses": {
+                    **_ok(_ref(RequestView), "201"),
+                    "200": {
+                        "description": "dev pointed at the version at once",
+                        "content": {"application/json": {"schema": _ref(DeploymentMove)}},
+                    },
+                },
             }
         },
         "/v1/traffic": {

@@ -27,7 +27,7 @@ from promptship.domain.identity import Actor, Via
 from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 from promptship.services.deps import parse_request_code
-from promptship.services.views import RequestView
+from promptship.services.views import DeploymentMove, RequestView
 from promptship.store.db import Database
 
 T = TypeVar("T")
@@ -246,6 +246,18 @@ def print_request(request: RequestView) -> None:
         out.print(f"  {_mark(check.state)} {check.gate}: {escape(check.detail)}")
     if request.close_reason:
         out.print(f"  reason: {escape(request.close_reason)}")
+
+
+def print_move(move: DeploymentMove) -> None:
+    """A pointer moved without a request (dev)."""
+    if not move.changed:
+        out.print(f"{move.prompt} {move.environment} already runs {move.to_version}")
+        return
+    was = f"{move.from_version} → " if move.from_version else ""
+    out.print(
+        f"{move.prompt} {move.environment}: [bold]{was}{move.to_version}[/] "
+        f"({move.move} by {escape(move.actor)})"
+    )
 
 
 def parse_code(text: str) -> int:

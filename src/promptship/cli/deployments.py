@@ -1,4 +1,4 @@
-"""The per-environment deployment file: export it, or check a committed one (CI)."""
+"""The per-environment deployment file: export it, check a committed one (CI), apply it."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import yaml
 from rich.markup import escape
 
 from promptship.cli.app import app
-from promptship.cli.common import err, out, run_core, state
-from promptship.cli.remote import ServerOption, TokenOption, run_remote
+from promptship.cli.common import actor, emit, err, out, run_core, state
+from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
+from promptship.domain.lifecycle import RunState
 from promptship.domain.safe_load import load_yaml
 from promptship.errors import BadInput
+from promptship.services import Promptship
+from promptship.services.views import ApplyChange, ApplyResult
 
 
 @app.command()
@@ -83,15 +86,92 @@ def _deployment_drift(committed: Any, live: dict[str, dict[str, dict[str, Any]]]
         for env in sorted(set(mine) | set(theirs)):
             a, b = mine.get(env), theirs.get(env)
             if a is None and b is not None:
-                lines.append(f"{name} {env}: live runs {b['version']}, the file has nothing")
+                lines.append(f"{name} {env}: live runs {b['prompt_version']}, the file has nothing")
             elif b is None and isinstance(a, dict):
-                lines.append(f"{name} {env}: the file says {a.get('version')}, nothing runs there")
+                lines.append(
+                    f"{name} {env}: the file says {a.get('prompt_version')}, nothing runs there"
+                )
             elif not isinstance(a, dict) or b is None:
                 lines.append(f"{name} {env}: not a mapping")
             else:
-                for key in ("version", "content_hash", "model", "temperature", "max_tokens"):
+                for key in ("prompt_version", "content_hash", "model", "temperature", "max_tokens"):
                     if a.get(key) != b.get(key):
                         lines.append(
                             f"{name} {env}: {key} is {b.get(key)!r} live, {a.get(key)!r} in the file"
                         )
     return lines
+
+
+@app.command()
+def apply(
+    file: Annotated[str, typer.Argument(help="The deployment file (what export writes).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Queue staging tests and return; do not wait.")
+    ] = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Make the file the desired state: dev moves at once, a newer staging version starts
+    its promotion (tests run), a newer production version opens a request for approvers,
+    an earlier or older version rolls back (on-call or approvers, deciding in person).
+    Applying it again changes nothing. Exit 1 when a move was refused, 2 for a bad file."""
+    try:
+        content = Path(file).read_bytes()
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] {escape(file)}: cannot read: {exc.strerror}")
+        raise typer.Exit(2) from None
+
+    async def local(core: Promptship) -> ApplyResult:
+        result = await core.apply_deployments(content, file, actor(), dry_run=dry_run)
+        if dry_run or no_wait:
+            return result
+        changes = [await _finish_tests(core, c) for c in result.changes]
+        return result.model_copy(update={"changes": changes})
+
+    async def remote(client: Remote) -> ApplyResult:
+        return await client.apply(content, dry_run)
+
+    result = run_remote(server, token, remote) if server else run_core(local)
+    if not emit(result):
+        _print_apply(result)
+    if result.refused:
+        raise typer.Exit(1)
+
+
+async def _finish_tests(core: Promptship, change: ApplyChange) -> ApplyChange:
+    """Here, as ``promote`` does: run a staging promotion's queued tests, then report how
+    its request stands."""
+    if change.action != "promote" or change.outcome != "opened" or change.request is None:
+        return change
+    from promptship.cli.promotions import wait_for_run
+
+    latest = (await core.show(change.prompt, change.to_version)).latest_run
+    if latest is not None and RunState(latest.state).active:
+        await wait_for_run(core, latest.id)
+    request = await core.request(int(change.request.removeprefix("req-")))
+    if request.state == "promoted":
+        return change.model_copy(update={"outcome": "done", "detail": None})
+    if request.state != "open":
+        why = request.close_reason or request.state
+        return change.model_copy(update={"outcome": "refused", "detail": why})
+    return change
+
+
+def _print_apply(result: ApplyResult) -> None:
+    if result.dry_run:
+        out.print(f"plan for {escape(result.source)} (dry run: nothing changed)")
+    for c in result.changes:
+        was = c.from_version or "—"
+        request = f" {c.request}" if c.request else ""
+        line = f"{c.prompt} {c.environment}: {was} → {c.to_version}: {c.outcome}{request}"
+        (err if c.outcome == "refused" else out).print(
+            f"{'[bold red]' if c.outcome == 'refused' else ''}{escape(line)}"
+            f"{'[/]' if c.outcome == 'refused' else ''} [dim](line {c.line}, {c.action})[/]"
+        )
+        if c.detail:
+            (err if c.outcome == "refused" else out).print(f"  {escape(c.detail)}")
+    if not result.changes:
+        out.print(f"{escape(result.source)} names no environments")

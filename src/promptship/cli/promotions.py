@@ -20,6 +20,7 @@ from promptship.cli.common import (
     err,
     out,
     parse_code,
+    print_move,
     print_request,
     print_table,
     run_core,
@@ -29,7 +30,7 @@ from promptship.cli.common import (
 from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.lifecycle import RunState
 from promptship.services import Promptship
-from promptship.services.views import RequestView, RunDetail
+from promptship.services.views import DeploymentMove, RequestView, RunDetail
 
 if TYPE_CHECKING:
     from promptship.validation.runner import Progress as RunProgress
@@ -52,7 +53,8 @@ def promote(
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Request a promotion; it happens the moment every gate passes.
+    """Request a promotion; it happens the moment every gate passes. Dev has no gates:
+    promoting to dev points it at the version at once.
 
     Promoting to staging runs the version's tests first when no passing run exists: here,
     or, when a server's worker took the run, by following that worker until it ends
@@ -62,11 +64,13 @@ def promote(
     queued: list[int] = []
     following: set[int] = set()
 
-    async def use(core: Promptship) -> RequestView:
+    async def use(core: Promptship) -> RequestView | DeploymentMove:
         who = actor()
         if override_regressions:
             await core.override_regressions(name, version, override_regressions, who)
-        request = await core.request_promotion(name, version, env, who, reason, queue_tests=True)
+        request = await core.promote(name, version, env, who, reason, queue_tests=True)
+        if isinstance(request, DeploymentMove):
+            return request
         latest = (await core.show(name, version)).latest_run
         if request.state != "open" or latest is None or not RunState(latest.state).active:
             return request
@@ -76,7 +80,7 @@ def promote(
         waited.append(await wait_for_run(core, latest.id, following))
         return await core.request(request.id)
 
-    async def remote(client: Remote) -> RequestView:
+    async def remote(client: Remote) -> RequestView | DeploymentMove:
         if override_regressions:
             await client.override_regressions(name, version, override_regressions)
         return await client.request_promotion(name, version, env, reason)
@@ -91,6 +95,10 @@ def promote(
             f"promptship show {escape(name)} {escape(version)}"
         )
         raise typer.Exit(130) from None
+    if isinstance(request, DeploymentMove):
+        if not emit(request):
+            print_move(request)
+        return
     if not emit(request):
         print_request(request)
         for run in waited:
@@ -338,6 +346,10 @@ def breakglass(
         if server
         else run_core(lambda core: core.breakglass(name, version, actor(), reason))
     )
+    if isinstance(request, DeploymentMove):
+        if not emit(request):
+            print_move(request)
+        return
     if not emit(request):
         print_request(request)
 

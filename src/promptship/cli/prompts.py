@@ -58,7 +58,7 @@ def list_prompts() -> None:
     """Every prompt with its latest version and what runs where."""
 
     async def use(core: Promptship) -> tuple[tuple[str, ...], list[PromptStatus]]:
-        return core.policy.environments.names[1:], await core.status()
+        return core.policy.environments.names, await core.status()
 
     env_names, statuses = run_core(use)
     if emit(statuses):

@@ -28,7 +28,9 @@ from promptship.errors import (
     RequestClosed,
 )
 from promptship.services.views import (
+    ApplyResult,
     DecisionOutcome,
+    DeploymentMove,
     PushResult,
     RequestView,
     RollbackResult,
@@ -150,11 +152,13 @@ class Remote:
 
     async def request_promotion(
         self, name: str, version: str, environment: str, reason: str | None
-    ) -> RequestView:
+    ) -> RequestView | DeploymentMove:
+        """A request (staging, production), or dev's move made at once."""
         body = {"version": version, "environment": environment, "reason": reason}
-        return RequestView.model_validate(
-            await self.act(f"/v1/prompts/{_q(name)}/promotions", body)
-        )
+        answer = await self.act(f"/v1/prompts/{_q(name)}/promotions", body)
+        if isinstance(answer, dict) and "code" not in answer and "to_version" in answer:
+            return DeploymentMove.model_validate(answer)
+        return RequestView.model_validate(answer)
 
     async def breakglass(self, name: str, version: str, reason: str) -> RequestView:
         body = {"version": version, "reason": reason}
@@ -183,6 +187,12 @@ class Remote:
         path = f"/v1/prompts/{_q(name)}/environments/{_q(environment)}/rollback"
         answer = await self.act(path, {"version": version, "reason": reason})
         return RollbackResult.model_validate(answer)
+
+    async def apply(self, content: bytes, dry_run: bool) -> ApplyResult:
+        headers = {"Content-Type": "application/yaml", **await self.on_behalf()}
+        path = "/v1/deployments/apply" + ("?dry_run=1" if dry_run else "")
+        answer = await self.call("POST", path, content=content, headers=headers)
+        return ApplyResult.model_validate(answer)
 
     async def deployments(self) -> dict[str, dict[str, dict[str, Any]]]:
         answer: dict[str, dict[str, dict[str, Any]]] = await self.call("GET", "/v1/deployments")

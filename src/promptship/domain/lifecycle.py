@@ -37,6 +37,8 @@ class Move(StrEnum):
     ROLLBACK = "rollback"  # on-call reverted the active version of an environment
     RESTORE = "restore"  # a rollback put this (earlier) version back
     ARCHIVE = "archive"
+    POINT = "point"  # dev pointed at a version: no gates, no change of status
+    FOLLOW = "follow-latest"  # dev followed a newly pushed version
 
 
 class GateState(StrEnum):

@@ -100,12 +100,43 @@ def load_yaml(text: str | bytes, source: str, max_bytes: int = MAX_YAML_BYTES) -
     """The one YAML document in ``text``; BadInput naming ``source`` when it is too large,
     malformed, uses anchors or aliases, nests deeper than ``MAX_DEPTH`` or holds an
     out-of-range value."""
+    return _load(text, source, max_bytes)[0]
+
+
+#: where each key of a document is: its path (keys, and indexes of lists) → 1-based line
+Lines = dict[tuple[str | int, ...], int]
+
+
+def load_yaml_located(
+    text: str | bytes, source: str, max_bytes: int = MAX_YAML_BYTES
+) -> tuple[Any, Lines]:
+    """:func:`load_yaml`, and the line of every mapping key and list item by its path
+    (mapping keys as text), so a checker can say where a problem is."""
+    data, node = _load(text, source, max_bytes)
+    lines: Lines = {}
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(node, ())] if node else []
+    while stack:
+        current, path = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                where = (*path, str(key.value))
+                lines.setdefault(where, key.start_mark.line + 1)
+                stack.append((value, where))
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                stack.append((item, (*path, index)))
+    return data, lines
+
+
+def _load(text: str | bytes, source: str, max_bytes: int) -> tuple[Any, yaml.Node | None]:
     size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
     if size > max_bytes:
         raise BadInput(f"{source}: {size:,} bytes of YAML; the limit is {max_bytes:,} bytes")
     loader = _Loader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
     except _Refused as exc:
         where = f"line {exc.mark.line + 1}: " if exc.mark is not None else ""
         raise BadInput(f"{source}: {where}{exc.message}") from None

@@ -7,6 +7,7 @@ composes them so callers see one object.
 from __future__ import annotations
 
 from promptship.services.facade.audit import AuditUseCases
+from promptship.services.facade.gitops import GitOpsUseCases
 from promptship.services.facade.identity import IdentityUseCases
 from promptship.services.facade.notifications import NotificationUseCases
 from promptship.services.facade.promotions import PromotionUseCases
@@ -19,6 +20,7 @@ class Promptship(
     IdentityUseCases,
     RunUseCases,  # before RegistryUseCases, which it builds on
     RegistryUseCases,
+    GitOpsUseCases,  # before PromotionUseCases, which it builds on
     PromotionUseCases,
     NotificationUseCases,
     QueryUseCases,

@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.identity import Actor
+from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import Move, RequestState, VersionStatus, find_transition
 from promptship.errors import GateRefused
 from promptship.services import checkpoints, identities, lifecycle, registry
@@ -82,13 +82,15 @@ async def deploy(
     *,
     request: PromotionRequest | None = None,
     reason: str | None = None,
+    by: str | None = None,
 ) -> Deployed:
     """Point ``environment`` at ``version`` and start the soak it needs.
 
     The requests it made moot are returned, not closed: closing them is
     :func:`promptship.services.requests.close_moot`'s, which the caller runs next.
+    ``by`` is who the deployment file names as having made the move (default
+    :func:`_caused_by`).
     """
-    now = deps.clock.now()
     env_status = deps.env_status(environment)
     pointer = await active(session, prompt.id, environment)
     previous = (
@@ -123,6 +125,57 @@ async def deploy(
             environment=environment,
             request_id=request.id if request else None,
         )
+    await move_pointer(
+        session,
+        deps,
+        prompt,
+        version,
+        environment,
+        actor,
+        move,
+        pointer=pointer,
+        previous=previous,
+        by=by or _caused_by(actor, request),
+        request=request,
+        reason=reason,
+    )
+    if environment == deps.policy.environments.production:  # anchor every production change
+        await checkpoints.make(session, deps, f"{move.value} {prompt.name} {version.version}")
+    await _start_staging_soak(session, deps, version, environment, move)
+    return Deployed(
+        previous=previous,
+        moot=await _moot_requests(session, deps, prompt, version, environment, request),
+        moot_reason=f"{prompt.name} {version.version} took {environment}",
+    )
+
+
+def _caused_by(actor: Actor, request: PromotionRequest | None) -> str:
+    """Who caused a move: the acting person, or, when promptship acts on a request (its tests
+    or soak passed), the person who asked for it."""
+    if request is not None and actor.via is Via.SYSTEM:
+        return request.requester
+    return actor.id
+
+
+async def move_pointer(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    environment: str,
+    actor: Actor,
+    move: Move,
+    *,
+    pointer: Deployment | None,
+    previous: PromptVersion | None,
+    by: str,
+    request: PromotionRequest | None = None,
+    reason: str | None = None,
+) -> None:
+    """Point ``environment`` at ``version``: the pointer (its revision bumped, which wakes the
+    runtime API's long-polls), its history row and the signed ``deployment.changed`` event.
+    Statuses, soaks and requests are the caller's."""
+    now = deps.clock.now()
     if pointer is None:
         session.add(
             Deployment(
@@ -130,14 +183,14 @@ async def deploy(
                 environment=environment,
                 version_id=version.id,
                 deployed_at=now,
-                deployed_by=actor.id,
+                deployed_by=by,
                 revision=1,
             )
         )
     else:
         pointer.version_id = version.id
         pointer.deployed_at = now
-        pointer.deployed_by = actor.id
+        pointer.deployed_by = by
         pointer.revision += 1
     session.add(
         DeploymentHistory(
@@ -168,15 +221,8 @@ async def deploy(
             "content_hash": version.content_hash,
             "move": move.value,
             "reason": reason,
+            "by": by,
         },
-    )
-    if environment == deps.policy.environments.production:  # anchor every production change
-        await checkpoints.make(session, deps, f"{move.value} {prompt.name} {version.version}")
-    await _start_staging_soak(session, deps, version, environment, move)
-    return Deployed(
-        previous=previous,
-        moot=await _moot_requests(session, deps, prompt, version, environment, request),
-        moot_reason=f"{prompt.name} {version.version} took {environment}",
     )
 
 

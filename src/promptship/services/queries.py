@@ -237,7 +237,11 @@ def _event_view(e: AuditEvent) -> AuditEventView:
 async def deployment_file(
     session: AsyncSession, deps: Deps
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """The per-environment deployment file: what runs where, and who put it there."""
+    """The deployment file: ``{prompt: {environment: {prompt_version, model, temperature,
+    updated_by, promoted_at}}}`` (``updated_at`` for dev, which is moved, not promoted), with
+    ``max_tokens`` and ``content_hash`` besides. ``updated_by`` is the person who caused the
+    move (the requester of a promotion promptship made when its gates passed), or
+    ``promptship (auto-revert of …)``."""
     rows = (
         await session.execute(
             select(Prompt.name, Deployment, PromptVersion)
@@ -246,19 +250,21 @@ async def deployment_file(
             .order_by(Prompt.name)
         )
     ).all()
-    order = {name: i for i, name in enumerate(deps.policy.environments.names)}
+    envs = deps.policy.environments
+    order = {name: i for i, name in enumerate(envs.names)}
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for name, deployment, version in sorted(
         rows, key=lambda r: (r[0], order.get(r[1].environment, 9))
     ):
+        when = "updated_at" if deployment.environment == envs.dev else "promoted_at"
         result.setdefault(name, {})[deployment.environment] = {
-            "version": version.version,
+            "prompt_version": version.version,
             "model": version.model,
             "temperature": version.temperature,
             "max_tokens": version.max_tokens,
             "content_hash": version.content_hash,
             "updated_by": deployment.deployed_by,
-            "promoted_at": deployment.deployed_at.isoformat(),
+            when: deployment.deployed_at.isoformat(),
         }
     return result
 

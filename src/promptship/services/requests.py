@@ -170,8 +170,8 @@ async def request_promotion(
     envs.check(environment)
     if environment == envs.dev:
         raise BadInput(
-            f"{envs.dev} runs every registered version; there is nothing to promote to",
-            hint=f"promote to {envs.staging} or {envs.production}",
+            f"{envs.dev} takes no requests: it moves to any version at once",
+            hint=f"promote {name} {version_name} {envs.dev}",
         )
     if kind is RequestKind.BREAKGLASS:
         if environment != envs.production:

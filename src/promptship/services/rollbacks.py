@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.identity import Actor
+from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import Move, VersionStatus, require_transition
 from promptship.errors import BadInput, Forbidden, GateRefused
 from promptship.services import deployments, identities, lifecycle, outbox, registry, requests
@@ -27,7 +27,10 @@ async def rollback(
     envs = deps.policy.environments
     envs.check(environment)
     if environment == envs.dev:
-        raise BadInput(f"{envs.dev} runs drafts; there is nothing to roll back there")
+        raise BadInput(
+            f"{envs.dev} has no gates to roll back through: point it at any version at once",
+            hint=f"promote {name} VERSION {envs.dev}",
+        )
     if environment == envs.production:  # rolling production back is a decision
         identities.check_decider(deps.policy, actor, f"roll back {environment}")
     if not roles & {"oncall", "approvers"}:
@@ -103,8 +106,10 @@ async def rollback(
         await lifecycle.transition(
             session, deps, prompt, target, env_status, Move.RESTORE, actor, environment=environment
         )
+    # promptship reverts by its own rules (a failed break-glass soak): the file says so
+    by = f"promptship (auto-revert of {current.version})" if actor.via is Via.SYSTEM else None
     deployed = await deployments.deploy(
-        session, deps, prompt, target, environment, actor, Move.ROLLBACK, reason=reason
+        session, deps, prompt, target, environment, actor, Move.ROLLBACK, reason=reason, by=by
     )
     await requests.close_moot(session, deps, prompt, deployed, actor)
     await deployments.stop_soaks(session, deps, current, f"rolled back by {actor.id}")

@@ -247,3 +247,49 @@ class IssuedToken(View):
 
     secret: str
     token: TokenView
+
+
+class DeploymentMove(View):
+    """An environment's pointer moved (or was already there) without a request: dev,
+    pointed at a version at once or following the newest push."""
+
+    prompt: str
+    environment: str
+    from_version: str | None
+    to_version: str
+    actor: str
+    move: str
+    changed: bool  # False: it already ran that version
+    reason: str | None = None
+    at: datetime
+    via: str | None = None
+
+
+class ApplyChange(View):
+    """What ``apply`` does (or, dry, would do) to one environment of one prompt.
+
+    ``action``: ``none`` (it already runs the version), ``point`` (dev, at once),
+    ``promote`` (staging: a request whose tests run), ``request`` (production: a request
+    people approve), ``rollback`` (to a version that ran there, or an older one).
+    ``outcome``: ``unchanged``, ``waiting`` (its request is already open), ``planned``
+    (dry run), ``done``, ``opened`` (a request now waits on its gates), ``refused``."""
+
+    prompt: str
+    environment: str
+    line: int
+    from_version: str | None
+    to_version: str
+    action: str
+    outcome: str
+    detail: str | None = None
+    request: str | None = None
+
+
+class ApplyResult(View):
+    source: str
+    dry_run: bool
+    changes: list[ApplyChange]
+
+    @property
+    def refused(self) -> int:
+        return sum(1 for c in self.changes if c.outcome == "refused")

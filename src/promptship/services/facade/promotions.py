@@ -4,13 +4,45 @@ from __future__ import annotations
 
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestKind
-from promptship.services import decisions, gates, requests, rollbacks
+from promptship.services import decisions, dev, gates, requests, rollbacks
 from promptship.services.facade.base import UseCaseBase
-from promptship.services.views import DecisionOutcome, RequestView, RollbackResult
+from promptship.services.views import (
+    DecisionOutcome,
+    DeploymentMove,
+    RequestView,
+    RollbackResult,
+)
 
 
 class PromotionUseCases(UseCaseBase):
     """Promotion requests, their decisions, rollbacks."""
+
+    async def promote(
+        self,
+        name: str,
+        version: str,
+        environment: str,
+        actor: Actor,
+        reason: str | None = None,
+        *,
+        queue_tests: bool = False,
+    ) -> RequestView | DeploymentMove:
+        """``promote NAME VERSION ENV`` on every surface: dev moves at once (no gates, audited);
+        staging and production open (or reuse) a request, as :meth:`request_promotion`."""
+        if environment == self.policy.environments.dev:
+            return await self.point_dev(name, version, actor, reason)
+        return await self.request_promotion(
+            name, version, environment, actor, reason, queue_tests=queue_tests
+        )
+
+    async def point_dev(
+        self, name: str, version: str, actor: Actor, reason: str | None = None
+    ) -> DeploymentMove:
+        """Point dev at any registered version now: no gates, by anyone who may request."""
+        async with self.db.transaction() as session:
+            return await dev.point(
+                session, self.deps, name, version, self._acting(actor), reason=reason
+            )
 
     async def request_promotion(
         self,

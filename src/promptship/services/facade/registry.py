@@ -5,7 +5,7 @@ from __future__ import annotations
 from promptship.domain.identity import Actor
 from promptship.domain.promptfile import PromptSpec
 from promptship.errors import BadInput
-from promptship.services import queries, registry
+from promptship.services import dev, queries, registry
 from promptship.services.facade.base import UseCaseBase
 from promptship.services.views import PushResult, VersionDetail, VersionDiff, VersionSummary
 
@@ -14,8 +14,13 @@ class RegistryUseCases(UseCaseBase):
     """Prompts and their versions."""
 
     async def push(self, spec: PromptSpec, actor: Actor) -> PushResult:
+        """Register a version; with ``environments.dev.follow_latest``, a new newest version
+        goes live in dev in the same transaction."""
         async with self.db.transaction() as session:
-            return await registry.push(session, self.deps, spec, self._acting(actor))
+            result = await registry.push(session, self.deps, spec, self._acting(actor))
+            if result.created:
+                await dev.follow_latest(session, self.deps, spec.name, spec.version, actor)
+            return result
 
     async def show(self, name: str, version: str | None = None) -> VersionDetail:
         async with self.db.reader() as session:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import time
@@ -15,6 +13,7 @@ import httpx
 
 from promptship.testing.serve import ServerThread
 from promptship.testing.slack_double import SlackDouble
+from promptship.testing.slack_people import sign as slack_signature
 
 __all__ = ["BOT_TOKEN", "SIGNING_SECRET", "ServerThread", "SlackClient", "sign", "wait_for"]
 
@@ -24,9 +23,7 @@ BOT_TOKEN = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
 
 
 def sign(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> dict[str, str]:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+    return slack_signature(body, secret, timestamp)
 
 
 class SlackClient:

@@ -15,6 +15,7 @@ try:
     from promptship.cli import (  # noqa: F401
         audit,
         db,
+        demo,
         deployments,
         doubles,
         outbox,

@@ -147,9 +147,11 @@ def running(directory: str | os.PathLike[str]) -> Doubles | None:
 
 
 def spawn(
-    name: str, module: str, args: list[str], directory: Path, env: dict[str, str] | None = None
+    name: str, module: str, args: list[str], directory: Path, environ: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start ``python -m module args`` detached, its output in ``directory/.promptship-<name>.log``."""
+    """Start ``python -m module args`` detached (its own session: Ctrl-C in the terminal
+    does not reach it), in ``environ`` (default ours), its output in
+    ``directory/.promptship-<name>.log``."""
     log = directory / f".promptship-{name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -158,7 +160,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env=os.environ.copy() if environ is None else environ,
             cwd=directory,
         )
     return proc, log

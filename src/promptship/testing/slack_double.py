@@ -365,6 +365,16 @@ class SlackDouble:
             posts.append(body)
         return Response("ok")
 
+    # -- what a person in the workspace sees, for a double in another process -----------
+
+    async def _inspect_calls(self, request: Request) -> Response:
+        """``GET /_double/calls?method=chat.postMessage``: the recorded calls, oldest first."""
+        return JSONResponse({"calls": self.calls(request.query_params.get("method"))})
+
+    async def _inspect_responses(self, request: Request) -> Response:
+        """``GET /_double/responses/{key}``: what the app posted to that response URL."""
+        return JSONResponse({"responses": self.responses(request.path_params["key"])})
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> SlackDouble:
@@ -372,6 +382,8 @@ class SlackDouble:
             routes=[
                 Route("/api/{method}", self._api, methods=["GET", "POST"]),
                 Route("/response/{key}", self._response_url, methods=["POST"]),
+                Route("/_double/calls", self._inspect_calls, methods=["GET"]),
+                Route("/_double/responses/{key}", self._inspect_responses, methods=["GET"]),
             ]
         )
         sock = bind_loopback()

@@ -136,7 +136,7 @@ def light(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (work / "wheels").glob("promptship-*.whl")
     venv.create(work / "venv", with_pip=False)  # this pip installs into it: faster
     python = work / "venv" / "bin" / "python"
-    _run([*pip, "--python", python, "install", "--no-compile", wheel])
+    _run([*pip, "--python", python, "install", wheel])
     return python.parent
 
 

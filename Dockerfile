@@ -8,7 +8,8 @@ RUN /opt/promptship/bin/pip install "torch==2.13.0" --index-url https://download
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY bot ./bot
-RUN /opt/promptship/bin/pip install .
+# the server extra: serve and the local commands (the base install is the client and CLI)
+RUN /opt/promptship/bin/pip install ".[server]"
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 promptship

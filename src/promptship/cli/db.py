@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from promptship.cli.app import app
 from promptship.cli.common import CommandGroup, guard, out, settings
-from promptship.store.db import Database
 
 db_app = CommandGroup(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -15,6 +14,8 @@ def db_upgrade() -> None:
     """Apply the schema migrations (serve does this on start)."""
 
     async def go() -> str | None:
+        from promptship.store.db import Database
+
         db = Database(settings().database_url)
         try:
             await db.upgrade()

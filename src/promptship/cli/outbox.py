@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from promptship.cli.app import app
 from promptship.cli.common import CommandGroup, actor, err, out, run_core, state
-from promptship.services.outbox import DeadLetter
+
+if TYPE_CHECKING:
+    from promptship.services.outbox import DeadLetter
 
 outbox_app = CommandGroup(
     help="Notifications Slack refused for good or that kept failing (dead letters).",

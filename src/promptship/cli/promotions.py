@@ -29,10 +29,10 @@ from promptship.cli.common import (
 )
 from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.lifecycle import RunState
-from promptship.services import Promptship
 from promptship.services.views import DeploymentMove, RequestView, RunDetail
 
 if TYPE_CHECKING:
+    from promptship.services import Promptship
     from promptship.validation.runner import Progress as RunProgress
     from promptship.validation.runner import SuiteRunner
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,8 +14,10 @@ from promptship.cli.common import actor, emit, out, print_table, run_core, table
 from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.promptfile import find_prompt_files, load_prompt_file
 from promptship.errors import BadInput
-from promptship.services import Promptship
 from promptship.services.views import PromptStatus
+
+if TYPE_CHECKING:
+    from promptship.services import Promptship
 
 
 @app.command()

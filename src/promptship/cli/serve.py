@@ -15,8 +15,6 @@ from rich.markup import escape
 from promptship.cli.app import app
 from promptship.cli.common import err, guard, settings
 from promptship.errors import PromptshipError
-from promptship.single_process import SingleProcessLock
-from promptship.store.db import Database
 
 
 @app.command()
@@ -29,6 +27,7 @@ def serve(
 
     from promptship import logs
     from promptship.server import create_app
+    from promptship.single_process import SingleProcessLock
 
     config = settings()
     secrets = [
@@ -90,6 +89,8 @@ def _leave(signum: int, frame: FrameType | None) -> None:
 async def _reachable(url: str) -> None:
     """Fail start-up with one line, not uvicorn's traceback, when the database is out of
     reach (its own engine: the server's belongs to the server's event loop)."""
+    from promptship.store.db import Database
+
     db = Database(url)
     try:
         await db.current_revision()

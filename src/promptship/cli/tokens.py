@@ -17,7 +17,6 @@ from promptship.cli.common import CommandGroup, emit, err, out, run_core, settin
 from promptship.domain.identity import Actor, Scope, Via, parse_scope
 from promptship.durations import parse_duration
 from promptship.errors import BadInput
-from promptship.services.tokens import SERVER_PLACEHOLDER
 from promptship.services.views import IssuedToken, TokenView
 
 token_app = CommandGroup(
@@ -50,6 +49,8 @@ def _scope(text: str | None) -> Scope | None:
 
 
 def server_url() -> str:
+    from promptship.services.tokens import SERVER_PLACEHOLDER
+
     return (settings().public_url or SERVER_PLACEHOLDER).rstrip("/")
 
 

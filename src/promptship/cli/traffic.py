@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,7 +13,9 @@ from promptship.cli.app import app
 from promptship.cli.common import CommandGroup, out, run_core, state
 from promptship.domain.safe_load import load_json
 from promptship.errors import BadInput, PromptshipError
-from promptship.services import Promptship
+
+if TYPE_CHECKING:
+    from promptship.services import Promptship
 
 traffic_app = CommandGroup(help="Real queries for soaks to replay.", no_args_is_help=True)
 app.add_typer(traffic_app, name="traffic")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from promptship.clock import Clock
-from promptship.config import Policy
 from promptship.domain.lifecycle import VersionStatus
 from promptship.errors import BadInput
+
+if TYPE_CHECKING:  # the settings need the server extra; request codes do not
+    from promptship.config import Policy
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,11 @@ def _builds_without_isolation() -> bool:
 
 
 def _run(command: list[str | Path]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600)
+    # without PYTHONPATH: a checkout on it (src/promptship.egg-info) would look installed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, timeout=600, env=env
+    )
     assert done.returncode == 0, f"{command}:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -159,7 +163,9 @@ def site_packages_bytes(bin_dir: Path) -> int:
 def promptship(
     bin_dir: Path, *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTSHIP_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("PROMPTSHIP_") and k != "PYTHONPATH"
+    }
     return subprocess.run(
         [str(bin_dir / "promptship"), *args],
         capture_output=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -17,8 +17,10 @@ from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.lifecycle import RunState
 from promptship.domain.safe_load import load_yaml
 from promptship.errors import BadInput
-from promptship.services import Promptship
 from promptship.services.views import ApplyChange, ApplyResult
+
+if TYPE_CHECKING:  # the server extra's: imported where a local command uses it
+    from promptship.services import Promptship
 
 
 @app.command()

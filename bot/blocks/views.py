@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.blocks.common import MARK, who
 from bot.blocks.limits import (
     MODAL_TITLE,
     VIEW_BLOCKS,
@@ -16,7 +17,6 @@ from bot.blocks.limits import (
     plain,
     section,
 )
-from bot.blocks.messages import MARK, who
 from bot.ids import BlockId, CallbackId, InputActionId
 from promptship.services.views import AuditEventView, PromptStatus, RequestView, SoakView
 

@@ -259,7 +259,9 @@ async def request_promotion(
             message, hint="; ".join(f"{c.gate}: {c.detail}" for c in failed[1:]) or None
         )
     created = await gates.view(session, deps, request, prompt, version)
-    await notify(session, deps, "request.created", created)
+    # the approvers are pinged once, as the request opens; its updates mention nobody
+    mention = list(deps.policy.roles.approvers) if required else []
+    await notify(session, deps, "request.created", created, mention=mention)
     if await advance(session, deps, prompt, version, request, actor):
         return await gates.view(session, deps, request, prompt, version)
     return created

@@ -25,6 +25,7 @@ from promptship.services.views import (
     DecisionOutcome,
     HistoryPage,
     PromptStatus,
+    RequestView,
     RollbackResult,
     RunView,
     SoakView,
@@ -35,6 +36,22 @@ from promptship.services.views import (
 
 def decision_reply(outcome: DecisionOutcome) -> Message:
     return Message(outcome.message, [section(escape(outcome.message))])
+
+
+def override_reply(r: RequestView) -> Message:
+    """The approver who overrode a request's regressions sees where it stands now."""
+    now = "it is promoted" if r.state == "promoted" else f"it is {r.state}"
+    text = f"You overrode the regressions of {r.code} ({r.prompt} {r.version}): {now}."
+    return Message(text, [section(escape(text))])
+
+
+def rerun_reply(r: RequestView) -> Message:
+    cases = r.evidence.tests.total if r.evidence and r.evidence.tests else 0
+    text = (
+        f"Re-running the {cases} test case(s) of {r.prompt} {r.version}: {r.code} waits for "
+        "the new run and is judged on it."
+    )
+    return Message(text, [section(escape(text))])
 
 
 def rollback_message(result: RollbackResult) -> Message:

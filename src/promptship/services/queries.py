@@ -367,7 +367,7 @@ async def staging_divergence(
     ).all()
     latest: dict[int, tuple[str, str, int, float]] = {}
     for name, version, soak_id, cycle, rate in rows:
-        latest.setdefault(soak_id, (name, version, int(cycle), float(rate)))
+        latest.setdefault(soak_id, (name, version, int(cycle), float(rate or 0.0)))
     kept: list[tuple[str, str, int, float]] = []
     shown: dict[str, int] = {}
     for soak_id in sorted(latest, reverse=True):

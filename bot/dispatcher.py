@@ -21,8 +21,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import messages
 from bot.blocks.audit import checkpoint_message
+from bot.blocks.common import Message
 from bot.blocks.limits import escape
-from bot.blocks.messages import Message
 from promptship.services import Promptship
 from promptship.services.outbox import UNDELIVERED_TOPIC, Delivery
 from promptship.services.views import RequestView, RollbackResult, RunView
@@ -45,8 +45,10 @@ def render(delivery: Delivery) -> tuple[Message, bool]:
     payload = delivery.payload
     topic = delivery.topic
     if topic.startswith("request."):
+        # only the opening post mentions the approvers: updates ping nobody
+        mention = payload.get("mention", []) if topic == "request.created" else []
         return messages.request_message(
-            RequestView.model_validate(payload["request"])
+            RequestView.model_validate(payload["request"]), mention
         ), topic != "request.created"
     if topic == "validation.finished":
         run = RunView.model_validate(payload["run"])

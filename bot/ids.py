@@ -8,10 +8,13 @@ from enum import StrEnum
 class ActionId(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
+    OVERRIDE = "override"
+    RERUN = "rerun"
 
 
 class CallbackId(StrEnum):
     REJECT_REASON = "reject_reason"
+    OVERRIDE_REASON = "override_reason"
 
 
 class BlockId(StrEnum):
@@ -20,6 +23,12 @@ class BlockId(StrEnum):
     DECISION = "decision"
     REASON = "reason"
     CONTEXT = "context"
+    APPROVERS = "approvers"
+    EVIDENCE = "evidence"
+    DIFF = "diff"
+    DIFF_NOTE = "diff_note"
+    BLOCKED = "blocked"
+    BLOCKED_NOTE = "blocked_note"
 
 
 class InputActionId(StrEnum):

@@ -15,6 +15,7 @@ class RequestRef(BaseModel):
 
 
 class RejectContext(RequestRef):
-    """The reject modal's private_metadata: the request, and the channel to answer in."""
+    """A reason modal's private_metadata (reject, override): the request, and the channel
+    to answer in."""
 
     c: str | None = None  # channel id

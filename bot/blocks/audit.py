@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.blocks.common import Message
 from bot.blocks.limits import code, context, escape, section
-from bot.blocks.messages import Message
 from promptship.services.checkpoints import from_json
 
 

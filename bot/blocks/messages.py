@@ -1,30 +1,25 @@
-"""Messages: promotion requests with their checklist and buttons, results, notices, help."""
+"""Messages: results, notices, help. The promotion request is in ``requests``; it and the
+shared pieces are re-exported here for the callers that know them by this module."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
+from bot.blocks.common import MARK as MARK
+from bot.blocks.common import Message as Message
+from bot.blocks.common import unverified, who
 from bot.blocks.limits import (
-    BUTTON_VALUE,
-    CONFIRM_BUTTON,
-    CONFIRM_TEXT,
-    CONFIRM_TITLE,
-    MESSAGE_TEXT,
     Block,
     cap,
     code,
     context,
     escape,
     header,
-    plain,
     section,
-    truncate,
 )
+from bot.blocks.requests import CLOSED as CLOSED
+from bot.blocks.requests import request_message as request_message
 from bot.grammar import USAGE
-from bot.ids import ActionId, BlockId
-from bot.state import RequestRef
 from promptship.domain.lifecycle import soak_next_steps
 from promptship.services.views import (
     DecisionOutcome,
@@ -39,138 +34,25 @@ from promptship.services.views import (
     VersionDiff,
 )
 
-_SLACK_ID = re.compile(r"[UW][A-Z0-9]{2,}")
-MARK = {"passed": "✅", "waiting": "⏳", "failed": "❌"}
-CLOSED = {
-    "promoted": "✅ Promoted",
-    "rejected": "❌ Rejected",
-    "cancelled": "🚫 Cancelled",
-    "expired": "⌛ Expired",
-    "superseded": "↪️ Superseded",
-    "failed": "❌ Failed",
-}
-
-
-@dataclass(frozen=True)
-class Message:
-    """Blocks plus the plain-text fallback Slack shows in notifications."""
-
-    text: str
-    blocks: list[Block] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "text", truncate(self.text, MESSAGE_TEXT))
-
-    def payload(self) -> dict[str, Any]:
-        if not self.blocks:
-            return {"text": self.text}
-        return {"text": self.text, "blocks": self.blocks}
-
-
-def who(user: str) -> str:
-    """Mention a Slack user; show anything else (a CLI name) as escaped text."""
-    return f"<@{user}>" if _SLACK_ID.fullmatch(user) else escape(user)
-
-
-def unverified(via: str | None) -> str:
-    """The mark of a decision made from the local CLI (allowed by ``local_decisions``)."""
-    return " via local CLI, unverified" if via == "local" else ""
-
-
-def _target(r: RequestView) -> str:
-    return f"*{escape(r.prompt)}* `{escape(r.version)}` → *{escape(r.environment)}*"
-
-
-def _confirm(title: str, text: str, confirm: str, style: str | None = None) -> dict[str, Any]:
-    dialog: dict[str, Any] = {
-        "title": plain(title, CONFIRM_TITLE),
-        "text": {"type": "mrkdwn", "text": truncate(text, CONFIRM_TEXT)},
-        "confirm": plain(confirm, CONFIRM_BUTTON),
-        "deny": plain("Cancel", CONFIRM_BUTTON),
-    }
-    if style:
-        dialog["style"] = style
-    return dialog
-
-
-def request_message(r: RequestView) -> Message:
-    """The approval request, updated in place as decisions arrive; buttons only while open."""
-    breakglass = r.kind == "breakglass"
-    title = f"{'🚨 BREAK-GLASS' if breakglass else 'Promotion'} request {r.code}"
-    lines = [f"{_target(r)}", f"requested by {who(r.requester)} · written by {who(r.author)}"]
-    if breakglass:
-        lines.insert(
-            0,
-            f"🚨 *Emergency promotion straight to production.* It needs "
-            f"*{r.required_approvals} approvals* and a production soak follows.",
-        )
-    blocks: list[Block] = [header(title), section("\n".join(lines), BlockId.SUMMARY)]
-    if r.reason:
-        blocks.append(section(f"*Reason:* {escape(r.reason)}", BlockId.REASON, "/prompt history"))
-    if r.checks:
-        checklist = "\n".join(
-            f"{MARK.get(c.state, '•')} *{escape(c.gate)}*: {escape(c.detail)}" for c in r.checks
-        )
-        blocks.append(section(checklist, BlockId.CHECKLIST))
-    approvers = [who(d.user) + unverified(d.via) for d in r.decisions if d.approve]
-    status = [
-        f"Approvals {min(len(approvers), r.required_approvals) if r.required_approvals else len(approvers)}/{r.required_approvals}"
-    ]
-    if approvers:
-        status[0] += ": " + ", ".join(approvers)
-    if r.state == "open":
-        blocks.append(
-            context(*status, f"expires {r.expires_at:%Y-%m-%d %H:%M} UTC", block_id=BlockId.CONTEXT)
-        )
-        value = RequestRef(r=r.id, h=r.content_hash[:12]).model_dump_json()[:BUTTON_VALUE]
-        label = f"{r.prompt} {r.version} → {r.environment}"
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": BlockId.DECISION,
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": ActionId.APPROVE,
-                        "text": plain("Approve", 75),
-                        "style": "primary",
-                        "value": value,
-                        "confirm": _confirm(
-                            "Approve this promotion?",
-                            f"Approve *{escape(label)}*? Your name is recorded in the audit log.",
-                            "Approve",
-                            "primary",
-                        ),
-                    },
-                    {
-                        "type": "button",
-                        "action_id": ActionId.REJECT,
-                        "text": plain("Reject", 75),
-                        "style": "danger",
-                        "value": value,
-                        "confirm": _confirm(
-                            "Reject this promotion?",
-                            f"Reject *{escape(label)}*? You will be asked for a reason; this closes the request.",
-                            "Reject",
-                            "danger",
-                        ),
-                    },
-                ],
-            }
-        )
-    else:
-        closed = CLOSED.get(r.state, r.state)
-        closer = next((d.via for d in r.decisions if d.user == r.closed_by), None)
-        by = f" by {who(r.closed_by)}{unverified(closer)}" if r.closed_by else ""
-        why = f": {escape(r.close_reason)}" if r.close_reason else ""
-        blocks.append(section(f"*{closed}*{by}{why}", BlockId.CONTEXT))
-        blocks.append(context(*status))
-    text = f"{title}: {r.prompt} {r.version} → {r.environment} ({r.state})"
-    return Message(text, cap(blocks))
-
 
 def decision_reply(outcome: DecisionOutcome) -> Message:
     return Message(outcome.message, [section(escape(outcome.message))])
+
+
+def override_reply(r: RequestView) -> Message:
+    """The approver who overrode a request's regressions sees where it stands now."""
+    now = "it is promoted" if r.state == "promoted" else f"it is {r.state}"
+    text = f"You overrode the regressions of {r.code} ({r.prompt} {r.version}): {now}."
+    return Message(text, [section(escape(text))])
+
+
+def rerun_reply(r: RequestView) -> Message:
+    cases = r.evidence.tests.total if r.evidence and r.evidence.tests else 0
+    text = (
+        f"Re-running the {cases} test case(s) of {r.prompt} {r.version}: {r.code} waits for "
+        "the new run and is judged on it."
+    )
+    return Message(text, [section(escape(text))])
 
 
 def rollback_message(result: RollbackResult) -> Message:

@@ -5,8 +5,8 @@ The secret is only in the blocks, never in the fallback text Slack shows in noti
 
 from __future__ import annotations
 
+from bot.blocks.common import Message, who
 from bot.blocks.limits import code, context, escape, section
-from bot.blocks.messages import Message, who
 from promptship.services.tokens import SERVER_PLACEHOLDER
 from promptship.services.views import IssuedToken, TokenView
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.blocks.common import MARK, who
 from bot.blocks.limits import (
     MODAL_TITLE,
     VIEW_BLOCKS,
@@ -16,21 +17,44 @@ from bot.blocks.limits import (
     plain,
     section,
 )
-from bot.blocks.messages import MARK, who
 from bot.ids import BlockId, CallbackId, InputActionId
 from promptship.services.views import AuditEventView, PromptStatus, RequestView, SoakView
 
 
 def reject_modal(private_metadata: str, label: str) -> dict[str, Any]:
+    return _reason_modal(
+        CallbackId.REJECT_REASON,
+        private_metadata,
+        "Reject promotion",
+        "Reject",
+        f"Rejecting *{escape(label)}* closes the request. Say why:",
+    )
+
+
+def override_modal(private_metadata: str, label: str) -> dict[str, Any]:
+    """Accepting the regressions that hold a request back: approvers only, with a reason."""
+    return _reason_modal(
+        CallbackId.OVERRIDE_REASON,
+        private_metadata,
+        "Override regressions",
+        "Override",
+        f"Accept the regressions of *{escape(label)}*: cases that pass in production fail "
+        "here. Only approvers can; your name and reason go in the audit log. Say why:",
+    )
+
+
+def _reason_modal(
+    callback_id: str, private_metadata: str, title: str, submit: str, prompt: str
+) -> dict[str, Any]:
     return {
         "type": "modal",
-        "callback_id": CallbackId.REJECT_REASON,
+        "callback_id": callback_id,
         "private_metadata": private_metadata,
-        "title": plain("Reject promotion", MODAL_TITLE),
-        "submit": plain("Reject", MODAL_TITLE),
+        "title": plain(title, MODAL_TITLE),
+        "submit": plain(submit, MODAL_TITLE),
         "close": plain("Cancel", MODAL_TITLE),
         "blocks": [
-            section(f"Rejecting *{escape(label)}* closes the request. Say why:"),
+            section(prompt),
             {
                 "type": "input",
                 "block_id": BlockId.REASON,

@@ -1,4 +1,5 @@
-"""Approve and Reject buttons on promotion requests."""
+"""The buttons of promotion requests: Approve and Reject, and on one held back by
+regressions, Override with reason (a modal) and Re-run tests."""
 
 from __future__ import annotations
 
@@ -56,6 +57,37 @@ async def reject(
     )
 
 
+@explains_errors
+async def override(
+    ack: AsyncAck, action: dict[str, Any], body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    await ack()
+    ref = _ref(action)
+    # trigger_id expires 3 s after the click: the modal opens first, the approver rule is
+    # applied when it is submitted (the service decides who may, not the button)
+    meta = RejectContext(r=ref.r, h=ref.h, c=(body.get("channel") or {}).get("id"))
+    await client.views_open(
+        trigger_id=body["trigger_id"],
+        view=views.override_modal(meta.model_dump_json(), f"request req-{ref.r}"),
+    )
+
+
+@explains_errors
+async def rerun(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, core: Promptship, actor: Actor
+) -> None:
+    await ack()
+    ref = _ref(action)
+    view = await core.rerun_request_tests(ref.r, actor, content_hash=ref.h)
+    await respond(
+        **messages.rerun_reply(view).payload(),
+        response_type="ephemeral",
+        replace_original=False,
+    )
+
+
 def register(app: AsyncApp) -> None:
     app.action(ActionId.APPROVE)(approve)
     app.action(ActionId.REJECT)(reject)
+    app.action(ActionId.OVERRIDE)(override)
+    app.action(ActionId.RERUN)(rerun)

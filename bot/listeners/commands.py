@@ -14,8 +14,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.blocks import messages, tokens
+from bot.blocks.common import Message
 from bot.blocks.limits import escape, section
-from bot.blocks.messages import Message
 from bot.errors import explains_errors
 from bot.grammar import Command, Verb, parse
 from bot.ids import COMMAND

@@ -1,4 +1,4 @@
-"""The reject-reason modal."""
+"""The reason modals: rejecting a request, overriding the regressions that hold one back."""
 
 from __future__ import annotations
 
@@ -16,16 +16,38 @@ from promptship.errors import PromptshipError
 from promptship.services import Promptship
 
 
-async def reject_reason(
-    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
-) -> None:
-    reason = (
+def _reason(view: dict[str, Any]) -> str:
+    return (
         ((view.get("state") or {}).get("values") or {})
         .get(BlockId.REASON, {})
         .get(InputActionId.VALUE, {})
         .get("value")
         or ""
     ).strip()
+
+
+async def override_reason(
+    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
+) -> None:
+    reason = _reason(view)
+    if not reason:
+        await ack(response_action="errors", errors={BlockId.REASON: "Say why they are fine."})
+        return
+    await ack()
+    meta = RejectContext.model_validate_json(view.get("private_metadata") or "{}")
+    try:
+        request = await core.override_request(meta.r, actor, reason, content_hash=meta.h)
+        reply = messages.override_reply(request)
+    except PromptshipError as exc:
+        reply = messages.error_message(exc.message, exc.hint)
+    if meta.c:  # no response_url on a modal: answer the person privately in the channel
+        await client.chat_postEphemeral(channel=meta.c, user=actor.id, **reply.payload())
+
+
+async def reject_reason(
+    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
+) -> None:
+    reason = _reason(view)
     if not reason:
         await ack(response_action="errors", errors={BlockId.REASON: "Say why you reject it."})
         return
@@ -42,3 +64,4 @@ async def reject_reason(
 
 def register(app: AsyncApp) -> None:
     app.view(CallbackId.REJECT_REASON)(reject_reason)
+    app.view(CallbackId.OVERRIDE_REASON)(override_reason)

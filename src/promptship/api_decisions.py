@@ -1,5 +1,6 @@
 """The API's decisions and who-am-I: approve, reject, cancel, break-glass, override
-regressions, roll back — each by the token's own identity.
+regressions (of a version, or holding a request back), re-run a request's tests, roll back —
+each by the token's own identity.
 
 Deciding needs the ``decide`` permission (an ``approve`` or ``admin`` token), and the
 services then refuse services (they push and request, never decide) and apply the person
@@ -99,6 +100,26 @@ def routes(core: Promptship, auth: Authenticator) -> list[Route]:
         )
         return JSONResponse(dump(run))
 
+    async def override_request(request: Request) -> Response:
+        code = request_id(request)
+        document = await json_body(request)
+        view = await core.override_request(
+            code,
+            decider(request),
+            field(document, "reason") or "",
+            content_hash=field(document, "content_hash", required=False),
+        )
+        return JSONResponse(dump(view))
+
+    async def rerun(request: Request) -> Response:
+        code = request_id(request)
+        document = await json_body(request)  # empty, or a content_hash
+        actor = caller_of(request).actor(request.headers.get(ON_BEHALF_HEADER), what="re-run tests")
+        view = await core.rerun_request_tests(
+            code, actor, content_hash=field(document, "content_hash", required=False)
+        )
+        return JSONResponse(dump(view))
+
     async def rollback(request: Request) -> Response:
         document = await json_body(request)  # empty: the previous version
         result = await core.rollback(
@@ -118,6 +139,8 @@ def routes(core: Promptship, auth: Authenticator) -> list[Route]:
         Route("/v1/requests/{id}/approve", guard(decide, approve), methods=["POST"]),
         Route("/v1/requests/{id}/reject", guard(decide, reject), methods=["POST"]),
         Route("/v1/requests/{id}/cancel", guard(Permission.REQUEST, cancel), methods=["POST"]),
+        Route("/v1/requests/{id}/override", guard(decide, override_request), methods=["POST"]),
+        Route("/v1/requests/{id}/rerun", guard(Permission.REQUEST, rerun), methods=["POST"]),
         Route(f"{prompt}/breakglass", guard(Permission.REQUEST, breakglass), methods=["POST"]),
         Route(f"{prompt}/versions/{{version}}/override", guard(decide, override), methods=["POST"]),
         Route(

@@ -1,7 +1,8 @@
 """Prometheus metrics at ``/metrics``.
 
 Two kinds. What happened in the store (promotions, approvals and how long they waited,
-validation runs and their durations and pass rates, soak divergence, the outbox backlog and dead letters) is
+validation runs and their durations and pass rates, soak divergence and each staging cycle's
+divergence rate, the outbox backlog and dead letters) is
 read from the database at scrape time, so every replica reports the same numbers: aggregate
 them with ``max``, not ``sum``. What happens in a process (Slack ack latency, Slack API
 errors) is counted in that process: aggregate with ``sum``.
@@ -23,6 +24,21 @@ from promptship.services import Promptship
 APPROVAL_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600)
 RUN_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0)
+
+#: the design's ``metrics.record(name, value, prompt=…, version=…, …)`` names, and the
+#: Prometheus family each is exposed as (tags become labels; seconds are the time unit)
+RECORDED_AS = {
+    "staging_divergence_rate": "promptship_staging_divergence_rate",
+    "soak_divergence": "promptship_soak_worst_divergence",
+    "validation_pass_rate": "promptship_validation_pass_rate",
+    "validation_duration": "promptship_validation_{passed,failed}_run_seconds",
+    "promotions": "promptship_promotions",
+    "time_to_approve": "promptship_time_to_approve_seconds",
+    "outbox_backlog": "promptship_outbox_backlog",
+    "outbox_dead_letters": "promptship_outbox_dead_letters",
+    "slack_ack_latency": "promptship_slack_ack_seconds",
+    "slack_api_errors": "promptship_slack_api_errors",
+}
 
 
 def _histogram(
@@ -109,6 +125,22 @@ class _StoreCollector:
         for name, version, kind, rate in s["soak_divergence"]:
             divergence.add_metric([name, version, kind], rate)
         yield divergence
+        staging = GaugeMetricFamily(
+            "promptship_staging_divergence_rate",
+            "Each staging soak cycle's divergence rate, from when it is scored until the next; "
+            "the last cycle's stays after the soak ends (newest 5 soaked versions per prompt).",
+            labels=["prompt", "version"],
+        )
+        cycles = GaugeMetricFamily(
+            "promptship_staging_divergence_cycle",
+            "Which cycle promptship_staging_divergence_rate is the rate of.",
+            labels=["prompt", "version"],
+        )
+        for name, version, cycle, rate in s["staging_divergence"]:
+            staging.add_metric([name, version], rate)
+            cycles.add_metric([name, version], cycle)
+        yield staging
+        yield cycles
         yield GaugeMetricFamily(
             "promptship_outbox_backlog",
             "Notifications waiting for delivery.",

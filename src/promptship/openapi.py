@@ -379,6 +379,18 @@ def _decision_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
             None,
             _ok(_ref(RequestView)),
         ),
+        "/v1/requests/{id}/override": post(
+            "Accept the regressions holding an open request back, with a reason (approvers)",
+            [REQUEST_ID],
+            _json_body(_strings(["reason"], "content_hash")),
+            _ok(_ref(RequestView)),
+        ),
+        "/v1/requests/{id}/rerun": post(
+            "Run an open request's tests again (its requester or an approver); it waits",
+            [REQUEST_ID],
+            _json_body(_strings([], "content_hash"), optional),
+            _ok(_ref(RequestView)),
+        ),
         "/v1/prompts/{name}/breakglass": post(
             "Emergency promotion to production: passing tests, a reason, more approvals",
             [NAME],

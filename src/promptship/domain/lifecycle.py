@@ -7,6 +7,7 @@ and return a ``GateCheck`` that says why, never a bare ``False``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -109,6 +110,36 @@ class SoakSummary:
     cycles_done: int
     worst_divergence: float | None
     failure: str | None = None
+    #: how many cycles the soak runs in all (0: not known)
+    cycles_total: int = 0
+
+
+def soak_cycles(length: timedelta, interval: timedelta) -> int:
+    """How many cycles a soak of ``length`` checked every ``interval`` runs: at least one."""
+    if interval <= timedelta(0) or length <= timedelta(0):
+        return 1
+    return max(1, math.ceil(length / interval))
+
+
+def clock_time(at: datetime, now: datetime) -> str:
+    """A time as people read it: ``14:00 UTC`` today, ``Jan 02 14:00 UTC`` another day,
+    with seconds only when it falls between minutes (soaks of seconds, in tests)."""
+    shown = f"{at:%H:%M:%S}" if at.second else f"{at:%H:%M}"
+    day = "" if at.date() == now.date() else f"{at:%b %d} "
+    return f"{day}{shown} UTC"
+
+
+def soak_progress(soak: SoakSummary, now: datetime) -> str:
+    """A running soak in human units: ``soaking: cycle 7 of 24, worst divergence 3%, ends
+    14:00 UTC``."""
+    of = f" of {soak.cycles_total}" if soak.cycles_total else ""
+    worst = (
+        "" if soak.worst_divergence is None else f", worst divergence {soak.worst_divergence:.0%}"
+    )
+    ends = clock_time(soak.ends_at, now)
+    if not soak.cycles_done:
+        return f"soaking: no cycle done yet{of}, ends {ends}"
+    return f"soaking: cycle {soak.cycles_done}{of}{worst}, ends {ends}"
 
 
 @dataclass(frozen=True)
@@ -236,14 +267,7 @@ def soak_gate(f: GateFacts) -> GateCheck:
         return GateCheck(
             name, GateState.FAILED, f"staging soak failed: {soak.failure or 'diverged'}"
         )
-    elapsed = min(max(f.now - soak.started_at, timedelta(0)), f.soak_required)
-    worst = (
-        "" if soak.worst_divergence is None else f", worst divergence {soak.worst_divergence:.0%}"
-    )
-    hours = elapsed.total_seconds() / 3600
-    total = f.soak_required.total_seconds() / 3600
-    cycles = f", {soak.cycles_done} cycle(s) done" if soak.cycles_done else ""
-    return GateCheck(name, GateState.WAITING, f"soaking {hours:.1f}/{total:g} h{cycles}{worst}")
+    return GateCheck(name, GateState.WAITING, soak_progress(soak, f.now))
 
 
 def soak_next_steps(

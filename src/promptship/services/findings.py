@@ -19,7 +19,7 @@ from promptship.errors import BadInput, Forbidden, GateRefused, NotFound
 from promptship.services import drift, identities, lifecycle, outbox, registry, requests, runs
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RunView
-from promptship.store.models import PromotionRequest, SoakRun
+from promptship.store.models import PromotionRequest, Prompt, PromptVersion, SoakRun
 
 
 def check_override(deps: Deps, actor: Actor, roles: frozenset[str], label: str) -> None:
@@ -48,9 +48,23 @@ async def override_regressions(
         raise BadInput("overriding regressions needs a reason")
     prompt, version = await registry.get_version(session, name, version_name)
     prompt = await registry.lock_prompt(session, prompt.id)
+    return await accept_regressions(session, deps, prompt, version, reason, actor)
+
+
+async def accept_regressions(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    reason: str,
+    actor: Actor,
+) -> RunView:
+    """Record the override on the version's latest run (the caller checked who may), then
+    promote any open request it held back."""
+    label = lifecycle.label(prompt, version)
     run = await registry.latest_run(session, version)
     if run is None or not run.regressions:
-        raise GateRefused(f"{name} {version_name} has no regressions to override")
+        raise GateRefused(f"{label} has no regressions to override")
     run.regression_override = f"{reason.strip()} (by {actor.id})"
     await session.flush()
     await identities.record(
@@ -58,10 +72,11 @@ async def override_regressions(
         deps.clock,
         actor,
         action="validation.regressions_overridden",
-        prompt=name,
-        version=version_name,
+        prompt=prompt.name,
+        version=version.version,
         details={"run": run.id, "regressions": list(run.regressions), "reason": reason.strip()},
     )
+    await requests.reevaluate(session, deps, prompt, version, actor)
     return registry.run_view(run)
 
 

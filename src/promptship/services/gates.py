@@ -20,8 +20,9 @@ from promptship.domain.lifecycle import (
     VersionStatus,
     evaluate,
     find_transition,
+    soak_cycles,
 )
-from promptship.services import audit, audit_checks, deployments, lifecycle, registry
+from promptship.services import audit, audit_checks, deployments, evidence, lifecycle, registry
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import CheckView, DecisionView, RequestView
 from promptship.store.models import (
@@ -282,6 +283,9 @@ async def gate_facts(
                 cycles_done=row.cycles_done,
                 worst_divergence=row.worst_divergence,
                 failure=row.failure if genuine else SOAK_TAMPERED,
+                cycles_total=soak_cycles(
+                    row.ends_at - row.started_at, envs.production_policy.soak_interval
+                ),
             )
     return GateFacts(
         label=lifecycle.label(prompt, version),
@@ -395,4 +399,5 @@ async def view(
         closed_at=request.closed_at,
         closed_by=request.closed_by,
         close_reason=request.close_reason,
+        evidence=await evidence.gather(session, deps, prompt, version, request),
     )

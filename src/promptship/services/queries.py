@@ -342,6 +342,48 @@ async def deployment_revisions(session: AsyncSession) -> dict[tuple[str, str], i
     return {(name, env): revision for name, env, revision in rows}
 
 
+#: staging-soaked versions of each prompt whose last cycle's divergence stays on /metrics
+DIVERGENCE_VERSIONS = 5
+
+
+async def staging_divergence(
+    session: AsyncSession, per_prompt: int = DIVERGENCE_VERSIONS
+) -> list[tuple[str, str, int, float]]:
+    """(prompt, version, cycle, rate) of the newest scored cycle of each version's newest
+    staging soak, running or ended, for the ``per_prompt`` newest such soaks of each prompt:
+    every cycle's rate is the value from the moment it is scored until the next one, and
+    the last stays after the soak ends."""
+    from promptship.services.deployments import STAGING_SOAK
+    from promptship.store.models import SoakCycle
+
+    newest = (
+        select(func.max(SoakRun.id))
+        .where(SoakRun.kind == STAGING_SOAK)
+        .group_by(SoakRun.version_id)
+    )
+    rows = (
+        await session.execute(
+            select(Prompt.name, PromptVersion.version, SoakRun.id, SoakCycle.cycle, SoakCycle.rate)
+            .join(SoakCycle, SoakCycle.soak_id == SoakRun.id)
+            .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
+            .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+            .where(SoakRun.id.in_(newest), SoakCycle.rate.is_not(None))
+            .order_by(Prompt.name, SoakRun.id.desc(), SoakCycle.cycle.desc())
+        )
+    ).all()
+    latest: dict[int, tuple[str, str, int, float]] = {}
+    for name, version, soak_id, cycle, rate in rows:
+        latest.setdefault(soak_id, (name, version, int(cycle), float(rate or 0.0)))
+    kept: list[tuple[str, str, int, float]] = []
+    shown: dict[str, int] = {}
+    for soak_id in sorted(latest, reverse=True):
+        name = latest[soak_id][0]
+        shown[name] = shown.get(name, 0) + 1
+        if shown[name] <= per_prompt:
+            kept.append(latest[soak_id])
+    return sorted(kept)
+
+
 async def metrics_snapshot(session: AsyncSession) -> dict[str, Any]:
     """Counts the metrics endpoint derives from the store: the same on every replica."""
     from promptship.store.models import Approval, OutboxDeadLetter, OutboxMessage, ValidationRun
@@ -392,6 +434,7 @@ async def metrics_snapshot(session: AsyncSession) -> dict[str, Any]:
     backlog = await session.scalar(
         select(func.count()).select_from(OutboxMessage).where(OutboxMessage.state == "pending")
     )
+    staging = await staging_divergence(session)
     dead_letters = await session.scalar(select(func.count()).select_from(OutboxDeadLetter))
     return {
         "promotions": [(env, kind, int(n)) for env, kind, n in promotions],
@@ -399,6 +442,7 @@ async def metrics_snapshot(session: AsyncSession) -> dict[str, Any]:
         "runs": [(state, (f - s).total_seconds()) for state, s, f in runs if f is not None],
         "pass_rates": [(n, v, float(rate or 0.0)) for n, v, rate in latest],
         "soak_divergence": [(n, v, k, float(d or 0.0)) for n, v, k, d in soaks],
+        "staging_divergence": staging,
         "outbox_backlog": int(backlog or 0),
         "outbox_dead_letters": int(dead_letters or 0),
     }

@@ -27,6 +27,9 @@ from promptship.services.deps import Deps, request_code
 from promptship.services.views import RequestView
 from promptship.store.models import PromotionRequest, Prompt, PromptVersion
 
+#: the gate a request can be held by and still be cleared (override or re-run)
+REGRESSIONS = "regressions"
+
 
 async def notify(
     session: AsyncSession, deps: Deps, topic: str, request: RequestView, **extra: object
@@ -259,7 +262,9 @@ async def request_promotion(
             message, hint="; ".join(f"{c.gate}: {c.detail}" for c in failed[1:]) or None
         )
     created = await gates.view(session, deps, request, prompt, version)
-    await notify(session, deps, "request.created", created)
+    # the approvers are pinged once, as the request opens; its updates mention nobody
+    mention = list(deps.policy.roles.approvers) if required else []
+    await notify(session, deps, "request.created", created, mention=mention)
     if await advance(session, deps, prompt, version, request, actor):
         return await gates.view(session, deps, request, prompt, version)
     return created
@@ -439,7 +444,9 @@ async def reevaluate(
             continue
         checks = await gates.check_request(session, deps, prompt, version, request)
         failed = [c for c in checks if c.state == GateState.FAILED.value]
-        if failed:  # the gate it waited on failed: it can never pass as it stands
+        # held by regressions alone, it stays open: an approver may accept them with a
+        # reason, or the tests may run again (a flaky case passes)
+        if failed and any(c.gate != REGRESSIONS for c in failed):
             why = failure or "; ".join(f"{c.gate}: {c.detail}" for c in failed)
             await close(session, deps, prompt, version, request, RequestState.FAILED, actor, why)
         else:

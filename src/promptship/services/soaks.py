@@ -12,7 +12,6 @@ newest due cycle runs (the ones missed are recorded as such), and the soak still
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM
-from promptship.domain.lifecycle import soak_next_steps
+from promptship.domain.lifecycle import soak_cycles, soak_next_steps
 from promptship.errors import NotFound
 from promptship.services import deployments, findings, outbox, registry, rollbacks
 from promptship.services.deps import Deps
@@ -126,8 +125,7 @@ def _interval(deps: Deps, soak: SoakRun) -> timedelta:
 
 def plan(deps: Deps, soak: SoakRun, prompt: str, version: str) -> SoakPlan:
     interval = _interval(deps, soak)
-    length = soak.ends_at - soak.started_at
-    cycles = max(1, math.ceil(length / interval)) if interval > timedelta(0) else 1
+    cycles = soak_cycles(soak.ends_at - soak.started_at, interval)
     return SoakPlan(
         soak.id, soak.kind, prompt, version, soak.started_at, soak.ends_at, interval, cycles
     )

@@ -79,6 +79,60 @@ class DecisionView(View):
     via: str | None = None
 
 
+class TestsEvidence(View):
+    """The version's latest test run, as an approver weighs it."""
+
+    state: str
+    passed: int
+    total: int
+    failed: int
+    errored: int
+    pass_rate: float | None
+    min_pass_rate: float  # the gate
+    #: the cases that pass on production and fail here (the first ones) and how many in all
+    regressions: list[str]
+    regression_count: int
+    override_reason: str | None = None
+    override_by: str | None = None
+
+
+class SoakEvidence(View):
+    """The version's staging soak."""
+
+    state: str
+    cycles_done: int
+    cycles_total: int
+    worst_divergence: float | None
+    max_divergence: float
+    started_at: datetime
+    ends_at: datetime
+    failure: str | None
+
+
+class DiffEvidence(View):
+    """The changed lines of the system prompt against another version (the first ones)."""
+
+    against: str
+    lines: list[str]
+    added: int
+    removed: int
+
+    @property
+    def shown_all(self) -> bool:
+        return sum(1 for x in self.lines if x[:1] in "+-") >= self.added + self.removed
+
+
+class RequestEvidence(View):
+    """What approvers need to decide: what production runs now, tests, soak, the diff."""
+
+    #: when it was gathered (soak times are shown against it)
+    as_of: datetime
+    production_version: str | None
+    tests: TestsEvidence | None
+    soak: SoakEvidence | None
+    diff: DiffEvidence | None
+
+
 class RequestView(View):
     id: int
     code: str
@@ -99,6 +153,7 @@ class RequestView(View):
     closed_at: datetime | None
     closed_by: str | None
     close_reason: str | None
+    evidence: RequestEvidence | None = None
 
     @property
     def approvers(self) -> list[str]:

@@ -318,9 +318,21 @@ class SlackDouble:
             return {"ok": False, "error": "invalid_arguments"}
         limit = LIMITS["view_blocks"]
         problems = block_problems(view.get("blocks"), limit=limit)
-        title = (view.get("title") or {}).get("text", "")
-        if view.get("type") == "modal" and (not title or len(title) > LIMITS["modal_title"]):
-            problems.append(f"modal title must be 1-{LIMITS['modal_title']} chars")
+        if view.get("type") == "modal":
+            limit = LIMITS["modal_title"]
+            for key in ("title", "submit", "close"):
+                text = (view.get(key) or {}).get("text", "")
+                if (key == "title" or key in view) and not 0 < len(text) <= limit:
+                    problems.append(f"modal {key} must be 1-{limit} chars")
+            has_input = any(
+                isinstance(b, dict) and b.get("type") == "input" for b in view.get("blocks") or []
+            )
+            if has_input and "submit" not in view:
+                problems.append("a modal with input blocks needs a submit button")
+        if len(str(view.get("private_metadata") or "")) > LIMITS["private_metadata"]:
+            problems.append(f"private_metadata > {LIMITS['private_metadata']} chars")
+        if len(str(view.get("callback_id") or "")) > LIMITS["callback_id"]:
+            problems.append(f"callback_id > {LIMITS['callback_id']} chars")
         if problems:
             return {"ok": False, "error": "invalid_blocks", "errors": problems}
         return None

@@ -22,6 +22,8 @@ LIMITS = {
     "confirm_text": 300,
     "confirm_button": 30,
     "modal_title": 24,
+    "private_metadata": 3000,
+    "callback_id": 255,
     "message_text": 40_000,
 }
 

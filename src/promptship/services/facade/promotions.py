@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestKind
-from promptship.services import decisions, dev, gates, requests, rollbacks
+from promptship.services import decisions, dev, gates, requests, rollbacks, unblock
 from promptship.services.facade.base import UseCaseBase
 from promptship.services.views import (
     DecisionOutcome,
@@ -105,6 +105,26 @@ class PromotionUseCases(UseCaseBase):
         async with self.db.transaction() as session:
             return await decisions.record_decision(
                 session, self.deps, request_id, actor, roles, False, reason, content_hash
+            )
+
+    async def override_request(
+        self, request_id: int, actor: Actor, reason: str, *, content_hash: str | None = None
+    ) -> RequestView:
+        """Accept the regressions holding a request back, with a reason: approvers only."""
+        roles = await self.roles.roles_of(self._acting(actor).id)
+        async with self.db.transaction() as session:
+            return await unblock.override(
+                session, self.deps, request_id, reason, actor, roles, content_hash
+            )
+
+    async def rerun_request_tests(
+        self, request_id: int, actor: Actor, *, content_hash: str | None = None
+    ) -> RequestView:
+        """Run a request's tests again (the requester or an approver); it waits for them."""
+        roles = await self.roles.roles_of(self._acting(actor).id)
+        async with self.db.transaction() as session:
+            return await unblock.rerun_tests(
+                session, self.deps, request_id, actor, roles, content_hash
             )
 
     async def cancel(self, request_id: int, actor: Actor) -> RequestView:

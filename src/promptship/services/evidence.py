@@ -1,0 +1,170 @@
+"""The evidence a promotion request carries: what production runs now, the version's tests
+and regressions (and who overrode them, why), its staging soak, and the system prompt's
+changed lines against production. Short by construction: it travels in every notification
+of the request."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from itertools import zip_longest
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from promptship.domain.lifecycle import RequestKind, soak_cycles
+from promptship.services import audit, deployments, registry
+from promptship.services.deps import Deps
+from promptship.services.views import (
+    DiffEvidence,
+    RequestEvidence,
+    SoakEvidence,
+    TestsEvidence,
+)
+from promptship.store.models import (
+    AuditEvent,
+    PromotionRequest,
+    Prompt,
+    PromptVersion,
+    ValidationRun,
+)
+
+#: changed lines (and hunk headers) a request shows; the rest is one command away
+DIFF_LINES = 40
+#: characters of one diff line
+DIFF_LINE_CHARS = 200
+#: regressions listed by name
+REGRESSIONS_SHOWN = 10
+#: characters of one regression's name
+REGRESSION_CHARS = 200
+
+
+async def gather(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    request: PromotionRequest,
+) -> RequestEvidence:
+    envs = deps.policy.environments
+    production = None
+    pointer = await deployments.active(session, prompt.id, envs.production)
+    if pointer is not None:
+        production = await registry.get_version_by_id(session, pointer.version_id)
+    soak = None
+    if request.environment == envs.production and request.kind == RequestKind.NORMAL:
+        row = await deployments.latest_soak(session, version.id, envs.staging)
+        if row is not None:
+            soak = SoakEvidence(
+                state=row.state,
+                cycles_done=row.cycles_done,
+                cycles_total=soak_cycles(
+                    row.ends_at - row.started_at, envs.production_policy.soak_interval
+                ),
+                worst_divergence=row.worst_divergence,
+                max_divergence=envs.production_policy.max_divergence,
+                started_at=row.started_at,
+                ends_at=row.ends_at,
+                failure=row.failure,
+            )
+    diff = None
+    if production is not None and production.id != version.id:
+        diff = prompt_diff(production.version, production.system_prompt, version.system_prompt)
+    run = await registry.latest_run(session, version)
+    return RequestEvidence(
+        as_of=deps.clock.now(),
+        production_version=production.version if production is not None else None,
+        tests=await _tests(session, deps, prompt, version, run) if run is not None else None,
+        soak=soak,
+        diff=diff,
+    )
+
+
+@functools.lru_cache(maxsize=64)  # every view of a request re-reads it: diff each pair once
+def prompt_diff(against: str, old: str, new: str) -> DiffEvidence:
+    """The changed lines of ``new`` against ``old``: a ``@@ line N @@`` header per change,
+    then each replaced line beside its replacement (``-`` then ``+``), no context lines; the
+    first :data:`DIFF_LINES` of them, each cut at :data:`DIFF_LINE_CHARS`."""
+    a, b = old.splitlines(), new.splitlines()
+    lines: list[str] = []
+    added = removed = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        removed += i2 - i1
+        added += j2 - j1
+        if len(lines) >= DIFF_LINES:
+            continue
+        lines.append(f"@@ line {i1 + 1} @@")
+        for gone, came in zip_longest(a[i1:i2], b[j1:j2]):
+            if gone is not None:
+                lines.append(_cut(f"-{gone}"))
+            if came is not None:
+                lines.append(_cut(f"+{came}"))
+            if len(lines) >= DIFF_LINES:
+                break
+    return DiffEvidence(against=against, lines=lines[:DIFF_LINES], added=added, removed=removed)
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= DIFF_LINE_CHARS else line[: DIFF_LINE_CHARS - 1] + "…"
+
+
+async def _tests(
+    session: AsyncSession,
+    deps: Deps,
+    prompt: Prompt,
+    version: PromptVersion,
+    run: ValidationRun,
+) -> TestsEvidence:
+    by, reason = await _override(session, prompt, version, run)
+    return TestsEvidence(
+        state=run.state,
+        passed=run.passed,
+        total=run.total,
+        failed=run.failed,
+        errored=run.errored,
+        pass_rate=run.pass_rate,
+        min_pass_rate=deps.policy.environments.staging_policy.min_pass_rate,
+        regressions=[r[:REGRESSION_CHARS] for r in run.regressions[:REGRESSIONS_SHOWN]],
+        regression_count=len(run.regressions),
+        override_reason=reason,
+        override_by=by,
+    )
+
+
+async def _override(
+    session: AsyncSession, prompt: Prompt, version: PromptVersion, run: ValidationRun
+) -> tuple[str | None, str | None]:
+    """Who accepted the run's regressions and why, as the signed audit events record it
+    (an override given with the results, or a later one); (None, None) when nobody did."""
+    if not run.regression_override:
+        return None, None
+    events = (
+        (
+            await session.execute(
+                select(AuditEvent)
+                .where(
+                    AuditEvent.prompt == prompt.name,
+                    AuditEvent.version == version.version,
+                    AuditEvent.action.in_(
+                        ("validation.finished", "validation.regressions_overridden")
+                    ),
+                )
+                .order_by(AuditEvent.seq)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    keys = audit.keyring(session).keys()
+    by = reason = None
+    for e in events:
+        if e.details.get("run") != run.id or not audit.authentic(e, keys):
+            continue
+        given = e.details.get(
+            "reason" if e.action == "validation.regressions_overridden" else "regression_override"
+        )
+        if isinstance(given, str) and given:
+            by, reason = e.actor, given
+    return by, reason

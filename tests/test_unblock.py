@@ -1,0 +1,194 @@
+"""A request held back by regressions stays open and shows "Override with reason" and
+"Re-run tests": an approver overrides (with a reason) and it promotes; the requester or an
+approver re-runs the tests and it waits for them; everyone else is refused — through the
+services and the API on both stores, and by button and modal in Slack."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.blocks.requests import request_message
+from promptship.domain.identity import Scope
+from promptship.errors import BadInput, Forbidden
+from promptship.services import Promptship
+from promptship.services.views import RequestView
+from tests.helpers import REQUESTER, case_results, push, service, slack, to_production
+from tests.slack_helpers import wait_for
+from tests.test_api_identity import CI, Served, bearer
+from tests.test_api_identity import api as api
+from tests.test_slack_app import Bot, texts
+from tests.test_slack_app import bot as bot
+
+NAME = "customer-support"
+
+
+async def finish_queued(core: Promptship, regressions: list[str] | None = None) -> None:
+    """A worker takes the queued run and reports 10/10 passed (and these regressions)."""
+    run_id = await core.claim_validation_run("worker")
+    assert run_id is not None
+    await core.finish_validation_run(
+        run_id, case_results(10), regressions=regressions, owner="worker"
+    )
+
+
+async def blocked_request(core: Promptship) -> RequestView:
+    """1.0.0 in production; 1.1.0 asked for staging while its tests run, which then finish
+    with a case that passes in production and fails here."""
+    await push(core, version="1.0.0")
+    await to_production(core)
+    await push(core, version="1.1.0", system_prompt="v1.1")
+    run = await core.start_validation_run(NAME, "1.1.0", slack(REQUESTER), 10, owner="ci")
+    request = await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
+    assert request.state == "open"
+    await core.finish_validation_run(
+        run.id, case_results(10), regressions=["refund policy"], owner="ci"
+    )
+    return await core.request(request.id)
+
+
+def buttons(view: RequestView) -> list[str]:
+    return [
+        e["text"]["text"]
+        for b in request_message(view).blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
+
+
+async def test_a_request_held_by_regressions_stays_open_with_override_and_rerun(
+    core: Promptship,
+) -> None:
+    request = await blocked_request(core)
+    assert request.state == "open"
+    [gate] = [c for c in request.checks if c.gate == "regressions"]
+    assert gate.state == "failed" and "refund policy" in gate.detail
+    assert buttons(request) == ["Override with reason", "Re-run tests"]  # staging: no approvals
+
+
+async def test_only_an_approver_overrides_and_the_request_then_promotes(core: Promptship) -> None:
+    request = await blocked_request(core)
+    for outsider, refusal in (
+        (slack(REQUESTER), "only approvers can override the regressions of req-"),
+        (slack("U08"), "only approvers"),
+        (service("ci"), "is a service"),
+    ):
+        with pytest.raises(Forbidden, match=refusal):
+            await core.override_request(request.id, outsider, "looks fine")
+    with pytest.raises(BadInput, match="needs a reason"):
+        await core.override_request(request.id, slack("U01"), "  ")
+    assert (await core.request(request.id)).state == "open"
+
+    done = await core.override_request(request.id, slack("U01"), "the refund copy changed")
+    assert done.state == "promoted" and buttons(done) == []
+    assert done.evidence and done.evidence.tests
+    assert (done.evidence.tests.override_by, done.evidence.tests.override_reason) == (
+        "U01",
+        "the refund copy changed",
+    )
+    [event] = [
+        e for e in (await core.history(NAME)).events
+        if e.action == "validation.regressions_overridden"
+    ]  # fmt: skip
+    assert (event.actor, event.details["auth"]) == ("U01", "slack")
+
+
+async def test_the_requester_or_an_approver_reruns_the_tests_and_the_request_waits(
+    core: Promptship,
+) -> None:
+    request = await blocked_request(core)
+    with pytest.raises(Forbidden, match="only the requester or an approver can re-run"):
+        await core.rerun_request_tests(request.id, slack("U08"))
+    waiting = await core.rerun_request_tests(request.id, slack(REQUESTER))
+    [tests] = [c for c in waiting.checks if c.gate == "tests"]
+    assert (waiting.state, tests.state, tests.detail) == (
+        "open",
+        "waiting",
+        "tests queued (2 cases)",
+    )
+    assert buttons(waiting) == []  # nothing to override while the run is under way
+    await finish_queued(core)  # the flaky case passes this time
+    assert (await core.request(request.id)).state == "promoted"
+
+
+async def test_an_approver_reruns_too_but_not_a_request_that_waits_on_no_tests(
+    core: Promptship,
+) -> None:
+    request = await blocked_request(core)
+    assert (await core.rerun_request_tests(request.id, slack("U02"))).state == "open"
+    await finish_queued(core)
+    production = await core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
+    with pytest.raises(BadInput, match="does not wait on tests"):
+        await core.rerun_request_tests(production.id, slack(REQUESTER))
+
+
+def test_the_api_overrides_and_reruns_for_approvers_only(api: Served) -> None:
+    request = api.core(blocked_request)
+    override = f"/v1/requests/req-{request.id}/override"
+    rerun = f"/v1/requests/req-{request.id}/rerun"
+    api.issue("U08", Scope.APPROVE)
+    refused = api.http.post(override, json={"reason": "fine"}, headers=bearer(CI))
+    assert refused.status_code == 403
+    outsider = api.http.post(override, json={"reason": "fine"}, headers=bearer(api.person["U08"]))
+    assert outsider.status_code == 403 and "only approvers" in outsider.json()["detail"]
+    assert api.http.post(rerun, headers=bearer(api.person["U08"])).status_code == 403
+    again = api.http.post(rerun, headers=bearer(api.person["U01"]))
+    assert again.status_code == 200 and again.json()["state"] == "open", again.text
+    api.core(lambda c: finish_queued(c, regressions=["refund policy"]))  # still failing
+    missing = api.http.post(override, json={}, headers=bearer(api.person["U01"]))
+    assert missing.status_code == 400
+    done = api.http.post(
+        override, json={"reason": "known flake"}, headers=bearer(api.person["U02"])
+    )
+    assert done.status_code == 200 and done.json()["state"] == "promoted", done.text
+    tests = done.json()["evidence"]["tests"]
+    assert (tests["override_by"], tests["override_reason"]) == ("U02", "known flake")
+
+
+def test_override_by_modal_and_rerun_by_button_in_slack(bot: Bot) -> None:
+    request = bot.core(blocked_request)
+    post = wait_for(
+        lambda: [
+            u for u in bot.double.calls("chat.update")
+            if f"req-{request.id}" in u.get("text", "") and "Override with reason" in texts(u)
+        ],
+        what="the request updated with the override and re-run buttons",
+    )[-1]  # fmt: skip
+    actions = next(b for b in post["blocks"] if b["type"] == "actions")
+    by_label = {e["text"]["text"]: e for e in actions["elements"]}
+    value = by_label["Re-run tests"]["value"]
+    assert "confirm" in by_label["Re-run tests"]
+
+    _, key = bot.slack.click("rerun", value, user="U08")
+    assert "only the requester or an approver can re-run" in texts(bot.reply(key))
+
+    bot.slack.click("override", value, user="U08")
+    modal = wait_for(lambda: bot.double.calls("views.open"), what="the modal")[-1]["view"]
+    assert modal["callback_id"] == "override_reason" and modal["submit"]["text"] == "Override"
+    empty = bot.slack.submit_view("override_reason", modal["private_metadata"], " ", user="U01")
+    assert empty.json()["response_action"] == "errors"
+    bot.slack.submit_view("override_reason", modal["private_metadata"], "fine", user="U08")
+    note = wait_for(lambda: bot.double.calls("chat.postEphemeral"), what="the refusal")[-1]
+    assert note["user"] == "U08" and "only approvers can override" in note["text"]
+    assert bot.core(lambda c: c.request(request.id)).state == "open"
+
+    ok = bot.slack.submit_view(
+        "override_reason", modal["private_metadata"], "refund copy changed", user="U01"
+    )
+    assert ok.status_code == 200
+    note = wait_for(
+        lambda: [n for n in bot.double.calls("chat.postEphemeral") if n["user"] == "U01"],
+        what="the approver's note",
+    )[-1]
+    assert "it is promoted" in note["text"]
+    final = wait_for(
+        lambda: [
+            u
+            for u in bot.double.calls("chat.update")
+            if f"req-{request.id}:" in u.get("text", "") and "(promoted)" in u.get("text", "")
+        ],
+        what="the request updated to promoted",
+    )[-1]
+    assert "overridden by <@U01>" in json.dumps(final["blocks"])
+    assert not any(b["type"] == "actions" for b in final["blocks"])

@@ -16,6 +16,7 @@ try:
         audit,
         db,
         deployments,
+        init,
         outbox,
         promotions,
         prompts,

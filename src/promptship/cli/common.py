@@ -27,7 +27,7 @@ from promptship.domain.identity import Actor, Via
 from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 from promptship.services.deps import parse_request_code
-from promptship.services.views import RequestView
+from promptship.services.views import CheckView, RequestView
 from promptship.store.db import Database
 
 T = TypeVar("T")
@@ -243,9 +243,13 @@ def print_request(request: RequestView) -> None:
         f" ({request.kind}): [bold]{request.state}[/]"
     )
     for check in request.checks:
-        out.print(f"  {_mark(check.state)} {check.gate}: {escape(check.detail)}")
+        print_check(check)
     if request.close_reason:
         out.print(f"  reason: {escape(request.close_reason)}")
+
+
+def print_check(check: CheckView) -> None:
+    out.print(f"  {_mark(check.state)} {check.gate}: {escape(check.detail)}")
 
 
 def parse_code(text: str) -> int:

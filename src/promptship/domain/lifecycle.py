@@ -238,10 +238,13 @@ def soak_gate(f: GateFacts) -> GateCheck:
     worst = (
         "" if soak.worst_divergence is None else f", worst divergence {soak.worst_divergence:.0%}"
     )
-    hours = elapsed.total_seconds() / 3600
-    total = f.soak_required.total_seconds() / 3600
+    if f.soak_required >= timedelta(hours=1):
+        hours = elapsed.total_seconds() / 3600
+        progress = f"{hours:.1f}/{f.soak_required.total_seconds() / 3600:g} h"
+    else:  # a short (trial) soak: in its own units, not hundredths of an hour
+        progress = f"{format_duration(elapsed)}/{length}"
     cycles = f", {soak.cycles_done} cycle(s) done" if soak.cycles_done else ""
-    return GateCheck(name, GateState.WAITING, f"soaking {hours:.1f}/{total:g} h{cycles}{worst}")
+    return GateCheck(name, GateState.WAITING, f"soaking {progress}{cycles}{worst}")
 
 
 def soak_next_steps(

@@ -16,6 +16,7 @@ try:
         audit,
         db,
         deployments,
+        doubles,
         init,
         outbox,
         promotions,

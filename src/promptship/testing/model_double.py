@@ -10,7 +10,10 @@ failures (429 with retry-after, 529 overloaded, 500) are injected at will.
         ...
         assert model.request_count == 4
 
-The default responder answers ``"Answer: <the user's message>"``.
+The default responder in a test answers ``"Answer: <the user's message>"``; the double run
+as a process of its own (``python -m promptship.testing.model_double``) answers from its
+answer book instead (``promptship.testing.answers``: the example suites pass), or echoes with
+``--echo``.
 """
 
 from __future__ import annotations
@@ -235,15 +238,21 @@ def _tokens(text: str) -> int:
 
 
 def main() -> None:
-    """Serve the double in its own process (benchmarks): prints the base URL, then serves."""
+    """Serve the double in its own process (benchmarks, ``promptship doubles``, the demo):
+    prints the base URL, then serves, answering from the answer book unless ``--echo``."""
     import argparse
 
+    from promptship.testing.answers import answer
     from promptship.testing.serve import serve_until_signalled
 
     parser = argparse.ArgumentParser(description="promptship's model API double")
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--echo", action="store_true", help="answer 'Answer: <the question>' instead"
+    )
     args = parser.parse_args()
-    serve_until_signalled(ModelDouble(latency=args.latency).start)
+    responder = echo if args.echo else answer
+    serve_until_signalled(ModelDouble(responder, latency=args.latency).start)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""``promptship demo``: the whole path offline, narrated (see ``promptship.demo.run``)."""

@@ -103,7 +103,8 @@ def next_steps(directory: Path) -> list[str]:
     return [
         f"{prefix}promptship push prompts/{who}",
         f"promptship promote {scaffold.EXAMPLE_NAME} {scaffold.EXAMPLE_VERSION} staging{who}"
-        "   # runs its suite on the model: ANTHROPIC_API_KEY",
+        "   # runs its suite: needs ANTHROPIC_API_KEY, or offline: "
+        'eval "$(promptship doubles start)" first',
         "promptship serve   # soaks advance while it runs",
     ]
 

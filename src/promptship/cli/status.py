@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Annotated
 
 import typer
@@ -28,7 +29,7 @@ from promptship.domain.lifecycle import soak_next_steps
 from promptship.durations import parse_duration
 from promptship.errors import BadInput
 from promptship.services import Promptship
-from promptship.services.views import RequestView
+from promptship.services.views import CheckView, RequestView
 
 #: how often ``request --wait`` reads the request again
 WAIT_POLL_SECONDS = 1.0
@@ -108,9 +109,9 @@ def request(
             await asyncio.sleep(WAIT_POLL_SECONDS)
             newer = await core.request(request_id)
             if not state.as_json and newer.state == "open":
-                before = {(c.gate, c.state, c.detail) for c in view.checks}
+                before = {_progress(c) for c in view.checks}
                 for check in newer.checks:
-                    if (check.gate, check.state, check.detail) not in before:
+                    if _progress(check) not in before:
                         print_check(check)
             view = newer
         return view, False
@@ -123,6 +124,15 @@ def request(
             print_request(view)
     if wait and view.state != "promoted":
         raise typer.Exit(1)
+
+
+def _progress(check: CheckView) -> tuple[str, str, str]:
+    """What is worth a line while waiting: a gate's state and detail, less the soak's clock
+    ("soaking 12s/30s"), which moves every second."""
+    return check.gate, check.state, _SOAK_CLOCK.sub("soaking", check.detail)
+
+
+_SOAK_CLOCK = re.compile(r"^soaking [^,]*")
 
 
 @app.command()

@@ -31,6 +31,7 @@ GITIGNORE_LINES = (
     "*.audit-key",
     "*.serve.lock",
     ".promptship-doubles.json",
+    ".promptship-*.log",
 )
 
 

@@ -162,6 +162,37 @@ def stop_everything(process: subprocess.Popen[str], home: Path, env: dict[str, s
             continue
 
 
+def run_walkthrough(steps: list[Step], folder: Path) -> tuple[int, str]:
+    """Run the steps in one bash process in ``folder``; stop what they started, always."""
+    env = offline_environment(folder)
+    venv_bin = Path(sys.executable).parent
+    (folder / "walkthrough.sh").write_text(script(steps, venv_bin, free_port()))
+    log = folder / "walkthrough.out"
+    # output to a file, not a pipe: serve and the doubles outlive a failed step and would
+    # hold a pipe open; bash ending is what counts
+    with open(log, "w") as sink:
+        process = subprocess.Popen(
+            ["bash", str(folder / "walkthrough.sh")],
+            cwd=folder,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: serve is stopped with it
+        )
+    with_venv = {**env, "PATH": f"{venv_bin}{os.pathsep}{env['PATH']}"}
+    try:
+        process.wait(timeout=TIME_LIMIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        stop_everything(process, folder, with_venv)
+        tail = log.read_text(errors="replace")[-6000:]
+        pytest.fail(f"the walk-through ran over {TIME_LIMIT_SECONDS}s:\n{tail}")
+    finally:
+        stop_everything(process, folder, with_venv)
+    output = log.read_text(errors="replace")
+    return process.returncode, output
+
+
 def outputs_by_step(output: str) -> dict[str, str]:
     parts = re.split(r"^@@step (\S+) \(\d+s\)$", output, flags=re.M)
     return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
@@ -186,36 +217,14 @@ def test_the_readme_walkthrough_reaches_production_and_rolls_back_offline(
     if not has_doubles_command():
         pytest.skip("`promptship doubles` (the offline model and Slack doubles) is missing")
     steps = parse_steps(walkthrough_blocks((ROOT / "README.md").read_text()))
-    env = offline_environment(tmp_path)
-    venv_bin = Path(sys.executable).parent
-    (tmp_path / "walkthrough.sh").write_text(script(steps, venv_bin, free_port()))
-    process = subprocess.Popen(
-        ["bash", str(tmp_path / "walkthrough.sh")],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,  # its own process group: serve is stopped with it
-    )
-    try:
-        try:
-            output, _ = process.communicate(timeout=TIME_LIMIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            stop_everything(process, tmp_path, {**env, "PATH": f"{venv_bin}:{env['PATH']}"})
-            output, _ = process.communicate()
-            pytest.fail(f"the walk-through ran over {TIME_LIMIT_SECONDS}s:\n{output[-6000:]}")
-    finally:
-        stop_everything(process, tmp_path, {**env, "PATH": f"{venv_bin}:{env['PATH']}"})
-
+    returncode, output = run_walkthrough(steps, tmp_path)
     print("\n".join(line for line in output.splitlines() if line.startswith("@@step")))
     by_step = outputs_by_step(output)
     logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in tmp_path.rglob("serve.log"))
-    if process.returncode != 0:
+    if returncode != 0:
         failed = max((int(k) for k in by_step if k.isdigit()), default=0)
         pytest.fail(
-            f"step {failed} failed (exit {process.returncode}): {steps[failed].command}\n"
+            f"step {failed} failed (exit {returncode}): {steps[failed].command}\n"
             f"{output[-6000:]}\n{logs}"
         )
     assert "end" in by_step, output[-3000:]
@@ -226,3 +235,39 @@ def test_the_readme_walkthrough_reaches_production_and_rolls_back_offline(
                 f"step {number} ({step.command}) did not print {expected!r}; it printed:\n"
                 + by_step[str(number)]
             )
+
+
+@pytest.mark.slow
+def test_a_walkthrough_that_fails_midway_leaves_nothing_running(tmp_path: Path) -> None:
+    if not has_doubles_command():
+        pytest.skip("`promptship doubles` (the offline model and Slack doubles) is missing")
+    from promptship.testing.doubles import STATE_FILE, alive, load
+
+    first = parse_steps(walkthrough_blocks((ROOT / "README.md").read_text()))[0]
+    steps = [
+        first,
+        Step('cd "$(mktemp -d)"'),
+        Step("promptship init --soak 30s"),
+        Step('eval "$(promptship doubles start)"'),
+        Step(f'cp {STATE_FILE} "$HOME/doubles.json"'),
+        Step("promptship serve 2> serve.log &"),
+        Step('echo "$!" > "$HOME/serve.pid"'),
+        Step("promptship status customer-support"),  # nothing pushed: exit 2
+    ]
+    returncode, output = run_walkthrough(steps, tmp_path)
+    assert returncode == 2, output
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "doubles.json").rename(tmp_path / "copy" / STATE_FILE)
+    doubles = load(tmp_path / "copy")
+    assert doubles is not None and set(doubles.processes) == {"model", "slack"}
+    serve_pid = int((tmp_path / "serve.pid").read_text())
+    for started in doubles.processes.values():
+        assert not alive(started), f"{started.module} still runs"
+    assert not Path(f"/proc/{serve_pid}").exists() or _zombie_or_gone(serve_pid)
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True

@@ -18,6 +18,7 @@ try:
         demo,
         deployments,
         doubles,
+        init,
         outbox,
         promotions,
         prompts,

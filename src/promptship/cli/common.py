@@ -30,7 +30,7 @@ from rich.table import Table
 from promptship.domain.identity import Actor, Via
 from promptship.errors import BadInput, PromptshipError
 from promptship.services.deps import parse_request_code
-from promptship.services.views import DeploymentMove, RequestView
+from promptship.services.views import CheckView, DeploymentMove, RequestView
 
 if TYPE_CHECKING:  # the server extra's: imported where a local command uses them
     from promptship.config import Settings
@@ -321,7 +321,7 @@ def print_request(request: RequestView) -> None:
         f" ({request.kind}): [bold]{request.state}[/]"
     )
     for check in request.checks:
-        out.print(f"  {_mark(check.state)} {check.gate}: {escape(check.detail)}")
+        print_check(check)
     if request.close_reason:
         out.print(f"  reason: {escape(request.close_reason)}")
 
@@ -336,6 +336,10 @@ def print_move(move: DeploymentMove) -> None:
         f"{move.prompt} {move.environment}: [bold]{was}{move.to_version}[/] "
         f"({move.move} by {escape(move.actor)})"
     )
+
+
+def print_check(check: CheckView) -> None:
+    out.print(f"  {_mark(check.state)} {check.gate}: {escape(check.detail)}")
 
 
 def parse_code(text: str) -> int:

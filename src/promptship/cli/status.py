@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from typing import Annotated
 
 import typer
@@ -14,6 +16,8 @@ from promptship.cli.common import (
     emit,
     err,
     out,
+    parse_code,
+    print_check,
     print_request,
     print_table,
     run_core,
@@ -22,6 +26,13 @@ from promptship.cli.common import (
     when,
 )
 from promptship.domain.lifecycle import soak_next_steps
+from promptship.durations import parse_duration
+from promptship.errors import BadInput
+from promptship.services import Promptship
+from promptship.services.views import CheckView, RequestView
+
+#: how often ``request --wait`` reads the request again
+WAIT_POLL_SECONDS = 1.0
 
 
 @app.command()
@@ -49,6 +60,79 @@ def status(name: Annotated[str | None, typer.Argument()] = None) -> None:
         print_table(grid)
         for request in s.open_requests:
             print_request(request)
+
+
+@app.command()
+def request(
+    code: Annotated[str, typer.Argument(help="The request: req-42 or 42.")],
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait until it closes, printing each gate as it changes; exit 0 when it "
+            "promoted, 1 when it closed any other way.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        str | None,
+        typer.Option(help="With --wait: stop waiting after this long (e.g. 90s, 10m); exit 1."),
+    ] = None,
+) -> None:
+    """A promotion request with its gate checklist and decisions; --wait follows it until it
+    closes (a soak advances only while promptship serve runs)."""
+    request_id = parse_code(code)
+    limit = None
+    if timeout is not None:
+        try:
+            limit = parse_duration(timeout)
+        except BadInput as exc:
+            err.print(f"[bold red]error:[/] --timeout: {escape(exc.message)}")
+            raise typer.Exit(2) from None
+        if not wait:
+            err.print("[bold red]error:[/] --timeout goes with --wait")
+            raise typer.Exit(2)
+
+    async def follow(core: Promptship) -> tuple[RequestView, bool]:
+        view = await core.request(request_id)
+        if not wait or view.state != "open":
+            return view, False
+        if not state.as_json:
+            print_request(view)
+            err.print(
+                f"waiting for {view.code} to close (a soak advances only while promptship "
+                "serve runs; Ctrl-C stops waiting, the request goes on)"
+            )
+        deadline = None if limit is None else core.clock.now() + limit
+        while view.state == "open":
+            if deadline is not None and core.clock.now() >= deadline:
+                return view, True
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+            newer = await core.request(request_id)
+            if not state.as_json and newer.state == "open":
+                before = {_progress(c) for c in view.checks}
+                for check in newer.checks:
+                    if _progress(check) not in before:
+                        print_check(check)
+            view = newer
+        return view, False
+
+    view, timed_out = run_core(follow)
+    if not emit(view):
+        if timed_out:
+            err.print(f"{view.code} is still open after {timeout}")
+        else:
+            print_request(view)
+    if wait and view.state != "promoted":
+        raise typer.Exit(1)
+
+
+def _progress(check: CheckView) -> tuple[str, str, str]:
+    """What is worth a line while waiting: a gate's state and detail, less the soak's clock
+    ("soaking 12s/30s"), which moves every second."""
+    return check.gate, check.state, _SOAK_CLOCK.sub("soaking", check.detail)
+
+
+_SOAK_CLOCK = re.compile(r"^soaking [^,]*")
 
 
 @app.command()

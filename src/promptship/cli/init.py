@@ -25,7 +25,6 @@ from rich.markup import escape
 from promptship import scaffold
 from promptship.cli.app import app
 from promptship.cli.common import err, out, state
-from promptship.config import parse_policy
 from promptship.durations import format_duration, parse_duration
 from promptship.errors import BadInput
 
@@ -129,6 +128,8 @@ def _write(directory: Path, soak: timedelta, force: bool) -> tuple[list[str], li
         scaffold.EXAMPLE_PROMPT: scaffold.example_prompt(),
         scaffold.TRAFFIC_SAMPLE: scaffold.traffic_sample(),
     }
+    from promptship.config import parse_policy  # the server extra's (pydantic-settings)
+
     parse_policy(files[scaffold.POLICY_FILE])  # what init writes always loads
     _check_directory(directory, list(files), force)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -28,8 +28,10 @@ from promptship.cli.common import (
 from promptship.domain.lifecycle import soak_next_steps
 from promptship.durations import parse_duration
 from promptship.errors import BadInput
-from promptship.services import Promptship
 from promptship.services.views import CheckView, RequestView
+
+if TYPE_CHECKING:  # the server extra's: imported where a local command uses it
+    from promptship.services import Promptship
 
 #: how often ``request --wait`` reads the request again
 WAIT_POLL_SECONDS = 1.0

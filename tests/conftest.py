@@ -53,6 +53,13 @@ approval_expiry: 72h
 """
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: the suite runs in parallel processes that take work from each other
+    (pytest-xdist's worksteal), so it ends about when the busiest process does, and a long
+    test started last would leave the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def make_policy(extra: str = "") -> Policy:
     """The test policy, with YAML lines appended to override keys."""
     import yaml

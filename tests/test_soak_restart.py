@@ -60,6 +60,7 @@ async def settled(core: Promptship, soak_id: int, cycles: list[tuple[int, str, i
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
     tmp_path: Path, model: ModelDouble, scorer: Scorer
 ) -> None:
@@ -175,6 +176,7 @@ environments:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_servers_on_postgres_record_each_cycle_once_and_post_once(
     postgres_url: str, tmp_path: Path

@@ -305,6 +305,7 @@ class PromotionMachine(RuleBasedStateMachine):
             assert actions.count("request.created") == len(requests)
 
 
+@pytest.mark.slow
 def test_random_operation_sequences_keep_the_store_legal(
     sqlite_template: Path, tmp_path: Path
 ) -> None:

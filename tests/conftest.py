@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -27,6 +28,14 @@ POSTGRES_URL = os.environ.get("PROMPTSHIP_TEST_POSTGRES_URL")
 TEST_AUDIT_KEY = "test:promptship-test-audit-key-0123456789abcdef"
 os.environ["PROMPTSHIP_AUDIT_KEY"] = TEST_AUDIT_KEY
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+#: the suite runs in several processes at once (pytest-xdist): one torch thread each for the
+#: scorer, so they do not fight over the cores (servers the tests start inherit it)
+os.environ.setdefault("PROMPTSHIP_SCORER_THREADS", "1")
+#: ``HYPOTHESIS_PROFILE=thorough``: many more (and new) random examples for the property
+#: tests; the default profile keeps the suite quick
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
+hypothesis_settings.register_profile("thorough", max_examples=1000)
+hypothesis_settings.load_profile("thorough" if THOROUGH else "default")
 
 TEST_POLICY = """
 channel: C0PROMPTOPS
@@ -42,6 +51,13 @@ environments:
 breakglass: {approvals: 3, production_soak: 0s}
 approval_expiry: 72h
 """
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: the suite runs in parallel processes that take work from each other
+    (pytest-xdist's worksteal), so it ends about when the busiest process does, and a long
+    test started last would leave the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def make_policy(extra: str = "") -> Policy:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -144,6 +146,7 @@ def test_manifest_declares_what_the_bot_uses() -> None:
     }
 
 
+@pytest.mark.slow
 def test_lint_format_and_types_are_clean() -> None:
     """ruff and mypy (strict settings in pyproject.toml) over everything we ship."""
     import subprocess

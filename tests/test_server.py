@@ -187,7 +187,8 @@ def test_a_run_cut_short_by_shutdown_is_handed_back_and_the_next_server_finishes
         finally:
             await db.dispose()
 
-    with ModelDouble(latency=2.0) as model:
+    # the model does not answer before the shutdown, however slow the machine
+    with ModelDouble(latency=600.0) as model:
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
         app = create_app(Settings(PROMPTSHIP_DATABASE_URL=url))

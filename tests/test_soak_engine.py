@@ -241,3 +241,28 @@ async def test_two_schedulers_firing_the_drift_watch_queue_one_run(
     history = (await cores[0].history(NAME)).events
     queued = [e for e in history if e.action == "validation.queued" and e.actor == DRIFT_ACTOR]
     assert len(queued) == 1
+
+
+async def test_a_stopped_scheduler_leaves_no_job_running(db: Database) -> None:
+    """A server stopping while a reconcile reads the store: ``stop`` returns only once that
+    job has ended, so nothing of the scheduler's touches the database (or the event loop)
+    after the server disposed of them."""
+    core = Promptship(db, make_policy(SOAK_POLICY))
+    reading = asyncio.Event()
+
+    async def slow_running_soaks() -> list[object]:
+        reading.set()
+        await asyncio.Event().wait()  # a query still in flight at shutdown
+        return []
+
+    core.running_soaks = slow_running_soaks  # type: ignore[method-assign]
+
+    async def nothing(spec: CycleSpec):  # type: ignore[no-untyped-def]
+        raise AssertionError("no soak should run")
+
+    scheduler = Scheduler(core, nothing, reconcile_every=3600)
+    await scheduler.start()
+    async with asyncio.timeout(20):
+        await reading.wait()
+    await scheduler.stop()
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []

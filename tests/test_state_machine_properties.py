@@ -5,7 +5,8 @@ message that names the state. The stateful part: hypothesis drives the real serv
 real SQLite store with random sequences of pushes, test runs, requests, approvals by
 anyone (requesters, authors, strangers, the same person twice), rejections, cancels,
 break-glass, rollbacks, expiry and archiving; after every step the store must be in a legal
-state and every change must have its audit event, with the hash chain intact.
+state and every change must have its audit event; after every run the hash chain must be
+intact. ``HYPOTHESIS_PROFILE=thorough`` runs ten times as many random sequences.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from promptship.store.models import (
     PromotionRequest,
     PromptVersion,
 )
-from tests.conftest import make_policy, prompt_yaml
+from tests.conftest import THOROUGH, make_policy, prompt_yaml
 from tests.helpers import case_results, slack
 
 T = TypeVar("T")
@@ -128,8 +129,12 @@ class PromotionMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
-        self.run_raw(self.db.dispose())
-        self.loop.close()
+        try:  # the hash chain only grows: verified once per run, over every event it made
+            verification = self.run_raw(self.core.verify_audit())
+            assert verification.ok, verification.problems
+        finally:
+            self.run_raw(self.db.dispose())
+            self.loop.close()
 
     async def audit_count(self) -> int:
         async with self.db.reader() as session:
@@ -298,10 +303,9 @@ class PromotionMachine(RuleBasedStateMachine):
             decided = await session.scalar(select(func.count()).select_from(Approval))
             assert actions.count("request.approved") + actions.count("request.rejection") == decided
             assert actions.count("request.created") == len(requests)
-        verification = await self.core.verify_audit()
-        assert verification.ok, verification.problems
 
 
+@pytest.mark.slow
 def test_random_operation_sequences_keep_the_store_legal(
     sqlite_template: Path, tmp_path: Path
 ) -> None:
@@ -310,8 +314,10 @@ def test_random_operation_sequences_keep_the_store_legal(
     run_state_machine_as_test(
         PromotionMachine,
         settings=settings(
-            max_examples=40,
-            derandomize=True,
+            # the thorough profile explores new sequences on every run; the default one
+            # replays the same 40 (enough to reach every state below) to keep the suite quick
+            max_examples=400 if THOROUGH else 40,
+            derandomize=not THOROUGH,
             stateful_step_count=30,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

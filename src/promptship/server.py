@@ -182,6 +182,7 @@ def create_app(
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(outcome, Exception):
                     log.error("background worker had failed: %r", outcome)
+            await asyncio.wait([roles_check])  # nothing reads the database past dispose
             await watcher.close()
             if dispatcher is not None:  # what is due now goes out before we stop
                 with contextlib.suppress(Exception):

@@ -12,10 +12,10 @@ succeeded, or that took an expired lease over; so double fires record once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -55,13 +55,15 @@ class Scheduler:
         self.checkpoint_every = checkpoint_every
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
+        #: the jobs APScheduler is running now; its shutdown cancels them but cannot wait
+        self._jobs: set[asyncio.Task[Any]] = set()
         self.alive = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         self.scheduler.add_job(
-            self.reconcile,
+            self._job(self.reconcile),
             IntervalTrigger(seconds=self.reconcile_every),
             id="reconcile",
             next_run_time=self.core.clock.now(),
@@ -72,7 +74,7 @@ class Scheduler:
         drift = self.core.policy.drift_watch
         if drift:
             self.scheduler.add_job(
-                self.drift_watch,
+                self._job(self.drift_watch),
                 CronTrigger.from_crontab(drift, timezone="UTC"),
                 id="drift-watch",
                 coalesce=True,
@@ -80,7 +82,7 @@ class Scheduler:
                 misfire_grace_time=3600,
             )
         self.scheduler.add_job(
-            self.audit_checkpoint,
+            self._job(self.audit_checkpoint),
             IntervalTrigger(seconds=self.checkpoint_every.total_seconds(), start_date=EPOCH),
             id="audit-checkpoint",
             coalesce=True,
@@ -91,14 +93,31 @@ class Scheduler:
         self.alive = True
 
     async def stop(self) -> None:
+        """Stop firing, and end what runs now (a reconcile, a cycle) before returning: nothing
+        of ours touches the database after this."""
         self.alive = False
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        for task in list(self._running.values()):
-            task.cancel()
-        for task in list(self._running.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for tasks in (self._jobs, self._running.values()):  # jobs first: they start cycles
+            pending = list(tasks)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    def _job(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``job`` as APScheduler runs it, tracked so that ``stop`` can wait for it."""
+
+        async def tracked() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._jobs.add(task)
+            try:
+                await job()
+            finally:
+                self._jobs.discard(task)
+
+        return tracked
 
     async def run_forever(self) -> None:
         """For the server's background tasks: run until cancelled."""
@@ -131,7 +150,9 @@ class Scheduler:
             following = min(due + 1, soak.cycles)
             if following > due:
                 self.scheduler.add_job(
-                    self.reconcile,  # a soak's due time came: run its cycle, plan the next
+                    self._job(
+                        self.reconcile
+                    ),  # a soak's due time came: run its cycle, plan the next
                     DateTrigger(run_date=soak.due_at(following)),
                     id=job_id,
                     replace_existing=True,
@@ -167,6 +188,7 @@ class Scheduler:
             log.exception("cycle %d of soak %d failed; it will be retried", cycle, soak.soak_id)
         finally:
             renewal.cancel()
+            await asyncio.wait([renewal])  # a renewal in flight ends before the cycle does
             self._running.pop(key, None)
 
     async def _keep_lease(self, soak_id: int, cycle: int) -> None:

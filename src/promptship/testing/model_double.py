@@ -191,7 +191,10 @@ class ModelDouble:
         )
         sock = bind_loopback()
         self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        # a request still waiting out its latency when the double stops is cut after 1 s
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+        )
         server = self._server
 
         def run() -> None:

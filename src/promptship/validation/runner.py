@@ -236,6 +236,7 @@ class SuiteRunner:
                 await scorer_task
             finally:
                 scorer_task.cancel()
+                await asyncio.wait([scorer_task])
 
         report()
         task = asyncio.create_task(work())

@@ -29,14 +29,20 @@ if [ ! -x "$PYTEST" ]; then
 fi
 
 load=()
-stop_load() {
+suite=""
+stop() {
+    if [ -n "$suite" ]; then # interrupted mid-run: that run stops too
+        kill "$suite" 2>/dev/null
+        wait "$suite" 2>/dev/null
+        suite=""
+    fi
     if [ "${#load[@]}" -gt 0 ]; then
         kill "${load[@]}" 2>/dev/null
         wait "${load[@]}" 2>/dev/null
         load=()
     fi
 }
-trap stop_load EXIT
+trap stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -55,8 +61,11 @@ echo "load: $cores busy process(es) at normal priority; $RUNS run(s) of $PYTEST;
 failed=0
 for run in $(seq "$RUNS"); do
     started="$(date +%s)"
-    "$PYTEST" >"$LOGS/run-$run.log" 2>&1
+    "$PYTEST" >"$LOGS/run-$run.log" 2>&1 &
+    suite=$!
+    wait "$suite"
     code=$?
+    suite=""
     seconds=$(($(date +%s) - started))
     summary="$(grep -E '(passed|failed|error).* in [0-9.]+s' "$LOGS/run-$run.log" | tail -1 | tr -d '=')"
     if [ "$code" -eq 0 ]; then

@@ -58,7 +58,7 @@ async def test_expected_texts_are_encoded_once(scorer: Scorer) -> None:
 
 @pytest.mark.slow
 async def test_encoding_does_not_block_the_event_loop(scorer: Scorer) -> None:
-    texts = [f"sentence number {i} about prompts, rollbacks and staging soaks" for i in range(3000)]
+    texts = [f"sentence number {i} about prompts, rollbacks and staging soaks" for i in range(1000)]
     gaps: list[float] = []
 
     async def ticker() -> None:

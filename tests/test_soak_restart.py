@@ -213,7 +213,9 @@ def test_two_servers_on_postgres_record_each_cycle_once_and_post_once(
             "PROMPTSHIP_DATABASE_URL": postgres_url,
             "PROMPTSHIP_CONFIG": str(tmp_path / "promptship.yaml"),
             "PROMPTSHIP_SCHEDULER_TICK": "0.2",
-            "PROMPTSHIP_CLAIM_LEASE": "5",
+            # nobody dies here: a lease a busy machine cannot outrun between two renewals
+            # (a 5 s one was taken over once while its holder was starved of CPU)
+            "PROMPTSHIP_CLAIM_LEASE": "60",
             "ANTHROPIC_API_KEY": "test-key",
             "ANTHROPIC_BASE_URL": model.url,
             "SLACK_BOT_TOKEN": BOT_TOKEN,

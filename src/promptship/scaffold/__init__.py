@@ -103,6 +103,8 @@ roles:
   stakeholders: []            # when set, one of them signs off each production promotion
 
 environments:                 # dev → staging → production
+  dev:
+    follow_latest: false      # true: dev runs each newly pushed version (no gates in dev)
   staging:
     min_pass_rate: 0.8        # a version's suite must pass 80 % of its cases to enter staging
     regression_check: true    # ... and fail no case the production version passes

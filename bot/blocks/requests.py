@@ -101,6 +101,15 @@ def diff_blocks(r: RequestView, d: DiffEvidence) -> list[Block]:
     if not d.added and not d.removed:
         return [section(f"*System prompt:* same as production `{escape(d.against)}`", BlockId.DIFF)]
     head = f"*System prompt vs production `{escape(d.against)}`:* +{d.added} −{d.removed} lines"
+    if d.too_large:
+        return [
+            section(
+                f"*System prompt vs production `{escape(d.against)}`:* a change of up to "
+                f"+{d.added} −{d.removed} lines, too large to show here: "
+                f"`/prompt diff {args}` or `promptship diff {args}`",
+                BlockId.DIFF,
+            )
+        ]
     body = escape("\n".join(d.lines))
     room = SECTION_TEXT - len(head) - 8
     fenced = f"{head}\n```{truncate(body, room)}```"

@@ -116,10 +116,16 @@ class DiffEvidence(View):
     lines: list[str]
     added: int
     removed: int
+    #: the change is too large to diff in a request (``lines`` is empty, the counts are the
+    #: changed region's lines); ``/prompt diff`` shows it
+    too_large: bool = False
 
     @property
     def shown_all(self) -> bool:
-        return sum(1 for x in self.lines if x[:1] in "+-") >= self.added + self.removed
+        return (
+            not self.too_large
+            and sum(1 for x in self.lines if x[:1] in "+-") >= self.added + self.removed
+        )
 
 
 class RequestEvidence(View):

@@ -249,7 +249,8 @@ def request_message(r: RequestView, mention: Sequence[str] = ()) -> Message:
         status.append(f"Approvals {have}/{r.required_approvals}")
         if approvers:
             status[0] += ": " + ", ".join(approvers)
-    value = RequestRef(r=r.id, h=r.content_hash[:12]).model_dump_json()[:BUTTON_VALUE]
+    run = r.evidence.tests.run_id if r.evidence and r.evidence.tests else None
+    value = RequestRef(r=r.id, h=r.content_hash[:12], u=run).model_dump_json()[:BUTTON_VALUE]
     if r.state == "open":
         expires = f"expires {r.expires_at:%Y-%m-%d %H:%M} UTC"
         blocks.append(context(*status, expires, block_id=BlockId.CONTEXT))

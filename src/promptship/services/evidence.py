@@ -219,6 +219,7 @@ async def _tests(
         regression_count=len(run.regressions),
         override_reason=reason,
         override_by=by,
+        run_id=run.id,
     )
 
 

@@ -94,6 +94,8 @@ class TestsEvidence(View):
     regression_count: int
     override_reason: str | None = None
     override_by: str | None = None
+    #: the run shown: an override names it, and is refused once a later run replaced it
+    run_id: int | None = None
 
 
 class SoakEvidence(View):

@@ -131,6 +131,37 @@ async def test_an_earlier_production_version_rolls_back_only_for_on_call_or_appr
     assert outcomes(again) == [("production", "none", "unchanged")]
 
 
+async def test_a_rolled_back_newer_version_is_no_rollback_target(released: Promptship) -> None:
+    """On-call rolled production 1.1.0 back to 1.0.0: applying ``production: 1.1.0`` (even by
+    an approver) must not "roll back" forward to it with no approvals and no soak."""
+    core = released
+    await to_production(core, version="1.1.0")
+    await core.rollback(NAME, "production", slack("U03"), reason="answers got rude")
+    assert (await live(core))["production"] == "1.0.0"
+    text = file_of(production="1.1.0")
+    for who in (slack("U03"), slack("U01")):  # on-call, approver
+        result = await core.apply_deployments(text, "d.yaml", who)
+        [change] = result.changes
+        assert (change.action, change.outcome) == ("rollback", "refused")
+        assert "1.1.0 was rolled back, so it is no rollback target" in (change.detail or "")
+        assert "push a fixed version" in (change.detail or "")
+        assert (await live(core))["production"] == "1.0.0"
+
+
+async def test_a_newer_version_that_ran_there_before_is_a_promotion_not_a_rollback(
+    released: Promptship,
+) -> None:
+    core = released
+    await core.apply_deployments(file_of(staging="1.1.0"), "d.yaml", local(REQUESTER))
+    await core.apply_deployments(file_of(staging="1.0.0"), "d.yaml", slack("U03"))  # back
+    assert (await live(core))["staging"] == "1.0.0"
+    # 1.1.0 was replaced by a rollback: reverted; a newer one that merely ran there before
+    # and was replaced (1.1.0 in production, staging rolled back beneath it) is a promotion
+    forward = await core.apply_deployments(file_of(staging="1.1.0"), "d.yaml", slack("U03"))
+    assert outcomes(forward) == [("staging", "rollback", "refused")]
+    assert (await live(core))["staging"] == "1.0.0"
+
+
 async def test_an_older_version_that_never_ran_there_is_refused(released: Promptship) -> None:
     core = released
     await core.apply_deployments(file_of(staging="1.1.0"), "d.yaml", local(REQUESTER))

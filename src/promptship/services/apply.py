@@ -2,8 +2,9 @@
 
 :func:`plan` reads the file's entries against the store (read-only) and says, per prompt and
 environment, what would bring it there: nothing; dev pointed at once; a staging promotion
-(its tests run); a production request people approve; or a rollback, to a version that ran
-there before or an older one. A rollback is a decision: it is planned only for an
+(its tests run); a production request people approve; or a rollback, to an older version
+that ran there before and was not rolled back itself (a newer one that ran there before is a
+promotion, with its gates; a rolled-back one is refused). A rollback is a decision: it is planned only for an
 authenticated person holding on-call or approvers (a service, such as CI, never rolls back;
 the local CLI only under ``local_decisions``), and refused for anyone else with the command
 a person can run instead. The facade performs the plan one move at a time, through the
@@ -22,10 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.deployfile import Desired
 from promptship.domain.identity import Actor
-from promptship.domain.lifecycle import RequestKind, RequestState
+from promptship.domain.lifecycle import RequestKind, RequestState, VersionStatus
 from promptship.domain.promptfile import semver_key
 from promptship.errors import BadInput, Forbidden
-from promptship.services import deployments, identities, registry
+from promptship.services import deployments, identities, registry, rollbacks
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import ApplyChange
 from promptship.store.models import DeploymentHistory, PromotionRequest, Prompt, PromptVersion
@@ -157,7 +158,15 @@ async def _change(
             f"{version.version} is older than {current.version} and never ran in {env}, so "
             f"it is no rollback target (push a newer version to move {env} forward)",
         )
-    if ran_there is not None:
+    not_target = None
+    if ran_there is not None and current is not None:
+        not_target = rollbacks.target_refusal(env, current, version)
+    if not_target is not None and version.status in (
+        VersionStatus.REVERTED.value,
+        VersionStatus.ARCHIVED.value,
+    ):  # no request can bring it back either
+        return change("rollback", "refused", f"{not_target}; push a fixed version to move {env} on")
+    if ran_there is not None and not_target is None:
         refusal = _rollback_refusal(deps, actor, roles, prompt.name, env, version.version)
         if refusal is not None:
             return change("rollback", "refused", refusal)

@@ -104,6 +104,28 @@ async def test_a_newer_production_version_opens_a_request_people_approve(
     assert {c.outcome for c in final.changes} == {"unchanged"}
 
 
+async def test_a_rejected_request_is_not_reopened_by_applying_the_file_again(
+    released: Promptship,
+) -> None:
+    core = released
+    text = file_of(staging="1.1.0", production="1.1.0")
+    first = await core.apply_deployments(text, "deployment.yaml", service("ci-github"))
+    code = first.changes[1].request
+    assert code is not None
+    await core.reject(int(code.removeprefix("req-")), slack("U01"), "tone is off")
+    again = await core.apply_deployments(text, "deployment.yaml", service("ci-github"))
+    assert outcomes(again) == [
+        ("staging", "none", "unchanged"),
+        ("production", "request", "refused"),
+    ]
+    detail = again.changes[1].detail or ""
+    assert f"{code} for 1.1.0 was rejected by U01: tone is off" in detail
+    assert f"promptship promote {NAME} 1.1.0 production" in detail
+    assert again.changes[1].request == code
+    assert (await core.request(int(code.removeprefix("req-")))).state == "rejected"
+    assert (await live(core))["production"] == "1.0.0"
+
+
 async def test_an_earlier_production_version_rolls_back_only_for_on_call_or_approvers(
     released: Promptship,
 ) -> None:

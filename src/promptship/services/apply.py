@@ -9,7 +9,8 @@ authenticated person holding on-call or approvers (a service, such as CI, never 
 the local CLI only under ``local_decisions``), and refused for anyone else with the command
 a person can run instead. The facade performs the plan one move at a time, through the
 same service calls as ``promote`` and ``rollback``; applying the same file twice changes
-nothing the second time (an open request for the same move is waited on, not repeated).
+nothing the second time (an open request for the same move is waited on, not repeated; one
+a person rejected or cancelled is reported ``refused``, not reopened: that takes a promote).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from promptship.services.views import ApplyChange
 from promptship.store.models import DeploymentHistory, PromotionRequest, Prompt, PromptVersion
 
 ROLLBACK_ROLES = frozenset({"oncall", "approvers"})
+#: a request closed so by a person is not reopened by applying the same file again
+CLOSED_BY_A_PERSON = frozenset({RequestState.REJECTED.value, RequestState.CANCELLED.value})
 
 
 async def plan(
@@ -172,17 +175,31 @@ async def _change(
             return change("rollback", "refused", refusal)
         return change("rollback", "planned", f"roll {env} back to {version.version}")
     action = "request" if env == envs.production else "promote"
-    waiting = await session.scalar(
-        select(PromotionRequest.id).where(
+    newest = await session.scalar(
+        select(PromotionRequest)
+        .where(
             PromotionRequest.version_id == version.id,
             PromotionRequest.environment == env,
             PromotionRequest.kind == RequestKind.NORMAL.value,
-            PromotionRequest.state == RequestState.OPEN.value,
         )
+        .order_by(PromotionRequest.id.desc())
+        .limit(1)
     )
-    if waiting is not None:
-        code = request_code(waiting)
+    if newest is not None and newest.state == RequestState.OPEN.value:
+        code = request_code(newest.id)
         return change(action, "waiting", f"{code} is open and waits on its gates", request=code)
+    if newest is not None and newest.state in CLOSED_BY_A_PERSON:
+        # a person said no: the same file applied again must not reopen it and ping anyone
+        code = request_code(newest.id)
+        by = f" by {newest.closed_by}" if newest.closed_by else ""
+        why = f": {newest.close_reason}" if newest.close_reason else ""
+        return change(
+            action,
+            "refused",
+            f"{code} for {version.version} was {newest.state}{by}{why}; to ask again, "
+            f"promote it explicitly: promptship promote {prompt.name} {version.version} {env}",
+            request=code,
+        )
     what = (
         "open a promotion request for approvers"
         if action == "request"

@@ -104,6 +104,24 @@ async def test_a_newer_production_version_opens_a_request_people_approve(
     assert {c.outcome for c in final.changes} == {"unchanged"}
 
 
+async def test_a_flood_of_entries_is_refused_quickly_with_a_short_message(
+    released: Promptship,
+) -> None:
+    core = released
+    huge = yaml.safe_dump({f"nope-{i}": {"dev": {"prompt_version": "1.0.0"}} for i in range(1001)})
+    with pytest.raises(BadInput) as too_many:
+        await core.apply_deployments(huge, "d.yaml", service("ci-github"))
+    assert "1,001 prompts; a deployment file holds at most 1,000" in too_many.value.message
+    unknown = yaml.safe_dump(
+        {f"nope-{i}": {"dev": {"prompt_version": "1.0.0"}} for i in range(1000)}
+    )
+    with pytest.raises(BadInput) as flood:
+        await core.apply_deployments(unknown, "d.yaml", service("ci-github"))
+    lines = flood.value.message.splitlines()
+    assert len(lines) == 51 and lines[-1] == "… and 950 more"
+    assert "no prompt named 'nope-0'" in lines[0] and len(flood.value.message) < 10_000
+
+
 async def test_a_rejected_request_is_not_reopened_by_applying_the_file_again(
     released: Promptship,
 ) -> None:

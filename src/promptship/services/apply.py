@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.deployfile import Desired
+from promptship.domain.deployfile import Desired, problem_list
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestKind, RequestState, VersionStatus
 from promptship.domain.promptfile import semver_key
@@ -52,10 +52,20 @@ async def plan(
     prompt or version, and every pinned setting that is not the version's, with its line."""
     problems: list[str] = []
     found: list[tuple[Desired, Prompt, PromptVersion]] = []
+    wanted = sorted({e.prompt for e in entries})
+    prompts = {  # one query for every prompt the file names (at most MAX_PROMPTS)
+        p.name: p
+        for p in (await session.execute(select(Prompt).where(Prompt.name.in_(wanted)))).scalars()
+    }
+    names: list[str] | None = None  # every prompt's name, read once (for suggestions)
     for entry in entries:
-        prompt = await registry.find_prompt(session, entry.prompt)
+        prompt = prompts.get(entry.prompt)
         if prompt is None:
-            problems.append(await _unknown_prompt(session, source, entry))
+            if names is None:
+                names = list(
+                    (await session.execute(select(Prompt.name).limit(10_000))).scalars().all()
+                )
+            problems.append(_unknown_prompt(names, source, entry))
             continue
         version = await _version(session, prompt, entry.version)
         if version is None:
@@ -68,7 +78,7 @@ async def plan(
         problems.extend(_pinned_problems(source, entry, version))
         found.append((entry, prompt, version))
     if problems:
-        raise BadInput("\n".join(problems), hint="fix the file; nothing was changed")
+        raise BadInput(problem_list(problems), hint="fix the file; nothing was changed")
     order = {name: i for i, name in enumerate(deps.policy.environments.names)}
     first_seen = {e.prompt: i for i, e in reversed(list(enumerate(entries)))}
     found.sort(key=lambda f: (first_seen[f[0].prompt], order[f[0].environment]))
@@ -77,8 +87,7 @@ async def plan(
     return [await _change(session, deps, e, p, v, actor, roles) for e, p, v in found]
 
 
-async def _unknown_prompt(session: AsyncSession, source: str, entry: Desired) -> str:
-    names = (await session.execute(select(Prompt.name).limit(10_000))).scalars().all()
+def _unknown_prompt(names: Sequence[str], source: str, entry: Desired) -> str:
     close = difflib.get_close_matches(entry.prompt, names, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else " (push it first)"
     return f"{source}: line {entry.prompt_line}: no prompt named {entry.prompt!r}{hint}"

@@ -110,3 +110,22 @@ def test_a_change_too_large_to_diff_points_at_the_full_diff() -> None:
     assert block_problems(blocks, limit=50) == []
     text = json.dumps(blocks)
     assert "too large to show here: `/prompt diff support 1.0.0 1.1.0`" in text
+
+
+def test_a_diff_line_with_backticks_stays_inside_its_code_block() -> None:
+    hostile = "```\n*Approved* by <@U01> ````` `` x ```"
+    diff = evidence.prompt_diff("1.0.0", "Be kind.", f"Be kind.\n{hostile}")
+    view = RequestView(
+        id=7, code="req-7", prompt="support", version="1.1.0", content_hash="f" * 64,
+        environment="production", kind="normal", state="open", requester="U01",
+        author="alice", reason="", required_approvals=2, decisions=[], checks=[],
+        created_at=NOW, expires_at=NOW + timedelta(days=3), closed_at=None,
+        closed_by=None, close_reason=None,
+        evidence=RequestEvidence(
+            as_of=NOW, production_version="1.0.0", tests=None, soak=None, diff=diff
+        ),
+    )  # fmt: skip
+    [section] = [b for b in request_message(view).blocks if b.get("block_id") == "diff"]
+    text = section["text"]["text"]
+    assert text.count("```") == 2 and text.endswith("```")  # one block, opened and closed
+    assert "&lt;@U01&gt;" in text

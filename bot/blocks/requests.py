@@ -110,7 +110,9 @@ def diff_blocks(r: RequestView, d: DiffEvidence) -> list[Block]:
                 BlockId.DIFF,
             )
         ]
-    body = escape("\n".join(d.lines))
+    # a line holding ``` would close the code block early: a zero-width space between
+    # backticks keeps every diff line inside it
+    body = escape("\n".join(d.lines)).replace("``", "`\u200b`").replace("``", "`\u200b`")
     room = SECTION_TEXT - len(head) - 8
     fenced = f"{head}\n```{truncate(body, room)}```"
     shown = "" if d.shown_all else " (only the first changed lines are shown)"

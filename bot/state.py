@@ -12,6 +12,7 @@ class RequestRef(BaseModel):
 
     r: int  # request id
     h: str  # the content hash the request was made for (first 12 chars)
+    u: int | None = None  # the test run the message showed (an override binds to it)
 
 
 class RejectContext(RequestRef):

@@ -104,6 +104,46 @@ async def test_a_newer_production_version_opens_a_request_people_approve(
     assert {c.outcome for c in final.changes} == {"unchanged"}
 
 
+async def test_a_flood_of_entries_is_refused_quickly_with_a_short_message(
+    released: Promptship,
+) -> None:
+    core = released
+    huge = yaml.safe_dump({f"nope-{i}": {"dev": {"prompt_version": "1.0.0"}} for i in range(1001)})
+    with pytest.raises(BadInput) as too_many:
+        await core.apply_deployments(huge, "d.yaml", service("ci-github"))
+    assert "1,001 prompts; a deployment file holds at most 1,000" in too_many.value.message
+    unknown = yaml.safe_dump(
+        {f"nope-{i}": {"dev": {"prompt_version": "1.0.0"}} for i in range(1000)}
+    )
+    with pytest.raises(BadInput) as flood:
+        await core.apply_deployments(unknown, "d.yaml", service("ci-github"))
+    lines = flood.value.message.splitlines()
+    assert len(lines) == 51 and lines[-1] == "… and 950 more"
+    assert "no prompt named 'nope-0'" in lines[0] and len(flood.value.message) < 10_000
+
+
+async def test_a_rejected_request_is_not_reopened_by_applying_the_file_again(
+    released: Promptship,
+) -> None:
+    core = released
+    text = file_of(staging="1.1.0", production="1.1.0")
+    first = await core.apply_deployments(text, "deployment.yaml", service("ci-github"))
+    code = first.changes[1].request
+    assert code is not None
+    await core.reject(int(code.removeprefix("req-")), slack("U01"), "tone is off")
+    again = await core.apply_deployments(text, "deployment.yaml", service("ci-github"))
+    assert outcomes(again) == [
+        ("staging", "none", "unchanged"),
+        ("production", "request", "refused"),
+    ]
+    detail = again.changes[1].detail or ""
+    assert f"{code} for 1.1.0 was rejected by U01: tone is off" in detail
+    assert f"promptship promote {NAME} 1.1.0 production" in detail
+    assert again.changes[1].request == code
+    assert (await core.request(int(code.removeprefix("req-")))).state == "rejected"
+    assert (await live(core))["production"] == "1.0.0"
+
+
 async def test_an_earlier_production_version_rolls_back_only_for_on_call_or_approvers(
     released: Promptship,
 ) -> None:
@@ -129,6 +169,37 @@ async def test_an_earlier_production_version_rolls_back_only_for_on_call_or_appr
     assert (await core.deployment_file())[NAME]["production"]["updated_by"] == "U03"
     again = await core.apply_deployments(text, "d.yaml", slack("U03"))
     assert outcomes(again) == [("production", "none", "unchanged")]
+
+
+async def test_a_rolled_back_newer_version_is_no_rollback_target(released: Promptship) -> None:
+    """On-call rolled production 1.1.0 back to 1.0.0: applying ``production: 1.1.0`` (even by
+    an approver) must not "roll back" forward to it with no approvals and no soak."""
+    core = released
+    await to_production(core, version="1.1.0")
+    await core.rollback(NAME, "production", slack("U03"), reason="answers got rude")
+    assert (await live(core))["production"] == "1.0.0"
+    text = file_of(production="1.1.0")
+    for who in (slack("U03"), slack("U01")):  # on-call, approver
+        result = await core.apply_deployments(text, "d.yaml", who)
+        [change] = result.changes
+        assert (change.action, change.outcome) == ("rollback", "refused")
+        assert "1.1.0 was rolled back, so it is no rollback target" in (change.detail or "")
+        assert "push a fixed version" in (change.detail or "")
+        assert (await live(core))["production"] == "1.0.0"
+
+
+async def test_a_newer_version_that_ran_there_before_is_a_promotion_not_a_rollback(
+    released: Promptship,
+) -> None:
+    core = released
+    await core.apply_deployments(file_of(staging="1.1.0"), "d.yaml", local(REQUESTER))
+    await core.apply_deployments(file_of(staging="1.0.0"), "d.yaml", slack("U03"))  # back
+    assert (await live(core))["staging"] == "1.0.0"
+    # 1.1.0 was replaced by a rollback: reverted; a newer one that merely ran there before
+    # and was replaced (1.1.0 in production, staging rolled back beneath it) is a promotion
+    forward = await core.apply_deployments(file_of(staging="1.1.0"), "d.yaml", slack("U03"))
+    assert outcomes(forward) == [("staging", "rollback", "refused")]
+    assert (await live(core))["staging"] == "1.0.0"
 
 
 async def test_an_older_version_that_never_ran_there_is_refused(released: Promptship) -> None:

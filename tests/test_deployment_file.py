@@ -78,6 +78,8 @@ async def test_a_system_revert_is_named_as_promptship_reverting_the_version(
     production = (await core.deployment_file())[NAME]["production"]
     assert production["prompt_version"] == "1.0.0"
     assert production["updated_by"] == "promptship (auto-revert of 1.1.0)"
-    # a person's rollback names the person
-    await core.rollback(NAME, "production", slack("U03"), "1.1.0")
+    # a person's rollback names the person (never forward, to the auto-reverted 1.1.0)
+    await push(core, version="1.2.0", system_prompt="v1.2")
+    await to_production(core, version="1.2.0")
+    await core.rollback(NAME, "production", slack("U03"), "1.0.0")
     assert (await core.deployment_file())[NAME]["production"]["updated_by"] == "U03"

@@ -415,6 +415,23 @@ async def test_rollback_to_a_named_version(core: Promptship) -> None:
         await core.rollback(NAME, "production", slack("U01"), to_version="1.0.0")
 
 
+async def test_rollback_never_goes_forward_nor_back_to_a_rolled_back_version(
+    core: Promptship,
+) -> None:
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        await push(core, version=version, system_prompt=f"v{version}")
+        await to_production(core, version=version)
+    await core.rollback(NAME, "production", slack("U03"), to_version="1.0.0")
+    for forward in ("1.1.0", "1.2.0"):  # newer than what runs, and 1.2.0 was rolled back
+        with pytest.raises(GateRefused, match="no rollback target") as refused:
+            await core.rollback(NAME, "production", slack("U01"), to_version=forward)
+        assert "promote" in (refused.value.hint or "")
+    [status] = await core.status(NAME)
+    assert {d.environment: d.version for d in status.environments}["production"] == "1.0.0"
+    with pytest.raises(GateRefused, match="no earlier version"):  # nothing older to go to
+        await core.rollback(NAME, "production", slack("U03"))
+
+
 async def test_rollback_to_a_version_that_never_ran_there_is_refused(core: Promptship) -> None:
     await push(core, version="1.0.0")
     await to_production(core, version="1.0.0")
@@ -566,7 +583,8 @@ async def test_status_follows_the_furthest_environment_a_version_is_live_in(
         await core.archive(NAME, "1.0.0", slack("U01"))
     await push(core, version="1.2.0", system_prompt="v1.2")
     await to_staging(core, version="1.2.0")
-    await core.rollback(NAME, "staging", slack("U03"), to_version="1.1.0")
+    with pytest.raises(GateRefused, match="1.1.0 was rolled back"):  # in production
+        await core.rollback(NAME, "staging", slack("U03"), to_version="1.1.0")
+    await core.rollback(NAME, "staging", slack("U03"), to_version="1.0.0")
     assert (await core.show(NAME, "1.2.0")).status == "reverted"
-    with pytest.raises(GateRefused, match="1.1.0 is staging"):
-        await core.archive(NAME, "1.1.0", slack("U01"))
+    assert (await core.show(NAME, "1.0.0")).status == "production"  # live in both

@@ -315,8 +315,8 @@ def test_random_operation_sequences_keep_the_store_legal(
         PromotionMachine,
         settings=settings(
             # the thorough profile explores new sequences on every run; the default one
-            # replays the same 40 (enough to reach every state below) to keep the suite quick
-            max_examples=400 if THOROUGH else 40,
+            # replays the same 80 (enough to reach every state below, a rollback to an older one too) to keep the suite quick
+            max_examples=400 if THOROUGH else 80,
             derandomize=not THOROUGH,
             stateful_step_count=30,
             deadline=None,

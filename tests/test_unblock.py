@@ -11,7 +11,7 @@ import pytest
 
 from bot.blocks.requests import request_message
 from promptship.domain.identity import Scope
-from promptship.errors import BadInput, Forbidden
+from promptship.errors import BadInput, Conflict, Forbidden
 from promptship.services import Promptship
 from promptship.services.views import RequestView
 from tests.helpers import REQUESTER, case_results, push, service, slack, to_production
@@ -123,6 +123,61 @@ async def test_an_approver_reruns_too_but_not_a_request_that_waits_on_no_tests(
         await core.rerun_request_tests(production.id, slack(REQUESTER))
 
 
+async def test_an_override_binds_to_the_run_the_approver_saw_never_a_later_one(
+    core: Promptship,
+) -> None:
+    request = await blocked_request(core)
+    assert request.evidence and request.evidence.tests
+    seen = request.evidence.tests.run_id
+    values = [
+        json.loads(e["value"])
+        for b in request_message(request).blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
+    assert seen is not None and values and all(v["u"] == seen for v in values)
+    await core.rerun_request_tests(request.id, slack(REQUESTER))
+    await finish_queued(core, regressions=["refund policy", "never promise refunds"])
+    with pytest.raises(
+        Conflict, match=f"ran again since the message you answered \\(run {seen}\\)"
+    ):
+        await core.override_request(request.id, slack("U01"), "flaky", run_id=seen)
+    with pytest.raises(BadInput, match="say which run's regressions you accept"):
+        await core.override_request(request.id, slack("U01"), "flaky")
+    assert (await core.request(request.id)).state == "open"
+    latest = (await core.request(request.id)).evidence
+    assert latest and latest.tests and latest.tests.run_id not in (None, seen)
+    assert latest.tests.regression_count == 2
+    done = await core.override_request(
+        request.id, slack("U01"), "both known", run_id=latest.tests.run_id
+    )
+    assert done.state == "promoted"
+    [event] = [
+        e for e in (await core.history(NAME)).events
+        if e.action == "validation.regressions_overridden"
+    ]  # fmt: skip
+    assert event.details["run"] == latest.tests.run_id
+
+
+def test_the_api_refuses_an_override_of_a_replaced_run(api: Served) -> None:
+    request = api.core(blocked_request)
+    override = f"/v1/requests/req-{request.id}/override"
+    assert request.evidence and request.evidence.tests
+    seen = request.evidence.tests.run_id
+    api.http.post(f"/v1/requests/req-{request.id}/rerun", headers=bearer(api.person["U01"]))
+    api.core(lambda c: finish_queued(c, regressions=["refund policy"]))
+    for bad in ("7", True, 0):
+        wrong = api.http.post(
+            override, json={"reason": "x", "run_id": bad}, headers=bearer(api.person["U01"])
+        )
+        assert wrong.status_code == 400 and "run_id" in wrong.json()["detail"]
+    stale = api.http.post(
+        override, json={"reason": "fine", "run_id": seen}, headers=bearer(api.person["U01"])
+    )
+    assert stale.status_code == 409 and "ran again" in stale.json()["detail"], stale.text
+    assert api.core(lambda c: c.request(request.id)).state == "open"
+
+
 def test_the_api_overrides_and_reruns_for_approvers_only(api: Served) -> None:
     request = api.core(blocked_request)
     override = f"/v1/requests/req-{request.id}/override"
@@ -138,8 +193,12 @@ def test_the_api_overrides_and_reruns_for_approvers_only(api: Served) -> None:
     api.core(lambda c: finish_queued(c, regressions=["refund policy"]))  # still failing
     missing = api.http.post(override, json={}, headers=bearer(api.person["U01"]))
     assert missing.status_code == 400
+    shown = api.core(lambda c: c.request(request.id)).evidence
+    assert shown and shown.tests and shown.tests.run_id
     done = api.http.post(
-        override, json={"reason": "known flake"}, headers=bearer(api.person["U02"])
+        override,
+        json={"reason": "known flake", "run_id": shown.tests.run_id},
+        headers=bearer(api.person["U02"]),
     )
     assert done.status_code == 200 and done.json()["state"] == "promoted", done.text
     tests = done.json()["evidence"]["tests"]
@@ -168,6 +227,10 @@ def test_override_by_modal_and_rerun_by_button_in_slack(bot: Bot) -> None:
     assert modal["callback_id"] == "override_reason" and modal["submit"]["text"] == "Override"
     empty = bot.slack.submit_view("override_reason", modal["private_metadata"], " ", user="U01")
     assert empty.json()["response_action"] == "errors"
+    for callback in ("override_reason", "reject_reason"):  # tampered with: answered in the modal
+        broken = bot.slack.submit_view(callback, '{"r": "x"', "fine", user="U01")
+        assert broken.json()["response_action"] == "errors"
+        assert "no longer names a request" in json.dumps(broken.json()["errors"])
     bot.slack.submit_view("override_reason", modal["private_metadata"], "fine", user="U08")
     note = wait_for(lambda: bot.double.calls("chat.postEphemeral"), what="the refusal")[-1]
     assert note["user"] == "U08" and "only approvers can override" in note["text"]

@@ -101,7 +101,18 @@ def diff_blocks(r: RequestView, d: DiffEvidence) -> list[Block]:
     if not d.added and not d.removed:
         return [section(f"*System prompt:* same as production `{escape(d.against)}`", BlockId.DIFF)]
     head = f"*System prompt vs production `{escape(d.against)}`:* +{d.added} −{d.removed} lines"
-    body = escape("\n".join(d.lines))
+    if d.too_large:
+        return [
+            section(
+                f"*System prompt vs production `{escape(d.against)}`:* a change of up to "
+                f"+{d.added} −{d.removed} lines, too large to show here: "
+                f"`/prompt diff {args}` or `promptship diff {args}`",
+                BlockId.DIFF,
+            )
+        ]
+    # a line holding ``` would close the code block early: a zero-width space between
+    # backticks keeps every diff line inside it
+    body = escape("\n".join(d.lines)).replace("``", "`\u200b`").replace("``", "`\u200b`")
     room = SECTION_TEXT - len(head) - 8
     fenced = f"{head}\n```{truncate(body, room)}```"
     shown = "" if d.shown_all else " (only the first changed lines are shown)"
@@ -240,7 +251,8 @@ def request_message(r: RequestView, mention: Sequence[str] = ()) -> Message:
         status.append(f"Approvals {have}/{r.required_approvals}")
         if approvers:
             status[0] += ": " + ", ".join(approvers)
-    value = RequestRef(r=r.id, h=r.content_hash[:12]).model_dump_json()[:BUTTON_VALUE]
+    run = r.evidence.tests.run_id if r.evidence and r.evidence.tests else None
+    value = RequestRef(r=r.id, h=r.content_hash[:12], u=run).model_dump_json()[:BUTTON_VALUE]
     if r.state == "open":
         expires = f"expires {r.expires_at:%Y-%m-%d %H:%M} UTC"
         blocks.append(context(*status, expires, block_id=BlockId.CONTEXT))

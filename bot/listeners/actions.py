@@ -65,7 +65,7 @@ async def override(
     ref = _ref(action)
     # trigger_id expires 3 s after the click: the modal opens first, the approver rule is
     # applied when it is submitted (the service decides who may, not the button)
-    meta = RejectContext(r=ref.r, h=ref.h, c=(body.get("channel") or {}).get("id"))
+    meta = RejectContext(r=ref.r, h=ref.h, u=ref.u, c=(body.get("channel") or {}).get("id"))
     await client.views_open(
         trigger_id=body["trigger_id"],
         view=views.override_modal(meta.model_dump_json(), f"request req-{ref.r}"),

@@ -26,6 +26,19 @@ def _reason(view: dict[str, Any]) -> str:
     ).strip()
 
 
+#: the modal's answer when its private_metadata is not a request reference
+STALE = "This form no longer names a request: close it and use the buttons on the request."
+
+
+def _meta(view: dict[str, Any]) -> RejectContext | None:
+    """The request the modal is about, or None when its private_metadata is malformed
+    (answered in the modal, before it closes, rather than with an error after)."""
+    try:
+        return RejectContext.model_validate_json(view.get("private_metadata") or "")
+    except ValueError:
+        return None
+
+
 async def override_reason(
     ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
 ) -> None:
@@ -33,10 +46,15 @@ async def override_reason(
     if not reason:
         await ack(response_action="errors", errors={BlockId.REASON: "Say why they are fine."})
         return
+    meta = _meta(view)
+    if meta is None:
+        await ack(response_action="errors", errors={BlockId.REASON: STALE})
+        return
     await ack()
-    meta = RejectContext.model_validate_json(view.get("private_metadata") or "{}")
     try:
-        request = await core.override_request(meta.r, actor, reason, content_hash=meta.h)
+        request = await core.override_request(
+            meta.r, actor, reason, content_hash=meta.h, run_id=meta.u
+        )
         reply = messages.override_reply(request)
     except PromptshipError as exc:
         reply = messages.error_message(exc.message, exc.hint)
@@ -51,8 +69,11 @@ async def reject_reason(
     if not reason:
         await ack(response_action="errors", errors={BlockId.REASON: "Say why you reject it."})
         return
+    meta = _meta(view)
+    if meta is None:
+        await ack(response_action="errors", errors={BlockId.REASON: STALE})
+        return
     await ack()
-    meta = RejectContext.model_validate_json(view.get("private_metadata") or "{}")
     try:
         outcome = await core.reject(meta.r, actor, reason, content_hash=meta.h)
         reply = messages.decision_reply(outcome)

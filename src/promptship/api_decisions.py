@@ -13,10 +13,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from promptship.api_auth import ON_BEHALF_HEADER, Authenticator, caller_of, dump, field, json_body
+from promptship.api_auth import (
+    ON_BEHALF_HEADER,
+    ApiProblem,
+    Authenticator,
+    caller_of,
+    dump,
+    field,
+    json_body,
+    problem,
+)
 from promptship.domain.identity import Actor, Permission, grants
 from promptship.services import Promptship
 from promptship.services.deps import parse_request_code
+
+
+def _run_id(document: object) -> int | None:
+    """The optional ``run_id`` of an override: the test run the caller weighed."""
+    value = document.get("run_id") if isinstance(document, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ApiProblem(problem(400, "Bad request", "run_id must be a positive integer"))
+    return value
 
 
 def routes(core: Promptship, auth: Authenticator) -> list[Route]:
@@ -108,6 +127,7 @@ def routes(core: Promptship, auth: Authenticator) -> list[Route]:
             decider(request),
             field(document, "reason") or "",
             content_hash=field(document, "content_hash", required=False),
+            run_id=_run_id(document),
         )
         return JSONResponse(dump(view))
 

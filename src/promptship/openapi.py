@@ -82,6 +82,12 @@ def _strings(required: list[str], *optional: str, **formats: str) -> dict[str, A
     return {"type": "object", "required": required, "properties": properties}
 
 
+def _override_body() -> dict[str, Any]:
+    body = _strings(["reason"], "content_hash")
+    body["properties"]["run_id"] = {"type": "integer", "minimum": 1}
+    return body
+
+
 def _ok(schema: dict[str, Any], status: str = "200", **extra: Any) -> dict[str, Any]:
     return {
         status: {"description": "OK", "content": {"application/json": {"schema": schema}}, **extra},
@@ -380,9 +386,11 @@ def _decision_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
             _ok(_ref(RequestView)),
         ),
         "/v1/requests/{id}/override": post(
-            "Accept the regressions holding an open request back, with a reason (approvers)",
+            "Accept the regressions of the test run you weighed (run_id: the request's "
+            "evidence.tests.run_id; required once the tests ran more than once) holding an "
+            "open request back, with a reason (approvers); 409 when a later run replaced it",
             [REQUEST_ID],
-            _json_body(_strings(["reason"], "content_hash")),
+            _json_body(_override_body()),
             _ok(_ref(RequestView)),
         ),
         "/v1/requests/{id}/rerun": post(

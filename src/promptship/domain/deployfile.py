@@ -56,6 +56,12 @@ def line_of(lines: Lines, *path: str) -> int:
     return lines.get(path, 0)
 
 
+#: prompts one deployment file may name
+MAX_PROMPTS = 1000
+#: problems a refused file reports (then "and N more")
+PROBLEMS_SHOWN = 50
+
+
 def parse_deployment_file(
     text: str | bytes, source: str, environments: Sequence[str]
 ) -> list[Desired]:
@@ -68,6 +74,11 @@ def parse_deployment_file(
         raise BadInput(
             f"{source}: expected a mapping of prompts to environments",
             hint="e.g. customer-support: {production: {prompt_version: 2.1.0}}",
+        )
+    if len(data) > MAX_PROMPTS:
+        raise BadInput(
+            f"{source}: {len(data):,} prompts; a deployment file holds at most {MAX_PROMPTS:,}",
+            hint="split it into several files and apply each",
         )
     problems = _Problems(source, lines)
     entries: list[Desired] = []
@@ -91,8 +102,15 @@ def parse_deployment_file(
             if found is not None:
                 entries.append(found)
     if problems.found:
-        raise BadInput("\n".join(problems.found))
+        raise BadInput(problem_list(problems.found))
     return entries
+
+
+def problem_list(problems: Sequence[str]) -> str:
+    """The first :data:`PROBLEMS_SHOWN` problems, one a line, then how many more."""
+    shown = "\n".join(problems[:PROBLEMS_SHOWN])
+    more = len(problems) - PROBLEMS_SHOWN
+    return f"{shown}\n… and {more:,} more" if more > 0 else shown
 
 
 def _entry(

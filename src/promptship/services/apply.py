@@ -2,13 +2,15 @@
 
 :func:`plan` reads the file's entries against the store (read-only) and says, per prompt and
 environment, what would bring it there: nothing; dev pointed at once; a staging promotion
-(its tests run); a production request people approve; or a rollback, to a version that ran
-there before or an older one. A rollback is a decision: it is planned only for an
+(its tests run); a production request people approve; or a rollback, to an older version
+that ran there before and was not rolled back itself (a newer one that ran there before is a
+promotion, with its gates; a rolled-back one is refused). A rollback is a decision: it is planned only for an
 authenticated person holding on-call or approvers (a service, such as CI, never rolls back;
 the local CLI only under ``local_decisions``), and refused for anyone else with the command
 a person can run instead. The facade performs the plan one move at a time, through the
 same service calls as ``promote`` and ``rollback``; applying the same file twice changes
-nothing the second time (an open request for the same move is waited on, not repeated).
+nothing the second time (an open request for the same move is waited on, not repeated; one
+a person rejected or cancelled is reported ``refused``, not reopened: that takes a promote).
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.deployfile import Desired
+from promptship.domain.deployfile import Desired, problem_list
 from promptship.domain.identity import Actor
-from promptship.domain.lifecycle import RequestKind, RequestState
+from promptship.domain.lifecycle import RequestKind, RequestState, VersionStatus
 from promptship.domain.promptfile import semver_key
 from promptship.errors import BadInput, Forbidden
-from promptship.services import deployments, identities, registry
+from promptship.services import deployments, identities, registry, rollbacks
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import ApplyChange
 from promptship.store.models import DeploymentHistory, PromotionRequest, Prompt, PromptVersion
 
 ROLLBACK_ROLES = frozenset({"oncall", "approvers"})
+#: a request closed so by a person is not reopened by applying the same file again
+CLOSED_BY_A_PERSON = frozenset({RequestState.REJECTED.value, RequestState.CANCELLED.value})
 
 
 async def plan(
@@ -48,10 +52,20 @@ async def plan(
     prompt or version, and every pinned setting that is not the version's, with its line."""
     problems: list[str] = []
     found: list[tuple[Desired, Prompt, PromptVersion]] = []
+    wanted = sorted({e.prompt for e in entries})
+    prompts = {  # one query for every prompt the file names (at most MAX_PROMPTS)
+        p.name: p
+        for p in (await session.execute(select(Prompt).where(Prompt.name.in_(wanted)))).scalars()
+    }
+    names: list[str] | None = None  # every prompt's name, read once (for suggestions)
     for entry in entries:
-        prompt = await registry.find_prompt(session, entry.prompt)
+        prompt = prompts.get(entry.prompt)
         if prompt is None:
-            problems.append(await _unknown_prompt(session, source, entry))
+            if names is None:
+                names = list(
+                    (await session.execute(select(Prompt.name).limit(10_000))).scalars().all()
+                )
+            problems.append(_unknown_prompt(names, source, entry))
             continue
         version = await _version(session, prompt, entry.version)
         if version is None:
@@ -64,7 +78,7 @@ async def plan(
         problems.extend(_pinned_problems(source, entry, version))
         found.append((entry, prompt, version))
     if problems:
-        raise BadInput("\n".join(problems), hint="fix the file; nothing was changed")
+        raise BadInput(problem_list(problems), hint="fix the file; nothing was changed")
     order = {name: i for i, name in enumerate(deps.policy.environments.names)}
     first_seen = {e.prompt: i for i, e in reversed(list(enumerate(entries)))}
     found.sort(key=lambda f: (first_seen[f[0].prompt], order[f[0].environment]))
@@ -73,8 +87,7 @@ async def plan(
     return [await _change(session, deps, e, p, v, actor, roles) for e, p, v in found]
 
 
-async def _unknown_prompt(session: AsyncSession, source: str, entry: Desired) -> str:
-    names = (await session.execute(select(Prompt.name).limit(10_000))).scalars().all()
+def _unknown_prompt(names: Sequence[str], source: str, entry: Desired) -> str:
     close = difflib.get_close_matches(entry.prompt, names, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else " (push it first)"
     return f"{source}: line {entry.prompt_line}: no prompt named {entry.prompt!r}{hint}"
@@ -157,23 +170,45 @@ async def _change(
             f"{version.version} is older than {current.version} and never ran in {env}, so "
             f"it is no rollback target (push a newer version to move {env} forward)",
         )
-    if ran_there is not None:
+    not_target = None
+    if ran_there is not None and current is not None:
+        not_target = rollbacks.target_refusal(env, current, version)
+    if not_target is not None and version.status in (
+        VersionStatus.REVERTED.value,
+        VersionStatus.ARCHIVED.value,
+    ):  # no request can bring it back either
+        return change("rollback", "refused", f"{not_target}; push a fixed version to move {env} on")
+    if ran_there is not None and not_target is None:
         refusal = _rollback_refusal(deps, actor, roles, prompt.name, env, version.version)
         if refusal is not None:
             return change("rollback", "refused", refusal)
         return change("rollback", "planned", f"roll {env} back to {version.version}")
     action = "request" if env == envs.production else "promote"
-    waiting = await session.scalar(
-        select(PromotionRequest.id).where(
+    newest = await session.scalar(
+        select(PromotionRequest)
+        .where(
             PromotionRequest.version_id == version.id,
             PromotionRequest.environment == env,
             PromotionRequest.kind == RequestKind.NORMAL.value,
-            PromotionRequest.state == RequestState.OPEN.value,
         )
+        .order_by(PromotionRequest.id.desc())
+        .limit(1)
     )
-    if waiting is not None:
-        code = request_code(waiting)
+    if newest is not None and newest.state == RequestState.OPEN.value:
+        code = request_code(newest.id)
         return change(action, "waiting", f"{code} is open and waits on its gates", request=code)
+    if newest is not None and newest.state in CLOSED_BY_A_PERSON:
+        # a person said no: the same file applied again must not reopen it and ping anyone
+        code = request_code(newest.id)
+        by = f" by {newest.closed_by}" if newest.closed_by else ""
+        why = f": {newest.close_reason}" if newest.close_reason else ""
+        return change(
+            action,
+            "refused",
+            f"{code} for {version.version} was {newest.state}{by}{why}; to ask again, "
+            f"promote it explicitly: promptship promote {prompt.name} {version.version} {env}",
+            request=code,
+        )
     what = (
         "open a promotion request for approvers"
         if action == "request"

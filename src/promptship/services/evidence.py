@@ -5,6 +5,7 @@ of the request."""
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import functools
 from itertools import zip_longest
@@ -33,6 +34,13 @@ from promptship.store.models import (
 DIFF_LINES = 40
 #: characters of one diff line
 DIFF_LINE_CHARS = 200
+#: changed lines (after the common start and end are set aside) a request diffs at most on
+#: either side; a larger change is "too large to show here" (``/prompt diff`` shows it)
+DIFF_MAX_LINES = 5000
+#: characters of the changed region a request diffs at most on either side
+DIFF_MAX_CHARS = 250_000
+#: lines between two anchors (lines found once on each side) diffed line by line at most
+DIFF_GAP_LINES = 100
 #: regressions listed by name
 REGRESSIONS_SHOWN = 10
 #: characters of one regression's name
@@ -69,7 +77,10 @@ async def gather(
             )
     diff = None
     if production is not None and production.id != version.id:
-        diff = prompt_diff(production.version, production.system_prompt, version.system_prompt)
+        # off the event loop: a long prompt's diff must not stall every other request
+        diff = await asyncio.to_thread(
+            prompt_diff, production.version, production.system_prompt, version.system_prompt
+        )
     run = await registry.latest_run(session, version)
     return RequestEvidence(
         as_of=deps.clock.now(),
@@ -84,18 +95,29 @@ async def gather(
 def prompt_diff(against: str, old: str, new: str) -> DiffEvidence:
     """The changed lines of ``new`` against ``old``: a ``@@ line N @@`` header per change,
     then each replaced line beside its replacement (``-`` then ``+``), no context lines; the
-    first :data:`DIFF_LINES` of them, each cut at :data:`DIFF_LINE_CHARS`."""
+    first :data:`DIFF_LINES` of them, each cut at :data:`DIFF_LINE_CHARS`.
+
+    Bounded whatever the input (see :func:`_changes`); a changed region over
+    :data:`DIFF_MAX_LINES` lines or :data:`DIFF_MAX_CHARS` characters on either side is not
+    diffed here (``too_large``; its counts are the region's lines)."""
     a, b = old.splitlines(), new.splitlines()
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    a, b = a[start : len(a) - end], b[start : len(b) - end]
+    if max(len(a), len(b)) > DIFF_MAX_LINES or max(_chars(a), _chars(b)) > DIFF_MAX_CHARS:
+        return DiffEvidence(against=against, lines=[], added=len(b), removed=len(a), too_large=True)
     lines: list[str] = []
     added = removed = 0
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag == "equal":
-            continue
+    for i1, i2, j1, j2 in _changes(a, b):
         removed += i2 - i1
         added += j2 - j1
         if len(lines) >= DIFF_LINES:
             continue
-        lines.append(f"@@ line {i1 + 1} @@")
+        lines.append(f"@@ line {start + i1 + 1} @@")
         for gone, came in zip_longest(a[i1:i2], b[j1:j2]):
             if gone is not None:
                 lines.append(_cut(f"-{gone}"))
@@ -104,6 +126,73 @@ def prompt_diff(against: str, old: str, new: str) -> DiffEvidence:
             if len(lines) >= DIFF_LINES:
                 break
     return DiffEvidence(against=against, lines=lines[:DIFF_LINES], added=added, removed=removed)
+
+
+def _changes(a: list[str], b: list[str]) -> list[tuple[int, int, int, int]]:
+    """The changed blocks ``(i1, i2, j1, j2)`` of ``b`` against ``a``, patience style: the
+    lines found once in each, in the longest order both keep, anchor the diff (n log n);
+    only the gaps between anchors of at most :data:`DIFF_GAP_LINES` lines go through
+    difflib's matcher (cubic in the worst case, so only ever on small inputs); a larger gap
+    is one replaced block."""
+    count_a: dict[str, int] = {}
+    for x in a:
+        count_a[x] = count_a.get(x, 0) + 1
+    where_b: dict[str, int] = {}
+    count_b: dict[str, int] = {}
+    for j, x in enumerate(b):
+        count_b[x] = count_b.get(x, 0) + 1
+        where_b[x] = j
+    pairs = [(i, where_b[x]) for i, x in enumerate(a) if count_a[x] == 1 and count_b.get(x) == 1]
+    anchors = [*_increasing(pairs), (len(a), len(b))]
+    out: list[tuple[int, int, int, int]] = []
+    i0 = j0 = 0
+    for i, j in anchors:
+        if i > i0 or j > j0:
+            if max(i - i0, j - j0) > DIFF_GAP_LINES:
+                out.append((i0, i, j0, j))
+            else:
+                matcher = difflib.SequenceMatcher(None, a[i0:i], b[j0:j])
+                out.extend(
+                    (i0 + x1, i0 + x2, j0 + y1, j0 + y2)
+                    for tag, x1, x2, y1, y2 in matcher.get_opcodes()
+                    if tag != "equal"
+                )
+        i0, j0 = i + 1, j + 1
+    return out
+
+
+def _increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest run of ``pairs`` (sorted by their first item) whose second items rise."""
+    tails: list[int] = []  # tails[k]: index in pairs of the smallest end of a run of k + 1
+    back: list[int] = []
+    for n, (_, j) in enumerate(pairs):
+        k = _place(pairs, tails, j)
+        back.append(tails[k - 1] if k else -1)
+        if k == len(tails):
+            tails.append(n)
+        else:
+            tails[k] = n
+    run: list[tuple[int, int]] = []
+    n = tails[-1] if tails else -1
+    while n >= 0:
+        run.append(pairs[n])
+        n = back[n]
+    return run[::-1]
+
+
+def _place(pairs: list[tuple[int, int]], tails: list[int], j: int) -> int:
+    lo, hi = 0, len(tails)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pairs[tails[mid]][1] < j:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _chars(lines: list[str]) -> int:
+    return sum(len(x) for x in lines)
 
 
 def _cut(line: str) -> str:
@@ -130,6 +219,7 @@ async def _tests(
         regression_count=len(run.regressions),
         override_reason=reason,
         override_by=by,
+        run_id=run.id,
     )
 
 

@@ -19,7 +19,13 @@ from promptship.errors import BadInput, Forbidden, GateRefused, NotFound
 from promptship.services import drift, identities, lifecycle, outbox, registry, requests, runs
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RunView
-from promptship.store.models import PromotionRequest, Prompt, PromptVersion, SoakRun
+from promptship.store.models import (
+    PromotionRequest,
+    Prompt,
+    PromptVersion,
+    SoakRun,
+    ValidationRun,
+)
 
 
 def check_override(deps: Deps, actor: Actor, roles: frozenset[str], label: str) -> None:
@@ -58,11 +64,13 @@ async def accept_regressions(
     version: PromptVersion,
     reason: str,
     actor: Actor,
+    run: ValidationRun | None = None,
 ) -> RunView:
-    """Record the override on the version's latest run (the caller checked who may), then
-    promote any open request it held back."""
+    """Record the override on ``run`` (by default the version's latest; the caller checked
+    who may and holds the prompt lock), then promote any open request it held back."""
     label = lifecycle.label(prompt, version)
-    run = await registry.latest_run(session, version)
+    if run is None:
+        run = await registry.latest_run(session, version)
     if run is None or not run.regressions:
         raise GateRefused(f"{label} has no regressions to override")
     run.regression_override = f"{reason.strip()} (by {actor.id})"

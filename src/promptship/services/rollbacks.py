@@ -7,11 +7,35 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import Move, VersionStatus, require_transition
+from promptship.domain.promptfile import semver_key
 from promptship.errors import BadInput, Forbidden, GateRefused
 from promptship.services import deployments, identities, lifecycle, outbox, registry, requests
 from promptship.services.deps import Deps
 from promptship.services.views import RollbackResult
 from promptship.store.models import Deployment, DeploymentHistory, PromptVersion
+
+#: what to do instead of "rolling back" to a version that is no rollback target
+ROLL_FORWARD = (
+    "a rollback only returns to an older version that was not rolled back itself; to move "
+    "forward, promote (its gates, approvals and soak run) or push a fixed version"
+)
+
+
+def target_refusal(environment: str, current: PromptVersion, target: PromptVersion) -> str | None:
+    """Why ``target`` (which ran in ``environment`` before) is no rollback target from
+    ``current``, or None. A rollback skips every gate, so it only ever goes back: to an
+    older version, never one that was itself rolled back (by a person, or automatically
+    after a failed break-glass soak) nor an archived one."""
+    if target.status == VersionStatus.ARCHIVED.value:
+        return f"{target.version} is archived"
+    if target.status == VersionStatus.REVERTED.value:
+        return f"{target.version} was rolled back, so it is no rollback target"
+    if semver_key(target.version) >= semver_key(current.version):
+        return (
+            f"{target.version} is not older than {current.version} (running in {environment}), "
+            "so it is no rollback target"
+        )
+    return None
 
 
 async def rollback(
@@ -67,15 +91,16 @@ async def rollback(
                 f"{name} {to_version} never ran in {environment}, so it is no rollback target",
                 hint=f"promote it to {environment} instead",
             )
-        if target.status == VersionStatus.ARCHIVED.value:
-            raise GateRefused(f"{name} {to_version} is archived")
+        refusal = target_refusal(environment, current, target)
+        if refusal is not None:
+            raise GateRefused(f"{name} {refusal}", hint=ROLL_FORWARD)
     else:
         found: PromptVersion | None = None
         for entry in history:
             if entry.version_id == current.id:
                 continue
             candidate = await registry.get_version_by_id(session, entry.version_id)
-            if candidate.status not in (VersionStatus.REVERTED.value, VersionStatus.ARCHIVED.value):
+            if target_refusal(environment, current, candidate) is None:
                 found = candidate
                 break
         if found is None:

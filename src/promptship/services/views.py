@@ -94,6 +94,8 @@ class TestsEvidence(View):
     regression_count: int
     override_reason: str | None = None
     override_by: str | None = None
+    #: the run shown: an override names it, and is refused once a later run replaced it
+    run_id: int | None = None
 
 
 class SoakEvidence(View):
@@ -116,10 +118,16 @@ class DiffEvidence(View):
     lines: list[str]
     added: int
     removed: int
+    #: the change is too large to diff in a request (``lines`` is empty, the counts are the
+    #: changed region's lines); ``/prompt diff`` shows it
+    too_large: bool = False
 
     @property
     def shown_all(self) -> bool:
-        return sum(1 for x in self.lines if x[:1] in "+-") >= self.added + self.removed
+        return (
+            not self.too_large
+            and sum(1 for x in self.lines if x[:1] in "+-") >= self.added + self.removed
+        )
 
 
 class RequestEvidence(View):

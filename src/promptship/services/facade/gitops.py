@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from promptship.domain.deployfile import parse_deployment_file
 from promptship.domain.identity import Actor
 from promptship.errors import PromptshipError
@@ -29,7 +31,10 @@ class GitOpsUseCases(PromotionUseCases):
         the way is reported as ``refused`` and the others still happen. ``may_decide`` is
         False for a token whose scope does not decide: its rollbacks are refused too."""
         who = self._acting(actor)
-        entries = parse_deployment_file(text, source, self.policy.environments.names)
+        # parsing a large file is CPU work: off the event loop, as a push's is
+        entries = await asyncio.to_thread(
+            parse_deployment_file, text, source, self.policy.environments.names
+        )
         roles = await self.roles.roles_of(who.id)
         async with self.db.reader() as session:
             changes = await apply.plan(

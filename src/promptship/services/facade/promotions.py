@@ -108,13 +108,20 @@ class PromotionUseCases(UseCaseBase):
             )
 
     async def override_request(
-        self, request_id: int, actor: Actor, reason: str, *, content_hash: str | None = None
+        self,
+        request_id: int,
+        actor: Actor,
+        reason: str,
+        *,
+        content_hash: str | None = None,
+        run_id: int | None = None,
     ) -> RequestView:
-        """Accept the regressions holding a request back, with a reason: approvers only."""
+        """Accept the regressions of the run ``run_id`` holding a request back, with a reason:
+        approvers only; refused when a later run has replaced it."""
         roles = await self.roles.roles_of(self._acting(actor).id)
         async with self.db.transaction() as session:
             return await unblock.override(
-                session, self.deps, request_id, reason, actor, roles, content_hash
+                session, self.deps, request_id, reason, actor, roles, content_hash, run_id
             )
 
     async def rerun_request_tests(

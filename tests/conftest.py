@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,14 @@ from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.store.models import Base
 from promptship.validation.scoring import Scorer, get_scorer
+
+# A suite started in the background of a non-interactive shell (`scripts/stress-test.sh &`,
+# some CI runners) inherits SIGINT ignored, and Python then leaves it ignored, in this process
+# and in every child it starts: the tests of Ctrl-C would see nothing. Each test process
+# (xdist worker) takes Ctrl-C the way a terminal delivers it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 POSTGRES_URL = os.environ.get("PROMPTSHIP_TEST_POSTGRES_URL")
 #: the fixed audit key of test databases; set for the whole test process (and the servers

@@ -3,6 +3,7 @@ as every other surface; each kind of difference, on both stores."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -106,6 +107,22 @@ async def test_two_applies_at_once_the_second_finds_it_done_and_reports_unchange
     assert outcomes(second) == [("dev", "point", "unchanged"), ("staging", "promote", "unchanged")]
     assert second.refused == 0
     assert all("runs" in (c.detail or "") for c in second.changes)
+    assert await live(core) == {"dev": "1.2.0", "staging": "1.1.0", "production": "1.0.0"}
+
+
+async def test_two_applies_really_at_once_make_each_move_once_and_refuse_nothing(
+    released: Promptship,
+) -> None:
+    core = released
+    text = file_of(dev="1.2.0", staging="1.1.0")
+    both = await asyncio.gather(
+        core.apply_deployments(text, "d.yaml", service("ci-github")),
+        core.apply_deployments(text, "d.yaml", service("ci-gitlab")),
+    )
+    assert [r.refused for r in both] == [0, 0]
+    for env in ("dev", "staging"):
+        got = sorted(c.outcome for r in both for c in r.changes if c.environment == env)
+        assert got == ["done", "unchanged"], (env, [outcomes(r) for r in both])
     assert await live(core) == {"dev": "1.2.0", "staging": "1.1.0", "production": "1.0.0"}
 
 

@@ -89,7 +89,7 @@ async def test_a_system_revert_is_named_as_promptship_reverting_the_version(
     assert (await core.deployment_file())[NAME]["production"]["updated_by"] == "U03"
 
 
-async def test_a_staging_request_completed_by_ci_or_an_override_names_its_requester(
+async def test_a_staging_request_completed_by_ci_names_its_requester(
     core: Promptship,
 ) -> None:
     await push(core, version="1.0.0")
@@ -104,6 +104,12 @@ async def test_a_staging_request_completed_by_ci_or_an_override_names_its_reques
     assert (await core.request(request.id)).state == "promoted"
     assert (await core.deployment_file())[NAME]["staging"]["updated_by"] == REQUESTER
 
+
+async def test_a_staging_request_completed_by_an_override_names_its_requester(
+    core: Promptship,
+) -> None:
+    await push(core, version="1.0.0")
+    await to_production(core, version="1.0.0")
     # an approver accepts the regressions holding a request back: the requester's move still
     await push(core, version="1.2.0", system_prompt="v1.2")
     run = await core.start_validation_run(NAME, "1.2.0", slack("U05"), 10, owner="ci")

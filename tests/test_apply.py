@@ -3,11 +3,15 @@ as every other surface; each kind of difference, on both stores."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 import yaml
 
 from promptship.errors import BadInput
 from promptship.services import Promptship
+from promptship.services import apply as apply_service
 from promptship.services.views import ApplyResult
 from tests.helpers import REQUESTER, local, pass_tests, push, service, slack, to_production
 
@@ -78,6 +82,48 @@ async def test_a_newer_staging_version_starts_its_promotion(released: Promptship
     again = await core.apply_deployments(file_of(staging="1.2.0"), "d.yaml", local(REQUESTER))
     assert outcomes(again) == [("staging", "promote", "waiting")]
     assert again.changes[0].request == change.request  # the same request, not another
+
+
+async def test_two_applies_at_once_the_second_finds_it_done_and_reports_unchanged(
+    released: Promptship, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of two CI jobs: the second plans, then the first makes every move, then the
+    second acts on its (now stale) plan. Nothing is left for it to do: exit 0, not 1."""
+    core = released
+    text = file_of(dev="1.2.0", staging="1.1.0")
+    real_plan = apply_service.plan
+    first: list[ApplyResult] = []
+
+    async def plan_then_the_other_apply_goes_first(*args: Any, **kwargs: Any) -> Any:
+        changes = await real_plan(*args, **kwargs)
+        if not first:
+            first.append(ApplyResult(source="", dry_run=True, changes=[]))
+            first[0] = await core.apply_deployments(text, "d.yaml", service("ci-github"))
+        return changes
+
+    monkeypatch.setattr(apply_service, "plan", plan_then_the_other_apply_goes_first)
+    second = await core.apply_deployments(text, "d.yaml", service("ci-github"))
+    assert outcomes(first[0]) == [("dev", "point", "done"), ("staging", "promote", "done")]
+    assert outcomes(second) == [("dev", "point", "unchanged"), ("staging", "promote", "unchanged")]
+    assert second.refused == 0
+    assert all("runs" in (c.detail or "") for c in second.changes)
+    assert await live(core) == {"dev": "1.2.0", "staging": "1.1.0", "production": "1.0.0"}
+
+
+async def test_two_applies_really_at_once_make_each_move_once_and_refuse_nothing(
+    released: Promptship,
+) -> None:
+    core = released
+    text = file_of(dev="1.2.0", staging="1.1.0")
+    both = await asyncio.gather(
+        core.apply_deployments(text, "d.yaml", service("ci-github")),
+        core.apply_deployments(text, "d.yaml", service("ci-gitlab")),
+    )
+    assert [r.refused for r in both] == [0, 0]
+    for env in ("dev", "staging"):
+        got = sorted(c.outcome for r in both for c in r.changes if c.environment == env)
+        assert got == ["done", "unchanged"], (env, [outcomes(r) for r in both])
+    assert await live(core) == {"dev": "1.2.0", "staging": "1.1.0", "production": "1.0.0"}
 
 
 async def test_a_newer_production_version_opens_a_request_people_approve(

@@ -51,3 +51,24 @@ def test_apply_runs_staging_tests_here_and_exits_as_the_other_commands(
     assert code == 2 and "line 3: customer-support has no version 0.1.0" in err
     code, _, err = run("--as", "U04", "apply", "missing.yaml")
     assert code == 2 and "missing.yaml: cannot read" in err
+
+
+def test_apply_refuses_a_version_written_twice_and_deploys_neither(
+    env: Path,  # noqa: F811
+    model: ModelDouble,  # noqa: F811
+) -> None:
+    run("--as", "U09", "push", str(EXAMPLES))
+    target = env / "deployment.yaml"
+    target.write_text(
+        f'{NAME}:\n  dev:\n    prompt_version: "1.0.0"\n    prompt_version: "2.1.0"\n'
+    )
+    code, out, err = run("--as", "U04", "apply", str(target))
+    assert code == 2, (out, err)
+    assert (
+        f"deployment.yaml: line 4: {NAME}.dev.prompt_version: duplicate key (first at line 3)"
+        in err
+    )
+    # nothing moved: dev is still empty
+    target.write_text(f'{NAME}:\n  dev:\n    prompt_version: "2.1.0"\n')
+    code, out, _ = run("--as", "U04", "apply", str(target), "--dry-run")
+    assert code == 0 and f"{NAME} dev: — → 2.1.0: planned" in out

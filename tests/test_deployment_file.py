@@ -9,9 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from promptship.domain.identity import SYSTEM
+from promptship.clock import ManualClock
+from promptship.domain.identity import SYSTEM, Actor, Via
+from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship, rollbacks
-from tests.helpers import REQUESTER, case_results, push, slack, to_production
+from promptship.store.db import Database
+from tests.conftest import make_policy, prompt_yaml
+from tests.helpers import AUTHOR, REQUESTER, case_results, push, service, slack, to_production
 
 NAME = "customer-support"
 DESIGN_KEYS = ["prompt_version", "model", "temperature", "updated_by"]
@@ -83,3 +87,54 @@ async def test_a_system_revert_is_named_as_promptship_reverting_the_version(
     await to_production(core, version="1.2.0")
     await core.rollback(NAME, "production", slack("U03"), "1.0.0")
     assert (await core.deployment_file())[NAME]["production"]["updated_by"] == "U03"
+
+
+async def test_a_staging_request_completed_by_ci_names_its_requester(
+    core: Promptship,
+) -> None:
+    await push(core, version="1.0.0")
+    await to_production(core, version="1.0.0")
+    # CI records the tests of a version a person asked to promote: the person caused it
+    await push(core, version="1.1.0", system_prompt="v1.1")
+    ci = service("ci-github")
+    running = await core.start_validation_run(NAME, "1.1.0", ci, 10)
+    request = await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
+    assert request.state == "open"
+    await core.finish_validation_run(running.id, case_results(10), ci)
+    assert (await core.request(request.id)).state == "promoted"
+    assert (await core.deployment_file())[NAME]["staging"]["updated_by"] == REQUESTER
+
+
+async def test_a_staging_request_completed_by_an_override_names_its_requester(
+    core: Promptship,
+) -> None:
+    await push(core, version="1.0.0")
+    await to_production(core, version="1.0.0")
+    # an approver accepts the regressions holding a request back: the requester's move still
+    await push(core, version="1.2.0", system_prompt="v1.2")
+    run = await core.start_validation_run(NAME, "1.2.0", slack("U05"), 10, owner="ci")
+    held = await core.request_promotion(NAME, "1.2.0", "staging", slack("U05"))
+    await core.finish_validation_run(
+        run.id, case_results(10), regressions=["refund policy"], owner="ci"
+    )
+    assert (await core.request(held.id)).state == "open"
+    seen = (await core.request(held.id)).evidence
+    assert seen and seen.tests
+    done = await core.override_request(
+        held.id, slack("U01"), "the refund copy changed", run_id=seen.tests.run_id
+    )
+    assert done.state == "promoted"
+    staging = (await core.deployment_file())[NAME]["staging"]
+    assert (staging["prompt_version"], staging["updated_by"]) == ("1.2.0", "U05")
+
+
+async def test_dev_following_a_push_ci_made_for_an_author_names_the_author_and_ci(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(db, make_policy("environments: {dev: {follow_latest: true}}"), clock)
+    on_behalf = Actor(REQUESTER, Via.TOKEN, proxy="ci-github")
+    await core.push(parse_prompt(prompt_yaml(NAME, "1.0.0")), on_behalf)
+    dev = (await core.deployment_file())[NAME]["dev"]
+    assert (dev["prompt_version"], dev["updated_by"]) == ("1.0.0", f"{REQUESTER} (via ci-github)")
+    await push(core, version="1.1.0", system_prompt="Be brief.")  # the author, in Slack
+    assert (await core.deployment_file())[NAME]["dev"]["updated_by"] == AUTHOR

@@ -203,6 +203,19 @@ async def test_a_yaml_alias_bomb_is_refused_at_once(client: httpx.AsyncClient) -
     assert [v["version"] for v in versions.json()] == ["1.0.0"]  # nothing was stored
 
 
+async def test_a_pushed_prompt_with_a_key_written_twice_is_a_bad_request(
+    client: httpx.AsyncClient,
+) -> None:
+    twice = prompt_yaml(version="2.0.0").replace(
+        "version: 2.0.0\n", "version: 2.0.0\nversion: 3.0.0\n", 1
+    )
+    assert "version: 3.0.0" in twice
+    response = await client.post("/v1/prompts", content=twice, headers=WRITE)
+    assert_problem(response, 400, "version: duplicate key (first at line")
+    versions = await client.get(f"/v1/prompts/{NAME}/versions", headers=WRITE)
+    assert [v["version"] for v in versions.json()] == ["1.0.0"]  # nothing was stored
+
+
 async def test_deep_nesting_is_a_bad_request_not_a_crash(client: httpx.AsyncClient) -> None:
     deep_json = "[" * 200_000 + "]" * 200_000
     for path in ("/v1/traffic", f"/v1/prompts/{NAME}/promotions"):

@@ -11,7 +11,7 @@ import pytest
 
 from bot.blocks.requests import request_message
 from promptship.domain.identity import Scope
-from promptship.errors import BadInput, Conflict, Forbidden
+from promptship.errors import BadInput, Conflict, Forbidden, GateRefused
 from promptship.services import Promptship
 from promptship.services.views import RequestView
 from tests.helpers import REQUESTER, case_results, push, service, slack, to_production
@@ -121,6 +121,28 @@ async def test_an_approver_reruns_too_but_not_a_request_that_waits_on_no_tests(
     production = await core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
     with pytest.raises(BadInput, match="does not wait on tests"):
         await core.rerun_request_tests(production.id, slack(REQUESTER))
+
+
+async def test_a_request_runs_its_tests_again_three_times_at_most_and_says_which_run(
+    core: Promptship,
+) -> None:
+    request = await blocked_request(core)
+    assert request.evidence and request.evidence.tests
+    assert "run 1" not in json.dumps(request_message(request).blocks)  # no re-run yet
+    for rerun, by in ((1, slack(REQUESTER)), (2, slack("U02")), (3, slack(REQUESTER))):
+        queued = await core.rerun_request_tests(request.id, by)
+        assert queued.evidence and queued.evidence.tests
+        assert (queued.evidence.tests.run_number, queued.evidence.tests.max_runs) == (rerun + 1, 4)
+        assert f"run {rerun + 1} of at most 4" in json.dumps(request_message(queued).blocks)
+        await finish_queued(core, regressions=["refund policy"])
+    with pytest.raises(GateRefused) as refused:
+        await core.rerun_request_tests(request.id, slack(REQUESTER))
+    assert "were run 4 times, the most a request allows" in refused.value.message
+    assert "push a fixed version" in (refused.value.hint or "")
+    held = await core.request(request.id)
+    assert held.state == "open" and held.evidence and held.evidence.tests
+    assert held.evidence.tests.state == "passed" and held.evidence.tests.run_number == 4
+    assert await core.claim_validation_run("worker") is None  # nothing more was queued
 
 
 async def test_an_override_binds_to_the_run_the_approver_saw_never_a_later_one(

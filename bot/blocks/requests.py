@@ -60,6 +60,13 @@ def tests_line(t: TestsEvidence) -> str:
     return line
 
 
+def runs_line(t: TestsEvidence) -> str | None:
+    """``Runs: run 2 of at most 4`` once a request's tests were run again; None before."""
+    if not (t.run_number and t.max_runs and t.run_number > 1):
+        return None
+    return f"*Runs:* run {t.run_number} of at most {t.max_runs} (the first and re-runs)"
+
+
 def regressions_line(t: TestsEvidence) -> str:
     """``Regressions: none``, or the cases and who overrode them with what reason."""
     if not t.regression_count:
@@ -132,6 +139,8 @@ def evidence_blocks(r: RequestView) -> list[Block]:
             lines.append(tests_line(e.tests))
         if "regressions" not in gates:
             lines.append(regressions_line(e.tests))
+        if (runs := runs_line(e.tests)) is not None:
+            lines.append(runs)
     elif r.environment != "staging" and "tests" not in gates:
         lines.append("*Tests:* no test run")
     if e.soak is not None and "soak" not in gates:

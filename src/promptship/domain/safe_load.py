@@ -3,7 +3,8 @@ API bodies. Every document is bounded before it can cost memory or stack.
 
 YAML is read by a ``yaml.SafeLoader`` that refuses anchors and aliases (a few hundred bytes
 of aliases expand to gigabytes: "billion laughs"), nesting deeper than ``MAX_DEPTH`` and
-numbers longer than ``MAX_NUMBER_CHARS``, after the text was checked against a size cap.
+numbers longer than ``MAX_NUMBER_CHARS`` and a key written twice in one mapping (YAML
+would keep the last silently), after the text was checked against a size cap.
 JSON is refused when nested deeper than ``MAX_DEPTH`` or when a number is absurdly long.
 Every refusal is a BadInput naming the source (and, for YAML, the line).
 """
@@ -136,6 +137,8 @@ def _load(text: str | bytes, source: str, max_bytes: int) -> tuple[Any, yaml.Nod
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _refuse_duplicate_keys(node)
         return (loader.construct_document(node) if node is not None else None), node
     except _Refused as exc:
         where = f"line {exc.mark.line + 1}: " if exc.mark is not None else ""
@@ -146,6 +149,28 @@ def _load(text: str | bytes, source: str, max_bytes: int) -> tuple[Any, yaml.Nod
         raise BadInput(f"{source}: a value is out of range: {exc}") from None
     finally:
         loader.dispose()
+
+
+def _refuse_duplicate_keys(root: yaml.Node) -> None:
+    """Refuse a mapping that holds one key twice, naming its path and both lines."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, Any], yaml.Node] = {}
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                where = f"{path}.{name}" if path else name
+                if isinstance(key, yaml.ScalarNode):
+                    first = seen.setdefault((key.tag, key.value), key)
+                    if first is not key:
+                        raise _Refused(
+                            f"{where}: duplicate key (first at line {first.start_mark.line + 1})",
+                            key.start_mark,
+                        )
+                stack.append((value, where))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(node.value))
 
 
 def _bounded_int(text: str) -> int:

@@ -13,12 +13,13 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from promptship.domain.identity import Actor, Via
+from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import Move, RequestState, VersionStatus, find_transition
 from promptship.errors import GateRefused
 from promptship.services import checkpoints, identities, lifecycle, registry
 from promptship.services.deps import Deps
 from promptship.store.models import (
+    Approval,
     Deployment,
     DeploymentHistory,
     PromotionRequest,
@@ -135,7 +136,7 @@ async def deploy(
         move,
         pointer=pointer,
         previous=previous,
-        by=by or _caused_by(actor, request),
+        by=by or await _caused_by(session, actor, request),
         request=request,
         reason=reason,
     )
@@ -149,12 +150,33 @@ async def deploy(
     )
 
 
-def _caused_by(actor: Actor, request: PromotionRequest | None) -> str:
-    """Who caused a move: the acting person, or, when promptship acts on a request (its tests
-    or soak passed), the person who asked for it."""
-    if request is not None and actor.via is Via.SYSTEM:
-        return request.requester
-    return actor.id
+def named(actor: Actor) -> str:
+    """How the deployment file names ``actor``: the person, and the service acting for
+    them when there is one ("U04 (via ci-github)")."""
+    return f"{actor.id} (via {actor.proxy})" if actor.proxy else actor.id
+
+
+async def _caused_by(session: AsyncSession, actor: Actor, request: PromotionRequest | None) -> str:
+    """Who caused a move: the acting person; for a move that completes a request, the
+    person whose approval completed it, or else (its tests recorded by CI or a worker, an
+    approver's override, its soak passing) the person who asked for it."""
+    if request is None:
+        return named(actor)
+    if actor.is_person:
+        approved = await session.scalar(
+            select(Approval.id)
+            .where(
+                Approval.request_id == request.id,
+                Approval.user_id == actor.id,
+                Approval.approve.is_(True),
+            )
+            .limit(1)
+        )
+        if approved is not None:
+            return named(actor)
+    if request.requested_by:
+        return f"{request.requester} (via {request.requested_by})"
+    return request.requester
 
 
 async def move_pointer(

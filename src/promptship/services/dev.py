@@ -66,7 +66,7 @@ async def point(
         move,
         pointer=pointer,
         previous=previous,
-        by=actor.id,
+        by=deployments.named(actor),
         reason=result.reason,
     )
     return result

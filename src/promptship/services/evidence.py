@@ -45,6 +45,16 @@ DIFF_GAP_LINES = 100
 REGRESSIONS_SHOWN = 10
 #: characters of one regression's name
 REGRESSION_CHARS = 200
+#: times a request's tests may be run again ("Re-run tests"): a version that keeps failing
+#: needs a fix, not more runs
+MAX_RERUNS = 3
+#: the signed event of one re-run; the count of them is the request's
+RERUN_ACTION = "request.tests_rerun"
+
+
+async def reruns_of(session: AsyncSession, request_id: int) -> int:
+    """How many times the tests of request ``request_id`` were run again."""
+    return len(await audit.signed_events(session, request_id, [RERUN_ACTION]))
 
 
 async def gather(
@@ -82,10 +92,20 @@ async def gather(
             prompt_diff, production.version, production.system_prompt, version.system_prompt
         )
     run = await registry.latest_run(session, version)
+    tests = await _tests(session, deps, prompt, version, run) if run is not None else None
+    if tests is not None and (
+        request.environment == envs.staging or request.kind == RequestKind.BREAKGLASS
+    ):  # a request that waits on tests: which of its runs this is
+        tests = tests.model_copy(
+            update={
+                "run_number": 1 + await reruns_of(session, request.id),
+                "max_runs": 1 + MAX_RERUNS,
+            }
+        )
     return RequestEvidence(
         as_of=deps.clock.now(),
         production_version=production.version if production is not None else None,
-        tests=await _tests(session, deps, prompt, version, run) if run is not None else None,
+        tests=tests,
         soak=soak,
         diff=diff,
     )

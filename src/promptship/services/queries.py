@@ -240,8 +240,9 @@ async def deployment_file(
     """The deployment file: ``{prompt: {environment: {prompt_version, model, temperature,
     updated_by, promoted_at}}}`` (``updated_at`` for dev, which is moved, not promoted), with
     ``max_tokens`` and ``content_hash`` besides. ``updated_by`` is the person who caused the
-    move (the requester of a promotion promptship made when its gates passed), or
-    ``promptship (auto-revert of …)``."""
+    move (the requester of a promotion completed by its tests, soak or an override; the
+    approver whose approval completed it; "U04 (via ci-github)" for a service acting for
+    a person), or ``promptship (auto-revert of …)``."""
     rows = (
         await session.execute(
             select(Prompt.name, Deployment, PromptVersion)

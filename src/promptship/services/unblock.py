@@ -2,7 +2,8 @@
 the requester (or an approver) runs the tests again — from Slack, the API or the CLI.
 
 Re-running is no decision (a new run must pass the same gates), so the requester may ask
-for it too; anyone else is refused, so a request's gate is not churned by bystanders.
+for it too; anyone else is refused, so a request's gate is not churned by bystanders. A
+request's tests run again at most ``MAX_RERUNS`` times: past that, the version needs a fix.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestKind
-from promptship.errors import BadInput, Conflict, Forbidden
-from promptship.services import findings, gates, identities, registry, requests, runs
+from promptship.errors import BadInput, Conflict, Forbidden, GateRefused
+from promptship.services import evidence, findings, gates, identities, registry, requests, runs
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RequestView
 from promptship.store.models import PromotionRequest, Prompt, PromptVersion, ValidationRun
@@ -96,7 +97,8 @@ async def rerun_tests(
     content_hash: str | None = None,
 ) -> RequestView:
     """Queue a fresh run of the version's suite for a request whose gate reads the tests;
-    the request waits for it and is judged on its result."""
+    the request waits for it and is judged on its result. At most ``MAX_RERUNS`` times per
+    request: a version that keeps failing needs a fixed version, not another run."""
     prompt, version, request = await _open_request(session, deps, request_id, content_hash)
     code = request_code(request.id)
     requester = identities.person_of(deps.policy, request.requester)
@@ -115,6 +117,14 @@ async def rerun_tests(
             "approvals and the staging soak",
             hint=f"/prompt test {prompt.name} {version.version} runs them anyway",
         )
+    done = await evidence.reruns_of(session, request.id)
+    if done >= evidence.MAX_RERUNS:
+        raise GateRefused(
+            f"the tests of {code} were run {1 + done} times, the most a request allows "
+            f"(its first run and {evidence.MAX_RERUNS} re-runs)",
+            hint=f"push a fixed version of {prompt.name} and promote it, or an approver "
+            "overrides the regressions with a reason",
+        )
     await runs.start_run(
         session,
         deps,
@@ -123,6 +133,17 @@ async def rerun_tests(
         actor,
         len(version.content.get("tests", [])),
         queued=True,
+    )
+    await identities.record(
+        session,
+        deps.clock,
+        actor,
+        action=evidence.RERUN_ACTION,
+        prompt=prompt.name,
+        version=version.version,
+        environment=request.environment,
+        request_id=request.id,
+        details={"rerun": done + 1, "max_reruns": evidence.MAX_RERUNS},
     )
     await session.refresh(version)
     view = await gates.view(session, deps, request, prompt, version)

@@ -96,6 +96,10 @@ class TestsEvidence(View):
     override_by: str | None = None
     #: the run shown: an override names it, and is refused once a later run replaced it
     run_id: int | None = None
+    #: for a request that waits on tests: which of its runs this is ("run 2 of at most 4":
+    #: the first, then at most ``MAX_RERUNS`` re-runs)
+    run_number: int | None = None
+    max_runs: int | None = None
 
 
 class SoakEvidence(View):

@@ -7,7 +7,7 @@ import asyncio
 from promptship.domain.deployfile import parse_deployment_file
 from promptship.domain.identity import Actor
 from promptship.errors import PromptshipError
-from promptship.services import apply
+from promptship.services import apply, deployments, registry
 from promptship.services.facade.promotions import PromotionUseCases
 from promptship.services.views import ApplyChange, ApplyResult
 
@@ -28,7 +28,9 @@ class GitOpsUseCases(PromotionUseCases):
         then nothing changes), then, unless ``dry_run``, make each planned move in its own
         transaction: dev at once, staging promotions and production requests through their
         gates, rollbacks only for an authenticated on-call or approver. A move refused on
-        the way is reported as ``refused`` and the others still happen. ``may_decide`` is
+        the way is reported as ``refused`` and the others still happen; one that finds the
+        environment already running the version (another apply got there between the plan
+        and the move) is ``unchanged``. ``may_decide`` is
         False for a token whose scope does not decide: its rollbacks are refused too."""
         who = self._acting(actor)
         # parsing a large file is CPU work: off the event loop, as a push's is
@@ -50,7 +52,9 @@ class GitOpsUseCases(PromotionUseCases):
         reason = f"applied from {source}"
         try:
             if change.action == "point":
-                await self.point_dev(change.prompt, change.to_version, actor, reason)
+                move = await self.point_dev(change.prompt, change.to_version, actor, reason)
+                if not move.changed:
+                    return _already(change)
                 return change.model_copy(update={"outcome": "done", "detail": None})
             if change.action == "rollback":
                 await self.rollback(
@@ -66,6 +70,8 @@ class GitOpsUseCases(PromotionUseCases):
                 queue_tests=True,
             )
         except PromptshipError as exc:
+            if await self._runs(change.prompt, change.environment, change.to_version):
+                return _already(change)
             detail = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
             return change.model_copy(update={"outcome": "refused", "detail": detail})
         waiting = [f"{c.gate}: {c.detail}" for c in request.checks if c.state != "passed"]
@@ -76,3 +82,23 @@ class GitOpsUseCases(PromotionUseCases):
                 "request": request.code,
             }
         )
+
+    async def _runs(self, name: str, environment: str, version: str) -> bool:
+        """Whether ``environment`` runs ``version`` of ``name`` now."""
+        async with self.db.reader() as session:
+            prompt = await registry.get_prompt(session, name)
+            pointer = await deployments.active(session, prompt.id, environment)
+            if pointer is None:
+                return False
+            current = await registry.get_version_by_id(session, pointer.version_id)
+            return current is not None and current.version == version
+
+
+def _already(change: ApplyChange) -> ApplyChange:
+    """The move found its desired state already there: nothing for this apply to do."""
+    return change.model_copy(
+        update={
+            "outcome": "unchanged",
+            "detail": f"{change.environment} runs {change.to_version} (applied meanwhile)",
+        }
+    )

@@ -6,13 +6,13 @@ of the request."""
 from __future__ import annotations
 
 import asyncio
-import difflib
 import functools
 from itertools import zip_longest
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain import linediff
 from promptship.domain.lifecycle import RequestKind, soak_cycles
 from promptship.services import audit, deployments, registry
 from promptship.services.deps import Deps
@@ -117,7 +117,7 @@ def prompt_diff(against: str, old: str, new: str) -> DiffEvidence:
     then each replaced line beside its replacement (``-`` then ``+``), no context lines; the
     first :data:`DIFF_LINES` of them, each cut at :data:`DIFF_LINE_CHARS`.
 
-    Bounded whatever the input (see :func:`_changes`); a changed region over
+    Bounded whatever the input (see :func:`promptship.domain.linediff.changes`); a changed region over
     :data:`DIFF_MAX_LINES` lines or :data:`DIFF_MAX_CHARS` characters on either side is not
     diffed here (``too_large``; its counts are the region's lines)."""
     a, b = old.splitlines(), new.splitlines()
@@ -132,7 +132,7 @@ def prompt_diff(against: str, old: str, new: str) -> DiffEvidence:
         return DiffEvidence(against=against, lines=[], added=len(b), removed=len(a), too_large=True)
     lines: list[str] = []
     added = removed = 0
-    for i1, i2, j1, j2 in _changes(a, b):
+    for i1, i2, j1, j2 in linediff.changes(a, b, DIFF_GAP_LINES):
         removed += i2 - i1
         added += j2 - j1
         if len(lines) >= DIFF_LINES:
@@ -146,69 +146,6 @@ def prompt_diff(against: str, old: str, new: str) -> DiffEvidence:
             if len(lines) >= DIFF_LINES:
                 break
     return DiffEvidence(against=against, lines=lines[:DIFF_LINES], added=added, removed=removed)
-
-
-def _changes(a: list[str], b: list[str]) -> list[tuple[int, int, int, int]]:
-    """The changed blocks ``(i1, i2, j1, j2)`` of ``b`` against ``a``, patience style: the
-    lines found once in each, in the longest order both keep, anchor the diff (n log n);
-    only the gaps between anchors of at most :data:`DIFF_GAP_LINES` lines go through
-    difflib's matcher (cubic in the worst case, so only ever on small inputs); a larger gap
-    is one replaced block."""
-    count_a: dict[str, int] = {}
-    for x in a:
-        count_a[x] = count_a.get(x, 0) + 1
-    where_b: dict[str, int] = {}
-    count_b: dict[str, int] = {}
-    for j, x in enumerate(b):
-        count_b[x] = count_b.get(x, 0) + 1
-        where_b[x] = j
-    pairs = [(i, where_b[x]) for i, x in enumerate(a) if count_a[x] == 1 and count_b.get(x) == 1]
-    anchors = [*_increasing(pairs), (len(a), len(b))]
-    out: list[tuple[int, int, int, int]] = []
-    i0 = j0 = 0
-    for i, j in anchors:
-        if i > i0 or j > j0:
-            if max(i - i0, j - j0) > DIFF_GAP_LINES:
-                out.append((i0, i, j0, j))
-            else:
-                matcher = difflib.SequenceMatcher(None, a[i0:i], b[j0:j])
-                out.extend(
-                    (i0 + x1, i0 + x2, j0 + y1, j0 + y2)
-                    for tag, x1, x2, y1, y2 in matcher.get_opcodes()
-                    if tag != "equal"
-                )
-        i0, j0 = i + 1, j + 1
-    return out
-
-
-def _increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The longest run of ``pairs`` (sorted by their first item) whose second items rise."""
-    tails: list[int] = []  # tails[k]: index in pairs of the smallest end of a run of k + 1
-    back: list[int] = []
-    for n, (_, j) in enumerate(pairs):
-        k = _place(pairs, tails, j)
-        back.append(tails[k - 1] if k else -1)
-        if k == len(tails):
-            tails.append(n)
-        else:
-            tails[k] = n
-    run: list[tuple[int, int]] = []
-    n = tails[-1] if tails else -1
-    while n >= 0:
-        run.append(pairs[n])
-        n = back[n]
-    return run[::-1]
-
-
-def _place(pairs: list[tuple[int, int]], tails: list[int], j: int) -> int:
-    lo, hi = 0, len(tails)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if pairs[tails[mid]][1] < j:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def _chars(lines: list[str]) -> int:

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain import linediff
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import VersionStatus
 from promptship.domain.promptfile import (
@@ -271,9 +272,9 @@ def diff(name: str, old: PromptVersion, new: PromptVersion) -> VersionDiff:
         if old.content.get(key) != new.content.get(key)
     ]
     text = "".join(
-        difflib.unified_diff(
-            old.system_prompt.splitlines(keepends=True),
-            new.system_prompt.splitlines(keepends=True),
+        linediff.unified(  # bounded: difflib's own diff is cubic on repeated lines
+            old.system_prompt.splitlines(),
+            new.system_prompt.splitlines(),
             fromfile=f"{name} {old.version}",
             tofile=f"{name} {new.version}",
         )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from promptship.testing.serve import free_port
 
 ROOT = Path(__file__).parent.parent
 EXPECTED = re.compile(r"^#\s{3,}(.*)$")
@@ -77,12 +78,6 @@ def parse_steps(blocks: list[str]) -> list[Step]:
 
 def squeeze(text: str) -> str:
     return " ".join(text.split())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def script(steps: list[Step], venv_bin: Path, port: int) -> str:

@@ -141,7 +141,7 @@ def evidence_blocks(r: RequestView) -> list[Block]:
             lines.append(regressions_line(e.tests))
         if (runs := runs_line(e.tests)) is not None:
             lines.append(runs)
-    elif r.environment != "staging" and "tests" not in gates:
+    elif e.into_production and "tests" not in gates:
         lines.append("*Tests:* no test run")
     if e.soak is not None and "soak" not in gates:
         lines.append(soak_line(e.soak, r))

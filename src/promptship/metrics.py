@@ -25,8 +25,9 @@ APPROVAL_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600)
 RUN_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0)
 
-#: the design's ``metrics.record(name, value, prompt=…, version=…, …)`` names, and the
-#: Prometheus family each is exposed as (tags become labels; seconds are the time unit)
+#: the names an application's ``metrics.record(name, value, prompt=…, version=…, …)``
+#: would use, and the Prometheus family each is exposed as (tags become labels; seconds
+#: are the time unit)
 RECORDED_AS = {
     "staging_divergence_rate": "promptship_staging_divergence_rate",
     "soak_divergence": "promptship_soak_worst_divergence",

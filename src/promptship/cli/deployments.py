@@ -12,7 +12,7 @@ import yaml
 from rich.markup import escape
 
 from promptship.cli.app import app
-from promptship.cli.common import actor, emit, err, out, run_core, state
+from promptship.cli.common import actor, emit, err, out, report, run_core, state
 from promptship.cli.remote import Remote, ServerOption, TokenOption, run_remote
 from promptship.domain.lifecycle import RunState
 from promptship.domain.safe_load import load_yaml
@@ -123,7 +123,7 @@ def apply(
     try:
         content = Path(file).read_bytes()
     except OSError as exc:
-        err.print(f"[bold red]error:[/] {escape(file)}: cannot read: {exc.strerror}")
+        report(BadInput(f"{file}: cannot read: {exc.strerror}"))
         raise typer.Exit(2) from None
 
     async def local(core: Promptship) -> ApplyResult:

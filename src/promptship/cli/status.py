@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -20,6 +19,7 @@ from promptship.cli.common import (
     print_check,
     print_request,
     print_table,
+    report,
     run_core,
     state,
     table,
@@ -88,10 +88,14 @@ def request(
         try:
             limit = parse_duration(timeout)
         except BadInput as exc:
-            err.print(f"[bold red]error:[/] --timeout: {escape(exc.message)}")
+            report(BadInput(f"--timeout: {exc.message}", hint=exc.hint))
             raise typer.Exit(2) from None
         if not wait:
-            err.print("[bold red]error:[/] --timeout goes with --wait")
+            report(
+                BadInput(
+                    "--timeout goes with --wait", hint="promptship request REQ --wait --timeout 30m"
+                )
+            )
             raise typer.Exit(2)
 
     async def follow(core: Promptship) -> tuple[RequestView, bool]:
@@ -129,12 +133,9 @@ def request(
 
 
 def _progress(check: CheckView) -> tuple[str, str, str]:
-    """What is worth a line while waiting: a gate's state and detail, less the soak's clock
-    ("soaking 12s/30s"), which moves every second."""
-    return check.gate, check.state, _SOAK_CLOCK.sub("soaking", check.detail)
-
-
-_SOAK_CLOCK = re.compile(r"^soaking [^,]*")
+    """What is worth a line while waiting: a gate's state and detail (the soak's detail
+    changes once a cycle, never with the clock)."""
+    return check.gate, check.state, check.detail
 
 
 @app.command()

@@ -104,6 +104,7 @@ async def gather(
         )
     return RequestEvidence(
         as_of=deps.clock.now(),
+        into_production=request.environment == envs.production,
         production_version=production.version if production is not None else None,
         tests=tests,
         soak=soak,

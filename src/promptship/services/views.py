@@ -139,6 +139,8 @@ class RequestEvidence(View):
 
     #: when it was gathered (soak times are shown against it)
     as_of: datetime
+    #: a request into production (whatever the policy calls it): one with no test run says so
+    into_production: bool = False
     production_version: str | None
     tests: TestsEvidence | None
     soak: SoakEvidence | None

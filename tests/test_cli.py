@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from promptship.cli import app, common
 from promptship.cli.common import state
-from promptship.clock import SystemClock
+from promptship.clock import Clock, ManualClock, SystemClock
 from promptship.services import Promptship
 from promptship.services.views import RunDetail
 from promptship.store.db import Database
@@ -48,11 +49,11 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def core_call(tmp: Path, use):  # type: ignore[no-untyped-def]
+def core_call(tmp: Path, use, clock: Clock | None = None):  # type: ignore[no-untyped-def]
     async def go():  # type: ignore[no-untyped-def]
         db = Database(f"sqlite+aiosqlite:///{tmp / 'cli.db'}")
         try:
-            return await use(Promptship(db, make_policy(), SystemClock()))
+            return await use(Promptship(db, make_policy(), clock or SystemClock()))
         finally:
             await db.dispose()
 
@@ -395,7 +396,12 @@ def test_ctrl_c_while_following_stops_following_and_leaves_the_run_going(
     queued = re.search(r"tests queued as run (\d+)", out)
     assert code == 0 and queued
     run_id = int(queued.group(1))
-    assert core_call(env, lambda core: core.claim_validation_run("server-1", run_id)) == run_id
+    # the claim and the command read one instant: the worker never looks stopped (a run goes
+    # stale a minute after its last report), however long the command takes
+    frozen = ManualClock(datetime.now(UTC))
+    monkeypatch.setattr(common, "Promptship", lambda db, policy: Promptship(db, policy, frozen))
+    claim = core_call(env, lambda core: core.claim_validation_run("server-1", run_id), frozen)
+    assert claim == run_id
     read_run = Promptship.validation_run
 
     async def ctrl_c_once_following(self: Promptship, wanted: int) -> RunDetail:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from promptship import services
 from promptship.cli import app, common
 from promptship.cli.common import state
 from promptship.clock import Clock, ManualClock, SystemClock
@@ -399,7 +400,10 @@ def test_ctrl_c_while_following_stops_following_and_leaves_the_run_going(
     # the claim and the command read one instant: the worker never looks stopped (a run goes
     # stale a minute after its last report), however long the command takes
     frozen = ManualClock(datetime.now(UTC))
-    monkeypatch.setattr(common, "Promptship", lambda db, policy: Promptship(db, policy, frozen))
+    # the CLI imports the service layer when a local command runs (light installs)
+    monkeypatch.setattr(
+        services, "Promptship", lambda db, policy: Promptship(db, policy, frozen), raising=False
+    )
     claim = core_call(env, lambda core: core.claim_validation_run("server-1", run_id), frozen)
     assert claim == run_id
     read_run = Promptship.validation_run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -9,6 +10,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import messages
+from bot.blocks.common import Message
 from bot.ids import BlockId, CallbackId, InputActionId
 from bot.state import RejectContext
 from promptship.domain.identity import Actor
@@ -39,12 +41,19 @@ def _meta(view: dict[str, Any]) -> RejectContext | None:
         return None
 
 
-async def override_reason(
-    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
+async def _answer_reason(
+    ack: AsyncAck,
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    actor: Actor,
+    ask: str,
+    act: Callable[[RejectContext, str], Awaitable[Message]],
 ) -> None:
+    """A reason modal's submission: refuse an empty reason or a stale form inside the modal,
+    else close it, act, and answer the person privately in the channel."""
     reason = _reason(view)
     if not reason:
-        await ack(response_action="errors", errors={BlockId.REASON: "Say why they are fine."})
+        await ack(response_action="errors", errors={BlockId.REASON: ask})
         return
     meta = _meta(view)
     if meta is None:
@@ -52,35 +61,33 @@ async def override_reason(
         return
     await ack()
     try:
-        request = await core.override_request(
-            meta.r, actor, reason, content_hash=meta.h, run_id=meta.u
-        )
-        reply = messages.override_reply(request)
+        reply = await act(meta, reason)
     except PromptshipError as exc:
         reply = messages.error_message(exc.message, exc.hint)
     if meta.c:  # no response_url on a modal: answer the person privately in the channel
         await client.chat_postEphemeral(channel=meta.c, user=actor.id, **reply.payload())
+
+
+async def override_reason(
+    ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
+) -> None:
+    async def override(meta: RejectContext, reason: str) -> Message:
+        request = await core.override_request(
+            meta.r, actor, reason, content_hash=meta.h, run_id=meta.u
+        )
+        return messages.override_reply(request)
+
+    await _answer_reason(ack, view, client, actor, "Say why they are fine.", override)
 
 
 async def reject_reason(
     ack: AsyncAck, view: dict[str, Any], client: AsyncWebClient, core: Promptship, actor: Actor
 ) -> None:
-    reason = _reason(view)
-    if not reason:
-        await ack(response_action="errors", errors={BlockId.REASON: "Say why you reject it."})
-        return
-    meta = _meta(view)
-    if meta is None:
-        await ack(response_action="errors", errors={BlockId.REASON: STALE})
-        return
-    await ack()
-    try:
+    async def reject(meta: RejectContext, reason: str) -> Message:
         outcome = await core.reject(meta.r, actor, reason, content_hash=meta.h)
-        reply = messages.decision_reply(outcome)
-    except PromptshipError as exc:
-        reply = messages.error_message(exc.message, exc.hint)
-    if meta.c:  # no response_url on a modal: answer the person privately in the channel
-        await client.chat_postEphemeral(channel=meta.c, user=actor.id, **reply.payload())
+        return messages.decision_reply(outcome)
+
+    await _answer_reason(ack, view, client, actor, "Say why you reject it.", reject)
 
 
 def register(app: AsyncApp) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from promptship.cli.app import app
 from promptship.cli.common import CommandGroup, err, state
+
+if TYPE_CHECKING:  # the server extra's (the doubles serve HTTP)
+    from promptship.testing.doubles import Doubles
 
 doubles_app = CommandGroup(
     help="Offline doubles of the model APIs and Slack, for trying promptship without keys.",
@@ -76,17 +79,24 @@ def doubles_start(directory: DirOption = None) -> None:
         print(running.exports())
 
 
+def _recorded(folder: Path) -> Doubles | None:
+    """The doubles recorded in ``folder`` (None when none are); an unreadable record: exit 1."""
+    from promptship.testing import doubles
+
+    try:
+        return doubles.load(folder)
+    except doubles.DoublesError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
 @doubles_app.command("stop")
 def doubles_stop(directory: DirOption = None) -> None:
     """Stop the doubles (and anything else recorded with them) and forget them."""
     from promptship.testing import doubles
 
     folder = _directory(directory)
-    try:
-        found = doubles.load(folder)
-    except doubles.DoublesError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
+    found = _recorded(folder)
     if found is None:
         message = (
             f"no doubles are running here (no {doubles.STATE_FILE} in {folder}): nothing to stop"
@@ -109,11 +119,7 @@ def doubles_status(directory: DirOption = None) -> None:
     from promptship.testing import doubles
 
     folder = _directory(directory)
-    try:
-        found = doubles.load(folder)
-    except doubles.DoublesError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
+    found = _recorded(folder)
     if found is None:
         if state.as_json:
             print(json.dumps({"running": False, "processes": {}}))

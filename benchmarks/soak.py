@@ -72,7 +72,7 @@ async def naive_per_query(items: list[Sample], provider_kind: str) -> tuple[floa
                 completion = await provider.complete(
                     model=side.model,
                     system=side.system_prompt,
-                    user=sample.input,
+                    messages=[{"role": "user", "content": sample.input}],
                     temperature=side.temperature,
                     max_tokens=side.max_tokens,
                 )

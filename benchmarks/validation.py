@@ -86,7 +86,11 @@ async def runner_benchmark(cases: int, latency: float, concurrency: int, sequent
             started = time.perf_counter()
             for case in suite:
                 await provider.complete(
-                    model="m", system="Echo.", user=case["input"], temperature=0, max_tokens=64
+                    model="m",
+                    system="Echo.",
+                    messages=[{"role": "user", "content": case["input"]}],
+                    temperature=0,
+                    max_tokens=64,
                 )
             naive = time.perf_counter() - started
             await provider.aclose()

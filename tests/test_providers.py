@@ -29,14 +29,22 @@ async def anthropic(double: ModelDouble) -> AsyncIterator[Provider]:
 
 async def ask(provider: Provider, user: str = "hello") -> str:
     completion = await provider.complete(
-        model="claude-sonnet-4-5", system="Be brief.", user=user, temperature=0.3, max_tokens=50
+        model="claude-sonnet-4-5",
+        system="Be brief.",
+        messages=[{"role": "user", "content": user}],
+        temperature=0.3,
+        max_tokens=50,
     )
     return completion.text
 
 
 async def test_anthropic_answer_and_usage(anthropic: Provider, double: ModelDouble) -> None:
     completion = await anthropic.complete(
-        model="claude-sonnet-4-5", system="Be brief.", user="hello", temperature=0.3, max_tokens=50
+        model="claude-sonnet-4-5",
+        system="Be brief.",
+        messages=[{"role": "user", "content": "hello"}],
+        temperature=0.3,
+        max_tokens=50,
     )
     assert completion.text == "[claude-sonnet-4-5] HELLO"
     assert completion.input_tokens and completion.output_tokens and completion.latency_ms > 0
@@ -91,7 +99,11 @@ async def test_openai_compatible_endpoint(double: ModelDouble) -> None:
     try:
         double.fail_next(1, status=429, retry_after=0)
         completion = await provider.complete(
-            model="llama3", system="Be brief.", user="hi", temperature=0.2, max_tokens=20
+            model="llama3",
+            system="Be brief.",
+            messages=[{"role": "user", "content": "hi"}],
+            temperature=0.2,
+            max_tokens=20,
         )
         assert completion.text == "[llama3] HI" and completion.output_tokens
         assert double.requests[-1]["path"] == "/v1/chat/completions"

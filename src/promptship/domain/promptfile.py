@@ -11,12 +11,14 @@ import json
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from promptship.domain.safe_load import load_json, load_yaml
+from promptship.domain import template
+from promptship.domain.safe_load import load_json, load_yaml_located
+from promptship.domain.template import MAX_VARIABLES, VARIABLE_RE
 from promptship.errors import BadInput
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
@@ -42,7 +44,29 @@ class AssertionType(StrEnum):
     EXACT = "exact"
     REGEX = "regex"
     JSON_SCHEMA = "json-schema"
+    IS_JSON = "is-json"
     SCORE = "score"
+    STARTS_WITH = "starts-with"
+    CONTAINS_ANY = "contains-any"
+    CONTAINS_ALL = "contains-all"
+    ICONTAINS_ANY = "icontains-any"
+    ICONTAINS_ALL = "icontains-all"
+    LLM_RUBRIC = "llm-rubric"
+
+
+#: types whose expected is a list of texts (a comma-separated text is split)
+LIST_TYPES = frozenset(
+    {
+        AssertionType.CONTAINS_ANY,
+        AssertionType.CONTAINS_ALL,
+        AssertionType.ICONTAINS_ANY,
+        AssertionType.ICONTAINS_ALL,
+    }
+)
+#: types that take a threshold: a similarity, or the judge's score
+THRESHOLD_TYPES = frozenset({AssertionType.SCORE, AssertionType.LLM_RUBRIC})
+#: a case's vars: at most this many characters as JSON
+MAX_VARS_CHARS = 100_000
 
 
 class Provider(StrEnum):
@@ -100,23 +124,29 @@ def semver_key(version: str) -> tuple[Any, ...]:
 
 
 class TestCase(BaseModel):
-    """One case of a version's suite: an input, what the answer must satisfy, and how."""
+    """One case of a version's suite: an input (the user's turn), the template's vars, what
+    the answer must satisfy, and how."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     __test__ = False  # not a pytest class
 
     input: str = Field(min_length=1)
     type: AssertionType
-    expected: str | dict[str, Any]
+    expected: str | list[str] | dict[str, Any] | None = None
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     description: str | None = None
+    vars: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _check_expected(self) -> TestCase:
-        if self.threshold is not None and self.type is not AssertionType.SCORE:
-            raise ValueError("threshold applies only to type: score")
-        if self.type is AssertionType.JSON_SCHEMA:
+        if self.threshold is not None and self.type not in THRESHOLD_TYPES:
+            raise ValueError("threshold applies only to type: score and type: llm-rubric")
+        if self.vars is not None:
+            _check_values(self.vars, "vars")
+        if self.type in (AssertionType.JSON_SCHEMA, AssertionType.IS_JSON):
             schema = self.expected
+            if schema is None and self.type is AssertionType.IS_JSON:
+                return self  # any valid JSON
             if isinstance(schema, str):
                 try:
                     schema = load_json(schema, "expected")
@@ -130,6 +160,20 @@ class TestCase(BaseModel):
                 raise ValueError(f"expected is not a valid JSON schema: {exc.message}") from None
             object.__setattr__(self, "expected", schema)
             return self
+        if self.type in LIST_TYPES:
+            items = self.expected
+            if isinstance(items, str):  # promptfoo's comma-separated form
+                items = [part.strip() for part in items.split(",")]
+            if (
+                not isinstance(items, list)
+                or not items
+                or not all(isinstance(item, str) and item for item in items)
+            ):
+                raise ValueError(
+                    f"expected must be a list of non-empty texts for type: {self.type.value}"
+                )
+            object.__setattr__(self, "expected", items)
+            return self
         if not isinstance(self.expected, str):
             raise ValueError(f"expected must be text for type: {self.type.value}")
         if self.type is AssertionType.REGEX:
@@ -138,12 +182,41 @@ class TestCase(BaseModel):
             except re.error as exc:
                 raise ValueError(f"expected is not a valid regular expression: {exc}") from None
         if self.type is not AssertionType.NOT_CONTAINS and not self.expected:
-            raise ValueError(f"expected must not be empty for type: {self.type.value}")
+            what = "the rubric" if self.type is AssertionType.LLM_RUBRIC else "expected"
+            raise ValueError(f"{what} must not be empty for type: {self.type.value}")
         return self
 
     @property
     def effective_threshold(self) -> float:
         return DEFAULT_SCORE_THRESHOLD if self.threshold is None else self.threshold
+
+
+def _check_values(values: dict[str, Any], key: str) -> None:
+    if len(values) > MAX_VARIABLES:
+        raise ValueError(f"{key}: at most {MAX_VARIABLES} variables")
+    bad = [name for name in values if not isinstance(name, str) or not VARIABLE_RE.fullmatch(name)]
+    if bad:
+        raise ValueError(
+            f"{key}: {bad[0]!r} is not a variable name (letters, digits and _, "
+            "not starting with a digit)"
+        )
+    try:
+        size = len(json.dumps(values, ensure_ascii=False))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{key}: values must be text, numbers, true/false, lists or mappings"
+        ) from None
+    if size > MAX_VARS_CHARS:
+        raise ValueError(f"{key}: {size:,} characters of values; the limit is {MAX_VARS_CHARS:,}")
+
+
+class Message(BaseModel):
+    """A turn before the user's: few-shot examples (a template, like the system prompt)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1, max_length=200_000)
 
 
 class PromptSpec(BaseModel):
@@ -164,6 +237,17 @@ class PromptSpec(BaseModel):
     system_prompt: str = Field(min_length=1, max_length=200_000)
     tests: list[TestCase] = Field(default_factory=list, max_length=10_000)
     description: str | None = Field(None, max_length=2000)
+    #: the template's variables and their defaults (null: the caller must give it)
+    variables: dict[str, Any] | None = None
+    #: turns sent before the user's (few-shot examples), rendered like the system prompt
+    messages: list[Message] | None = Field(None, max_length=100)
+
+    @field_validator("variables")
+    @classmethod
+    def _variables(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _check_values(value, "variables")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -193,6 +277,51 @@ class PromptSpec(BaseModel):
     def content_hash(self) -> str:
         return content_hash(self.content())
 
+    def render(self, vars: dict[str, Any] | None = None) -> template.Rendered:
+        """The system text and few-shot turns for ``vars`` (defaults fill the rest)."""
+        return template.render_prompt(
+            self.system_prompt,
+            [m.model_dump() for m in self.messages or ()],
+            self.variables,
+            vars,
+        )
+
+    def problems(self) -> list[tuple[tuple[str | int, ...], int, str]]:
+        """What stops the templates and the tests' vars from working together: each as
+        (key path, 1-based line within that key's text or 0, message)."""
+        declared = list(self.variables or {})
+        found: list[tuple[tuple[str | int, ...], int, str]] = []
+        texts: list[tuple[tuple[str | int, ...], str]] = [(("system_prompt",), self.system_prompt)]
+        texts += [
+            (("messages", i, "content"), m.content) for i, m in enumerate(self.messages or ())
+        ]
+        for path, text in texts:
+            for problem in template.template_problems(text, declared):
+                found.append((path, problem.line, problem.message))
+        required = [name for name, default in (self.variables or {}).items() if default is None]
+        for index, case in enumerate(self.tests):
+            given = case.vars or {}
+            unknown = [name for name in given if name not in (self.variables or {})]
+            if unknown:
+                found.append(
+                    (
+                        ("tests", index, "vars"),
+                        0,
+                        f"sets {', '.join(map(repr, unknown))}, which variables: does not declare",
+                    )
+                )
+            lacking = [name for name in required if given.get(name) is None]
+            if lacking:
+                found.append(
+                    (
+                        ("tests", index),
+                        0,
+                        f"does not set {', '.join(map(repr, lacking))} in vars, and "
+                        "variables: gives no default",
+                    )
+                )
+        return found
+
 
 def content_hash(content: dict[str, Any]) -> str:
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -216,18 +345,69 @@ def _format_errors(source: str, exc: ValidationError) -> str:
 
 def parse_prompt(text: str, source: str = "<prompt>") -> PromptSpec:
     """Parse one prompt document (YAML, bounded: see ``promptship.domain.safe_load``).
-    Raises BadInput naming the file, the key and the problem."""
-    return prompt_from_document(load_yaml(text, source), source)
+    Raises BadInput naming the file, the key, the line and the problem."""
+    raw, lines = load_yaml_located(text, source)
+    return prompt_from_document(raw, source, _Located(text, lines))
 
 
-def prompt_from_document(raw: Any, source: str = "<prompt>") -> PromptSpec:
-    """Validate an already-parsed prompt document (a mapping), as ``parse_prompt`` does."""
+class _Located:
+    """Where keys are in a YAML file, to turn a line of a key's text into a file line."""
+
+    def __init__(self, text: str, lines: dict[tuple[str | int, ...], int]) -> None:
+        self.file_lines = text.splitlines()
+        self.lines = lines
+
+    def file_line(self, path: tuple[str | int, ...], line: int) -> int | None:
+        key_line = self.lines.get(path)
+        if key_line is None:
+            return None
+        if line == 0:
+            return key_line
+        own = self.file_lines[key_line - 1] if key_line <= len(self.file_lines) else ""
+        block = re.search(r":\s*[|>][-+0-9]*\s*(#.*)?$", own) is not None
+        return key_line + line if block else key_line + line - 1
+
+
+def _key_path(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def prompt_from_document(
+    raw: Any, source: str = "<prompt>", located: _Located | None = None
+) -> PromptSpec:
+    """Validate an already-parsed prompt document (a mapping), as ``parse_prompt`` does:
+    its keys, then its templates against the variables it declares."""
     if not isinstance(raw, dict):
         raise BadInput(f"{source}: a prompt file is a mapping with name, version, model, ...")
     try:
-        return PromptSpec.model_validate(raw)
+        spec = PromptSpec.model_validate(raw)
     except ValidationError as exc:
         raise BadInput(_format_errors(source, exc)) from None
+    problems = spec.problems()
+    if problems:
+        out = []
+        for path, line, message in problems[:50]:
+            where = _key_path(path)
+            at = located.file_line(path, line) if located else None
+            if line:
+                where += f", line {line}" + (f" (file line {at})" if at else "")
+            elif at:
+                where += f" (line {at})"
+            out.append(f"{source}: {where}: {message}")
+        if len(problems) > 50:
+            out.append(f"{source}: and {len(problems) - 50} more")
+        raise BadInput("\n".join(out), hint=_declare_hint(problems))
+    return spec
+
+
+def _declare_hint(problems: list[tuple[tuple[str | int, ...], int, str]]) -> str | None:
+    names = sorted({m.split("'")[1] for _, _, m in problems if "variables: does not declare" in m})
+    if not names:
+        return None
+    return "declare them, e.g. variables: {" + ", ".join(f"{n}: null" for n in names) + "}"
 
 
 def load_prompt_file(path: Path) -> PromptSpec:

@@ -231,6 +231,9 @@ class RunSpec:
     max_tokens: int
     system_prompt: str
     tests: list[dict[str, Any]]
+    #: the template's few-shot turns and declared variables (with defaults)
+    messages: list[dict[str, str]]
+    variables: dict[str, Any] | None
     #: the production version's latest results, for the regression check (None: nothing
     #: in production, or this version is the production version).
     baseline_version: str | None
@@ -264,6 +267,8 @@ async def run_spec(session: AsyncSession, deps: Deps, run_id: int) -> RunSpec:
         max_tokens=version.max_tokens,
         system_prompt=version.system_prompt,
         tests=list(version.content.get("tests", [])),
+        messages=list(version.content.get("messages") or []),
+        variables=version.content.get("variables"),
         baseline_version=baseline_version,
         baseline_results=baseline_results,
     )

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM
 from promptship.domain.lifecycle import soak_cycles, soak_next_steps
+from promptship.domain.template import Rendered, render_prompt
 from promptship.errors import NotFound
 from promptship.services import deployments, findings, outbox, registry, rollbacks
 from promptship.services.deps import Deps
@@ -73,6 +74,13 @@ class Side:
     temperature: float
     max_tokens: int
     system_prompt: str
+    #: the template's few-shot turns and declared variables (with defaults)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    variables: dict[str, Any] | None = None
+
+    def render(self, vars: dict[str, Any] | None) -> Rendered:
+        """This version's prompt for one sample's vars (MissingVariable, RenderError)."""
+        return render_prompt(self.system_prompt, self.messages, self.variables, vars)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ class Sample:
     #: a logged answer, and which version gave it; reused instead of calling that version
     output: str | None = None
     version: str | None = None
+    #: the template vars the app rendered the prompt with; both sides render with them
+    vars: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +236,8 @@ def _side(version: PromptVersion) -> Side:
         version.temperature,
         version.max_tokens,
         version.system_prompt,
+        list(version.content.get("messages") or []),
+        version.content.get("variables"),
     )
 
 
@@ -248,7 +260,9 @@ async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int
             baseline = await registry.get_version_by_id(session, pointer.version_id)
 
     if baseline is None:
-        samples = [Sample(c["input"]) for c in candidate.content.get("tests", [])]
+        samples = [
+            Sample(c["input"], vars=c.get("vars")) for c in candidate.content.get("tests", [])
+        ]
     else:
         query = select(TrafficSample).where(
             TrafficSample.prompt_id == prompt.id, TrafficSample.environment == envs.production
@@ -262,7 +276,7 @@ async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int
                 )
             )
         ).all()
-        samples = [Sample(r.input, r.output, r.version) for r in rows]
+        samples = [Sample(r.input, r.output, r.version, r.vars) for r in rows]
     return CycleSpec(
         soak_id=soak.id,
         cycle=cycle,

@@ -1,6 +1,8 @@
 """One soak cycle: replay sampled production queries on both versions, score the pairs.
 
-A logged answer is reused for the version that gave it, so a cycle over traffic logged with
+Both versions are rendered with the vars the app logged with the query (a template's
+defaults fill the rest; a sample whose vars do not render a side counts as errored). A logged
+answer is reused for the version that gave it, so a cycle over traffic logged with
 its production output calls the model once per query instead of twice. Calls run under a
 concurrency limit with the provider SDK's own retries; the scorer batches every pair of the
 cycle into one pass in its worker thread.
@@ -12,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from promptship.errors import PromptshipError
+from promptship.errors import BadInput, PromptshipError
 from promptship.services.soaks import CycleResult, CycleSpec, Sample, Side
 from promptship.validation.providers import Provider, ProviderError, make_provider
 from promptship.validation.scoring import Scorer
@@ -43,12 +45,13 @@ async def run_cycle(
     async def answer(side: Side, sample: Sample) -> str:
         if sample.output is not None and sample.version == side.version:
             return sample.output
+        rendered = side.render(sample.vars)  # both sides with the vars the app used
         async with limit:
             result.model_calls += 1
             completion = await opened[side.provider].complete(
                 model=side.model,
-                system=side.system_prompt,
-                user=sample.input,
+                system=rendered.system,
+                messages=rendered.conversation(sample.input),
                 temperature=side.temperature,
                 max_tokens=side.max_tokens,
             )
@@ -60,7 +63,7 @@ async def run_cycle(
             if spec.baseline is None:
                 return None
             return candidate, await answer(spec.baseline, sample)
-        except ProviderError:
+        except (ProviderError, BadInput):  # no answer, or the sample's vars do not render
             result.errored += 1
             return None
 

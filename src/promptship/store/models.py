@@ -203,6 +203,9 @@ class ValidationRun(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    #: what the run did differently from the version's settings, and why: e.g. a
+    #: temperature the provider refuses for the model, not sent (migration 0010)
+    notes: Mapped[list[Any] | None]
     #: the worker executing the run, and when it last said so; a stale heartbeat means
     #: the worker died and the run is marked interrupted.
     owner: Mapped[str | None] = mapped_column(String(128))
@@ -242,6 +245,8 @@ class TrafficSample(Base):
     output: Mapped[str | None] = mapped_column(Text)
     version: Mapped[str | None] = mapped_column(String(128))
     at: Mapped[datetime]
+    #: the template vars the app rendered this query's prompt with (migration 0010)
+    vars: Mapped[dict[str, Any] | None]
 
 
 class AuditEvent(Base):

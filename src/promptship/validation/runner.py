@@ -20,6 +20,7 @@ from typing import Any
 from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import RunState
 from promptship.domain.promptfile import TestCase
+from promptship.domain.template import render_prompt
 from promptship.errors import BadInput
 from promptship.services import Promptship
 from promptship.services.views import RunView
@@ -70,9 +71,10 @@ ProviderFactory = Callable[..., Provider]
 
 
 def _case_key(case: dict[str, Any]) -> str:
-    return json.dumps(
-        [case.get("input"), case.get("type"), case.get("expected")], sort_keys=True, default=str
-    )
+    key = [case.get("input"), case.get("type"), case.get("expected")]
+    if case.get("vars"):
+        key.append(case["vars"])
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def regressions(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | None) -> list[str]:
@@ -173,12 +175,21 @@ class SuiteRunner:
                 on_progress(progress)
 
         async def ask(index: int, case: TestCase) -> None:
+            try:
+                rendered = render_prompt(
+                    spec.system_prompt, spec.messages, spec.variables, case.vars
+                )
+            except BadInput as exc:  # pushed before its vars were checked, or a filter failed
+                results[index] = _result(case, None, error=f"cannot render: {exc.message}")
+                progress.errored += 1
+                report()
+                return
             async with limit:
                 try:
                     completion = await provider.complete(
                         model=spec.model,
-                        system=spec.system_prompt,
-                        user=case.input,
+                        system=rendered.system,
+                        messages=rendered.conversation(case.input),
                         temperature=spec.temperature,
                         max_tokens=spec.max_tokens,
                     )
@@ -257,7 +268,7 @@ class SuiteRunner:
 def _result(
     case: TestCase, completion: Completion | None, *, verdict: Any = None, error: str | None = None
 ) -> dict[str, Any]:
-    return {
+    result = {
         "input": case.input,
         "type": case.type.value,
         "expected": case.expected,
@@ -271,6 +282,9 @@ def _result(
         "input_tokens": completion.input_tokens if completion else None,
         "output_tokens": completion.output_tokens if completion else None,
     }
+    if case.vars:
+        result["vars"] = case.vars
+    return result
 
 
 class ValidationWorker:

@@ -24,7 +24,13 @@ class AnthropicProvider:
         self._client = anthropic.AsyncAnthropic(max_retries=max_retries, timeout=timeout)
 
     async def complete(
-        self, *, model: str, system: str, user: str, temperature: float, max_tokens: int
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[dict[str, str]],
+        temperature: float,
+        max_tokens: int,
     ) -> Completion:
         started = time.perf_counter()
         try:
@@ -32,7 +38,7 @@ class AnthropicProvider:
                 message = await self._client.messages.create(
                     model=model,
                     system=system,
-                    messages=[{"role": "user", "content": user}],
+                    messages=messages,  # type: ignore[arg-type]
                     max_tokens=max_tokens,
                 )
         except TimeoutError:

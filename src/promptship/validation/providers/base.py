@@ -12,6 +12,9 @@ class Completion:
     input_tokens: int | None
     output_tokens: int | None
     latency_ms: float
+    #: what the call did differently from what was asked, for the run's record (e.g. a
+    #: setting the provider refuses for this model, not sent)
+    notes: tuple[str, ...] = ()
 
 
 class ProviderError(Exception):
@@ -22,7 +25,16 @@ class Provider(Protocol):
     name: str
 
     async def complete(
-        self, *, model: str, system: str, user: str, temperature: float, max_tokens: int
-    ) -> Completion: ...
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[dict[str, str]],
+        temperature: float,
+        max_tokens: int,
+    ) -> Completion:
+        """One answer to ``messages`` (the few-shot turns and the user's, last), under
+        ``system``."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -24,17 +24,20 @@ class OpenAICompatibleProvider:
         )
 
     async def complete(
-        self, *, model: str, system: str, user: str, temperature: float, max_tokens: int
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: list[dict[str, str]],
+        temperature: float,
+        max_tokens: int,
     ) -> Completion:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._client.chat.completions.create(
                     model=model,
-                    messages=[
-                        {"role": "system", "content": system},
-                        {"role": "user", "content": user},
-                    ],
+                    messages=[{"role": "system", "content": system}, *messages],  # type: ignore[list-item]
                     temperature=temperature,
                     max_tokens=max_tokens,
                 )

@@ -1,0 +1,210 @@
+"""Prompt templates: a version's ``system_prompt`` and ``messages`` are Jinja2 templates
+rendered with the variables it declares (``{{ customer_name }}``, ``{% if plan == "pro" %}``).
+
+Rendering runs in Jinja2's immutable sandbox with strict undefined: a template cannot reach
+Python internals or change its inputs, and a variable that was neither given nor has a
+default is an error naming it, never an empty string. Jinja2's syntax is Nunjucks', so
+promptfoo templates carry over. The sandbox also bounds what a template can build: repeated
+strings and ranges are capped (``MAX_RENDERED_CHARS``), so a template cannot exhaust memory.
+
+Checks at push (:func:`template_problems`) parse each template and name the line of every
+variable it uses that the version does not declare.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from promptship.errors import BadInput
+
+VARIABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_VARIABLES = 64
+MAX_RENDERED_CHARS = 1_000_000
+#: the text that marks template syntax; a text without any is its own rendering
+_SYNTAX = ("{{", "{%", "{#")
+
+
+class MissingVariable(BadInput):
+    """A template needs a variable that was not given and has no default."""
+
+    def __init__(self, names: Sequence[str], where: str = "") -> None:
+        self.names = list(names)
+        shown = ", ".join(self.names)
+        plural = "s" if len(self.names) > 1 else ""
+        prefix = f"{where}: " if where else ""
+        super().__init__(
+            f"{prefix}missing variable{plural} {shown}",
+            hint=f"pass {', '.join(f'{n}=...' for n in self.names)} (no default is declared)",
+        )
+
+
+class RenderError(BadInput):
+    """A template failed while rendering (a filter on the wrong type, a limit reached)."""
+
+
+class _Bounded(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with ``*`` and ``**`` checked so ``{{ "x" * 10**9 }}`` is
+    refused instead of built."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise SecurityError("an exponent over 64 is not allowed in a template")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    if len(seq) * times > MAX_RENDERED_CHARS:
+                        raise SecurityError(
+                            f"a repeated value over {MAX_RENDERED_CHARS:,} characters"
+                        )
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _Bounded(
+    undefined=StrictUndefined,
+    autoescape=False,  # prompts are text, not HTML
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    """Why a template cannot be pushed: where (1-based line of the template) and what."""
+
+    line: int
+    message: str
+    variable: str | None = None
+
+
+def is_template(text: str) -> bool:
+    return any(mark in text for mark in _SYNTAX)
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(text: str) -> Any:
+    return _ENV.from_string(text)
+
+
+def template_problems(text: str, declared: Sequence[str]) -> list[TemplateProblem]:
+    """What stops ``text`` from rendering with the ``declared`` variables: a syntax error,
+    or each undeclared variable it reads (once, at its first line)."""
+    if not is_template(text):
+        return []
+    try:
+        tree = _ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        return [TemplateProblem(exc.lineno or 1, f"not a valid template: {exc.message}")]
+    undeclared = meta.find_undeclared_variables(tree) - set(declared)
+    problems = []
+    for name in sorted(undeclared, key=lambda n: (_first_line(tree, n), n)):
+        problems.append(
+            TemplateProblem(
+                _first_line(tree, name),
+                f"uses the variable {name!r}, which variables: does not declare",
+                variable=name,
+            )
+        )
+    return problems
+
+
+def _first_line(tree: nodes.Template, name: str) -> int:
+    lines = [n.lineno for n in tree.find_all(nodes.Name) if n.name == name and n.ctx == "load"]
+    return min(lines, default=1)
+
+
+def variables_used(text: str) -> set[str]:
+    """Every variable ``text`` reads (empty when it is not a template or does not parse)."""
+    if not is_template(text):
+        return set()
+    try:
+        return set(meta.find_undeclared_variables(_ENV.parse(text)))
+    except TemplateSyntaxError:
+        return set()
+
+
+def resolve(declared: Mapping[str, Any] | None, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values a rendering uses: each declared variable's given value, else its default.
+    Variables given but not declared are ignored (an app may pass a superset across
+    versions). Raises MissingVariable naming every declared variable with neither."""
+    declared = declared or {}
+    given = given or {}
+    values: dict[str, Any] = {}
+    missing = []
+    for name, default in declared.items():
+        if name in given and given[name] is not None:
+            values[name] = given[name]
+        elif default is not None:
+            values[name] = default
+        else:
+            missing.append(name)
+    if missing:
+        raise MissingVariable(missing)
+    return values
+
+
+def render(text: str, values: Mapping[str, Any], where: str = "") -> str:
+    """``text`` rendered with ``values`` (already resolved)."""
+    if not is_template(text):
+        return text
+    try:
+        out: str = _compile(text).render(**values)
+    except UndefinedError as exc:
+        # declared variables are all in ``values``: this is a name the template reads that
+        # was never declared (a version pushed before templates were checked), or an
+        # attribute of a value that it lacks
+        raise RenderError(f"{where + ': ' if where else ''}{exc.message}") from None
+    except SecurityError as exc:
+        raise RenderError(f"{where + ': ' if where else ''}refused: {exc}") from None
+    except TemplateSyntaxError as exc:
+        raise RenderError(
+            f"{where + ': ' if where else ''}line {exc.lineno}: not a valid template: {exc.message}"
+        ) from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise RenderError(f"{where + ': ' if where else ''}cannot render: {exc}") from None
+    if len(out) > MAX_RENDERED_CHARS:
+        raise RenderError(
+            f"{where + ': ' if where else ''}renders to {len(out):,} characters; the limit "
+            f"is {MAX_RENDERED_CHARS:,}"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A prompt ready to send: the system text and the turns that come before the user's."""
+
+    system: str
+    messages: list[dict[str, str]]
+
+    def conversation(self, user: str) -> list[dict[str, str]]:
+        """The messages to send for one user turn: the few-shot turns, then ``user``."""
+        return [*self.messages, {"role": "user", "content": user}]
+
+
+def render_prompt(
+    system_prompt: str,
+    messages: Sequence[Mapping[str, str]] | None,
+    declared: Mapping[str, Any] | None,
+    given: Mapping[str, Any] | None,
+) -> Rendered:
+    """A version rendered for one set of vars. Raises MissingVariable or RenderError."""
+    values = resolve(declared, given)
+    return Rendered(
+        system=render(system_prompt, values, "system_prompt"),
+        messages=[
+            {
+                "role": str(m["role"]),
+                "content": render(str(m["content"]), values, f"messages[{i}]"),
+            }
+            for i, m in enumerate(messages or ())
+        ],
+    )

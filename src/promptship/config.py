@@ -11,7 +11,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -100,6 +100,14 @@ _GROUP_ID = re.compile(r"S[A-Z0-9]{2,31}")
 def is_email(text: str) -> bool:
     """Whether a roles entry is an e-mail address (resolved to a Slack user when used)."""
     return len(text) <= 254 and bool(_EMAIL.fullmatch(text))
+
+
+class JudgePolicy(_Strict):
+    """The model that grades ``llm-rubric`` cases: it answers a strict JSON verdict."""
+
+    provider: Literal["anthropic", "openai-compatible"] = "anthropic"
+    model: str = Field(min_length=1, max_length=200)
+    max_tokens: int = Field(512, ge=16, le=8192)
 
 
 class RolesPolicy(_Strict):
@@ -208,6 +216,11 @@ class Policy(_Strict):
     #: reject, override regressions and roll back production. For a single-person trial only:
     #: anyone with a shell could then decide as anyone.
     local_decisions: bool = False
+    #: the model that grades ``llm-rubric`` cases; a suite with one fails to run without it
+    judge: JudgePolicy | None = None
+    #: remove a reasoning block (``<think>…</think>``, as reasoning models served by Ollama
+    #: or vLLM emit) from an answer before its assertions are checked
+    strip_reasoning: bool = True
 
     @field_validator("drift_watch")
     @classmethod

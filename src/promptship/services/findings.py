@@ -99,6 +99,7 @@ async def finish_run(
     error: str | None = None,
     owner: str | None = None,
     roles: frozenset[str] = frozenset(),
+    notes: Sequence[str] = (),
 ) -> RunView:
     """Record a run's case results; errored cases (``error`` set) never count as passed.
     A ``regression_override`` given with the results is an approver's decision too."""
@@ -119,6 +120,7 @@ async def finish_run(
     run.regressions = list(regressions)
     run.regression_override = regression_override
     run.error = error
+    run.notes = list(notes) or None
     run.finished_at = deps.clock.now()
     await session.flush()
     await identities.record(
@@ -137,6 +139,7 @@ async def finish_run(
             "errored": errored,
             "regressions": len(regressions),
             "regression_override": regression_override,
+            **({"notes": list(notes)} if notes else {}),
         },
     )
     waiting = (

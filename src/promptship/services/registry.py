@@ -214,6 +214,7 @@ def run_view(run: ValidationRun) -> RunView:
         regressions=list(run.regressions),
         regression_override=run.regression_override,
         error=run.error,
+        notes=list(run.notes or []),
     )
 
 

@@ -42,6 +42,8 @@ class RunView(View):
     regressions: list[str]
     regression_override: str | None
     error: str | None
+    #: what the run did differently from the version's settings, and why
+    notes: list[str] = []
 
 
 class RunDetail(RunView):

@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 
-from promptship.domain.promptfile import AssertionType, TestCase
+from promptship.domain.promptfile import LIST_TYPES, AssertionType, TestCase
 from promptship.domain.safe_load import load_yaml
 from promptship.errors import BadInput
 from promptship.validation.scoring import Scorer
@@ -42,19 +42,30 @@ def _parse_json(got: str) -> Any:
 def check_text(case: TestCase, got: str) -> AssertionResult:
     """Every assertion type but ``score``."""
     kind, expected = case.type, case.expected
-    if kind is AssertionType.JSON_SCHEMA:
+    if kind in (AssertionType.JSON_SCHEMA, AssertionType.IS_JSON):
         try:
             document = _parse_json(got)
         except json.JSONDecodeError as exc:
             return AssertionResult(False, detail=f"not valid JSON: {exc.msg} at position {exc.pos}")
         except RecursionError:  # a model can answer with anything, 100,000 brackets included
             return AssertionResult(False, detail="not valid JSON: nested too deep to read")
+        if expected is None:  # is-json without a schema: any valid JSON
+            return AssertionResult(True)
+        assert isinstance(expected, dict)
         try:
             jsonschema.validate(document, expected)
         except jsonschema.ValidationError as exc:
             return AssertionResult(False, detail=f"JSON does not match the schema: {exc.message}")
         return AssertionResult(True)
+    if kind in LIST_TYPES:
+        assert isinstance(expected, list)
+        return _check_list(kind, expected, got)
     assert isinstance(expected, str)
+    if kind is AssertionType.STARTS_WITH:
+        ok = got.lstrip().startswith(expected)
+        return AssertionResult(
+            ok, detail="" if ok else f"expected the answer to start with {_short(expected)}"
+        )
     if kind is AssertionType.CONTAINS:
         ok = expected in got
         return AssertionResult(
@@ -79,7 +90,25 @@ def check_text(case: TestCase, got: str) -> AssertionResult:
         return AssertionResult(
             ok, detail="" if ok else f"no match for the pattern {_short(expected)}"
         )
-    raise ValueError(f"{kind} needs a scorer")
+    raise ValueError(f"{kind} needs a scorer or a judge")
+
+
+def _check_list(kind: AssertionType, expected: list[str], got: str) -> AssertionResult:
+    folded = kind in (AssertionType.ICONTAINS_ANY, AssertionType.ICONTAINS_ALL)
+    text = got.casefold() if folded else got
+    found = [item for item in expected if (item.casefold() if folded else item) in text]
+    case_note = " (any case)" if folded else ""
+    if kind in (AssertionType.CONTAINS_ANY, AssertionType.ICONTAINS_ANY):
+        ok = bool(found)
+        listed = ", ".join(_short(item, 40) for item in expected[:10])
+        more = f" and {len(expected) - 10} more" if len(expected) > 10 else ""
+        why = f"expected the answer to contain one of {listed}{more}{case_note}"
+        return AssertionResult(ok, detail="" if ok else why)
+    missing = [item for item in expected if item not in found]
+    listed = ", ".join(_short(item, 40) for item in missing[:10])
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    why = f"the answer lacks {listed}{more}{case_note}"
+    return AssertionResult(not missing, detail="" if not missing else why)
 
 
 async def check(case: TestCase, got: str, scorer: Scorer | None = None) -> AssertionResult:

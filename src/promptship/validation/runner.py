@@ -19,12 +19,13 @@ from typing import Any
 
 from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import RunState
-from promptship.domain.promptfile import TestCase
+from promptship.domain.promptfile import AssertionType, TestCase
 from promptship.domain.template import render_prompt
 from promptship.errors import BadInput
 from promptship.services import Promptship
 from promptship.services.views import RunView
 from promptship.validation.assertions import check_many
+from promptship.validation.judge import Graded, Judge
 from promptship.validation.providers import make_provider
 from promptship.validation.providers.base import Completion, Provider, ProviderError
 from promptship.validation.scoring import Scorer, get_scorer
@@ -68,6 +69,16 @@ class RunnerSettings:
 
 
 ProviderFactory = Callable[..., Provider]
+
+
+@dataclass
+class _Calls:
+    """What a run calls: the version's model, the judge for llm-rubric cases, and the notes
+    the calls leave for the run's record."""
+
+    provider: Provider
+    judge: Judge | None
+    notes: set[str]
 
 
 def _case_key(case: dict[str, Any]) -> str:
@@ -136,9 +147,21 @@ class SuiteRunner:
                 run_id, [], error=exc.message, owner=self.owner
             )
         cases = [TestCase.model_validate(t) for t in spec.tests]
+        judge: Judge | None = None
+        if any(case.type is AssertionType.LLM_RUBRIC for case in cases):
+            try:
+                judge = self._judge()
+            except BadInput as exc:  # no judge in the policy, or its provider unconfigured
+                await provider.aclose()
+                return await self.core.finish_validation_run(
+                    run_id, [], error=exc.message, owner=self.owner
+                )
         progress = Progress(total=len(cases))
+        notes: set[str] = set()
         try:
-            results = await self._run_cases(run_id, spec, provider, cases, progress, on_progress)
+            results = await self._run_cases(
+                run_id, spec, _Calls(provider, judge, notes), cases, progress, on_progress
+            )
         except asyncio.CancelledError:
             if self.shutting_down:  # the next worker (a replica, or this one restarted) runs it
                 await asyncio.shield(self.core.hand_back_validation_run(run_id, self.owner))
@@ -150,18 +173,32 @@ class SuiteRunner:
             raise
         finally:
             await provider.aclose()
+            if judge is not None:
+                await judge.provider.aclose()
         if results is None:  # the run was cancelled or taken over elsewhere
             return await self.core.validation_run(run_id)
         found = regressions(results, spec.baseline_results)
         return await self.core.finish_validation_run(
-            run_id, results, regressions=found, owner=self.owner
+            run_id, results, regressions=found, owner=self.owner, notes=sorted(notes)
         )
+
+    def _judge(self) -> Judge:
+        policy = self.core.policy.judge
+        if policy is None:
+            raise BadInput(
+                "the suite has llm-rubric cases, and promptship.yaml names no judge to grade them",
+                hint="add judge: {provider: anthropic, model: MODEL} to promptship.yaml",
+            )
+        provider = self._provider_factory(
+            policy.provider, timeout=self.settings.timeout, max_retries=self.settings.max_retries
+        )
+        return Judge(provider, policy.model, policy.max_tokens)
 
     async def _run_cases(
         self,
         run_id: int,
         spec: Any,
-        provider: Provider,
+        calls: _Calls,
         cases: list[TestCase],
         progress: Progress,
         on_progress: Callable[[Progress], None] | None,
@@ -186,7 +223,7 @@ class SuiteRunner:
                 return
             async with limit:
                 try:
-                    completion = await provider.complete(
+                    completion = await calls.provider.complete(
                         model=spec.model,
                         system=rendered.system,
                         messages=rendered.conversation(case.input),
@@ -198,7 +235,24 @@ class SuiteRunner:
                     progress.errored += 1
                     report()
                     return
-            await answered.put((index, completion))
+            calls.notes.update(completion.notes)
+            if case.type is not AssertionType.LLM_RUBRIC:
+                await answered.put((index, completion))
+                return
+            assert calls.judge is not None
+            async with limit:  # the judge's call shares the run's concurrency
+                graded = await calls.judge.grade(case, completion.text)
+            calls.notes.update(f"judge: {note}" for note in graded.notes)
+            results[index] = _result(
+                case, completion, verdict=graded.verdict, error=graded.error, judged=graded
+            )
+            if graded.error:
+                progress.errored += 1
+            elif graded.verdict is not None and graded.verdict.passed:
+                progress.passed += 1
+            else:
+                progress.failed += 1
+            report()
 
         async def score() -> None:
             while True:
@@ -266,7 +320,12 @@ class SuiteRunner:
 
 
 def _result(
-    case: TestCase, completion: Completion | None, *, verdict: Any = None, error: str | None = None
+    case: TestCase,
+    completion: Completion | None,
+    *,
+    verdict: Any = None,
+    error: str | None = None,
+    judged: Graded | None = None,
 ) -> dict[str, Any]:
     result = {
         "input": case.input,
@@ -284,6 +343,8 @@ def _result(
     }
     if case.vars:
         result["vars"] = case.vars
+    if judged is not None:
+        result["judge"] = judged.record()
     return result
 
 

@@ -3,6 +3,7 @@ through these)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -90,7 +91,10 @@ class RunUseCases(RegistryUseCases):
         *,
         error: str | None = None,
         owner: str | None = None,
+        notes: Sequence[str] = (),
     ) -> RunView:
+        """Record a run's results. ``notes`` say what the run did differently from the
+        version's settings (a setting the provider refuses for the model, not sent)."""
         roles = await self.roles.roles_of(actor.id) if regression_override is not None else None
         async with self.db.transaction() as session:
             return await findings.finish_run(
@@ -104,6 +108,7 @@ class RunUseCases(RegistryUseCases):
                 error,
                 owner,
                 roles or frozenset(),
+                notes,
             )
 
     async def override_regressions(

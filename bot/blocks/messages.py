@@ -111,6 +111,8 @@ def run_message(prompt: str, version: str, run: RunView, failures: list[dict[str
     blocks: list[Block] = [section(head)]
     if run.error:
         blocks.append(section(f"*Run failed:* {escape(run.error)}"))
+    if run.notes:
+        blocks.append(context("; ".join(f"note: {escape(n)}" for n in run.notes[:5])))
     for f in failures[:10]:
         kind = "errored" if f.get("errored") else str(f.get("type"))
         blocks.append(

@@ -274,6 +274,8 @@ def print_run(run: RunDetail, minimum: float) -> None:
         f"{run.prompt} {run.version}: pass rate {rate:.0%} ({run.passed} passed, {run.failed} failed, "
         f"{run.errored} errored) — {verdict} the staging gate (≥ {minimum:.0%})"
     )
+    for note in run.notes:
+        out.print(f"[yellow]note:[/] {escape(note)}")
     if run.regressions:
         label = "overridden" if run.regression_override else "[red]block the gate[/]"
         out.print(f"{len(run.regressions)} regression(s) against production ({label}):")

@@ -14,6 +14,7 @@ variable it uses that the version does not declare.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -208,3 +209,23 @@ def render_prompt(
             for i, m in enumerate(messages or ())
         ],
     )
+
+
+def template_text(
+    system_prompt: str,
+    messages: Sequence[Mapping[str, str]] | None,
+    variables: Mapping[str, Any] | None,
+) -> str:
+    """A version's templates as one text to read and diff: the system prompt, then (when
+    there are any) each few-shot turn and each variable with its default."""
+    parts = [system_prompt.rstrip("\n")]
+    if messages:
+        parts.append("── messages ──")
+        parts.extend(f"[{m['role']}] {m['content']}".rstrip("\n") for m in messages)
+    if variables:
+        parts.append("── variables ──")
+        parts.extend(
+            f"{name} (required)" if default is None else f"{name} = {json.dumps(default)}"
+            for name, default in variables.items()
+        )
+    return "\n".join(parts) + ("\n" if system_prompt.endswith("\n") or len(parts) > 1 else "")

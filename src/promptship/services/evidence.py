@@ -89,7 +89,10 @@ async def gather(
     if production is not None and production.id != version.id:
         # off the event loop: a long prompt's diff must not stall every other request
         diff = await asyncio.to_thread(
-            prompt_diff, production.version, production.system_prompt, version.system_prompt
+            prompt_diff,
+            production.version,
+            registry.reviewed_text(production),
+            registry.reviewed_text(version),
         )
     run = await registry.latest_run(session, version)
     tests = await _tests(session, deps, prompt, version, run) if run is not None else None

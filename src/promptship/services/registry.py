@@ -20,6 +20,7 @@ from promptship.domain.promptfile import (
     content_hash,
     semver_key,
 )
+from promptship.domain.template import template_text
 from promptship.errors import Conflict, NotFound
 from promptship.services import identities
 from promptship.services.deps import Deps
@@ -261,6 +262,14 @@ async def detail(session: AsyncSession, prompt: Prompt, version: PromptVersion) 
 _SETTINGS = ("model", "provider", "temperature", "max_tokens", "description")
 
 
+def reviewed_text(version: PromptVersion) -> str:
+    """What a reviewer reads of a version's prompt: the system template, then its few-shot
+    turns and its variables when it has them, as lines a diff can compare."""
+    return template_text(
+        version.system_prompt, version.content.get("messages"), version.content.get("variables")
+    )
+
+
 def _case_label(case: dict[str, Any]) -> str:
     return f"{case.get('type')}: {case.get('input')!r} → {case.get('expected')!r}"
 
@@ -274,8 +283,8 @@ def diff(name: str, old: PromptVersion, new: PromptVersion) -> VersionDiff:
     ]
     text = "".join(
         linediff.unified(  # bounded: difflib's own diff is cubic on repeated lines
-            old.system_prompt.splitlines(),
-            new.system_prompt.splitlines(),
+            reviewed_text(old).splitlines(),
+            reviewed_text(new).splitlines(),
             fromfile=f"{name} {old.version}",
             tofile=f"{name} {new.version}",
         )

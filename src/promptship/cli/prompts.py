@@ -105,9 +105,21 @@ def show(name: str, version: Annotated[str | None, typer.Argument()] = None) -> 
         )
     out.print("\n[bold]system prompt[/]")
     out.print(detail.system_prompt, markup=False)
+    if detail.messages:
+        out.print(f"\n[bold]messages[/] ({len(detail.messages)}, before the user's)")
+        for turn in detail.messages:
+            out.print(f"  [{turn['role']}] {turn['content']}", markup=False)
+    if detail.variables:
+        out.print("\n[bold]variables[/]")
+        for name, default in detail.variables.items():
+            shown = "required" if default is None else f"default {default!r}"
+            out.print(f"  {name}: {shown}", markup=False)
     out.print(f"\n[bold]tests[/] ({len(detail.tests)})")
     for case in detail.tests:
-        out.print(f"  {case['type']}: {case['input']!r} → {case['expected']!r}", markup=False)
+        given = f" with {case['vars']!r}" if case.get("vars") else ""
+        out.print(
+            f"  {case['type']}: {case['input']!r}{given} → {case.get('expected')!r}", markup=False
+        )
 
 
 @app.command()

@@ -255,6 +255,8 @@ async def detail(session: AsyncSession, prompt: Prompt, version: PromptVersion) 
         description=version.content.get("description"),
         tests=list(version.content.get("tests", [])),
         environments=sorted(envs),
+        variables=dict(version.content.get("variables") or {}),
+        messages=list(version.content.get("messages") or []),
         latest_run=run_view(run) if run else None,
     )
 

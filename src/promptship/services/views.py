@@ -62,6 +62,9 @@ class VersionDetail(VersionSummary):
     description: str | None
     tests: list[dict[str, Any]]
     environments: list[str]  # where this version is active now
+    #: the template's variables and their defaults (null: required), and few-shot turns
+    variables: dict[str, Any] = {}
+    messages: list[dict[str, str]] = []
     latest_run: RunView | None
 
 

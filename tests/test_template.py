@@ -1,0 +1,103 @@
+"""Prompt templates: rendering with declared variables and defaults, the checks push makes
+(undeclared variables and syntax errors with their lines), and the sandbox's bounds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from promptship.domain.promptfile import parse_prompt
+from promptship.domain.template import (
+    MissingVariable,
+    RenderError,
+    render,
+    render_prompt,
+    resolve,
+    template_problems,
+)
+from promptship.errors import BadInput
+
+NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True).filter(
+    lambda n: n not in {"true", "false", "none", "and", "or", "not", "in", "is", "if", "else"}
+)
+
+
+def prompt(system: str, variables: str = "", extra: str = "") -> str:
+    return (
+        'name: support\nversion: "1.0.0"\nmodel: m\n'
+        + (f"variables: {variables}\n" if variables else "")
+        + f"system_prompt: |\n{''.join('  ' + line + chr(10) for line in system.splitlines())}"
+        + extra
+    )
+
+
+def test_defaults_fill_what_is_not_given_and_extras_are_ignored() -> None:
+    rendered = render_prompt(
+        "Helping {{ customer_name }} on {{ plan }}.",
+        [{"role": "assistant", "content": "Hi {{ customer_name }}"}],
+        {"customer_name": None, "plan": "free"},
+        {"customer_name": "Ann", "unused": 1},
+    )
+    assert rendered.system == "Helping Ann on free."
+    assert rendered.conversation("Help!") == [
+        {"role": "assistant", "content": "Hi Ann"},
+        {"role": "user", "content": "Help!"},
+    ]
+
+
+def test_a_missing_variable_is_named() -> None:
+    with pytest.raises(MissingVariable, match="missing variables customer_name, region") as err:
+        resolve({"customer_name": None, "plan": "free", "region": None}, {"plan": "pro"})
+    assert err.value.names == ["customer_name", "region"]
+    assert "customer_name=..." in (err.value.hint or "")
+
+
+def test_push_names_file_key_line_and_variable() -> None:
+    text = prompt("Hello {{ customer_name }}.\nYou are on {{ plann }}.", "{customer_name: null}")
+    with pytest.raises(BadInput) as err:
+        parse_prompt(text, "prompts/support.yaml")
+    assert err.value.message == (
+        "prompts/support.yaml: system_prompt, line 2 (file line 7): uses the variable 'plann', "
+        "which variables: does not declare"
+    )
+    assert err.value.hint == "declare them, e.g. variables: {plann: null}"
+
+
+def test_a_template_that_does_not_parse_is_refused_with_its_line() -> None:
+    with pytest.raises(BadInput, match=r"system_prompt, line 3 .*not a valid template"):
+        parse_prompt(prompt("a\nb\n{% if plan %}unclosed", "{plan: free}"), "p.yaml")
+
+
+def test_the_content_hash_covers_the_template_not_a_rendering() -> None:
+    one = parse_prompt(prompt("Hi {{ name }}", "{name: Ann}"))
+    other = parse_prompt(prompt("Hi {{ name }}", "{name: Bob}"))
+    same_text = parse_prompt(prompt("Hi Ann", ""))
+    assert one.render().system == same_text.render().system == "Hi Ann\n"
+    assert len({one.content_hash, other.content_hash, same_text.content_hash}) == 3
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ 'x' * 100000000 }}",
+        "{{ 2 ** 100000 }}",
+        "{% for i in range(10000000) %}x{% endfor %}",
+    ],
+)
+def test_the_sandbox_refuses_escapes_and_huge_output(source: str) -> None:
+    with pytest.raises(RenderError):
+        render(source, {})
+
+
+@given(st.dictionaries(NAMES, st.text(max_size=20), max_size=5), st.sets(NAMES, max_size=5))
+def test_problems_are_exactly_the_undeclared_variables(
+    values: dict[str, str], declared: set[str]
+) -> None:
+    source = " ".join(f"{{{{ {name} }}}}" for name in values)
+    problems = template_problems(source, sorted(declared))
+    assert {p.variable for p in problems} == set(values) - declared
+    if not problems and values:
+        assert render(source, values) == " ".join(values.values())

@@ -6,7 +6,8 @@ server sends. The prompt's ``temperature`` is sent, so the suite runs as product
 SDK 2.x has no parameter for it, so it goes in the request body. A model whose API refuses
 sampling parameters answers 400 to it: that refusal is recognised, the model remembered (per
 base URL, for the process) and the call made again without it, and every completion of that
-model carries a note saying the temperature was not sent.
+model carries a note saying the temperature was not sent. An answer that only calls tools
+(``tool_use`` blocks, no text) is a ProviderError naming them: its case is errored.
 """
 
 from __future__ import annotations

@@ -135,7 +135,9 @@ def create_app(
 
             scheduler = Scheduler(
                 core,
-                lambda spec: run_cycle(spec, get_scorer()),
+                lambda spec: run_cycle(
+                    spec, get_scorer(), strip_reasoning=core.policy.strip_reasoning
+                ),
                 lease=timedelta(seconds=settings.claim_lease),
                 reconcile_every=settings.scheduler_tick,
             )

@@ -28,8 +28,13 @@ async def run_cycle(
     *,
     concurrency: int = 16,
     providers: ProviderFactory | None = None,
+    strip_reasoning: bool = True,
 ) -> CycleResult:
-    factory = providers or (lambda kind: make_provider(kind, timeout=60.0))
+    """``strip_reasoning`` is the policy's switch: when on, reasoning in front of an answer
+    is removed before the two versions' answers are compared."""
+    factory = providers or (
+        lambda kind: make_provider(kind, timeout=60.0, strip_reasoning=strip_reasoning)
+    )
     if spec.baseline is not None and len(spec.samples) < spec.min_samples:
         return CycleResult(sample_size=len(spec.samples))  # not enough traffic: no calls
     opened: dict[str, Provider] = {}

@@ -1,7 +1,8 @@
 """A local HTTP double of the model APIs: Anthropic Messages and OpenAI chat completions.
 
 Real HTTP over loopback, so the real SDK clients (with their retries) talk to it. Latency and
-failures (429 with retry-after, 529 overloaded, 500) are injected at will.
+failures (429 with retry-after, 529 overloaded, 500, a 400 in the API's words) are injected at
+will.
 
     with ModelDouble(latency=0.1) as model:
         os.environ["ANTHROPIC_BASE_URL"] = model.url      # OPENAI_BASE_URL = model.url + "/v1"
@@ -10,19 +11,39 @@ failures (429 with retry-after, 529 overloaded, 500) are injected at will.
         ...
         assert model.request_count == 4
 
+What real servers do, on demand:
+
+- ``temperature`` is accepted on both APIs; a model in ``refuses_sampling`` is refused it on
+  ``/v1/messages`` (400 ``invalid_request_error``, ``temperature: Extra inputs are not
+  permitted``), as models that take no sampling parameters are;
+- a model in ``refuses_max_tokens`` is refused ``max_tokens`` on ``/v1/chat/completions``
+  with OpenAI's 400 (it takes ``max_completion_tokens``);
+- a responder that returns a ``ToolCall`` (or a list of them) answers with tool calls and no
+  text (``content: null`` and ``tool_calls``; ``tool_use`` blocks on ``/v1/messages``);
+- a reasoning model's answer is a responder returning ``"<think>…</think>answer"``;
+- a responder returning None answers with nothing (no choices; no content blocks).
+
+``temperature`` outside 0–1 is refused on ``/v1/messages`` as the API refuses it.
+``requests`` records every well-formed request (refused ones too): its path, model, system
+prompt, last user message, the whole ``messages`` list as sent, the sampling and limit keys
+sent (``params``) and the status answered.
+
 The default responder in a test answers ``"Answer: <the user's message>"``; the double run
 as a process of its own (``python -m promptship.testing.model_double``) answers from its
 answer book instead (``promptship.testing.answers``: the example suites pass), or echoes with
-``--echo``.
+``--echo``; ``--refuses-sampling MODEL`` and ``--refuses-max-tokens MODEL`` (repeatable) fill
+the two sets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -33,9 +54,31 @@ from starlette.routing import Route
 
 from promptship.testing.serve import bind_loopback
 
-Responder = Callable[[str, str, str], str]
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A responder's answer that calls a tool instead of answering."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``(system, user, model) -> answer``: text, tool calls instead of text, or None for no
+#: answer at all
+Responder = Callable[[str, str, str], str | ToolCall | list[ToolCall] | None]
+#: an injected failure: status, retry-after, message (None: the status's usual one)
+_Failure = tuple[int, float | None, str | None]
+
+#: the keys of a request that change how the model samples or how much it writes
+_PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens")
+_SAMPLING = ("temperature", "top_p", "top_k")
+_MAX_TOKENS_REFUSED = (
+    "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead."
+)
 
 _ERRORS = {
+    400: ("invalid_request_error", "Invalid request"),
     429: ("rate_limit_error", "Rate limited"),
     500: ("api_error", "Internal server error"),
     503: ("api_error", "Service unavailable"),
@@ -53,8 +96,14 @@ class ModelDouble:
         self.latency = latency
         #: every request gets 503 while True (a provider that is down but reachable)
         self.down = False
+        #: models whose /v1/messages API refuses sampling parameters (temperature, top_p,
+        #: top_k) with a 400
+        self.refuses_sampling: set[str] = set()
+        #: models whose /v1/chat/completions refuses ``max_tokens`` (OpenAI's newer models:
+        #: they take ``max_completion_tokens``)
+        self.refuses_max_tokens: set[str] = set()
         self.requests: list[dict[str, Any]] = []
-        self._failures: list[tuple[int, float | None]] = []
+        self._failures: list[_Failure] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
@@ -70,9 +119,17 @@ class ModelDouble:
         with self._lock:
             return len(self.requests)
 
-    def fail_next(self, count: int, status: int = 429, retry_after: float | None = 0.0) -> None:
+    def fail_next(
+        self,
+        count: int,
+        status: int = 429,
+        retry_after: float | None = 0.0,
+        message: str | None = None,
+    ) -> None:
+        """The next ``count`` requests fail with ``status`` (its usual message, or
+        ``message``: e.g. a 400 in words the real API uses)."""
         with self._lock:
-            self._failures.extend([(status, retry_after)] * count)
+            self._failures.extend([(status, retry_after, message)] * count)
 
     def reset(self) -> None:
         with self._lock:
@@ -82,19 +139,36 @@ class ModelDouble:
     # -- the APIs ----------------------------------------------------------------------
 
     def _record(
-        self, path: str, model: str, system: str, user: str
-    ) -> tuple[int, float | None] | None:
+        self, path: str, body: dict[str, Any], system: str, user: str, refused: bool = False
+    ) -> _Failure | None:
+        """Record a request; the failure to answer with (503 while down, else the next
+        injected one, which a request ``refused`` for its parameters does not use up)."""
         with self._lock:
-            self.requests.append(
-                {"path": path, "model": model, "system": system, "user": user, "at": time.time()}
-            )
+            failure: _Failure | None = None
             if self.down:
-                return (503, None)
-            return self._failures.pop(0) if self._failures else None
+                failure = (503, None, None)
+            elif not refused and self._failures:
+                failure = self._failures.pop(0)
+            self.requests.append(
+                {
+                    "path": path,
+                    "model": body.get("model", ""),
+                    "system": system,
+                    "user": user,
+                    "messages": body.get("messages") or [],
+                    "params": {key: body[key] for key in _PARAMS if key in body},
+                    "status": failure[0] if failure else 400 if refused else 200,
+                    "at": time.time(),
+                }
+            )
+            return failure
 
     @staticmethod
-    def _failure(status: int, retry_after: float | None, openai: bool = False) -> JSONResponse:
-        kind, message = _ERRORS.get(status, ("api_error", "Error"))
+    def _failure(
+        status: int, retry_after: float | None, message: str | None, openai: bool = False
+    ) -> JSONResponse:
+        kind, usual = _ERRORS.get(status, ("api_error", "Error"))
+        message = message or usual
         headers = {}
         if retry_after is not None:
             headers["retry-after"] = str(int(retry_after))
@@ -114,33 +188,32 @@ class ModelDouble:
             return _anthropic_error(
                 400, "invalid_request_error", "model, max_tokens and messages are required"
             )
-        sampling = [key for key in ("temperature", "top_p", "top_k") if key in body]
-        if sampling:  # API version 2026-10-21 refuses sampling parameters
-            return _anthropic_error(
-                400, "invalid_request_error", f"{sampling[0]}: Extra inputs are not permitted"
-            )
         system = body.get("system") or ""
         if isinstance(system, list):
             system = "".join(part.get("text", "") for part in system)
         user = _text(body["messages"][-1].get("content"))
-        failure = self._record("/v1/messages", body["model"], system, user)
+        refusal = _refusal(body, self.refuses_sampling)
+        failure = self._record("/v1/messages", body, system, user, refused=bool(refusal))
         if self.latency:
             await asyncio.sleep(self.latency)
         if failure is not None:
             return self._failure(*failure)
-        text = self.responder(system, user, body["model"])
+        if refusal:
+            return _anthropic_error(400, "invalid_request_error", refusal)
+        answer = self.responder(system, user, body["model"])
+        content, written = self._content(answer)
         return JSONResponse(
             {
                 "id": f"msg_{next(self._ids):024d}",
                 "type": "message",
                 "role": "assistant",
                 "model": body["model"],
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn",
+                "content": content,
+                "stop_reason": "tool_use" if _calls(answer) else "end_turn",
                 "stop_sequence": None,
                 "usage": {
                     "input_tokens": _tokens(system) + _tokens(user),
-                    "output_tokens": _tokens(text),
+                    "output_tokens": _tokens(written),
                 },
             }
         )
@@ -152,26 +225,31 @@ class ModelDouble:
         user = next(
             (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
         )
-        failure = self._record("/v1/chat/completions", body.get("model", ""), system, user)
+        model = body.get("model", "")
+        refused = "max_tokens" in body and model in self.refuses_max_tokens
+        failure = self._record("/v1/chat/completions", body, system, user, refused=refused)
         if self.latency:
             await asyncio.sleep(self.latency)
         if failure is not None:
             return self._failure(*failure, openai=True)
-        text = self.responder(system, user, body.get("model", ""))
-        prompt_tokens, completion_tokens = _tokens(system) + _tokens(user), _tokens(text)
+        if refused:  # OpenAI's newer models
+            error = {
+                "message": _MAX_TOKENS_REFUSED,
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+            return JSONResponse({"error": error}, status_code=400)
+        answer = self.responder(system, user, model)
+        choices, written = self._choices(answer)
+        prompt_tokens, completion_tokens = _tokens(system) + _tokens(user), _tokens(written)
         return JSONResponse(
             {
                 "id": f"chatcmpl-{next(self._ids)}",
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": body.get("model", ""),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
+                "model": model,
+                "choices": choices,
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
@@ -179,6 +257,43 @@ class ModelDouble:
                 },
             }
         )
+
+    def _content(self, answer: str | ToolCall | list[ToolCall] | None) -> tuple[Any, str]:
+        """/v1/messages content blocks for a responder's answer, and the text written."""
+        calls = _calls(answer)
+        if calls:
+            blocks = [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{next(self._ids):024d}",
+                    "name": call.name,
+                    "input": call.arguments,
+                }
+                for call in calls
+            ]
+            return blocks, json.dumps([call.arguments for call in calls])
+        if answer is None:
+            return [], ""
+        return [{"type": "text", "text": answer}], str(answer)
+
+    def _choices(self, answer: str | ToolCall | list[ToolCall] | None) -> tuple[Any, str]:
+        """/v1/chat/completions choices for a responder's answer, and the text written."""
+        if answer is None:
+            return [], ""
+        calls = _calls(answer)
+        message: dict[str, Any] = {"role": "assistant", "content": None if calls else answer}
+        if calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{next(self._ids)}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for call in calls
+            ]
+        finish = "tool_calls" if calls else "stop"
+        written = json.dumps(message["tool_calls"]) if calls else str(answer)
+        return [{"index": 0, "message": message, "finish_reason": finish}], written
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -228,6 +343,27 @@ def _anthropic_error(status: int, kind: str, message: str) -> JSONResponse:
     )
 
 
+def _refusal(body: dict[str, Any], refuses_sampling: set[str]) -> str | None:
+    """Why /v1/messages refuses a well-formed request's parameters, as the API words it."""
+    sampling = [key for key in _SAMPLING if key in body]
+    if sampling and body["model"] in refuses_sampling:  # takes no sampling parameters
+        return f"{sampling[0]}: Extra inputs are not permitted"
+    temperature = body.get("temperature", 0)
+    if not isinstance(temperature, int | float) or temperature < 0:
+        return "temperature: Input should be greater than or equal to 0"
+    if temperature > 1:
+        return "temperature: Input should be less than or equal to 1"
+    return None
+
+
+def _calls(answer: str | ToolCall | list[ToolCall] | None) -> list[ToolCall]:
+    if isinstance(answer, ToolCall):
+        return [answer]
+    if isinstance(answer, list):
+        return answer
+    return []
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -253,9 +389,25 @@ def main() -> None:
     parser.add_argument(
         "--echo", action="store_true", help="answer 'Answer: <the question>' instead"
     )
+    parser.add_argument(
+        "--refuses-sampling",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a model whose /v1/messages refuses temperature with a 400 (repeatable)",
+    )
+    parser.add_argument(
+        "--refuses-max-tokens",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a model whose /v1/chat/completions refuses max_tokens (repeatable)",
+    )
     args = parser.parse_args()
-    responder = echo if args.echo else answer
-    serve_until_signalled(ModelDouble(responder, latency=args.latency).start)
+    double = ModelDouble(echo if args.echo else answer, latency=args.latency)
+    double.refuses_sampling.update(args.refuses_sampling)
+    double.refuses_max_tokens.update(args.refuses_max_tokens)
+    serve_until_signalled(double.start)
 
 
 if __name__ == "__main__":

@@ -140,7 +140,10 @@ class SuiteRunner:
         spec = await self.core.validation_run_spec(run_id)
         try:
             provider = self._provider_factory(
-                spec.provider, timeout=self.settings.timeout, max_retries=self.settings.max_retries
+                spec.provider,
+                timeout=self.settings.timeout,
+                max_retries=self.settings.max_retries,
+                strip_reasoning=self.core.policy.strip_reasoning,
             )
         except BadInput as exc:  # e.g. a missing API key: fail before any case runs
             return await self.core.finish_validation_run(

@@ -14,7 +14,12 @@ class ProviderNotConfigured(BadInput):
     """The provider's settings are missing: the run fails before any case runs."""
 
 
-def make_provider(kind: str, *, timeout: float = 60.0, max_retries: int = 4) -> Provider:
+def make_provider(
+    kind: str, *, timeout: float = 60.0, max_retries: int = 4, strip_reasoning: bool = True
+) -> Provider:
+    """The provider ``kind`` names. ``strip_reasoning`` (the policy's switch) removes a
+    reasoning block from the front of an openai-compatible answer; Anthropic's API returns
+    its thinking apart from the text already."""
     if kind == "anthropic":
         if not os.environ.get("ANTHROPIC_API_KEY"):
             raise ProviderNotConfigured(
@@ -32,7 +37,9 @@ def make_provider(kind: str, *, timeout: float = 60.0, max_retries: int = 4) -> 
             )
         from promptship.validation.providers.openai_compatible import OpenAICompatibleProvider
 
-        return OpenAICompatibleProvider(timeout=timeout, max_retries=max_retries)
+        return OpenAICompatibleProvider(
+            timeout=timeout, max_retries=max_retries, strip_reasoning=strip_reasoning
+        )
     raise ProviderNotConfigured(
         f"unknown provider {kind!r}", hint="use anthropic or openai-compatible"
     )

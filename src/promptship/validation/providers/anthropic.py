@@ -2,18 +2,41 @@
 
 Retries (429 with ``retry-after``, 5xx, 529 overloaded) are the SDK's own; each call is
 bounded by our own timeout as well, because the SDK honours whatever ``retry-after`` the
-server sends. The prompt's ``temperature`` is not sent: Messages API version 2026-10-21 (the
-SDK's default) refuses sampling parameters, and SDK 2.x removed them.
+server sends. The prompt's ``temperature`` is sent, so the suite runs as production does;
+SDK 2.x has no parameter for it, so it goes in the request body. A model whose API refuses
+sampling parameters answers 400 to it: that refusal is recognised, the model remembered (per
+base URL, for the process) and the call made again without it, and every completion of that
+model carries a note saying the temperature was not sent. An answer that only calls tools
+(``tool_use`` blocks, no text) is a ProviderError naming them: its case is errored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from typing import Any
 
 import anthropic
+from anthropic.types import Message
 
-from promptship.validation.providers.base import Completion, ProviderError
+from promptship.validation.providers.base import (
+    Completion,
+    Learned,
+    ProviderError,
+    called_tools,
+)
+
+#: (base URL, model) pairs whose API refuses ``temperature``
+REFUSES_TEMPERATURE = Learned()
+
+#: the API's words when a model takes no sampling parameters: the current wording
+#: ("`temperature` is deprecated for this model.") and the schema's ("temperature: Extra
+#: inputs are not permitted"); nothing looser, so any other 400 stays an error
+_REFUSAL = re.compile(
+    r"`?temperature`?(?: is deprecated for this model|: extra inputs are not permitted)\.?",
+    re.IGNORECASE,
+)
 
 
 class AnthropicProvider:
@@ -33,14 +56,22 @@ class AnthropicProvider:
         max_tokens: int,
     ) -> Completion:
         started = time.perf_counter()
+        key = (str(self._client.base_url), model)
+        send_temperature = key not in REFUSES_TEMPERATURE
         try:
             async with asyncio.timeout(self.timeout):
-                message = await self._client.messages.create(
-                    model=model,
-                    system=system,
-                    messages=messages,  # type: ignore[arg-type]
-                    max_tokens=max_tokens,
-                )
+                try:
+                    message = await self._create(
+                        model, system, messages, max_tokens, temperature, send_temperature
+                    )
+                except anthropic.BadRequestError as exc:
+                    if not (send_temperature and _refuses_temperature(exc)):
+                        raise
+                    REFUSES_TEMPERATURE.add(key)
+                    send_temperature = False
+                    message = await self._create(
+                        model, system, messages, max_tokens, temperature, send_temperature
+                    )
         except TimeoutError:
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except anthropic.APITimeoutError:
@@ -58,21 +89,58 @@ class AnthropicProvider:
                 f"the provider answered {exc.status_code}: {_message(exc)}"
             ) from None
         text = "".join(block.text for block in message.content if block.type == "text")
+        if not text.strip():
+            tools = [block.name for block in message.content if block.type == "tool_use"]
+            if tools:
+                raise called_tools(tools)
+        notes: tuple[str, ...] = ()
+        if not send_temperature:
+            notes = (f"temperature {temperature:g} not sent: {model} refuses sampling parameters",)
         return Completion(
             text=text,
             input_tokens=message.usage.input_tokens,
             output_tokens=message.usage.output_tokens,
             latency_ms=(time.perf_counter() - started) * 1000,
+            notes=notes,
+        )
+
+    async def _create(
+        self,
+        model: str,
+        system: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        temperature: float,
+        send_temperature: bool,
+    ) -> Message:
+        return await self._client.messages.create(
+            model=model,
+            system=system,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            extra_body={"temperature": temperature} if send_temperature else None,
         )
 
     async def aclose(self) -> None:
         await self._client.close()
 
 
-def _message(exc: anthropic.APIStatusError) -> str:
+def _error(exc: anthropic.APIStatusError) -> dict[str, Any]:
+    """The error object of an error response (the SDK hands over ``body["error"]``, or the
+    whole body when it has no ``error`` key)."""
     body = exc.body
     if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-    return str(exc.message)[:300]
+        inner = body.get("error")
+        return inner if isinstance(inner, dict) else body
+    return {}
+
+
+def _refuses_temperature(exc: anthropic.BadRequestError) -> bool:
+    error = _error(exc)
+    message = str(error.get("message") or "")
+    return error.get("type") == "invalid_request_error" and bool(_REFUSAL.fullmatch(message))
+
+
+def _message(exc: anthropic.APIStatusError) -> str:
+    message = _error(exc).get("message")
+    return str(message or exc.message)[:300]

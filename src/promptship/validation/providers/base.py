@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,43 @@ class Completion:
 
 class ProviderError(Exception):
     """No answer, after the SDK's own retries; the message says why, for people."""
+
+
+_TOOL_NAMES_SHOWN = 5
+
+
+def called_tools(names: list[str]) -> ProviderError:
+    """The model called tools instead of answering: no answer to check, naming them."""
+    shown = ", ".join(name[:64] or "(unnamed)" for name in names[:_TOOL_NAMES_SHOWN])
+    if len(names) > _TOOL_NAMES_SHOWN:
+        shown += f" and {len(names) - _TOOL_NAMES_SHOWN} more"
+    tool = "tools" if len(names) > 1 else "tool"
+    return ProviderError(f"the model called the {tool} {shown} instead of answering")
+
+
+class Learned:
+    """What providers learned from a server's refusals, per (base URL, model), for the whole
+    process and every thread: a model that refused a setting once is not asked again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: set[tuple[str, str]] = set()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    def add(self, key: tuple[str, str]) -> bool:
+        """Remember ``key``; True if it was not known yet (the first call to learn it)."""
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def forget(self) -> None:
+        with self._lock:
+            self._keys.clear()
 
 
 class Provider(Protocol):

@@ -158,6 +158,7 @@ def test_the_runtime_endpoint_answers_with_an_etag_and_304(api: Api) -> None:
     assert live.status_code == 200
     body = live.json()
     assert (body["version"], body["system_prompt"]) == ("1.0.0", "You are a helpful support agent.")
+    assert (body["variables"], body["messages"]) == ({}, [])  # not a template
     etag = live.headers["etag"]
     assert etag.startswith('"') and not etag.startswith("W/")
     same = api.http.get(
@@ -225,7 +226,13 @@ def test_the_openapi_document_describes_the_api(api: Api) -> None:
     document = api.http.get("/v1/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     assert "/v1/prompts/{name}/environments/{environment}" in document["paths"]
-    assert "RuntimePrompt" in document["components"]["schemas"]
+    runtime = document["components"]["schemas"]["RuntimePrompt"]
+    assert {"system_prompt", "variables", "messages"} <= set(runtime["required"])
+    turn = document["components"]["schemas"]["PromptMessage"]["properties"]["role"]
+    assert turn["enum"] == ["user", "assistant"]
+    traffic = document["paths"]["/v1/traffic"]["post"]["requestBody"]["content"]
+    sample = traffic["application/json"]["schema"]["items"]
+    assert sample["properties"]["vars"]["type"] == "object"
 
 
 def test_no_input_makes_a_500_or_breaks_the_schema(api: Api) -> None:

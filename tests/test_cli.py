@@ -297,6 +297,19 @@ def test_traffic_import_stores_batches_and_names_a_bad_line(env: Path) -> None:
     assert code == 2 and "input is 40,000 characters; the limit is 32,000" in err
     code, _, err = run("traffic", "import", "missing.jsonl")
     assert code == 2 and "missing.jsonl: cannot read" in err
+    with_vars = json.dumps(
+        {"prompt": name, "environment": "production", "input": "q", "vars": {"plan": "pro"}}
+    )
+    bad_vars = json.dumps(
+        {"prompt": name, "environment": "production", "input": "q", "vars": {"the plan": 1}}
+    )
+    (env / "vars.jsonl").write_text(f"{with_vars}\n\n{bad_vars}\n")
+    code, _, err = run("traffic", "import", "vars.jsonl")
+    assert code == 2, err
+    assert "vars.jsonl:3: vars: 'the plan' is not a variable name" in " ".join(err.split())
+    (env / "vars.jsonl").write_text(f"{with_vars}\n")
+    code, out, _ = run("traffic", "import", "vars.jsonl")
+    assert code == 0 and "stored 1 traffic sample(s)" in out
 
 
 def test_soak_shows_progress(env: Path) -> None:

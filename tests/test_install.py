@@ -237,7 +237,11 @@ def test_ci_and_an_app_work_against_a_server_with_the_base_install(
     url, db_url = server
     prompts = tmp_path / "prompts"
     prompts.mkdir()
-    (prompts / "support.yaml").write_text(prompt_yaml(NAME, "1.0.0", system_prompt="Be kind."))
+    (prompts / "support.yaml").write_text(
+        prompt_yaml(
+            NAME, "1.0.0", system_prompt="Be kind to {{ who }}.", variables={"who": "everyone"}
+        )
+    )
     remote = ["--server", url, "--token", CI]
     pushed = promptship(light, "push", str(prompts), *remote)
     assert pushed.returncode == 0, pushed.stderr
@@ -255,6 +259,7 @@ def test_ci_and_an_app_work_against_a_server_with_the_base_install(
         from promptship.client import PromptClient
         with PromptClient({url!r}, token={APP!r}) as prompts:
             print(prompts.get_system_prompt({NAME!r}, "production"))
+            print(prompts.get_system_prompt({NAME!r}, "production", who="Ada"))
     """)
     fetched = _run([light / "python", "-c", app])
-    assert fetched.stdout == "Be kind.\n"
+    assert fetched.stdout == "Be kind to everyone.\nBe kind to Ada.\n"

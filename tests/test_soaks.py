@@ -269,6 +269,13 @@ async def test_traffic_batches_are_checked_whole(soak_core: Promptship) -> None:
         ([{**good, "prompt": "nope"}], "no prompt named 'nope'"),
         ([{**good, "colour": 1}], "sample 1: unknown key(s) colour"),
         ([{**good, "at": "yesterday"}], "at must be an ISO 8601 time"),
+        ([good, {**good, "vars": ["Ada"]}], "sample 2: vars: must be a mapping of variable"),
+        ([{**good, "vars": {"first-name": "Ada"}}], "vars: 'first-name' is not a variable name"),
+        (
+            [{**good, "vars": {"context": "x" * 100_000}}],
+            "sample 1: vars: 100,015 characters of values; the limit is 100,000",
+        ),
+        ([{**good, "version": "1." * 100}], "version must be text of at most 128 characters"),
         ([good] * 1001, "1,001 samples in one batch; the limit is 1,000"),
     ]
     for batch, message in cases:

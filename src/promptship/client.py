@@ -3,8 +3,22 @@
     from promptship.client import PromptClient
 
     prompts = PromptClient("https://promptship.internal", token="app-token")
-    system = prompts.get_system_prompt("customer-support", "production")
-    prompts.log_traffic("customer-support", "production", user_text, answer)
+    prompt = prompts.get("customer-support", "production")
+    rendered = prompt.render(customer_name="Ada", plan="pro")
+    answer = call_model(rendered.system, rendered.conversation(user_text))
+    prompts.log_traffic(
+        "customer-support", "production", user_text, answer,
+        version=prompt.version, vars={"customer_name": "Ada", "plan": "pro"},
+    )
+    # or, when the version has no few-shot messages, the system text in one call:
+    system = prompts.get_system_prompt("customer-support", "production", customer_name="Ada")
+
+A version's ``system_prompt`` and ``messages`` are Jinja2 templates over the ``variables`` it
+declares (name -> default; None: the app must pass it). ``render(**vars)`` fills them in the
+same sandbox the validation runs and soaks use, so the app sends what was tested: variables
+the version does not declare are ignored (pass the same superset to every version), and a
+required one that is missing raises ``MissingVariable`` naming it. Log the vars with the
+query (``log_traffic(..., vars=...)``) and a soak renders both versions with them.
 
 ``get`` answers from memory. The first call for a prompt fetches it and starts a watch: a
 long-poll (``?wait=30`` with ``If-None-Match``) that the server answers the moment the
@@ -24,12 +38,26 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from promptship.domain.template import MissingVariable, Rendered, RenderError, render_prompt
+
+__all__ = [
+    "AsyncPromptClient",
+    "MissingVariable",
+    "Prompt",
+    "PromptClient",
+    "PromptUnavailable",
+    "RenderError",
+    "Rendered",
+]
 
 log = logging.getLogger("promptship.client")
 
@@ -43,9 +71,12 @@ class PromptUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Prompt:
+    """The version an environment runs, as the runtime API serves it."""
+
     name: str
     environment: str
     version: str
+    #: as written: a template when ``variables`` is not empty (``render`` fills it in)
     system_prompt: str
     model: str
     provider: str
@@ -53,6 +84,12 @@ class Prompt:
     max_tokens: int
     etag: str
     fetched_at: float
+    #: the template's variables and their defaults (None: the app must pass it)
+    variables: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: the turns before the user's (few-shot examples), ``{"role", "content"}`` templates
+    messages: tuple[Mapping[str, str], ...] = ()
+    #: True for a copy from a server that predates templates: it is served as written
+    literal: bool = False
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> Prompt:
@@ -68,7 +105,29 @@ class Prompt:
             max_tokens=body["max_tokens"],
             etag=response.headers.get("etag", ""),
             fetched_at=time.monotonic(),
+            variables=MappingProxyType(dict(body.get("variables") or {})),
+            messages=tuple(
+                MappingProxyType({"role": str(m["role"]), "content": str(m["content"])})
+                for m in body.get("messages") or ()
+            ),
+            literal="variables" not in body,
         )
+
+    def render(self, /, **vars: Any) -> Rendered:
+        """The system text and few-shot turns for ``vars``, rendered as the validation run
+        and soaks render them: declared variables not passed take their default; variables
+        the version does not declare are ignored. ``.conversation(user_text)`` adds the
+        user's turn. Raises MissingVariable (naming it) when a required one is missing, and
+        RenderError when the template fails on the values given."""
+        if self.literal:
+            return Rendered(self.system_prompt, [dict(m) for m in self.messages])
+        where = f"{self.name} {self.version} in {self.environment}"
+        try:
+            return render_prompt(self.system_prompt, self.messages, self.variables, vars)
+        except MissingVariable as exc:
+            raise MissingVariable(exc.names, where) from None
+        except RenderError as exc:
+            raise RenderError(f"{where}: {exc.message}", hint=exc.hint) from None
 
 
 def _path(name: str, environment: str) -> str:
@@ -83,8 +142,15 @@ def _problem(response: httpx.Response) -> str:
 
 
 def _sample(
-    name: str, environment: str, input: str, output: str | None, version: str | None
-) -> dict[str, Any]:
+    name: str,
+    environment: str,
+    input: str,
+    output: str | None,
+    version: str | None,
+    vars: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The sample to send, or None (with a warning) when the server would refuse it: one
+    bad sample would otherwise cost its whole batch."""
     sample: dict[str, Any] = {
         "prompt": name,
         "environment": environment,
@@ -95,6 +161,15 @@ def _sample(
         sample["output"] = output
     if version is not None:
         sample["version"] = version
+    if vars is not None:
+        from promptship.domain.promptfile import vars_problem
+
+        given = dict(vars) if isinstance(vars, Mapping) else vars
+        problem = vars_problem(given)
+        if problem is not None:
+            log.warning("traffic sample for %s %s not logged: vars: %s", name, environment, problem)
+            return None
+        sample["vars"] = given
     return sample
 
 
@@ -166,8 +241,10 @@ class PromptClient:
         self._watch(key)
         return fresh
 
-    def get_system_prompt(self, name: str, environment: str) -> str:
-        return self.get(name, environment).system_prompt
+    def get_system_prompt(self, name: str, environment: str, /, **vars: Any) -> str:
+        """The live system text rendered with ``vars`` (see ``Prompt.render``; a version
+        with few-shot ``messages`` needs ``get(...).render(...)`` to send them too)."""
+        return self.get(name, environment).render(**vars).system
 
     def _fetch(self, name: str, environment: str) -> Prompt:
         response = self._http.get(_path(name, environment))
@@ -225,10 +302,18 @@ class PromptClient:
         input: str,
         output: str | None = None,
         version: str | None = None,
+        *,
+        vars: Mapping[str, Any] | None = None,
     ) -> None:
-        """Queue one real query (and the answer it got) for soaks; never blocks."""
+        """Queue one real query (and the answer it got, and the vars its prompt was rendered
+        with) for soaks; never blocks. Vars the server would refuse (not JSON, names that
+        are not variable names, over 100,000 characters) drop the sample with a warning."""
+        sample = _sample(name, environment, input, output, version, vars)
+        if sample is None:
+            self.dropped += 1
+            return
         try:
-            self._traffic.put_nowait(_sample(name, environment, input, output, version))
+            self._traffic.put_nowait(sample)
         except queue.Full:
             self.dropped += 1
 
@@ -316,8 +401,9 @@ class AsyncPromptClient:
             self._watchers[key] = asyncio.create_task(self._watch_forever(key))
         return fresh
 
-    async def get_system_prompt(self, name: str, environment: str) -> str:
-        return (await self.get(name, environment)).system_prompt
+    async def get_system_prompt(self, name: str, environment: str, /, **vars: Any) -> str:
+        """The live system text rendered with ``vars`` (see ``Prompt.render``)."""
+        return (await self.get(name, environment)).render(**vars).system
 
     async def _watch_forever(self, key: tuple[str, str]) -> None:
         backoff = 1.0
@@ -345,12 +431,15 @@ class AsyncPromptClient:
         input: str,
         output: str | None = None,
         version: str | None = None,
+        *,
+        vars: Mapping[str, Any] | None = None,
     ) -> None:
         """Queue one real query for soaks; never blocks (call from the event loop)."""
-        if len(self._traffic) >= QUEUE_LIMIT:
+        sample = _sample(name, environment, input, output, version, vars)
+        if sample is None or len(self._traffic) >= QUEUE_LIMIT:
             self.dropped += 1
             return
-        self._traffic.append(_sample(name, environment, input, output, version))
+        self._traffic.append(sample)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later())
 

@@ -9,7 +9,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from promptship import __version__
-from promptship.services.traffic import MAX_BATCH
+from promptship.domain.promptfile import MAX_VARS_CHARS, MAX_VERSION_CHARS
+from promptship.domain.template import MAX_VARIABLES, VARIABLE_RE
+from promptship.services.traffic import MAX_BATCH, MAX_INPUT_CHARS, MAX_OUTPUT_CHARS
 from promptship.services.views import (
     ApplyResult,
     DecisionOutcome,
@@ -86,6 +88,22 @@ def _override_body() -> dict[str, Any]:
     body = _strings(["reason"], "content_hash")
     body["properties"]["run_id"] = {"type": "integer", "minimum": 1}
     return body
+
+
+def _traffic_sample() -> dict[str, Any]:
+    sample = _strings(["prompt", "environment", "input"], "output", "version", "at", at="date-time")
+    sample["properties"]["input"]["maxLength"] = MAX_INPUT_CHARS
+    sample["properties"]["output"]["maxLength"] = MAX_OUTPUT_CHARS
+    sample["properties"]["version"]["maxLength"] = MAX_VERSION_CHARS
+    sample["properties"]["vars"] = {
+        "type": "object",
+        "description": "the template vars the app rendered the prompt with (variable name to "
+        f"any JSON value; at most {MAX_VARS_CHARS:,} characters as JSON); a soak renders both "
+        "versions with them",
+        "maxProperties": MAX_VARIABLES,
+        "propertyNames": {"pattern": f"^{VARIABLE_RE.pattern}$"},
+    }
+    return sample
 
 
 def _ok(schema: dict[str, Any], status: str = "200", **extra: Any) -> dict[str, Any]:
@@ -255,7 +273,9 @@ def document() -> dict[str, Any]:
         },
         "/v1/prompts/{name}/environments/{environment}": {
             "get": {
-                "summary": "The active prompt of an environment (ETag; long-poll with wait)",
+                "summary": "The active prompt of an environment: its system prompt and "
+                "messages as written (templates), its variables and settings (ETag; long-poll "
+                "with wait)",
                 "parameters": [
                     NAME,
                     {
@@ -304,13 +324,7 @@ def document() -> dict[str, Any]:
                     {
                         "type": "array",
                         "maxItems": MAX_BATCH,
-                        "items": _strings(
-                            ["prompt", "environment", "input"],
-                            "output",
-                            "version",
-                            "at",
-                            at="date-time",
-                        ),
+                        "items": _traffic_sample(),
                     }
                 ),
                 "responses": _ok(

@@ -65,7 +65,7 @@ LIST_TYPES = frozenset(
 )
 #: types that take a threshold: a similarity, or the judge's score
 THRESHOLD_TYPES = frozenset({AssertionType.SCORE, AssertionType.LLM_RUBRIC})
-#: a case's vars: at most this many characters as JSON
+#: template vars (a case's, a traffic sample's, declared defaults): at most this many characters as JSON
 MAX_VARS_CHARS = 100_000
 
 
@@ -191,23 +191,34 @@ class TestCase(BaseModel):
         return DEFAULT_SCORE_THRESHOLD if self.threshold is None else self.threshold
 
 
-def _check_values(values: dict[str, Any], key: str) -> None:
+def vars_problem(values: Any) -> str | None:
+    """What is wrong with ``values`` as template vars, or None: a mapping of at most
+    ``MAX_VARIABLES`` variable names to JSON values of at most ``MAX_VARS_CHARS`` characters.
+    Checks a version's variables, a case's vars and a traffic sample's vars alike."""
+    if not isinstance(values, dict):
+        return "must be a mapping of variable names to values, e.g. {customer_name: Ada}"
     if len(values) > MAX_VARIABLES:
-        raise ValueError(f"{key}: at most {MAX_VARIABLES} variables")
+        return f"at most {MAX_VARIABLES} variables"
     bad = [name for name in values if not isinstance(name, str) or not VARIABLE_RE.fullmatch(name)]
     if bad:
-        raise ValueError(
-            f"{key}: {bad[0]!r} is not a variable name (letters, digits and _, "
+        shown = bad[0] if not isinstance(bad[0], str) or len(bad[0]) <= 70 else bad[0][:70] + "…"
+        return (
+            f"{shown!r} is not a variable name (up to 64 letters, digits and _, "
             "not starting with a digit)"
         )
     try:
-        size = len(json.dumps(values, ensure_ascii=False))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{key}: values must be text, numbers, true/false, lists or mappings"
-        ) from None
+        size = len(json.dumps(values, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        return "values must be text, finite numbers, true/false, null, lists or mappings"
     if size > MAX_VARS_CHARS:
-        raise ValueError(f"{key}: {size:,} characters of values; the limit is {MAX_VARS_CHARS:,}")
+        return f"{size:,} characters of values; the limit is {MAX_VARS_CHARS:,}"
+    return None
+
+
+def _check_values(values: dict[str, Any], key: str) -> None:
+    problem = vars_problem(values)
+    if problem is not None:
+        raise ValueError(f"{key}: {problem}")
 
 
 class Message(BaseModel):

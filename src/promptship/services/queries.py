@@ -17,6 +17,7 @@ from promptship.services.views import (
     AuditEventView,
     DeploymentView,
     HistoryPage,
+    PromptMessage,
     PromptStatus,
     RuntimePrompt,
     SoakView,
@@ -328,6 +329,11 @@ async def runtime_prompt(
         system_prompt=version.system_prompt,
         deployed_at=deployment.deployed_at,
         deployed_by=deployment.deployed_by,
+        variables=version.content.get("variables") or {},
+        messages=[
+            PromptMessage(role=m["role"], content=m["content"])
+            for m in version.content.get("messages") or ()
+        ],
     )
 
 

@@ -1,7 +1,8 @@
 """Traffic samples: the real queries a soak replays, logged by apps (client, API) or
-imported from JSONL. Each batch is checked whole before anything is stored; retention
-(policy ``traffic: {max_samples, max_age}``) keeps the newest samples of each prompt and
-environment, none older than the age limit."""
+imported from JSONL, each with the template vars the app rendered its prompt with (the soak
+renders both versions with them). Each batch is checked whole before anything is stored;
+retention (policy ``traffic: {max_samples, max_age}``) keeps the newest samples of each
+prompt and environment, none older than the age limit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from promptship.domain.promptfile import MAX_VERSION_CHARS, vars_problem
 from promptship.errors import BadInput
 from promptship.services import registry
 from promptship.services.deps import Deps
@@ -20,7 +22,7 @@ from promptship.store.models import TrafficSample
 MAX_BATCH = 1000
 MAX_INPUT_CHARS = 32_000
 MAX_OUTPUT_CHARS = 64_000
-KEYS = {"prompt", "environment", "input", "output", "version", "at"}
+KEYS = {"prompt", "environment", "input", "output", "version", "at", "vars"}
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,18 @@ def _check(deps: Deps, index: int, sample: Any) -> dict[str, Any]:
     if output is not None and (not isinstance(output, str) or len(output) > MAX_OUTPUT_CHARS):
         raise BadInput(f"{where}: output must be text of at most {MAX_OUTPUT_CHARS:,} characters")
     version = sample.get("version")
-    if version is not None and not isinstance(version, str):
-        raise BadInput(f'{where}: version must be text, e.g. "2.1.0"')
+    if version is not None and (not isinstance(version, str) or len(version) > MAX_VERSION_CHARS):
+        raise BadInput(
+            f'{where}: version must be text of at most {MAX_VERSION_CHARS} characters, e.g. "2.1.0"'
+        )
+    given = sample.get("vars")
+    if given is not None:
+        problem = vars_problem(given)
+        if problem is not None:
+            raise BadInput(
+                f"{where}: vars: {problem}",
+                hint='vars maps the template\'s variables to values, e.g. {"plan": "pro"}',
+            )
     at = sample.get("at")
     if at is not None:
         try:
@@ -87,6 +99,7 @@ async def ingest(session: AsyncSession, deps: Deps, samples: list[Any]) -> Inges
             input=s["input"],
             output=s.get("output"),
             version=s.get("version"),
+            vars=s.get("vars"),
             at=s.get("at") or now,
         )
         for s in checked

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class View(BaseModel):
@@ -273,8 +273,18 @@ class SoakView(View):
     failure: str | None
 
 
+class PromptMessage(View):
+    """A turn sent before the user's (a few-shot example); a template like the system prompt."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
 class RuntimePrompt(View):
-    """What the runtime API serves: the active version of a prompt in an environment."""
+    """What the runtime API serves: the active version of a prompt in an environment.
+
+    ``system_prompt`` and each message's ``content`` are served as written: templates when
+    the version declares ``variables``, rendered by the app (the client's ``render``)."""
 
     name: str
     environment: str
@@ -289,6 +299,13 @@ class RuntimePrompt(View):
     system_prompt: str
     deployed_at: datetime
     deployed_by: str
+    variables: dict[str, Any] = Field(
+        description="the template's variables: name to default, null when the app must "
+        "give it ({} when none)"
+    )
+    messages: list[PromptMessage] = Field(
+        description="the turns sent before the user's, in order ([] when none)"
+    )
 
     @property
     def etag(self) -> str:

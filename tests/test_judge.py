@@ -46,24 +46,23 @@ def policy() -> Policy:
 
 
 class Judge:
-    """The double's grader, or a scripted answer for the judge when ``says`` is set."""
+    """The double's judge: its own grader, or a scripted answer when ``says`` is set."""
 
     def __init__(self) -> None:
         self.says: str | None = None
         self.requests: list[str] = []
 
     def __call__(self, system: str, user: str, model: str) -> str:
-        if is_judge_request(system):
-            self.requests.append(user)
-            assert model == "judge-1"
-            return self.says if self.says is not None else grade(user)
-        return ANSWERS.get(user, "I don't know.")
+        assert is_judge_request(system) and model == "judge-1"
+        self.requests.append(user)
+        return self.says if self.says is not None else grade(user)
 
 
 @pytest.fixture
 def judge(monkeypatch: pytest.MonkeyPatch) -> Iterator[Judge]:
     scripted = Judge()
-    with ModelDouble(responder=scripted) as server:
+    with ModelDouble(responder=lambda s, user, m: ANSWERS.get(user, "I don't know.")) as server:
+        server.judge = scripted
         monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         yield scripted

@@ -101,3 +101,19 @@ def test_problems_are_exactly_the_undeclared_variables(
     assert {p.variable for p in problems} == set(values) - declared
     if not problems and values:
         assert render(source, values) == " ".join(values.values())
+
+
+def test_a_version_from_before_templates_is_sent_as_written() -> None:
+    legacy = 'Reply with JSON like {{ "ok": true }} and {% nothing %}.'
+    for declared in (None, {}):
+        rendered = render_prompt(legacy, [{"role": "user", "content": "{{ x }}"}], declared, {})
+        assert rendered.system == legacy
+        assert rendered.messages == [{"role": "user", "content": "{{ x }}"}]
+    with pytest.raises(BadInput, match="uses the variable 'x'"):  # a new push is checked
+        parse_prompt(prompt("Hi {{ x }}"))
+
+
+def test_anthropic_temperature_is_bounded_at_push() -> None:
+    with pytest.raises(BadInput, match="temperature 1.5 is over 1: the anthropic provider"):
+        parse_prompt(prompt("Hi", extra="temperature: 1.5\n"))
+    assert parse_prompt(prompt("Hi", extra="temperature: 1.5\nprovider: openai-compatible\n"))

@@ -253,6 +253,14 @@ class PromptSpec(BaseModel):
     #: turns sent before the user's (few-shot examples), rendered like the system prompt
     messages: list[Message] | None = Field(None, max_length=100)
 
+    @model_validator(mode="after")
+    def _temperature_for_provider(self) -> PromptSpec:
+        if self.provider is Provider.ANTHROPIC and self.temperature > 1.0:
+            raise ValueError(
+                f"temperature {self.temperature:g} is over 1: the anthropic provider takes 0 to 1"
+            )
+        return self
+
     @field_validator("variables")
     @classmethod
     def _variables(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:

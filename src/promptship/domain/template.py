@@ -197,8 +197,28 @@ def render_prompt(
     declared: Mapping[str, Any] | None,
     given: Mapping[str, Any] | None,
 ) -> Rendered:
-    """A version rendered for one set of vars. Raises MissingVariable or RenderError."""
+    """A version rendered for one set of vars. Raises MissingVariable or RenderError.
+
+    A version that declares no ``variables`` and whose text does not render (a version
+    registered before templates, whose text holds ``{{`` as plain text) is sent as written:
+    push refuses such a text now, so only those older versions can get here."""
     values = resolve(declared, given)
+    if not declared:
+        try:
+            return _render_all(system_prompt, messages, values)
+        except RenderError:
+            return Rendered(
+                system=system_prompt,
+                messages=[
+                    {"role": str(m["role"]), "content": str(m["content"])} for m in messages or ()
+                ],
+            )
+    return _render_all(system_prompt, messages, values)
+
+
+def _render_all(
+    system_prompt: str, messages: Sequence[Mapping[str, str]] | None, values: dict[str, Any]
+) -> Rendered:
     return Rendered(
         system=render(system_prompt, values, "system_prompt"),
         messages=[

@@ -52,6 +52,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from promptship.testing.grader import grade, is_judge_request
 from promptship.testing.serve import bind_loopback
 
 
@@ -86,6 +87,10 @@ _ERRORS = {
 }
 
 
+def _grade(system: str, user: str, model: str) -> str:
+    return grade(user)
+
+
 def echo(system: str, user: str, model: str) -> str:
     return f"Answer: {user}"
 
@@ -93,6 +98,10 @@ def echo(system: str, user: str, model: str) -> str:
 class ModelDouble:
     def __init__(self, responder: Responder | None = None, latency: float = 0.0) -> None:
         self.responder: Responder = responder or echo
+        #: answers requests carrying promptship's judge instructions (llm-rubric); the
+        #: default grades deterministically (``promptship.testing.grader``). None: the
+        #: responder answers them too.
+        self.judge: Responder | None = _grade
         self.latency = latency
         #: every request gets 503 while True (a provider that is down but reachable)
         self.down = False
@@ -109,6 +118,11 @@ class ModelDouble:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+
+    def _answer(self, system: str, user: str, model: str) -> Any:
+        if self.judge is not None and is_judge_request(system):
+            return self.judge(system, user, model)
+        return self.responder(system, user, model)
 
     @property
     def url(self) -> str:
@@ -200,7 +214,7 @@ class ModelDouble:
             return self._failure(*failure)
         if refusal:
             return _anthropic_error(400, "invalid_request_error", refusal)
-        answer = self.responder(system, user, body["model"])
+        answer = self._answer(system, user, body["model"])
         content, written = self._content(answer)
         return JSONResponse(
             {
@@ -240,7 +254,7 @@ class ModelDouble:
                 "code": "unsupported_parameter",
             }
             return JSONResponse({"error": error}, status_code=400)
-        answer = self.responder(system, user, model)
+        answer = self._answer(system, user, model)
         choices, written = self._choices(answer)
         prompt_tokens, completion_tokens = _tokens(system) + _tokens(user), _tokens(written)
         return JSONResponse(

@@ -47,7 +47,9 @@ from tests.helpers import slack
 @contextmanager
 def model_double_process(latency: float) -> Iterator[str]:
     """The double in its own process, as a remote model is: it must not share our GIL."""
-    with DoubleProcess("promptship.testing.model_double", "--latency", str(latency)) as double:
+    with DoubleProcess(
+        "promptship.testing.model_double", "--echo", "--latency", str(latency)
+    ) as double:
         yield double.url
 
 

@@ -412,3 +412,42 @@ def test_vars_the_server_would_refuse_drop_the_sample_not_the_batch(
             await db.dispose()
 
     assert asyncio.run(stored()) == [("q3", {"customer_name": "Ada"})]
+
+
+async def test_a_chat_prompt_sends_its_few_shot_turns_before_each_case(
+    core: Promptship, model: ModelDouble
+) -> None:
+    from promptship.domain.promptfile import parse_prompt
+
+    chat = prompt_yaml(
+        CHAT,
+        "1.0.0",
+        system_prompt="You sell {{ product }}.",
+        variables={"product": "promptship", "customer_name": None},
+        messages=[
+            {"role": "user", "content": "Hi, I am {{ customer_name }}."},
+            {"role": "assistant", "content": "Welcome, {{ customer_name }}!"},
+        ],
+        tests=[
+            {"input": "Price?", "expected": "Price?", "type": "contains", "vars": v}
+            for v in ({"customer_name": "Ada"}, {"customer_name": "Bo", "product": "tea"})
+        ],
+    )
+    await core.push(parse_prompt(chat), slack(REQUESTER))
+    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=1, concurrency=1))
+    run = await work.execute(await work.start(CHAT, "1.0.0", slack(REQUESTER)))
+    assert (run.passed, run.errored) == (2, 0)
+    sent = sorted((r["system"], json.dumps(r["messages"])) for r in model.requests)
+    assert sent == sorted(
+        (
+            f"You sell {product}.",
+            json.dumps(
+                [
+                    {"role": "user", "content": f"Hi, I am {name}."},
+                    {"role": "assistant", "content": f"Welcome, {name}!"},
+                    {"role": "user", "content": "Price?"},
+                ]
+            ),
+        )
+        for name, product in (("Ada", "promptship"), ("Bo", "tea"))
+    )

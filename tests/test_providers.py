@@ -382,3 +382,20 @@ async def test_the_policy_switch_decides_whether_reasoning_is_checked(
     run = await core.validation_run(await run_suite(core, [starts]))
     assert run.passed == (1 if strip else 0)
     assert run.results[0]["got"].startswith("<think>") is not strip
+
+
+async def test_a_temperature_the_model_refuses_is_recorded_on_the_run(
+    core: Promptship, double: ModelDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", double.url)
+    double.refuses_sampling = {"claude-sonnet-4-5"}
+    double.responder = lambda system, user, model: "The Team plan includes 25 projects."
+    await core.push(
+        parse_prompt(prompt_yaml("support-bot", "1.0.0", tests=SUITE[:1])), slack(AUTHOR)
+    )
+    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=0))
+    run = await work.execute(await work.start("support-bot", "1.0.0", slack(REQUESTER)))
+    assert (run.state, run.passed) == ("passed", 1)
+    assert run.notes == ["temperature 0.7 not sent: claude-sonnet-4-5 refuses sampling parameters"]
+    assert "temperature" not in double.requests[-1]["params"]

@@ -129,4 +129,7 @@ approval_expiry: 72h          # an open request not approved by then closes
 # alone; anyone with a shell could then decide as anyone. A shared install sets it to false
 # and decides in Slack, or with each person's own token (README, "Security model").
 local_decisions: true
+
+# The model that grades llm-rubric test cases (a rubric a judge checks the answer against).
+# judge: {provider: anthropic, model: claude-haiku-4-5}
 """

@@ -131,5 +131,5 @@ approval_expiry: 72h          # an open request not approved by then closes
 local_decisions: true
 
 # The model that grades llm-rubric test cases (a rubric a judge checks the answer against).
-# judge: {provider: anthropic, model: claude-haiku-4-5}
+# judge: {{provider: anthropic, model: claude-haiku-4-5}}
 """

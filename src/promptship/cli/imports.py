@@ -191,7 +191,7 @@ def _into(
     options = Options(input_var=input_var, skip_unsupported=skip, into=spec, into_name=str(into))
     imported = import_promptfoo(file, options)
     if imported.cases:  # all duplicates: the file stays as it is
-        text = prompt_writer.appended_text(existing, spec, imported.cases, str(file), str(into))
+        text = prompt_writer.appended_text(existing, spec, imported, str(into))
         if not dry_run:
             prompt_writer.replace(into, text)
     return imported, into

@@ -54,9 +54,17 @@ def case_document(case: TestCase) -> dict[str, Any]:
     return {key: fields[key] for key in order if key in fields}
 
 
-def _header(source: str, notes: list[str]) -> str:
-    lines = [f"# Imported from promptfoo ({source}) by `promptship import promptfoo`."]
-    lines += [f"# review: {' '.join(note.split())}" for note in notes]
+def _dropped(imported: Imported) -> list[str]:
+    if not imported.skipped:
+        return []
+    counts = ", ".join(f"{kind} {n}" for kind, n in sorted(imported.skipped.items()))
+    return [f"dropped (--skip-unsupported): {counts}"]
+
+
+def _header(imported: Imported) -> str:
+    lines = [f"# Imported from promptfoo ({imported.source}) by `promptship import promptfoo`."]
+    lines += [f"# {line}" for line in _dropped(imported)]
+    lines += [f"# review: {' '.join(note.split())}" for note in imported.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -82,7 +90,7 @@ def new_file_text(
     if parts.messages:
         document["messages"] = parts.messages
     document["tests"] = [case_document(case) for case in imported.cases]
-    text = _header(imported.source, imported.notes) + dump(document)
+    text = _header(imported) + dump(document)
     spec = _read_back(text, where)
     _same(spec.tests, imported.cases, where)
     return text
@@ -114,9 +122,7 @@ def _line(text: str, number: int) -> tuple[int, str]:
     return start, text[start : end.start() if end else len(text)]
 
 
-def appended_text(
-    existing: str, spec: PromptSpec, cases: list[TestCase], source: str, where: str
-) -> str:
+def appended_text(existing: str, spec: PromptSpec, imported: Imported, where: str) -> str:
     """``existing`` with ``cases`` appended to its ``tests:`` (its last top-level key, or
     added at the end when it has none)."""
     raw, lines = load_yaml_located(existing, where)
@@ -158,7 +164,9 @@ def appended_text(
                 head = existing[:at] + existing[at + len(empty.group(2)) :]
     if head and not head.endswith(("\n", "\r")):
         head += newline
-    body = [f"{indent}# imported from promptfoo ({source})"]
+    cases = imported.cases
+    body = [f"{indent}# imported from promptfoo ({imported.source})"]
+    body += [f"{indent}# {line}" for line in _dropped(imported)]
     for line in dump([case_document(case) for case in cases]).splitlines():
         body.append(f"{indent}{line}" if line.strip() else line)
     text = head + opening + newline.join(body) + newline

@@ -19,9 +19,7 @@ and counted; malformed input is refused naming the test and the assert.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +37,8 @@ from promptship.importers.promptfoo_asserts import (
     js_text,
     kind_of,
     map_assert,
-    short,
 )
-from promptship.importers.promptfoo_files import Files, RawTest, file_ref
+from promptship.importers.promptfoo_files import Files
 from promptship.importers.promptfoo_prompt import (
     PromptParts,
     choose_prompt,
@@ -49,15 +46,18 @@ from promptship.importers.promptfoo_prompt import (
     prompt_parts,
     provider_defaults,
 )
+from promptship.importers.promptfoo_tests import (
+    MAX_CASES,
+    Problems,
+    Row,
+    collect_tests,
+    default_test,
+    dereference,
+    expand,
+    listed,
+)
 
-#: a prompt file holds at most this many cases
-MAX_CASES = 10_000
 INPUT_NAMES = ("input", "query", "question", "prompt", "message")
-_TEST_KEYS = frozenset({"vars", "assert", "description", "options"})
-_HANDLED_OPTIONS = frozenset({"disableDefaultAsserts", "disableVarExpansion"})
-_VAR_REF = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-_MAX_REF_NODES = 1_000_000
-_LISTED = 30
 
 
 @dataclass(frozen=True)
@@ -97,51 +97,6 @@ class Imported:
         return dict(sorted(Counter(case.type.value for case in self.cases).items()))
 
 
-@dataclass
-class _Row:
-    """One test (one combination of its array vars), ready to become cases."""
-
-    label: str
-    description: str | None
-    values: dict[str, Any]
-    asserts: list[tuple[str, Any]]
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.errors: dict[str, None] = {}
-        self.unsupported: dict[Any, tuple[str, str]] = {}
-        self.notes: dict[str, None] = {}
-
-    def error(self, message: str) -> None:
-        self.errors[message] = None
-
-    def drop(self, kind: str, message: str, key: Any = None) -> None:
-        self.unsupported.setdefault(key if key is not None else message, (kind, message))
-
-    def check(self, skip: bool) -> Counter[str]:
-        if self.errors:
-            errors = list(self.errors)
-            raise BadInput(
-                errors[0] if len(errors) == 1 else f"{len(errors)} problems:\n" + _listed(errors)
-            )
-        if self.unsupported and not skip:
-            lines = [message for _, message in self.unsupported.values()]
-            raise BadInput(
-                "promptship cannot keep these:\n" + _listed(lines),
-                hint="pass --skip-unsupported to import the rest (the report counts what is "
-                "dropped)",
-            )
-        return Counter(kind for kind, _ in self.unsupported.values())
-
-
-def _listed(lines: list[str]) -> str:
-    shown = [f"  {line}" for line in lines[:_LISTED]]
-    if len(lines) > _LISTED:
-        shown.append(f"  and {len(lines) - _LISTED} more")
-    return "\n".join(shown)
-
-
 def read_config(path: Path) -> tuple[dict[str, Any], Files]:
     """A promptfoo config (YAML or JSON), or a tests file (a list of tests, CSV, JSONL)
     standing for one with those tests."""
@@ -161,48 +116,9 @@ def read_config(path: Path) -> tuple[dict[str, Any], Files]:
             f"(or a list of tests), not {kind_of(data)}"
         )
     try:
-        return _dereference(data), files
+        return dereference(data), files
     except Malformed as exc:
         raise BadInput(f"{path}: {exc.message}") from None
-
-
-def _dereference(root: dict[str, Any]) -> dict[str, Any]:
-    """The config with its ``$ref: '#/...'`` pointers replaced by what they point to, as
-    promptfoo does (a pointer that does not resolve in the config is left as it is: a JSON
-    schema's own reference)."""
-    budget = [_MAX_REF_NODES]
-
-    def target(pointer: str) -> tuple[bool, Any]:
-        node: Any = root
-        for part in pointer.removeprefix("#").split("/")[1:]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                return False, None
-        return True, node
-
-    def walk(node: Any, chain: tuple[str, ...]) -> Any:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise Malformed(f"$ref references expand the config beyond {_MAX_REF_NODES:,} values")
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#"):
-                if ref in chain:
-                    raise Malformed(f"$ref {ref!r} refers to itself")
-                found, value = target(ref)
-                if found:
-                    return walk(value, (*chain, ref))
-            return {key: walk(value, chain) for key, value in node.items()}
-        if isinstance(node, list):
-            return [walk(item, chain) for item in node]
-        return node
-
-    result: dict[str, Any] = walk(root, ())
-    return result
 
 
 def import_promptfoo(path: Path, options: Options) -> Imported:
@@ -212,18 +128,18 @@ def import_promptfoo(path: Path, options: Options) -> Imported:
 
 def import_config(config: dict[str, Any], files: Files, source: str, options: Options) -> Imported:
     """The cases of an already-read config; files it names are read with ``files``."""
-    problems = _Problems()
+    problems = Problems()
     if config.get("scenarios"):
         problems.drop("scenarios", "scenarios: promptship has no scenarios; write them as tests")
     for key in ("nunjucksFilters", "extensions"):
         if config.get(key):
             problems.notes[f"{key}: promptship does not run them; review the prompt"] = None
-    default = _default_test(config.get("defaultTest"), files, problems)
-    rows: list[_Row] = []
-    raw_tests = _collect_tests(config.get("tests"), files, problems)
+    default = default_test(config.get("defaultTest"), files, problems)
+    rows: list[Row] = []
+    raw_tests = collect_tests(config.get("tests"), files, problems)
     for raw in raw_tests:
         try:
-            rows += _expand(raw, default, files, problems, MAX_CASES - len(rows))
+            rows += expand(raw, default, files, problems, MAX_CASES - len(rows))
         except Malformed as exc:
             problems.error(f"{raw.label}: {exc.message}")
         except Unsupported as exc:
@@ -261,146 +177,7 @@ def import_config(config: dict[str, Any], files: Files, source: str, options: Op
     return result
 
 
-def _default_test(raw: Any, files: Files, problems: _Problems) -> dict[str, Any]:
-    if file_ref(raw):
-        raw = files.load_data(files.matches(raw, "defaultTest")[0], "defaultTest")
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise BadInput(f"defaultTest: is a mapping (vars:, assert:), not {kind_of(raw)}")
-    for key in raw:
-        if key not in _TEST_KEYS:
-            problems.drop(f"test key {key}", f"defaultTest: {key}: promptship keeps no {key}")
-    options = raw.get("options") or {}
-    for key in options if isinstance(options, dict) else ():
-        if key not in _HANDLED_OPTIONS:
-            problems.drop(
-                f"test key options.{key}", f"defaultTest: options.{key}: promptship keeps none"
-            )
-    if isinstance(raw.get("vars"), str | list):
-        raw = {**raw, "vars": files.vars_from(raw["vars"], "defaultTest")}
-    if not isinstance(raw.get("vars") or {}, dict) or not isinstance(raw.get("assert") or [], list):
-        raise BadInput("defaultTest: vars: is a mapping and assert: a list of asserts")
-    result: dict[str, Any] = raw
-    return result
-
-
-def _collect_tests(raw: Any, files: Files, problems: _Problems) -> list[RawTest]:
-    if raw is None:
-        return []
-    entries = raw if isinstance(raw, list) else [raw]
-    tests: list[RawTest] = []
-    for index, entry in enumerate(entries):
-        where = f"tests[{index}]" if isinstance(raw, list) else "tests"
-        try:
-            if isinstance(entry, str):
-                tests += files.tests_from(entry, where)
-            elif isinstance(entry, dict) and "path" in entry and "vars" not in entry:
-                raise Unsupported(
-                    "tests from a script", f"{where}: tests made by a generator cannot be imported"
-                )
-            else:
-                tests.append(RawTest(where, entry))
-        except Unsupported as exc:
-            problems.drop(exc.kind, exc.message)
-        except Malformed as exc:
-            problems.error(exc.message)
-        if len(tests) > MAX_CASES:
-            raise BadInput(f"more than {MAX_CASES:,} tests; a prompt file holds at most that")
-    return tests
-
-
-def _expand(
-    raw: RawTest, default: dict[str, Any], files: Files, problems: _Problems, room: int
-) -> list[_Row]:
-    test = raw.test
-    if not isinstance(test, dict):
-        raise Malformed(f"a test is a mapping with vars: and assert:, not {kind_of(test)}")
-    description = test.get("description")
-    if description is not None and not isinstance(description, str):
-        raise Malformed(f"description: must be text, not {kind_of(description)}")
-    label = raw.label + (f" ({short(description, 40)})" if description else "")
-    for key in test:
-        if key not in _TEST_KEYS:
-            problems.drop(f"test key {key}", f"{label}: {key}: promptship keeps no {key}")
-    options = test.get("options") or {}
-    if not isinstance(options, dict):
-        raise Malformed(f"options: is a mapping, not {kind_of(options)}")
-    for key in options:
-        if key not in _HANDLED_OPTIONS:
-            problems.drop(
-                f"test key options.{key}", f"{label}: options.{key}: promptship keeps none"
-            )
-    given = test.get("vars")
-    if isinstance(given, str | list):
-        given = files.vars_from(given, label)
-    if given is not None and not isinstance(given, dict):
-        raise Malformed(f"vars: is a mapping of names to values, not {kind_of(given)}")
-    merged = {**(default.get("vars") or {}), **(given or {})}
-    asserts = test.get("assert")
-    if asserts is not None and not isinstance(asserts, list):
-        raise Malformed(f"assert: is a list of asserts, not {kind_of(asserts)}")
-    inherited = [] if options.get("disableDefaultAsserts") else default.get("assert") or []
-    listed = [(f"defaultTest.assert[{i}]", a) for i, a in enumerate(inherited)]
-    listed += [(f"assert[{i}]", a) for i, a in enumerate(asserts or [])]
-    expand = not options.get(
-        "disableVarExpansion", (default.get("options") or {}).get("disableVarExpansion")
-    )
-    return [
-        _Row(label, description, _load_vars(combo, files, label, problems), listed)
-        for combo in _combinations(merged, files, label, expand, room)
-    ]
-
-
-def _combinations(
-    merged: dict[str, Any], files: Files, label: str, expand: bool, room: int
-) -> list[dict[str, Any]]:
-    """promptfoo's combinations: an array of texts (or a ``file://`` glob) gives one test
-    per value; other arrays are one value."""
-    choices: list[list[Any]] = []
-    for name, value in merged.items():
-        if value is None:
-            raise Malformed(f"vars.{name} is null: give it a value")
-        if file_ref(value) and expand:
-            choices.append([f"file://{path}" for path in files.matches(value, label)])
-        elif expand and isinstance(value, list) and value and isinstance(value[0], str):
-            choices.append(value)
-        else:
-            choices.append([value])
-    count = 1
-    for values in choices:
-        count *= len(values)
-    if count > room:
-        raise BadInput(f"{label}: its array vars make {count:,} tests; at most {MAX_CASES:,} fit")
-    return [dict(zip(merged, combo, strict=True)) for combo in itertools.product(*choices)]
-
-
-def _load_vars(
-    combo: dict[str, Any], files: Files, label: str, problems: _Problems
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name, value in combo.items():
-        if file_ref(value):
-            value = files.var_value(files.matches(value, label)[0], f"{label}: vars.{name}")
-        if isinstance(value, str):
-            value = value.removesuffix("\n")  # promptfoo drops one trailing newline
-        values[name] = value
-    for _ in range(5):  # promptfoo fills in vars that name other vars, five rounds at most
-        changed = False
-        for name, value in values.items():
-            match = _VAR_REF.search(value) if isinstance(value, str) else None
-            if match and match.group(1) in values:
-                text = js_text(values[match.group(1)])
-                if text is not None and match.group(1) != name:
-                    values[name] = value.replace(match.group(0), text, 1)
-                    changed = True
-                    problems.notes[f"{label}: vars.{name}: filled in {match.group(0)}"] = None
-        if not changed:
-            break
-    return values
-
-
-def _input_var(rows: list[_Row], chosen: str | None) -> str:
+def _input_var(rows: list[Row], chosen: str | None) -> str:
     names = list(dict.fromkeys(name for row in rows for name in row.values))
     if chosen is not None:
         if not template.VARIABLE_RE.fullmatch(chosen):
@@ -463,11 +240,13 @@ def _why(exc: Exception) -> str:
 
 
 def _cases(
-    rows: list[_Row], input_var: str, keep_input: bool, files: Files, problems: _Problems
+    rows: list[Row], input_var: str, keep_input: bool, files: Files, problems: Problems
 ) -> tuple[list[TestCase], list[str]]:
     cases: list[TestCase] = []
     labels: list[str] = []
     for row in rows:
+        for kind, message in row.issues:
+            problems.drop(kind, message)
         if input_var not in row.values:
             problems.drop(
                 "tests without the input var",
@@ -551,7 +330,7 @@ def _check_into(spec: PromptSpec, name: str, cases: list[TestCase], labels: list
         names = list(dict.fromkeys(var for _, var in unknown))
         raise BadInput(
             f"{name} does not declare vars these tests set:\n"
-            + _listed([f"{label}: {var}" for label, var in unknown]),
+            + listed([f"{label}: {var}" for label, var in unknown]),
             hint=f"declare them in {name}, e.g. variables: {{"
             + ", ".join(f"{n}: null" for n in names)
             + "}, or name the user's turn with --input-var",
@@ -568,7 +347,7 @@ def _check_into(spec: PromptSpec, name: str, cases: list[TestCase], labels: list
     if lacking:
         raise BadInput(
             f"{name} requires vars these tests do not set:\n"
-            + _listed([f"{label}: {var}" for label, var in lacking]),
+            + listed([f"{label}: {var}" for label, var in lacking]),
             hint=f"give them a default in {name}'s variables:, or set them in the tests",
         )
 

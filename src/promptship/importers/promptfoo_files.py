@@ -295,7 +295,11 @@ def csv_tests(text: str, shown: str) -> list[RawTest]:
                 continue
             if len(row) != len(header):
                 raise Malformed(f"{where}: {len(row)} cells; the header has {len(header)}")
-            tests.append(RawTest(where, test_from_csv_row(dict(zip(header, row, strict=True)))))
+            try:
+                test = test_from_csv_row(dict(zip(header, row, strict=True)))
+            except Malformed as exc:
+                raise Malformed(f"{where}: {exc.message}") from None
+            tests.append(RawTest(where, test))
     except csv.Error as exc:
         raise Malformed(f"{shown} line {reader.line_num}: not valid CSV: {exc}") from None
     return tests
@@ -328,7 +332,8 @@ def test_from_csv_row(row: dict[str, str]) -> dict[str, Any]:
             if value.strip():
                 metadata[key.removeprefix("__metadata:").removesuffix("[]")] = value
         elif key.startswith("__config:"):
-            _config_column(key, value, thresholds)
+            if value.strip():  # an empty cell sets nothing
+                _config_column(key, value, thresholds)
         else:
             variables[key] = value
     metric = test.pop("metric", None)

@@ -622,3 +622,19 @@ def _read(config: Path) -> tuple[dict[str, Any], Files, str]:
 
     raw, files = read_config(config)
     return raw, files, str(config)
+
+
+def test_without_a_prompt_the_system_prompt_is_asked_for(tmp_path: Path) -> None:
+    config = config_with(tmp_path, [{"type": "contains", "value": "hello"}])
+    document = json.loads(config.read_text())
+    del document["prompts"]
+    config.write_text(json.dumps(document))
+    code, _, stderr = run(config, "--name", "x", "--version", "1.0.0", "--dry-run")
+    assert code == 2 and "no prompt to take the system prompt from" in stderr
+    assert "--system-prompt TEXT" in stderr
+    code, _, stderr = run(
+        config, "--name", "x", "--version", "1.0.0", "--system-prompt", "Be brief.", "--dry-run"
+    )
+    assert code == 0, stderr
+    code, _, stderr = run(config, "--into", tmp_path / "p.yaml", "--name", "x")
+    assert code == 2 and "--name: for a new prompt file" in stderr

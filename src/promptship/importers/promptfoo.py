@@ -128,6 +128,13 @@ def import_promptfoo(path: Path, options: Options) -> Imported:
 
 def import_config(config: dict[str, Any], files: Files, source: str, options: Options) -> Imported:
     """The cases of an already-read config; files it names are read with ``files``."""
+    try:
+        return _import_config(config, files, source, options)
+    except (Malformed, Unsupported) as exc:  # where there is no test to name or to skip
+        raise BadInput(exc.message) from None
+
+
+def _import_config(config: dict[str, Any], files: Files, source: str, options: Options) -> Imported:
     problems = Problems()
     if config.get("scenarios"):
         problems.drop("scenarios", "scenarios: promptship has no scenarios; write them as tests")
@@ -297,6 +304,8 @@ def _cases(
                 continue
             cases.append(case)
             labels.append(row.label)
+            if len(cases) > MAX_CASES:
+                raise BadInput(f"more than {MAX_CASES:,} cases; a prompt file holds at most that")
     return cases, labels
 
 

@@ -121,7 +121,9 @@ def default_test(raw: Any, files: Files, problems: Problems) -> dict[str, Any]:
         if key not in _TEST_KEYS:
             problems.drop(f"test key {key}", f"defaultTest: {key}: promptship keeps no {key}")
     options = raw.get("options") or {}
-    for key in options if isinstance(options, dict) else ():
+    if not isinstance(options, dict):
+        raise Malformed(f"defaultTest: options: is a mapping, not {kind_of(options)}")
+    for key in options:
         if key not in _HANDLED_OPTIONS:
             problems.drop(
                 f"test key options.{key}", f"defaultTest: options.{key}: promptship keeps none"
@@ -232,7 +234,10 @@ def _load_vars(
     values: dict[str, Any] = {}
     for name, value in combo.items():
         if file_ref(value):
-            value = files.var_value(files.matches(value, label)[0], f"{label}: vars.{name}")
+            paths = files.matches(value, label)
+            if len(paths) != 1:  # promptfoo expands a glob only as a var's whole value
+                raise Malformed(f"vars.{name}: {value} names {len(paths)} files; a var holds one")
+            value = files.var_value(paths[0], f"{label}: vars.{name}")
         if isinstance(value, str):
             value = value.removesuffix("\n")  # promptfoo drops one trailing newline
         values[name] = value

@@ -151,8 +151,12 @@ def _import_config(config: dict[str, Any], files: Files, source: str, options: O
             problems.error(f"{raw.label}: {exc.message}")
         except Unsupported as exc:
             problems.drop(exc.kind, f"{raw.label}: {exc.message}")
-    if problems.errors:  # before guessing the input var from tests that did not load
-        problems.check(options.skip_unsupported)
+    if problems.errors or not rows:  # before guessing the input var from tests that did not load
+        skipped = problems.check(options.skip_unsupported)
+        dropped = ", ".join(f"{n} {kind}" for kind, n in skipped.items())
+        raise BadInput(
+            f"{source}: no tests to import" + (f" (dropped: {dropped})" if dropped else "")
+        )
     input_var = _input_var(rows, options.input_var)
     parts = _prompt_parts(config, files, input_var, options)
     if options.into is not None:
@@ -218,6 +222,10 @@ def _prompt_parts(
         return parts
     if options.system_prompt is not None:
         parts = PromptParts(system_prompt=options.system_prompt)
+        if config.get("prompts"):
+            parts.notes.append(
+                "the config's prompts are not imported: --system-prompt replaces them"
+            )
     else:
         try:
             prompts = load_prompts(config.get("prompts"), files)

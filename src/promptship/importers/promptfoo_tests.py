@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from promptship.domain.promptfile import MAX_VARS_CHARS
 from promptship.errors import BadInput
 from promptship.importers.promptfoo_asserts import Malformed, Unsupported, js_text, kind_of, short
 from promptship.importers.promptfoo_files import Files, RawTest, file_ref
@@ -248,6 +249,11 @@ def _load_vars(
             if match and match.group(1) in values:
                 text = js_text(values[match.group(1)])
                 if text is not None and match.group(1) != name:
+                    if len(value) + len(text) > MAX_VARS_CHARS:
+                        raise Malformed(
+                            f"vars.{name}: over {MAX_VARS_CHARS:,} characters once "
+                            f"{match.group(0)} is filled in"
+                        )
                     values[name] = value.replace(match.group(0), text, 1)
                     changed = True
                     problems.notes[f"{label}: vars.{name}: filled in {match.group(0)}"] = None

@@ -1,12 +1,11 @@
-"""Each assertion type, pass and fail, with the reason a person reads; promptfoo import."""
+"""Each assertion type, pass and fail, with the reason a person reads."""
 
 from __future__ import annotations
 
 import pytest
 
 from promptship.domain.promptfile import AssertionType, TestCase
-from promptship.errors import BadInput
-from promptship.validation.assertions import check, check_many, check_text, import_promptfoo
+from promptship.validation.assertions import check, check_many, check_text
 from promptship.validation.scoring import Scorer
 
 
@@ -81,43 +80,6 @@ async def test_a_batch_scores_every_score_case_in_one_pass(scorer: Scorer) -> No
     results = await check_many(batch, scorer)
     assert len(results) == 11 and results[-1].passed
     assert scorer.encoded_texts - before == 20  # ten answers, ten expected texts, once each
-
-
-def test_promptfoo_file_imports_to_cases() -> None:
-    text = """
-tests:
-  - description: plan limits
-    vars: {question: "How many projects on Team?"}
-    assert:
-      - {type: contains, value: "25 projects"}
-      - {type: similar, value: "The Team plan allows 25 projects", threshold: 0.7}
-  - vars: {input: "Reply in JSON", tone: formal}
-    assert:
-      - {type: is-json, value: {type: object}}
-      - {type: equals, value: "{}"}
-"""
-    cases = import_promptfoo(text, "suite.yaml")
-    assert [(c.input, c.type.value) for c in cases] == [
-        ("How many projects on Team?", "contains"),
-        ("How many projects on Team?", "score"),
-        ("Reply in JSON", "json-schema"),
-        ("Reply in JSON", "exact"),
-    ]
-    assert cases[1].threshold == 0.7 and cases[0].description == "plan limits"
-
-
-def test_promptfoo_unsupported_type_names_file_index_and_type() -> None:
-    with pytest.raises(BadInput) as err:
-        import_promptfoo(
-            "- vars: {q: hi}\n  assert: [{type: llm-rubric, value: polite}]", "suite.yaml"
-        )
-    assert (
-        "suite.yaml: tests[0].assert[0]: unsupported assertion type 'llm-rubric'"
-        in err.value.message
-    )
-    assert "contains" in (err.value.hint or "")
-    with pytest.raises(BadInput, match="several vars"):
-        import_promptfoo("- vars: {a: 1, b: 2}\n  assert: [{type: contains, value: x}]", "s.yaml")
 
 
 def test_an_answer_nested_beyond_any_parser_fails_the_json_schema_case_without_crashing() -> None:

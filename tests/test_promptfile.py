@@ -260,3 +260,11 @@ def test_spec_is_immutable() -> None:
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is internal
         spec.model = "other"  # type: ignore[misc]
     assert isinstance(spec, PromptSpec)
+
+
+def test_a_json_schema_whose_schema_uri_is_not_text_is_refused_not_a_crash() -> None:
+    text = EXAMPLE.split("tests:")[0] + (
+        "tests:\n  - {input: hi, type: json-schema, expected: {$schema: [1]}}\n"
+    )
+    with pytest.raises(BadInput, match=r"tests\[0\]: expected: \$schema must be a text"):
+        parse_prompt(text, "p.yaml")

@@ -18,6 +18,7 @@ try:
         demo,
         deployments,
         doubles,
+        imports,
         init,
         outbox,
         promotions,

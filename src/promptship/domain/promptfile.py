@@ -154,6 +154,8 @@ class TestCase(BaseModel):
                     raise ValueError(f"expected must be a JSON schema: {exc}") from None
             if not isinstance(schema, dict):
                 raise ValueError("expected must be a JSON schema object")
+            if not isinstance(schema.get("$schema", ""), str):
+                raise ValueError("expected: $schema must be a text (the schema's URI)")
             try:
                 jsonschema.validators.validator_for(schema).check_schema(schema)
             except jsonschema.SchemaError as exc:

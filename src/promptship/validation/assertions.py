@@ -1,4 +1,4 @@
-"""Assertions: does an answer satisfy a test case? Plus the promptfoo importer."""
+"""Assertions: does an answer satisfy a test case?"""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Any
 import jsonschema
 
 from promptship.domain.promptfile import LIST_TYPES, AssertionType, TestCase
-from promptship.domain.safe_load import load_yaml
-from promptship.errors import BadInput
 from promptship.validation.scoring import Scorer
 
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -138,73 +136,3 @@ async def check_many(
             why = "" if ok else f"similarity {score:.2f} is below the threshold {threshold:.2f}"
             results[i] = AssertionResult(ok, score, why)
     return [r for r in results if r is not None]
-
-
-# -- promptfoo ----------------------------------------------------------------------------
-
-PROMPTFOO_TYPES = {
-    "contains": AssertionType.CONTAINS,
-    "icontains": AssertionType.ICONTAINS,
-    "not-contains": AssertionType.NOT_CONTAINS,
-    "equals": AssertionType.EXACT,
-    "regex": AssertionType.REGEX,
-    "is-json": AssertionType.JSON_SCHEMA,
-    "contains-json": AssertionType.JSON_SCHEMA,
-    "similar": AssertionType.SCORE,
-}
-_INPUT_VARS = ("input", "query", "question", "prompt", "message")
-
-
-def import_promptfoo(text: str, source: str) -> list[TestCase]:
-    """Test cases from a promptfoo test file (``tests:`` with ``vars`` and ``assert``)."""
-    raw = load_yaml(text, source)
-    tests = raw.get("tests") if isinstance(raw, dict) else raw
-    if not isinstance(tests, list):
-        raise BadInput(f"{source}: expected a list of tests, or a mapping with tests:")
-    cases: list[TestCase] = []
-    supported = ", ".join(PROMPTFOO_TYPES)
-    for index, test in enumerate(tests):
-        where = f"{source}: tests[{index}]"
-        if not isinstance(test, dict):
-            raise BadInput(f"{where}: each test is a mapping with vars and assert")
-        variables = test.get("vars") or {}
-        if not isinstance(variables, dict) or not variables:
-            raise BadInput(f"{where}: vars is missing")
-        if len(variables) == 1:
-            value = next(iter(variables.values()))
-        else:
-            name = next((n for n in _INPUT_VARS if n in variables), None)
-            if name is None:
-                raise BadInput(
-                    f"{where}: several vars ({', '.join(variables)}) and none is the input",
-                    hint=f"name the user's message one of: {', '.join(_INPUT_VARS)}",
-                )
-            value = variables[name]
-        asserts = test.get("assert") or []
-        if not isinstance(asserts, list) or not asserts:
-            raise BadInput(f"{where}: assert is missing")
-        for position, item in enumerate(asserts):
-            kind = str((item or {}).get("type", ""))
-            if kind not in PROMPTFOO_TYPES:
-                raise BadInput(
-                    f"{where}.assert[{position}]: unsupported assertion type {kind!r}",
-                    hint=f"supported: {supported}",
-                )
-            target = PROMPTFOO_TYPES[kind]
-            expected = item.get("value")
-            if target is AssertionType.JSON_SCHEMA and expected is None:
-                expected = {}
-            threshold = item.get("threshold") if target is AssertionType.SCORE else None
-            try:
-                cases.append(
-                    TestCase(
-                        input=str(value),
-                        type=target,
-                        expected=expected if isinstance(expected, dict) else str(expected),
-                        threshold=threshold,
-                        description=test.get("description"),
-                    )
-                )
-            except ValueError as exc:
-                raise BadInput(f"{where}.assert[{position}]: {exc}") from None
-    return cases

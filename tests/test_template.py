@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -78,18 +80,35 @@ def test_the_content_hash_covers_the_template_not_a_rendering() -> None:
 
 
 @pytest.mark.parametrize(
-    "source",
+    ("source", "why"),
     [
-        "{{ ''.__class__.__mro__ }}",
-        "{{ cycler.__init__.__globals__ }}",
-        "{{ 'x' * 100000000 }}",
-        "{{ 2 ** 100000 }}",
-        "{% for i in range(10000000) %}x{% endfor %}",
+        ("{{ ''.__class__.__mro__ }}", "unsafe"),
+        ("{{ cycler.__init__.__globals__ }}", "unsafe"),
+        ("{{ 'x' * 100000000 }}", "a repeated value over 1,000,000 characters"),
+        ("{{ (['x' * 900000] * 1000)|join }}", "a repeated value over 1,000,000 characters"),
+        ("{{ 2 ** 100000 }}", "an exponent over 64"),
+        ("{{ lipsum(n=100000) }}", "'lipsum' is undefined"),
+        ("{% for i in range(50000) %}x{% endfor %}", "a range of more than 10,000 items"),
+        ("{{ '%5000000d' % 1 }}", "a % format with a width of a million or more"),
+        ("{{ '{:5000000}'.format(1) }}", "a format width of a million or more"),
+        ("{{ 'x'|center(100000000) }}", "a number over 1,000,000 passed to a call"),
+        (
+            "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
+            "took more than 0.5 s of CPU to render",
+        ),
     ],
 )
-def test_the_sandbox_refuses_escapes_and_huge_output(source: str) -> None:
-    with pytest.raises(RenderError):
+def test_the_sandbox_refuses_escapes_and_work_without_bound(source: str, why: str) -> None:
+    with pytest.raises(RenderError, match=re.escape(why)):
         render(source, {})
+
+
+def test_ordinary_templates_render_as_jinja2_does() -> None:
+    source = (
+        "{{ items|join(', ') }} {% for i in range(3) %}{{ loop.index }}{% endfor %} "
+        "{{ '%05d' % 3 }} {{ 'x'|center(5) }}|{{ 'Rate *this*: {}'.format(5) }}"
+    )
+    assert render(source, {"items": [1, 2]}) == "1, 2 123 00003   x  |Rate *this*: 5"
 
 
 @given(st.dictionaries(NAMES, st.text(max_size=20), max_size=5), st.sets(NAMES, max_size=5))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,11 +53,38 @@ class RenderError(BadInput):
     """A template failed while rendering (a filter on the wrong type, a limit reached)."""
 
 
-class _Bounded(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with ``*`` and ``**`` checked so ``{{ "x" * 10**9 }}`` is
-    refused instead of built."""
+#: the most items ``range()`` gives in a template, and the longest a call may ask a text to
+#: be (``center(N)``, ``"{:N}".format``, ``"%Nd" % x``)
+MAX_RANGE = 10_000
+#: CPU a rendering may take before it is stopped
+MAX_RENDER_SECONDS = 0.5
+#: a format width (or precision) of a million or more; for ``%``, also one given by argument
+_WIDE = re.compile(r"\d{7,}")
+_WIDE_PERCENT = re.compile(r"%[^a-zA-Z%]*?(\d{7,}|\*)")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _refuse_big_ints(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and abs(value) > MAX_RENDERED_CHARS
+        ):
+            raise SecurityError(f"a number over {MAX_RENDERED_CHARS:,} passed to a call")
+
+
+def _repeated_size(seq: Any, times: int) -> int:
+    if isinstance(seq, str):
+        return len(seq) * times
+    return sum(len(item) if isinstance(item, str) else 1 for item in seq) * times
+
+
+class _Bounded(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with what can build a huge text checked before it is built:
+    ``*`` on texts and lists, ``**``, ``%`` and ``format`` widths, numbers passed to calls
+    and filters, ``range``. ``lipsum`` is gone; rendering has a CPU budget."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, int) and abs(right) > 64:
@@ -63,11 +92,44 @@ class _Bounded(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    if len(seq) * times > MAX_RENDERED_CHARS:
+                    if _repeated_size(seq, times) > MAX_RENDERED_CHARS:
                         raise SecurityError(
                             f"a repeated value over {MAX_RENDERED_CHARS:,} characters"
                         )
+        if operator == "%" and isinstance(left, str) and _WIDE_PERCENT.search(left):
+            raise SecurityError("a % format with a width of a million or more, or a * width")
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _refuse_big_ints(args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        """``"{:N}".format`` (the sandbox's own safe formatter), refused for a wide N."""
+        receiver = getattr(value, "__self__", None)
+        if (
+            isinstance(receiver, str)
+            and getattr(value, "__name__", "") in ("format", "format_map")
+            and _WIDE.search(receiver)
+        ):
+            raise SecurityError("a format width of a million or more")
+        return super().wrap_str_format(value)
+
+
+def _bounded_filter(function: Any) -> Any:
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _refuse_big_ints(args, kwargs)
+        return function(*args, **kwargs)
+
+    return bounded
+
+
+def _range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise SecurityError(f"a range of more than {MAX_RANGE:,} items")
+    return numbers
 
 
 _ENV = _Bounded(
@@ -75,6 +137,38 @@ _ENV = _Bounded(
     autoescape=False,  # prompts are text, not HTML
     keep_trailing_newline=True,
 )
+_ENV.globals.pop("lipsum", None)
+_ENV.globals["range"] = _range
+_ENV.filters = {name: _bounded_filter(f) for name, f in _ENV.filters.items()}
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _render_within_budget(compiled: Any, values: Mapping[str, Any]) -> str:
+    """Render with a CPU budget: a tracer on the template's own frames stops a rendering
+    that loops for longer than ``MAX_RENDER_SECONDS`` (a loop with no output never reaches
+    the size check)."""
+    deadline = time.thread_time() + MAX_RENDER_SECONDS
+    events = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal events
+        if frame.f_code.co_filename != "<template>":
+            return None
+        events += 1
+        if events % 256 == 0 and time.thread_time() > deadline:
+            raise _OutOfTime
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        out: str = compiled.render(**values)
+    finally:
+        sys.settrace(previous)
+    return out
 
 
 @dataclass(frozen=True)
@@ -157,7 +251,12 @@ def render(text: str, values: Mapping[str, Any], where: str = "") -> str:
     if not is_template(text):
         return text
     try:
-        out: str = _compile(text).render(**values)
+        out = _render_within_budget(_compile(text), values)
+    except _OutOfTime:
+        raise RenderError(
+            f"{where + ': ' if where else ''}took more than {MAX_RENDER_SECONDS:g} s of CPU "
+            "to render; simplify its loops"
+        ) from None
     except UndefinedError as exc:
         # declared variables are all in ``values``: this is a name the template reads that
         # was never declared (a version pushed before templates were checked), or an

@@ -63,3 +63,13 @@ async def test_the_approval_message_shows_the_template_change(
     text = json.dumps(blocks, ensure_ascii=False)
     assert "+[assistant] Yes, {{ customer_name }}: Settings → Export → CSV." in text
     assert '+region = \\"EU\\"' in text
+
+
+async def test_a_change_of_a_cases_vars_or_threshold_is_a_change(core: Promptship) -> None:
+    await push(core, NAME, "1.0.0", system_prompt=SYSTEM, **V1)
+    changed = [{**V1["tests"][0], "vars": {"customer_name": "B"}}]
+    await push(core, NAME, "1.0.1", system_prompt=SYSTEM, **{**V1, "tests": changed})
+    diff = await core.diff(NAME, "1.0.0", "1.0.1")
+    assert not diff.identical
+    assert diff.tests_removed == ["contains: 'hi' with vars {\"customer_name\": \"A\"} → 'x'"]
+    assert diff.tests_added == ["contains: 'hi' with vars {\"customer_name\": \"B\"} → 'x'"]

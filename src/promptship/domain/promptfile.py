@@ -217,6 +217,13 @@ def vars_problem(values: Any) -> str | None:
     return None
 
 
+def case_identity(case: dict[str, Any]) -> str:
+    """What makes two cases the same — input, vars, type, expected and threshold, not the
+    description — for a case as stored or a run's result of it."""
+    key = {k: case.get(k) for k in ("input", "vars", "type", "expected", "threshold")}
+    return json.dumps(key, sort_keys=True, ensure_ascii=False, default=str)
+
+
 def _check_values(values: dict[str, Any], key: str) -> None:
     problem = vars_problem(values)
     if problem is not None:

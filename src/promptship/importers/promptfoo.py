@@ -19,7 +19,6 @@ and counted; malformed input is refused naming the test and the assert.
 from __future__ import annotations
 
 import functools
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from promptship.domain import template
-from promptship.domain.promptfile import PromptSpec, Provider, TestCase
+from promptship.domain.promptfile import PromptSpec, Provider, TestCase, case_identity
 from promptship.errors import BadInput
 from promptship.importers.promptfoo_asserts import (
     CONTAINS_JSON_NOTE,
@@ -370,9 +369,8 @@ def _check_into(spec: PromptSpec, name: str, cases: list[TestCase], labels: list
 
 
 def case_key(case: TestCase) -> str:
-    """What makes two cases the same: input, vars, type, expected and threshold."""
-    dumped = case.model_dump(mode="json", exclude={"description"})
-    return json.dumps(dumped, sort_keys=True, ensure_ascii=False)
+    """What makes two cases the same (:func:`promptship.domain.promptfile.case_identity`)."""
+    return case_identity(case.model_dump(mode="json"))
 
 
 def _drop_duplicates(result: Imported, into: PromptSpec | None) -> None:

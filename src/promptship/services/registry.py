@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Any
 
 from sqlalchemy import select
@@ -15,6 +16,7 @@ from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import VersionStatus
 from promptship.domain.promptfile import (
     PromptSpec,
+    case_identity,
     check_name,
     check_version,
     content_hash,
@@ -273,7 +275,9 @@ def reviewed_text(version: PromptVersion) -> str:
 
 
 def _case_label(case: dict[str, Any]) -> str:
-    return f"{case.get('type')}: {case.get('input')!r} → {case.get('expected')!r}"
+    given = f" with vars {json.dumps(case['vars'], ensure_ascii=False)}" if case.get("vars") else ""
+    bar = f" (threshold {case['threshold']:g})" if case.get("threshold") is not None else ""
+    return f"{case.get('type')}: {case.get('input')!r}{given} → {case.get('expected')!r}{bar}"
 
 
 def diff(name: str, old: PromptVersion, new: PromptVersion) -> VersionDiff:
@@ -293,14 +297,14 @@ def diff(name: str, old: PromptVersion, new: PromptVersion) -> VersionDiff:
     )
     if text and not text.endswith("\n"):
         text += "\n"
-    old_cases = [_case_label(c) for c in old.content.get("tests", [])]
-    new_cases = [_case_label(c) for c in new.content.get("tests", [])]
+    old_cases = {case_identity(c): c for c in old.content.get("tests", [])}
+    new_cases = {case_identity(c): c for c in new.content.get("tests", [])}
     return VersionDiff(
         name=name,
         old_version=old.version,
         new_version=new.version,
         settings=settings,
         system_prompt_diff=text,
-        tests_added=[c for c in new_cases if c not in old_cases],
-        tests_removed=[c for c in old_cases if c not in new_cases],
+        tests_added=[_case_label(c) for k, c in new_cases.items() if k not in old_cases],
+        tests_removed=[_case_label(c) for k, c in old_cases.items() if k not in new_cases],
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 
 from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import RunState
-from promptship.domain.promptfile import AssertionType, TestCase
+from promptship.domain.promptfile import AssertionType, TestCase, case_identity
 from promptship.domain.template import render_prompt
 from promptship.errors import BadInput
 from promptship.services import Promptship
@@ -81,22 +80,15 @@ class _Calls:
     notes: set[str]
 
 
-def _case_key(case: dict[str, Any]) -> str:
-    key = [case.get("input"), case.get("type"), case.get("expected")]
-    if case.get("vars"):
-        key.append(case["vars"])
-    return json.dumps(key, sort_keys=True, default=str)
-
-
 def regressions(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | None) -> list[str]:
     """Inputs of cases that pass in the baseline (production) run and fail here."""
     if not baseline:
         return []
-    passed_before = {_case_key(r) for r in baseline if r.get("passed") and not r.get("error")}
+    passed_before = {case_identity(r) for r in baseline if r.get("passed") and not r.get("error")}
     return [
         str(r["input"])[:200]
         for r in results
-        if not (r.get("passed") and not r.get("error")) and _case_key(r) in passed_before
+        if not (r.get("passed") and not r.get("error")) and case_identity(r) in passed_before
     ]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.validation import model_double_process
-from promptship.services.soaks import CycleSpec, Sample, Side
+from promptship.services.soak_spec import CycleSpec, Sample, Side
 from promptship.soak.cycle import run_cycle
 from promptship.validation.providers import make_provider
 from promptship.validation.scoring import Scorer, default_model_path

@@ -14,7 +14,7 @@ import yaml
 from promptship.demo.scenario import DIVERGENT, GOOD, NAME, QUESTIONS, REGRESSING, prompt_file
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
-from promptship.services.soaks import CycleSpec, Sample, Side
+from promptship.services.soak_spec import CycleSpec, Sample, Side
 from promptship.soak.cycle import run_cycle
 from promptship.testing.answers import answer
 from promptship.testing.model_double import ModelDouble

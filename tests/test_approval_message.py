@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.requests import request_message
 from promptship.clock import ManualClock
 from promptship.services import Promptship
-from promptship.services.soaks import CycleResult
+from promptship.services.soak_spec import CycleResult
 from promptship.services.views import RequestView
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble

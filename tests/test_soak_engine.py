@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from promptship.services import Promptship
-from promptship.services.soaks import CycleSpec, Sample, Side
+from promptship.services.soak_spec import CycleSpec, Sample, Side
 from promptship.soak.cycle import run_cycle
 from promptship.soak.scheduler import Scheduler
 from promptship.store.db import Database
@@ -266,3 +267,27 @@ async def test_a_stopped_scheduler_leaves_no_job_running(db: Database) -> None:
         await reading.wait()
     await scheduler.stop()
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_new_required_variable_the_traffic_lacks_is_named(
+    model: ModelDouble, scorer: Scorer
+) -> None:
+    candidate = Side(
+        "1.1.0",
+        "anthropic",
+        "claude-test",
+        0.0,
+        200,
+        "Help {{ customer_name }}.",
+        [],
+        {"customer_name": None},
+    )
+    with_vars = [Sample(f"q {i}", vars={"customer_name": "Ada"}) for i in range(6)]
+    without = [Sample(f"q {i}") for i in range(6, 10)]
+    result = await run_cycle(replace(spec(with_vars + without), candidate=candidate), scorer)
+    assert (result.sample_size, result.errored) == (10, 4)
+    assert result.first_error == (
+        "1.1.0 needs customer_name, which the logged query does not carry: log traffic with "
+        "its vars (log_traffic(..., vars=...)) or give it a default"
+    )
+    assert {c["system"] for c in model.requests} == {"Help Ada.", "Be helpful."}

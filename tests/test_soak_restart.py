@@ -21,7 +21,7 @@ import pytest
 
 from promptship.clock import Clock, ManualClock
 from promptship.services import Promptship
-from promptship.services.soaks import CycleResult, CycleSpec
+from promptship.services.soak_spec import CycleResult, CycleSpec
 from promptship.soak.cycle import run_cycle
 from promptship.soak.scheduler import Scheduler
 from promptship.store.db import Database

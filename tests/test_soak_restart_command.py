@@ -23,7 +23,7 @@ from promptship.config import Settings
 from promptship.errors import BadInput, Forbidden, GateRefused, NotFound, PromptshipError
 from promptship.server import create_app
 from promptship.services import Promptship
-from promptship.services.soaks import CycleResult
+from promptship.services.soak_spec import CycleResult
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from promptship.testing.slack_limits import block_problems

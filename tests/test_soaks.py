@@ -13,7 +13,7 @@ import pytest
 from promptship.clock import ManualClock
 from promptship.errors import GateRefused, PromptshipError
 from promptship.services import Promptship
-from promptship.services.soaks import CycleResult, CycleSpec
+from promptship.services.soak_spec import CycleResult, CycleSpec
 from promptship.store.db import Database
 from tests.conftest import make_policy
 from tests.helpers import REQUESTER, pass_tests, push, slack, to_staging
@@ -202,7 +202,7 @@ async def test_with_nothing_in_production_the_suite_is_replayed(
     state = await soak_core.finish_soak_cycle(spec, "r1", CycleResult(sample_size=2, errored=1))
     assert state == "errored"
     soak = (await soak_core.soak_status(NAME))[0]  # newest first
-    assert soak.state == "failed" and "1 call(s) errored" in (soak.failure or "")
+    assert soak.state == "failed" and "1 sample(s) errored" in (soak.failure or "")
 
 
 async def test_a_divergent_breakglass_version_is_reverted_by_the_system(

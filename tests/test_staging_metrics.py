@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from promptship.clock import ManualClock
 from promptship.metrics import RECORDED_AS, Metrics, _StoreCollector
 from promptship.services import Promptship
-from promptship.services.soaks import CycleResult
+from promptship.services.soak_spec import CycleResult
 from tests.test_soaks import run, soak_core, staged_with_production
 
 __all__ = ["soak_core"]

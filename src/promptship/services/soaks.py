@@ -12,19 +12,18 @@ newest due cycle runs (the ones missed are recorded as such), and the soak still
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM
 from promptship.domain.lifecycle import soak_cycles, soak_next_steps
-from promptship.domain.template import Rendered, render_prompt
 from promptship.errors import NotFound
 from promptship.services import deployments, findings, outbox, registry, rollbacks
 from promptship.services.deps import Deps
+from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, Side
 from promptship.store.models import (
     Prompt,
     PromptVersion,
@@ -62,70 +61,6 @@ class SoakPlan:
         if now >= self.ends_at:
             return self.cycles
         return min(self.cycles, int((now - self.started_at) / self.interval))
-
-
-@dataclass(frozen=True)
-class Side:
-    """One prompt version as the soak calls it."""
-
-    version: str
-    provider: str
-    model: str
-    temperature: float
-    max_tokens: int
-    system_prompt: str
-    #: the template's few-shot turns and declared variables (with defaults)
-    messages: list[dict[str, str]] = field(default_factory=list)
-    variables: dict[str, Any] | None = None
-
-    def render(self, vars: dict[str, Any] | None) -> Rendered:
-        """This version's prompt for one sample's vars (MissingVariable, RenderError)."""
-        return render_prompt(self.system_prompt, self.messages, self.variables, vars)
-
-
-@dataclass(frozen=True)
-class Sample:
-    input: str
-    #: a logged answer, and which version gave it; reused instead of calling that version
-    output: str | None = None
-    version: str | None = None
-    #: the template vars the app rendered the prompt with; both sides render with them
-    vars: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class CycleSpec:
-    """What a replica needs to run one cycle, read in one transaction."""
-
-    soak_id: int
-    cycle: int
-    kind: str
-    prompt: str
-    candidate: Side
-    #: the version compared against (production's, or the one break-glass replaced);
-    #: None: nothing to compare with, so the suite inputs are replayed for errors only.
-    baseline: Side | None
-    samples: list[Sample]
-    min_samples: int
-    similarity: float
-    max_divergence: float
-
-
-@dataclass
-class CycleResult:
-    sample_size: int
-    divergent: int = 0
-    errored: int = 0
-    model_calls: int = 0
-    worst: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    calls_seconds: float = 0.0
-    scoring_seconds: float = 0.0
-
-    @property
-    def rate(self) -> float | None:
-        scored = self.sample_size - self.errored
-        return self.divergent / scored if scored > 0 else None
 
 
 def _interval(deps: Deps, soak: SoakRun) -> timedelta:
@@ -386,7 +321,7 @@ async def finish(
         failure = (
             f"cycle {spec.cycle}: {summary}"
             if state == "diverged"
-            else f"cycle {spec.cycle}: {result.error or f'{result.errored} call(s) errored'}"
+            else f"cycle {spec.cycle}: {result.error or _errored(result)}"
         )
         failure = _advised(soak, failure, prompt.name, version.version, insufficient=False)
         await findings.finish_soak(session, deps, soak.id, False, SYSTEM, failure)
@@ -402,6 +337,7 @@ async def finish(
             failure = (
                 f"not enough traffic: {lacking} of {plan_.cycles} cycle(s) had fewer than "
                 f"{spec.min_samples} production queries"
+                + (f" answered; the last cycle: {_errored(result)}" if result.errored else "")
             )
             failure = _advised(soak, failure, prompt.name, version.version, insufficient=True)
             await findings.finish_soak(
@@ -418,6 +354,11 @@ async def finish(
             await findings.finish_soak(session, deps, soak.id, True, SYSTEM)
             await _alert(session, deps, "soak.passed", spec, result, prompt.name, version, None)
     return state
+
+
+def _errored(result: CycleResult) -> str:
+    first = f" (the first: {result.first_error})" if result.first_error else ""
+    return f"{result.errored} sample(s) errored{first}"
 
 
 def _advised(soak: SoakRun, failure: str, prompt: str, version: str, insufficient: bool) -> str:

@@ -14,8 +14,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from promptship.domain.template import MissingVariable
 from promptship.errors import BadInput, PromptshipError
-from promptship.services.soaks import CycleResult, CycleSpec, Sample, Side
+from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, Side
 from promptship.validation.providers import Provider, ProviderError, make_provider
 from promptship.validation.scoring import Scorer
 
@@ -50,7 +51,16 @@ async def run_cycle(
     async def answer(side: Side, sample: Sample) -> str:
         if sample.output is not None and sample.version == side.version:
             return sample.output
-        rendered = side.render(sample.vars)  # both sides with the vars the app used
+        try:
+            rendered = side.render(sample.vars)  # both sides with the vars the app used
+        except MissingVariable as exc:
+            raise BadInput(
+                f"{side.version} needs {', '.join(exc.names)}, which the logged query does not "
+                "carry: log traffic with its vars (log_traffic(..., vars=...)) or give it a "
+                "default"
+            ) from None
+        except BadInput as exc:
+            raise BadInput(f"{side.version} does not render: {exc.message}") from None
         async with limit:
             result.model_calls += 1
             completion = await opened[side.provider].complete(
@@ -68,8 +78,10 @@ async def run_cycle(
             if spec.baseline is None:
                 return None
             return candidate, await answer(spec.baseline, sample)
-        except (ProviderError, BadInput):  # no answer, or the sample's vars do not render
+        except (ProviderError, BadInput) as exc:  # no answer, or the vars do not render
             result.errored += 1
+            if result.first_error is None:
+                result.first_error = exc.message if isinstance(exc, BadInput) else str(exc)
             return None
 
     started = time.perf_counter()

@@ -23,7 +23,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from promptship.services import Promptship
-from promptship.services.soaks import CycleResult, CycleSpec, SoakPlan
+from promptship.services.soak_spec import CycleResult, CycleSpec
+from promptship.services.soaks import SoakPlan
 from promptship.worker import worker_id
 
 log = logging.getLogger("promptship.scheduler")

@@ -20,6 +20,7 @@ from promptship.services import (
     traffic,
 )
 from promptship.services.facade.registry import RegistryUseCases
+from promptship.services.soak_spec import CycleResult, CycleSpec
 from promptship.services.views import RunDetail, RunView, SoakView
 
 
@@ -183,12 +184,12 @@ class RunUseCases(RegistryUseCases):
         async with self.db.transaction() as session:
             return await soaks.renew(session, self.deps, soak_id, cycle, owner, lease)
 
-    async def soak_cycle_spec(self, soak_id: int, cycle: int) -> soaks.CycleSpec:
+    async def soak_cycle_spec(self, soak_id: int, cycle: int) -> CycleSpec:
         async with self.db.reader() as session:
             return await soaks.cycle_spec(session, self.deps, soak_id, cycle)
 
     async def finish_soak_cycle(
-        self, spec: soaks.CycleSpec, owner: str, result: soaks.CycleResult
+        self, spec: CycleSpec, owner: str, result: CycleResult
     ) -> str | None:
         async with self.db.transaction() as session:
             return await soaks.finish(session, self.deps, spec, owner, result)

@@ -67,8 +67,9 @@ def test_each_new_type_passes_and_fails(
     assert (result.passed, result.detail) == (passed, why)
 
 
-def test_comma_separated_lists_are_read_as_promptfoo_writes_them() -> None:
-    assert case("contains-all", "refund, 30 days").expected == ["refund", "30 days"]
+def test_a_list_type_takes_a_list_not_text() -> None:
+    with pytest.raises(ValueError, match=r"a list of non-empty texts .*e\.g\. \[refund, credit\]"):
+        case("contains-all", "refund, 30 days")
 
 
 @pytest.mark.parametrize(

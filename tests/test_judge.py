@@ -11,6 +11,7 @@ import pytest
 from promptship.clock import ManualClock
 from promptship.config import Policy
 from promptship.domain.promptfile import TestCase, parse_prompt
+from promptship.errors import BadInput
 from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.grader import grade, is_judge_request
@@ -147,3 +148,26 @@ def test_the_double_recognises_the_judges_instructions() -> None:
 
     assert json.loads(grade(judge_request(case, "Hello there")))["pass"] is True
     assert json.loads(grade(judge_request(case, "Bye")))["pass"] is False
+
+
+async def test_the_rubric_is_rendered_with_the_cases_vars(core: Promptship, judge: Judge) -> None:
+    suite = [
+        {
+            "input": "Can I get a refund?",
+            "type": "llm-rubric",
+            "expected": 'Names the "{{ window }}" window',
+            "vars": {"window": "30 days"},
+        }
+    ]
+    document = prompt_yaml(NAME, "1.0.0", tests=suite, variables={"window": None})
+    await core.push(parse_prompt(document), slack(AUTHOR))
+    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=1))
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    assert run.passed == 1
+    assert '<rubric>\nNames the "30 days" window\n</rubric>' in judge.requests[0]
+
+
+def test_a_rubric_reading_an_undeclared_variable_is_refused_at_push() -> None:
+    suite = [{"input": "hi", "type": "llm-rubric", "expected": "In {{ language }}"}]
+    with pytest.raises(BadInput, match=r"tests\[0\]\.expected, line 1 .*'language'"):
+        parse_prompt(prompt_yaml(NAME, "1.0.0", tests=suite), "p.yaml")

@@ -164,17 +164,15 @@ class TestCase(BaseModel):
             return self
         if self.type in LIST_TYPES:
             items = self.expected
-            if isinstance(items, str):  # promptfoo's comma-separated form
-                items = [part.strip() for part in items.split(",")]
             if (
                 not isinstance(items, list)
                 or not items
                 or not all(isinstance(item, str) and item for item in items)
             ):
                 raise ValueError(
-                    f"expected must be a list of non-empty texts for type: {self.type.value}"
+                    f"expected must be a list of non-empty texts for type: {self.type.value}, "
+                    "e.g. [refund, credit]"
                 )
-            object.__setattr__(self, "expected", items)
             return self
         if not isinstance(self.expected, str):
             raise ValueError(f"expected must be text for type: {self.type.value}")
@@ -322,6 +320,11 @@ class PromptSpec(BaseModel):
         texts: list[tuple[tuple[str | int, ...], str]] = [(("system_prompt",), self.system_prompt)]
         texts += [
             (("messages", i, "content"), m.content) for i, m in enumerate(self.messages or ())
+        ]
+        texts += [
+            (("tests", i, "expected"), str(case.expected))
+            for i, case in enumerate(self.tests)
+            if case.type is AssertionType.LLM_RUBRIC  # the judge gets it rendered
         ]
         for path, text in texts:
             for problem in template.template_problems(text, declared):

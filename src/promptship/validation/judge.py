@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from promptship.domain.promptfile import TestCase
+from promptship.domain.template import render
+from promptship.errors import BadInput
 from promptship.validation.assertions import AssertionResult
 from promptship.validation.providers.base import Provider, ProviderError
 
@@ -42,14 +45,14 @@ class Verdict:
     reason: str
 
 
-def judge_request(case: TestCase, answer: str, rendered_input: str | None = None) -> str:
-    """The judge's user message: the rubric, the user's message and the answer, each fenced
-    in tags so an answer cannot pose as the rubric."""
-    rubric = str(case.expected)
+def judge_request(case: TestCase, answer: str, values: Mapping[str, Any] | None = None) -> str:
+    """The judge's user message: the rubric (a template, rendered with the case's vars), the
+    user's message and the answer, each fenced in tags so an answer cannot pose as the
+    rubric. Raises BadInput when the rubric does not render."""
+    rubric = render(str(case.expected), values or {}, "the rubric")
     return (
         f"<rubric>\n{rubric}\n</rubric>\n\n"
-        f"<user_message>\n{rendered_input if rendered_input is not None else case.input}\n"
-        "</user_message>\n\n"
+        f"<user_message>\n{case.input}\n</user_message>\n\n"
         f"<answer>\n{answer}\n</answer>"
     )
 
@@ -112,12 +115,18 @@ class Judge:
         self.model = model
         self.max_tokens = max_tokens
 
-    async def grade(self, case: TestCase, answer: str) -> Graded:
+    async def grade(
+        self, case: TestCase, answer: str, values: Mapping[str, Any] | None = None
+    ) -> Graded:
+        try:
+            request = judge_request(case, answer, values)
+        except BadInput as exc:
+            return Graded(None, exc.message)
         try:
             completion = await self.provider.complete(
                 model=self.model,
                 system=JUDGE_SYSTEM,
-                messages=[{"role": "user", "content": judge_request(case, answer)}],
+                messages=[{"role": "user", "content": request}],
                 temperature=0.0,
                 max_tokens=self.max_tokens,
             )

@@ -19,7 +19,7 @@ from typing import Any
 from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import RunState
 from promptship.domain.promptfile import AssertionType, TestCase, case_identity
-from promptship.domain.template import render_prompt
+from promptship.domain.template import render_prompt, resolve
 from promptship.errors import BadInput
 from promptship.services import Promptship
 from promptship.services.views import RunView
@@ -236,7 +236,9 @@ class SuiteRunner:
                 return
             assert calls.judge is not None
             async with limit:  # the judge's call shares the run's concurrency
-                graded = await calls.judge.grade(case, completion.text)
+                graded = await calls.judge.grade(
+                    case, completion.text, resolve(spec.variables, case.vars)
+                )
             calls.notes.update(f"judge: {note}" for note in graded.notes)
             results[index] = _result(
                 case, completion, verdict=graded.verdict, error=graded.error, judged=graded

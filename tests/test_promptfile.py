@@ -21,6 +21,7 @@ from promptship.domain.promptfile import (
     parse_prompt,
     semver_key,
 )
+from promptship.domain.template import is_template
 from promptship.errors import BadInput
 
 EXAMPLE = """\
@@ -80,7 +81,7 @@ documents = st.fixed_dictionaries(
         "name": names,
         "version": versions,
         "model": st.sampled_from(["claude-sonnet-4-5", "llama3.1:8b", "gpt-4o-mini"]),
-        "system_prompt": text,
+        "system_prompt": text.filter(lambda t: not is_template(t)),  # templates: test_template
     },
     optional={
         "temperature": st.floats(0, 2, allow_nan=False),
@@ -89,6 +90,8 @@ documents = st.fixed_dictionaries(
         "description": text,
         "tests": st.lists(cases, max_size=5),
     },
+).filter(  # the anthropic provider takes temperatures up to 1
+    lambda d: d.get("provider", "anthropic") != "anthropic" or d.get("temperature", 1.0) <= 1
 )
 
 

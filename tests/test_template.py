@@ -136,3 +136,16 @@ def test_anthropic_temperature_is_bounded_at_push() -> None:
     with pytest.raises(BadInput, match="temperature 1.5 is over 1: the anthropic provider"):
         parse_prompt(prompt("Hi", extra="temperature: 1.5\n"))
     assert parse_prompt(prompt("Hi", extra="temperature: 1.5\nprovider: openai-compatible\n"))
+
+
+def test_braces_meant_as_written_get_the_raw_hint() -> None:
+    with pytest.raises(BadInput) as err:
+        parse_prompt(prompt("Reply like the Handlebars example: Hello {{name}}!"), "p.yaml")
+    assert err.value.hint == (
+        "declare them, e.g. variables: {name: null}; if the braces are meant as written (e.g. "
+        "an example in another template language), wrap that text in {% raw %}…{% endraw %}"
+    )
+    written = "Reply like the example: {% raw %}Hello {{name}}! {#id}{% endraw %}"
+    assert parse_prompt(prompt(written)).render().system == (
+        "Reply like the example: Hello {{name}}! {#id}\n"
+    )

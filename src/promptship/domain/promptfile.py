@@ -228,6 +228,11 @@ def _check_values(values: dict[str, Any], key: str) -> None:
         raise ValueError(f"{key}: {problem}")
 
 
+#: a problem :meth:`PromptSpec.problems` finds: key path, line in that key's text (0: the
+#: key itself), message, and the variables it reads or sets that are not declared
+Problem = tuple[tuple[str | int, ...], int, str, tuple[str, ...]]
+
+
 class Message(BaseModel):
     """A turn before the user's: few-shot examples (a template, like the system prompt)."""
 
@@ -312,11 +317,11 @@ class PromptSpec(BaseModel):
             vars,
         )
 
-    def problems(self) -> list[tuple[tuple[str | int, ...], int, str]]:
+    def problems(self) -> list[Problem]:
         """What stops the templates and the tests' vars from working together: each as
-        (key path, 1-based line within that key's text or 0, message)."""
+        (key path, 1-based line within that key's text or 0, message, undeclared names)."""
         declared = list(self.variables or {})
-        found: list[tuple[tuple[str | int, ...], int, str]] = []
+        found: list[Problem] = []
         texts: list[tuple[tuple[str | int, ...], str]] = [(("system_prompt",), self.system_prompt)]
         texts += [
             (("messages", i, "content"), m.content) for i, m in enumerate(self.messages or ())
@@ -328,7 +333,8 @@ class PromptSpec(BaseModel):
         ]
         for path, text in texts:
             for problem in template.template_problems(text, declared):
-                found.append((path, problem.line, problem.message))
+                names = (problem.variable,) if problem.variable else ()
+                found.append((path, problem.line, problem.message, names))
         required = [name for name, default in (self.variables or {}).items() if default is None]
         for index, case in enumerate(self.tests):
             given = case.vars or {}
@@ -339,6 +345,7 @@ class PromptSpec(BaseModel):
                         ("tests", index, "vars"),
                         0,
                         f"sets {', '.join(map(repr, unknown))}, which variables: does not declare",
+                        tuple(unknown),
                     )
                 )
             lacking = [name for name in required if given.get(name) is None]
@@ -349,6 +356,7 @@ class PromptSpec(BaseModel):
                         0,
                         f"does not set {', '.join(map(repr, lacking))} in vars, and "
                         "variables: gives no default",
+                        (),
                     )
                 )
         return found
@@ -420,7 +428,7 @@ def prompt_from_document(
     problems = spec.problems()
     if problems:
         out = []
-        for path, line, message in problems[:50]:
+        for path, line, message, _ in problems[:50]:
             where = _key_path(path)
             at = located.file_line(path, line) if located else None
             if line:
@@ -430,15 +438,20 @@ def prompt_from_document(
             out.append(f"{source}: {where}: {message}")
         if len(problems) > 50:
             out.append(f"{source}: and {len(problems) - 50} more")
-        raise BadInput("\n".join(out), hint=_declare_hint(problems))
+        raise BadInput("\n".join(out), hint=_declare_hint(problems, spec.variables is None))
     return spec
 
 
-def _declare_hint(problems: list[tuple[tuple[str | int, ...], int, str]]) -> str | None:
-    names = sorted({m.split("'")[1] for _, _, m in problems if "variables: does not declare" in m})
+def _declare_hint(problems: list[Problem], no_variables: bool) -> str | None:
+    names = sorted({name for *_, undeclared in problems for name in undeclared})
+    raw = (
+        "if the braces are meant as written (e.g. an example in another template language), "
+        "wrap that text in {% raw %}…{% endraw %}"
+    )
     if not names:
-        return None
-    return "declare them, e.g. variables: {" + ", ".join(f"{n}: null" for n in names) + "}"
+        return raw if no_variables else None
+    declare = "declare them, e.g. variables: {" + ", ".join(f"{n}: null" for n in names) + "}"
+    return f"{declare}; {raw}" if no_variables else declare
 
 
 def load_prompt_file(path: Path) -> PromptSpec:

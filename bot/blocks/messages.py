@@ -3,6 +3,7 @@ shared pieces are re-exported here for the callers that know them by this module
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bot.blocks.common import MARK as MARK
@@ -174,9 +175,19 @@ def version_message(d: VersionDetail) -> Message:
             )
         ),
         code(d.system_prompt, where),
-        context(f"{len(d.tests)} test case(s)"),
     ]
-    return Message(f"{d.name} {d.version} ({d.status})", blocks)
+    if d.messages:
+        turns = "\n".join(f"[{m['role']}] {m['content']}" for m in d.messages)
+        blocks.append(context(f"{len(d.messages)} few-shot turn(s), sent before the user's:"))
+        blocks.append(code(turns, where))
+    if d.variables:
+        shown = ", ".join(
+            f"`{escape(name)}`" + ("" if default is None else f" = {escape(json.dumps(default))}")
+            for name, default in d.variables.items()
+        )
+        blocks.append(context(f"variables: {shown} (no default: the app must pass it)"))
+    blocks.append(context(f"{len(d.tests)} test case(s)"))
+    return Message(f"{d.name} {d.version} ({d.status})", cap(blocks))
 
 
 def diff_message(d: VersionDiff) -> Message:

@@ -71,11 +71,8 @@ class OpenAICompatibleProvider:
                 except openai.BadRequestError as exc:
                     if completion_tokens or not _refuses_max_tokens(exc):
                         raise
-                    if WANTS_MAX_COMPLETION_TOKENS.add(key):
-                        notes.append(
-                            f"max_tokens {max_tokens} sent as max_completion_tokens: {model} "
-                            "refuses max_tokens (remembered for later calls)"
-                        )
+                    WANTS_MAX_COMPLETION_TOKENS.add(key)
+                    completion_tokens = True
                     response = await self._create(
                         model, conversation, temperature, max_tokens, True
                     )
@@ -91,6 +88,11 @@ class OpenAICompatibleProvider:
             raise ProviderError(
                 f"the provider answered {exc.status_code}: {_message(exc)}"
             ) from None
+        if completion_tokens:  # every call of the model says so, as every run should
+            notes.append(
+                f"max_tokens {max_tokens} sent as max_completion_tokens: {model} refuses "
+                "max_tokens"
+            )
         if not response.choices:
             raise ProviderError("the provider answered with no choices (no answer to check)")
         message = response.choices[0].message

@@ -73,3 +73,15 @@ async def test_a_change_of_a_cases_vars_or_threshold_is_a_change(core: Promptshi
     assert not diff.identical
     assert diff.tests_removed == ["contains: 'hi' with vars {\"customer_name\": \"A\"} → 'x'"]
     assert diff.tests_added == ["contains: 'hi' with vars {\"customer_name\": \"B\"} → 'x'"]
+
+
+async def test_slack_show_lists_the_turns_and_variables(core: Promptship) -> None:
+    from bot.blocks.messages import version_message
+    from promptship.testing.slack_double import block_problems
+
+    await push(core, NAME, "1.1.0", system_prompt=SYSTEM, **V2)
+    blocks = version_message(await core.show(NAME, "1.1.0")).blocks
+    assert block_problems(blocks, limit=50) == []
+    text = json.dumps(blocks, ensure_ascii=False)
+    assert "[assistant] Yes, {{ customer_name }}: Settings → Export → CSV." in text
+    assert '`customer_name`, `plan` = \\"team\\", `region` = \\"EU\\"' in text

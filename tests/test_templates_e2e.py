@@ -451,3 +451,22 @@ async def test_a_chat_prompt_sends_its_few_shot_turns_before_each_case(
         )
         for name, product in (("Ada", "promptship"), ("Bo", "tea"))
     )
+
+
+def test_a_batch_of_samples_with_large_vars_is_sent_in_parts_under_the_body_limit() -> None:
+    from promptship.client import BATCH_BYTES, _by_size
+
+    samples = [
+        {
+            "prompt": NAME,
+            "environment": "production",
+            "input": f"q{i}",
+            "vars": {"doc": "x" * 90_000},
+        }
+        for i in range(1000)
+    ]
+    parts = _by_size(samples)
+    assert [s for part in parts for s in part] == samples  # nothing lost, order kept
+    assert all(len(json.dumps(part).encode()) <= BATCH_BYTES for part in parts)
+    # 90 MB of vars in parts filled up to the limit, not 1,000 samples in one 90 MB body
+    assert all(len(json.dumps(part).encode()) > BATCH_BYTES - 100_000 for part in parts[:-1])

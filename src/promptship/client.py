@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -62,6 +63,24 @@ __all__ = [
 log = logging.getLogger("promptship.client")
 
 BATCH = 1000
+#: bytes of one batch's JSON: half the server's default limit for ``POST /v1/traffic``
+#: (``PROMPTSHIP_MAX_BODY_TRAFFIC``, 8 MiB), so samples with large vars still get through
+BATCH_BYTES = 4 * 2**20
+
+
+def _by_size(batch: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``batch`` in parts whose JSON stays under ``BATCH_BYTES`` (a sample over it alone is
+    its own part, for the server to refuse and the sender to count as dropped)."""
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 2
+    for sample in batch:
+        cost = len(json.dumps(sample, ensure_ascii=False).encode()) + 1
+        if parts[-1] and size + cost > BATCH_BYTES:
+            parts.append([])
+            size = 2
+        parts[-1].append(sample)
+        size += cost
+    return [part for part in parts if part]
 QUEUE_LIMIT = 50_000
 
 
@@ -326,16 +345,21 @@ class PromptClient:
                     batch.append(self._traffic.get_nowait())
             if not batch:
                 return
-            try:
-                response = self._http.post("/v1/traffic", json=batch)
+            for part in _by_size(batch):
+                try:
+                    response = self._http.post("/v1/traffic", json=part)
+                except httpx.HTTPError as exc:
+                    self.dropped += len(part)
+                    log.warning("could not send %d traffic samples: %s", len(part), exc)
+                    return
                 if response.status_code >= 300:
+                    self.dropped += len(part)
                     log.warning(
-                        "traffic batch refused (%s): %s", response.status_code, _problem(response)
+                        "traffic batch of %d refused (%s): %s",
+                        len(part),
+                        response.status_code,
+                        _problem(response),
                     )
-            except httpx.HTTPError as exc:
-                self.dropped += len(batch)
-                log.warning("could not send %d traffic samples: %s", len(batch), exc)
-                return
 
     def _flush_forever(self) -> None:
         while not self._stop.wait(self._flush_interval):
@@ -450,16 +474,21 @@ class AsyncPromptClient:
     async def flush(self) -> None:
         while self._traffic:
             batch, self._traffic = self._traffic[:BATCH], self._traffic[BATCH:]
-            try:
-                response = await self._http.post("/v1/traffic", json=batch)
+            for part in _by_size(batch):
+                try:
+                    response = await self._http.post("/v1/traffic", json=part)
+                except httpx.HTTPError as exc:
+                    self.dropped += len(part)
+                    log.warning("could not send %d traffic samples: %s", len(part), exc)
+                    return
                 if response.status_code >= 300:
+                    self.dropped += len(part)
                     log.warning(
-                        "traffic batch refused (%s): %s", response.status_code, _problem(response)
+                        "traffic batch of %d refused (%s): %s",
+                        len(part),
+                        response.status_code,
+                        _problem(response),
                     )
-            except httpx.HTTPError as exc:
-                self.dropped += len(batch)
-                log.warning("could not send %d traffic samples: %s", len(batch), exc)
-                return
 
     async def aclose(self) -> None:
         for task in self._watchers.values():

@@ -118,7 +118,7 @@ async def test_injected_429s_are_retried_and_the_run_completes(
     work = runner(core, concurrency=1)
     run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
     assert (run.state, run.passed, run.errored) == ("passed", 5, 0)
-    assert double.request_count == 5 + 3
+    assert double.request_count == 4 + 3  # 5 cases, 4 inputs (two share one answer)
 
 
 async def test_provider_down_errors_every_case_and_fails_the_gate(
@@ -299,3 +299,25 @@ async def test_regression_against_production_blocks_until_overridden(
     ).state == "promoted"
     history = await core.history(NAME)
     assert any(e.action == "validation.regressions_overridden" for e in history.events)
+
+
+async def test_cases_sharing_an_input_and_vars_share_one_answer(
+    core: Promptship, double: ModelDouble
+) -> None:
+    """As promptfoo checks every assert of a test against one output: three cases on one
+    input cost one call, each checks the same answer, and its tokens count once."""
+    suite = [
+        {"input": "Can I get a refund?", "expected": "2 business days", "type": "contains"},
+        {"input": "Can I get a refund?", "expected": "guaranteed", "type": "not-contains"},
+        {"input": "Can I get a refund?", "expected": "Billing", "type": "starts-with"},
+        {"input": "How many projects on Team?", "expected": "25", "type": "contains"},
+    ]
+    await push(core, "1.0.0", tests=suite)
+    work = runner(core)
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    assert (run.passed, run.failed) == (4, 0)
+    assert double.request_count == 2
+    results = (await core.validation_run(run.id)).results
+    refund = [r for r in results if r["input"] == "Can I get a refund?"]
+    assert {r["got"] for r in refund} == {GOOD["Can I get a refund?"]}
+    assert sum(1 for r in refund if r["input_tokens"]) == 1

@@ -81,6 +81,8 @@ def _by_size(batch: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         parts[-1].append(sample)
         size += cost
     return [part for part in parts if part]
+
+
 QUEUE_LIMIT = 50_000
 
 

@@ -1,7 +1,10 @@
 """Runs a version's suite against its model: concurrent under a limit, scored in batches,
 heart-beating so a dead worker's run is found, cancellable, and recorded through the core.
 
-A case that gets no answer (provider down, retries exhausted, timeout) is ``errored``, never
+Cases that share an input and vars share one call: each checks the same answer, as promptfoo
+checks every assert of a test against one output (an imported test with three asserts costs
+one call, not three); the call's tokens are counted with the first of them. A case that gets
+no answer (provider down, retries exhausted, timeout) is ``errored``, never
 ``passed``; errored cases count against the pass rate and are reported apart from assertion
 failures.
 """
@@ -10,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptship.domain.identity import Actor, Via
@@ -206,34 +210,48 @@ class SuiteRunner:
             if on_progress is not None:
                 on_progress(progress)
 
-        async def ask(index: int, case: TestCase) -> None:
+        def errored(indices: list[int], why: str) -> None:
+            for i in indices:
+                results[i] = _result(cases[i], None, error=why)
+            progress.errored += len(indices)
+            report()
+
+        async def ask(indices: list[int]) -> None:
+            """One call for the cases that share an input and vars; each checks the answer."""
+            first = cases[indices[0]]
             try:
                 rendered = render_prompt(
-                    spec.system_prompt, spec.messages, spec.variables, case.vars
+                    spec.system_prompt, spec.messages, spec.variables, first.vars
                 )
             except BadInput as exc:  # pushed before its vars were checked, or a filter failed
-                results[index] = _result(case, None, error=f"cannot render: {exc.message}")
-                progress.errored += 1
-                report()
+                errored(indices, f"cannot render: {exc.message}")
                 return
             async with limit:
                 try:
                     completion = await calls.provider.complete(
                         model=spec.model,
                         system=rendered.system,
-                        messages=rendered.conversation(case.input),
+                        messages=rendered.conversation(first.input),
                         temperature=spec.temperature,
                         max_tokens=spec.max_tokens,
                     )
                 except ProviderError as exc:
-                    results[index] = _result(case, None, error=str(exc))
-                    progress.errored += 1
-                    report()
+                    errored(indices, str(exc))
                     return
             calls.notes.update(completion.notes)
-            if case.type is not AssertionType.LLM_RUBRIC:
-                await answered.put((index, completion))
-                return
+            # the call's tokens are counted once, with the first case that uses it
+            shared = replace(completion, input_tokens=None, output_tokens=None)
+            judged = []
+            for position, i in enumerate(indices):
+                answer = completion if position == 0 else shared
+                if cases[i].type is AssertionType.LLM_RUBRIC:
+                    judged.append(judge(i, answer))
+                else:
+                    await answered.put((i, answer))
+            await asyncio.gather(*judged)
+
+        async def judge(index: int, completion: Completion) -> None:
+            case = cases[index]
             assert calls.judge is not None
             async with limit:  # the judge's call shares the run's concurrency
                 graded = await calls.judge.grade(
@@ -291,9 +309,13 @@ class SuiteRunner:
         async def work() -> None:
             scorer_task = asyncio.create_task(score())
             try:
+                shared: dict[str, list[int]] = {}
+                for index, case in enumerate(cases):
+                    key = json.dumps([case.input, case.vars], sort_keys=True, default=str)
+                    shared.setdefault(key, []).append(index)
                 async with asyncio.TaskGroup() as group:
-                    for index, case in enumerate(cases):
-                        group.create_task(ask(index, case))
+                    for indices in shared.values():
+                        group.create_task(ask(indices))
                 await answered.put(None)
                 await scorer_task
             finally:

@@ -90,8 +90,7 @@ class OpenAICompatibleProvider:
             ) from None
         if completion_tokens:  # every call of the model says so, as every run should
             notes.append(
-                f"max_tokens {max_tokens} sent as max_completion_tokens: {model} refuses "
-                "max_tokens"
+                f"max_tokens {max_tokens} sent as max_completion_tokens: {model} refuses max_tokens"
             )
         if not response.choices:
             raise ProviderError("the provider answered with no choices (no answer to check)")

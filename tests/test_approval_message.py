@@ -121,7 +121,7 @@ async def test_the_production_request_shows_the_evidence_within_slacks_limits(
     )
     assert "question 0; question 1" in opened and "… and 20 more" in opened
     assert "soaking: cycle 7 of 24, worst divergence 3%, ends Jan 02 09:00 UTC" in opened
-    assert "*System prompt vs production `1.0.0`:* +3000 −3000 lines" in opened
+    assert "*Prompt vs production `1.0.0`:* +3000 −3000 lines" in opened
     assert "-Rule 0: answer politely about topic 0." in opened
     assert "+Rule 0: answer briefly about topic 0." in opened
     assert "full diff: `/prompt diff customer-support 1.0.0 1.1.0`" in opened

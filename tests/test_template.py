@@ -149,3 +149,8 @@ def test_braces_meant_as_written_get_the_raw_hint() -> None:
     assert parse_prompt(prompt(written)).render().system == (
         "Reply like the example: Hello {{name}}! {#id}\n"
     )
+
+
+def test_an_unknown_filter_is_refused_at_push_not_a_traceback() -> None:
+    with pytest.raises(BadInput, match=r"system_prompt, line 2 .*No filter named 'dump'"):
+        parse_prompt(prompt("Hi\n{{ plan|dump }}", "{plan: free}"), "p.yaml")

@@ -107,11 +107,11 @@ def diff_blocks(r: RequestView, d: DiffEvidence) -> list[Block]:
     args = escape(f"{r.prompt} {d.against} {r.version}")
     if not d.added and not d.removed:
         return [section(f"*System prompt:* same as production `{escape(d.against)}`", BlockId.DIFF)]
-    head = f"*System prompt vs production `{escape(d.against)}`:* +{d.added} −{d.removed} lines"
+    head = f"*Prompt vs production `{escape(d.against)}`:* +{d.added} −{d.removed} lines"
     if d.too_large:
         return [
             section(
-                f"*System prompt vs production `{escape(d.against)}`:* a change of up to "
+                f"*Prompt vs production `{escape(d.against)}`:* a change of up to "
                 f"+{d.added} −{d.removed} lines, too large to show here: "
                 f"`/prompt diff {args}` or `promptship diff {args}`",
                 BlockId.DIFF,

@@ -196,9 +196,10 @@ def template_problems(text: str, declared: Sequence[str]) -> list[TemplateProble
         return []
     try:
         tree = _ENV.parse(text)
-    except TemplateSyntaxError as exc:
+        # compiles it too: an unknown filter or test (``|dump``, Nunjucks-only) fails here
+        undeclared = meta.find_undeclared_variables(tree) - set(declared)
+    except TemplateSyntaxError as exc:  # TemplateAssertionError included
         return [TemplateProblem(exc.lineno or 1, f"not a valid template: {exc.message}")]
-    undeclared = meta.find_undeclared_variables(tree) - set(declared)
     problems = []
     for name in sorted(undeclared, key=lambda n: (_first_line(tree, n), n)):
         problems.append(
@@ -222,7 +223,7 @@ def variables_used(text: str) -> set[str]:
         return set()
     try:
         return set(meta.find_undeclared_variables(_ENV.parse(text)))
-    except TemplateSyntaxError:
+    except TemplateSyntaxError:  # TemplateAssertionError included
         return set()
 
 

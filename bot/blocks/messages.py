@@ -183,7 +183,7 @@ def version_message(d: VersionDetail) -> Message:
     if d.variables:
         shown = ", ".join(
             f"`{escape(name)}`" + ("" if default is None else f" = {escape(json.dumps(default))}")
-            for name, default in d.variables.items()
+            for name, default in sorted(d.variables.items())  # JSONB keeps no key order
         )
         blocks.append(context(f"variables: {shown} (no default: the app must pass it)"))
     blocks.append(context(f"{len(d.tests)} test case(s)"))

@@ -111,7 +111,7 @@ def show(name: str, version: Annotated[str | None, typer.Argument()] = None) -> 
             out.print(f"  [{turn['role']}] {turn['content']}", markup=False)
     if detail.variables:
         out.print("\n[bold]variables[/]")
-        for name, default in detail.variables.items():
+        for name, default in sorted(detail.variables.items()):  # JSONB keeps no order
             shown = "required" if default is None else f"default {default!r}"
             out.print(f"  {name}: {shown}", markup=False)
     out.print(f"\n[bold]tests[/] ({len(detail.tests)})")

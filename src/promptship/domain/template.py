@@ -243,7 +243,7 @@ def resolve(declared: Mapping[str, Any] | None, given: Mapping[str, Any] | None)
         else:
             missing.append(name)
     if missing:
-        raise MissingVariable(missing)
+        raise MissingVariable(sorted(missing))
     return values
 
 
@@ -346,6 +346,6 @@ def template_text(
         parts.append("── variables ──")
         parts.extend(
             f"{name} (required)" if default is None else f"{name} = {json.dumps(default)}"
-            for name, default in variables.items()
+            for name, default in sorted(variables.items())  # PostgreSQL's JSONB keeps no order
         )
     return "\n".join(parts) + ("\n" if system_prompt.endswith("\n") or len(parts) > 1 else "")

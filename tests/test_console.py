@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from promptship.clock import ManualClock
 from promptship.config import Settings
 from promptship.console.pages import SESSION_COOKIE
 from promptship.domain.promptfile import parse_prompt
@@ -275,3 +277,40 @@ def test_sign_in_explains_what_is_missing(tmp_path: Path, slack_api: SlackDouble
         page = client.get("/login")
     assert page.status_code == 503
     assert "SLACK_CLIENT_ID, SLACK_CLIENT_SECRET, PROMPTSHIP_SLACK_TEAM_ID" in page.text
+
+
+def test_a_session_lasts_twelve_hours(console: Console) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    console.app.state.core.clock = clock
+    console.sign_in()
+    clock.advance(timedelta(hours=11, minutes=59))
+    assert console.client.get("/").status_code == 200
+    clock.advance(timedelta(minutes=2))
+    assert console.client.get("/").headers["location"] == "/login"
+
+
+def test_slack_failing_the_code_exchange_is_a_clear_page(console: Console) -> None:
+    console.slack.fail_next(1, 500, method="openid.connect.token")
+    failed = console.sign_in()
+    assert failed.status_code == 502
+    assert "Slack did not confirm who you are: openid.connect.token" in failed.text
+    assert SESSION_COOKIE not in failed.cookies
+
+
+def test_the_session_secret_is_kept_beside_a_sqlite_database(
+    tmp_path: Path, slack_api: SlackDouble
+) -> None:
+    first = Console(tmp_path, slack_api)
+    with first.client:
+        first.sign_in()
+        cookie = first.client.cookies[SESSION_COOKIE]
+    key = tmp_path / "console.db.session-key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    again = Console(tmp_path, slack_api)  # a restart: sessions stay valid
+    with again.client:
+        again.client.cookies.set(SESSION_COOKIE, cookie)
+        assert again.client.get("/").status_code == 200
+    other = Console(tmp_path, slack_api, PROMPTSHIP_SESSION_SECRET="s" * 40)
+    with other.client:
+        other.client.cookies.set(SESSION_COOKIE, cookie)
+        assert other.client.get("/").status_code == 303  # another secret: not ours

@@ -18,15 +18,16 @@ import pytest
 from starlette.testclient import TestClient
 
 from promptship.clock import ManualClock
-from promptship.config import Settings
+from promptship.config import Settings, parse_policy
 from promptship.console.pages import SESSION_COOKIE
 from promptship.domain.promptfile import parse_prompt
+from promptship.errors import BadInput
 from promptship.server import create_app
 from promptship.services import Promptship
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import make_policy, prompt_yaml
-from tests.helpers import REQUESTER, case_results, slack
+from tests.helpers import REQUESTER, case_results, push, slack, start_staging_soak
 
 TEAM = "T0001"
 CSP = (
@@ -56,14 +57,15 @@ class Console:
             PROMPTSHIP_SLACK_TEAM_ID=TEAM,
             **env,
         )
-        self.app = create_app(settings, make_policy(policy), workers=False)
+        self.policy = make_policy(policy)
+        self.app = create_app(settings, self.policy, workers=False)
         self.client = TestClient(self.app, follow_redirects=False)
 
     def seed(self, use: Any) -> Any:
         async def go() -> Any:
             db = Database(self.db_url)
             try:
-                return await use(Promptship(db, make_policy()))
+                return await use(Promptship(db, self.policy))
             finally:
                 await db.dispose()
 
@@ -314,3 +316,51 @@ def test_the_session_secret_is_kept_beside_a_sqlite_database(
     with other.client:
         other.client.cookies.set(SESSION_COOKIE, cookie)
         assert other.client.get("/").status_code == 303  # another secret: not ours
+
+
+def test_the_overview_shows_each_environment_open_requests_and_running_soaks(
+    tmp_path: Path, slack_api: SlackDouble
+) -> None:
+    soaking = "environments: {production: {approvals: 2, soak: 3h, soak_interval: 1h}}"
+    console = Console(tmp_path, slack_api, soaking)
+
+    async def go(core: Promptship) -> None:
+        await start_staging_soak(core, "customer-support", "1.1.0")
+        await core.request_promotion("customer-support", "1.1.0", "production", slack(REQUESTER))
+        await push(core, "billing-faq", "0.1.0")
+
+    with console.client:
+        console.seed(go)
+        console.sign_in()
+        page = console.client.get("/").text
+    rows = {
+        row.split("</strong>", 1)[0].rsplit(">", 1)[-1]: row
+        for row in page.split('<strong class="prompt">')[1:]
+    }
+    assert set(rows) == {"billing-faq", "customer-support"}
+    support = rows["customer-support"].split("</tr>", 1)[0]
+    cells = [c.split("</td>", 1)[0] for c in support.split("<td>")[1:]]
+    assert len(cells) == 3  # dev, staging, production
+    assert "<code>1.1.0</code>" in cells[1] and "—" in cells[2]
+    billing = rows["billing-faq"].split("</tr>", 1)[0]
+    assert billing.count("—") == 3  # pushed, deployed nowhere
+    assert "Open requests (1)" in page
+    assert "1.1.0</code> → production" in page
+    assert (
+        "check-waiting" in page and "<strong>soak</strong>: soaking: no cycle done yet of 3" in page
+    )
+    assert "Running soaks (1)" in page
+    soak = page.split("Running soaks (1)", 1)[1]
+    assert "customer-support" in soak and "0/3 cycles" in soak
+
+
+def test_a_viewer_entry_that_names_nobody_is_refused_naming_it() -> None:
+    with pytest.raises(BadInput) as refused:
+        parse_policy("console: {viewers: [U0VIEW, bob]}")
+    assert str(refused.value.message) == (
+        "promptship.yaml: console.viewers: 'bob' is not a Slack user ID (U01ABCDEF), a "
+        "user-group ID (S0GROUP) or an e-mail address"
+    )
+    assert parse_policy("console: {viewers: [Ann@Example.com]}").console.viewers == [
+        "ann@example.com"
+    ]

@@ -176,6 +176,7 @@ def test_no_page_without_a_session_and_every_response_carries_the_csp(console: C
     console.client.cookies.clear()
     facts = console.client.get("/", headers={"Accept": "application/json"})
     assert facts.status_code == 200 and facts.json()["name"] == "promptship"
+    assert facts.headers["content-security-policy"] == CSP
 
 
 def test_what_people_wrote_is_escaped(console: Console) -> None:

@@ -17,6 +17,7 @@ from promptship.console.auth import SignIn
 from promptship.console.overview import overview
 from promptship.console.pages import Pages, secured, stylesheet
 from promptship.console.settings import ConsoleSettings
+from promptship.errors import Unavailable
 from promptship.services import Promptship
 
 __all__ = ["ConsoleSettings", "console_routes"]
@@ -35,11 +36,15 @@ def console_routes(
     async def home(request: Request) -> Response:
         accept = request.headers.get("accept", "")
         if facts is not None and "application/json" in accept and "text/html" not in accept:
-            return await facts(request)
+            return secured(await facts(request))
         session = pages.session_of(request, core.clock.now())
         if session is None:
             return pages.redirect("login")
-        return pages.render("overview.html", session=session, **await overview(core))
+        try:
+            found = await overview(core)
+        except Unavailable as exc:  # the database is down or stalls: say so, in the layout
+            return pages.message("Not available", exc.message, 503, session)
+        return pages.render("overview.html", session=session, **found)
 
     async def css(request: Request) -> Response:
         return secured(Response(stylesheet(), media_type="text/css"))

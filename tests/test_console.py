@@ -365,3 +365,30 @@ def test_a_viewer_entry_that_names_nobody_is_refused_naming_it() -> None:
     assert parse_policy("console: {viewers: [Ann@Example.com]}").console.viewers == [
         "ann@example.com"
     ]
+
+
+def test_a_sign_in_is_good_once_and_for_ten_minutes(console: Console) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    console.app.state.core.clock = clock
+    console.slack.sign_in_as("U0VIEW")
+    login = console.client.get("/login")
+    back = urlsplit(
+        httpx.get(login.headers["location"], follow_redirects=False).headers["location"]
+    )
+    assert console.client.get(f"/auth/callback?{back.query}").status_code == 303
+    # the same code again, under a fresh sign-in's state: Slack refuses a spent code
+    console.client.cookies.clear()
+    state = parse_qs(urlsplit(console.client.get("/login").headers["location"]).query)["state"][0]
+    code = parse_qs(back.query)["code"][0]
+    spent = console.client.get(f"/auth/callback?code={code}&state={state}")
+    assert spent.status_code == 502 and "invalid_code" in spent.text
+    assert SESSION_COOKIE not in spent.cookies
+    # a sign-in left at Slack's page for more than ten minutes is started again
+    console.client.cookies.clear()
+    login = console.client.get("/login")
+    back = urlsplit(
+        httpx.get(login.headers["location"], follow_redirects=False).headers["location"]
+    )
+    clock.advance(timedelta(minutes=10, seconds=1))
+    late = console.client.get(f"/auth/callback?{back.query}")
+    assert late.status_code == 400 and "took longer than 10 minutes" in late.text

@@ -1,5 +1,6 @@
-"""``GET /``: a person who opens the server's address sees what it is, whether it is healthy
-and what runs where; scripts get the same facts as JSON. No token needed, no data shown."""
+"""``GET /about``: a person sees what the server is, whether it is healthy and what runs
+where; scripts get the same facts as JSON from ``GET /``. No token needed, no data shown
+(people who open ``/`` itself get the console, which needs signing in)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_the_home_page_says_what_runs_where_without_a_token(tmp_path: Path) -> N
     url = f"sqlite+aiosqlite:///{tmp_path / 'home.db'}"
     app = create_app(Settings(PROMPTSHIP_DATABASE_URL=url, PROMPTSHIP_API_TOKENS=TOKENS))
     with TestClient(app) as client:
-        page = client.get("/", headers={"Accept": "text/html"})
+        page = client.get("/about", headers={"Accept": "text/html"})
         assert client.get("/metrics").status_code == 401  # data stays behind the tokens
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
@@ -67,7 +68,7 @@ def test_the_home_page_shows_what_keeps_the_server_from_being_ready(tmp_path: Pa
     app = create_app(Settings(PROMPTSHIP_DATABASE_URL=url), migrate=False, workers=False)
     with TestClient(app) as client:
         facts = client.get("/", headers={"Accept": "application/json"}).json()
-        page = client.get("/")
+        page = client.get("/about")
     assert facts["status"] == "unavailable"
     assert facts["problems"] == ["database migrations not applied"]
     assert "not ready: database migrations not applied" in page.text
@@ -82,6 +83,6 @@ def test_the_home_page_names_the_slack_mode(tmp_path: Path, slack: SlackDouble) 
     )
     with TestClient(create_app(settings, make_policy(), workers=False)) as client:
         facts = client.get("/", headers={"Accept": "application/json"}).json()
-        page = client.get("/")
+        page = client.get("/about")
     assert facts["slack"] == "HTTP" and facts["endpoints"]["slack_events"] == "/slack/events"
     assert "Slack: <strong>HTTP</strong>" in page.text

@@ -144,6 +144,11 @@ def test_manifest_declares_what_the_bot_uses() -> None:
         "users:read",
         "users:read.email",
     }
+    # the web console's Sign in with Slack
+    assert set(manifest["oauth_config"]["scopes"]["user"]) == {"openid", "profile", "email"}
+    assert [u.rsplit("/", 2)[-2:] for u in manifest["oauth_config"]["redirect_urls"]] == [
+        ["auth", "callback"]
+    ]
 
 
 @pytest.mark.slow

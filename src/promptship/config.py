@@ -110,6 +110,22 @@ class JudgePolicy(_Strict):
     max_tokens: int = Field(512, ge=16, le=8192)
 
 
+def _holders(value: list[str]) -> list[str]:
+    """A list of people as roles name them, cleaned; anything else is refused, naming it."""
+    cleaned = []
+    for entry in value:
+        entry = str(entry).strip()
+        if is_email(entry):
+            entry = entry.lower()  # Slack matches addresses case-insensitively
+        elif not (is_slack_user_id(entry) or _GROUP_ID.fullmatch(entry)):
+            raise ValueError(
+                f"{entry[:100]!r} is not a Slack user ID (U01ABCDEF), a user-group ID "
+                "(S0GROUP) or an e-mail address"
+            )
+        cleaned.append(entry)
+    return cleaned
+
+
 class RolesPolicy(_Strict):
     """Who holds each role: Slack user IDs, user-group IDs (``S…``) or e-mail addresses."""
 
@@ -120,18 +136,19 @@ class RolesPolicy(_Strict):
     @field_validator("approvers", "oncall", "stakeholders")
     @classmethod
     def _holders(cls, value: list[str]) -> list[str]:
-        cleaned = []
-        for entry in value:
-            entry = str(entry).strip()
-            if is_email(entry):
-                entry = entry.lower()  # Slack matches addresses case-insensitively
-            elif not (is_slack_user_id(entry) or _GROUP_ID.fullmatch(entry)):
-                raise ValueError(
-                    f"{entry[:100]!r} is not a Slack user ID (U01ABCDEF), a user-group ID "
-                    "(S0GROUP) or an e-mail address"
-                )
-            cleaned.append(entry)
-        return cleaned
+        return _holders(value)
+
+
+class ConsolePolicy(_Strict):
+    """Who may sign in to the read-only web console: Slack user IDs, user-group IDs or
+    e-mail addresses, as in ``roles``; empty (the default) lets everyone in the workspace."""
+
+    viewers: list[str] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("viewers")
+    @classmethod
+    def _viewers(cls, value: list[str]) -> list[str]:
+        return _holders(value)
 
 
 class Environments(BaseModel):
@@ -200,6 +217,8 @@ class Policy(_Strict):
 
     channel: str | None = None
     roles: RolesPolicy = RolesPolicy()
+    #: who may sign in to the web console (everyone in the workspace by default)
+    console: ConsolePolicy = ConsolePolicy()
     #: static user-group membership for the CLI and tests; Slack resolves groups live.
     groups: dict[str, list[str]] = Field(default_factory=dict)
     environments: Environments = Environments()
@@ -345,6 +364,17 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
     #: the address people and CI reach this server at, shown with the tokens it hands out
     public_url: str | None = Field(None, alias="PROMPTSHIP_PUBLIC_URL")
+    #: Sign in with Slack for the web console: the Slack app's OAuth client, and the
+    #: workspace whose members may sign in
+    slack_client_id: str | None = Field(None, alias="SLACK_CLIENT_ID", max_length=200)
+    slack_client_secret: SecretStr | None = Field(None, alias="SLACK_CLIENT_SECRET")
+    slack_team_id: str | None = Field(None, alias="PROMPTSHIP_SLACK_TEAM_ID", max_length=40)
+    #: where people are sent to sign in; by default Slack's, or the same origin as
+    #: SLACK_API_URL when that is not slack.com (a local double)
+    slack_authorize_url: str | None = Field(None, alias="PROMPTSHIP_SLACK_AUTHORIZE_URL")
+    #: signs the console's session cookies (32+ characters); on SQLite without it, a key
+    #: file beside the database is made on first use
+    session_secret: SecretStr | None = Field(None, alias="PROMPTSHIP_SESSION_SECRET")
     #: how often each replica looks for due, unclaimed or abandoned soak cycles (seconds)
     scheduler_tick: float = Field(15.0, gt=0, alias="PROMPTSHIP_SCHEDULER_TICK")
     #: how long a claimed cycle stays with its replica without a renewal (seconds); a

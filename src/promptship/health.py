@@ -1,5 +1,5 @@
-"""What a server says about itself: ``/readyz`` (for probes) and ``/`` (for a person who
-opened the address in a browser: name, version, health and what runs where).
+"""What a server says about itself: ``/readyz`` (for probes) and ``/about`` (for a person:
+name, version, health and what runs where; ``/`` answers the same as JSON to scripts).
 
 Neither needs a token: they show no prompts, people or requests.
 """

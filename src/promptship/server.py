@@ -1,5 +1,6 @@
-"""The ASGI app ``promptship serve`` runs: Slack (``POST /slack/events``), health checks, and
-the background workers (validation runs, the notification outbox)."""
+"""The ASGI app ``promptship serve`` runs: Slack (``POST /slack/events``), the HTTP API, the
+read-only web console, health checks, and the background workers (validation runs, the
+notification outbox)."""
 
 from __future__ import annotations
 
@@ -110,7 +111,12 @@ def create_app(
     scheduler_alive = scheduler_running if workers else None
     routes.append(Route("/readyz", readyz_for(db, scheduler_alive)))
     about = About(slack_mode=slack_mode, workers=workers)
-    routes.append(Route("/", home_for(db, about, scheduler_alive), methods=["GET"]))
+    from promptship.console import console_routes
+
+    # what the server is and whether it is healthy: for people at /about, for scripts at /
+    facts = home_for(db, about, scheduler_alive)
+    routes.append(Route("/about", facts, methods=["GET"]))
+    routes.extend(console_routes(settings, core, facts))
     from promptship.api import DeploymentWatcher
     from promptship.api import routes as api_routes
 

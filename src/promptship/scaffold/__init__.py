@@ -23,12 +23,15 @@ DEFAULT_SOAK = timedelta(hours=24)
 #: the shortest soak init writes: three cycles of at least a second each
 MIN_SOAK = timedelta(seconds=3)
 
-GITIGNORE_HEADER = "# promptship: the local database, its audit key, the serve lock, the doubles"
+GITIGNORE_HEADER = (
+    "# promptship: the local database, its audit and session keys, the serve lock, the doubles"
+)
 GITIGNORE_LINES = (
     "promptship.db",
     "promptship.db-wal",
     "promptship.db-shm",
     "*.audit-key",
+    "*.session-key",
     "*.serve.lock",
     ".promptship-doubles.json",
     ".promptship-*.log",

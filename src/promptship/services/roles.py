@@ -64,6 +64,16 @@ class RoleResolver:
             return (await self._directory.user_by_email(entry)).user == user
         return entry.startswith("S") and user in await self._directory.members(entry)
 
+    async def listed(self, entries: list[str], user: str, email: str | None = None) -> bool:
+        """Whether ``user`` is named by any of ``entries`` (user IDs, user groups, e-mail
+        addresses), as roles are resolved; ``email`` is the user's own verified address."""
+        for entry in entries:
+            if email is not None and is_email(entry) and entry == email.lower():
+                return True
+            if await self._holds(entry, user):
+                return True
+        return False
+
     async def roles_of(self, user: str) -> frozenset[str]:
         held = set()
         for role in ROLE_NAMES:

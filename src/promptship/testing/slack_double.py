@@ -9,6 +9,10 @@ channel ``is_archived``; ``refuse`` makes a method answer any named error N time
 ``conversations.history`` lists a channel's top-level messages, newest first, paginated with
 ``limit`` and ``cursor``. ``users.lookupByEmail`` answers from ``emails`` (address → user
 ID, case-insensitive), ``users_not_found`` for any other address, like Slack.
+Sign in with Slack: ``GET /openid/connect/authorize`` sends the browser straight back to
+its ``redirect_uri`` with a one-use code and the ``state``, signed in as whoever
+``sign_in_as`` named; ``openid.connect.token`` takes the code with the OAuth client's id
+and secret, and ``openid.connect.userInfo`` answers that person's claims for the token.
 Point the bot at it with ``SLACK_API_URL=double.api_url``.
 
     with SlackDouble(token="xoxb-test") as slack:
@@ -37,6 +41,7 @@ from starlette.routing import Route
 
 from promptship.testing.serve import bind_loopback
 from promptship.testing.slack_limits import LIMITS, block_problems
+from promptship.testing.slack_oidc import OpenIdDouble
 
 __all__ = ["LIMITS", "Call", "SlackDouble", "block_problems", "main", "slack_double"]
 
@@ -48,7 +53,7 @@ class Call:
     at: float = field(default_factory=time.time)
 
 
-class SlackDouble:
+class SlackDouble(OpenIdDouble):
     def __init__(
         self,
         token: str = "xoxb-test-token",
@@ -56,8 +61,11 @@ class SlackDouble:
         users: dict[str, str] | None = None,
         usergroups: dict[str, list[str]] | None = None,
         emails: dict[str, str] | None = None,
+        client_id: str = "1000.2000",
+        client_secret: str = "oidc-client-secret",
     ) -> None:
         self.token = token
+        self._init_openid(client_id, client_secret)
         self.usergroups = dict(usergroups or {})
         self.users = dict(users or {})
         #: the workspace directory for ``users.lookupByEmail``: address → user ID
@@ -206,6 +214,8 @@ class SlackDouble:
             return JSONResponse({"ok": False, "error": error}, status_code=status, headers=headers)
         with self._lock:
             self._calls.append(Call(method, args))
+        if method.startswith("openid.connect."):  # Sign in with Slack: no bot token
+            return JSONResponse(self._openid(method, args, token))
         if token != self.token:
             return JSONResponse({"ok": False, "error": "invalid_auth"})
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -394,6 +404,7 @@ class SlackDouble:
             routes=[
                 Route("/api/{method}", self._api, methods=["GET", "POST"]),
                 Route("/response/{key}", self._response_url, methods=["POST"]),
+                Route("/openid/connect/authorize", self._authorize, methods=["GET"]),
                 Route("/_double/calls", self._inspect_calls, methods=["GET"]),
                 Route("/_double/responses/{key}", self._inspect_responses, methods=["GET"]),
             ]

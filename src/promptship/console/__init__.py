@@ -1,0 +1,58 @@
+"""The read-only web console: Sign in with Slack, then an overview of every prompt, open
+request and running soak. Decisions stay in Slack, the CLI and the API.
+
+Every link and redirect starts with ``PROMPTSHIP_PUBLIC_URL``'s path, so the console works
+behind a reverse proxy that serves it under a prefix (and strips it)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from promptship.config import Settings
+from promptship.console.auth import SignIn
+from promptship.console.overview import overview
+from promptship.console.pages import Pages, secured, stylesheet
+from promptship.console.settings import ConsoleSettings
+from promptship.errors import Unavailable
+from promptship.services import Promptship
+
+__all__ = ["ConsoleSettings", "console_routes"]
+
+
+def console_routes(
+    settings: Settings,
+    core: Promptship,
+    facts: Callable[[Request], Awaitable[Response]] | None = None,
+) -> list[Route]:
+    """The console's routes. ``facts`` answers ``GET /`` for scripts (``Accept:
+    application/json``): the server's name, version and health, which need no session."""
+    pages = Pages(ConsoleSettings.from_settings(settings))
+    sign_in = SignIn(pages, core)
+
+    async def home(request: Request) -> Response:
+        accept = request.headers.get("accept", "")
+        if facts is not None and "application/json" in accept and "text/html" not in accept:
+            return secured(await facts(request))
+        session = pages.session_of(request, core.clock.now())
+        if session is None:
+            return pages.redirect("login")
+        try:
+            found = await overview(core)
+        except Unavailable as exc:  # the database is down or stalls: say so, in the layout
+            return pages.message("Not available", exc.message, 503, session)
+        return pages.render("overview.html", session=session, **found)
+
+    async def css(request: Request) -> Response:
+        return secured(Response(stylesheet(), media_type="text/css"))
+
+    return [
+        Route("/", home, methods=["GET"]),
+        Route("/login", sign_in.login, methods=["GET"]),
+        Route("/auth/callback", sign_in.callback, methods=["GET"]),
+        Route("/logout", sign_in.logout, methods=["POST"]),
+        Route("/static/console.css", css, methods=["GET"]),
+    ]

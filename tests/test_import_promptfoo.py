@@ -638,3 +638,17 @@ def test_without_a_prompt_the_system_prompt_is_asked_for(tmp_path: Path) -> None
     assert code == 0, stderr
     code, _, stderr = run(config, "--into", tmp_path / "p.yaml", "--name", "x")
     assert code == 2 and "--name: for a new prompt file" in stderr
+
+
+def test_a_temperature_over_anthropics_range_is_capped_with_a_note(tmp_path: Path) -> None:
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(
+        "prompts: ['Answer: {{question}}']\n"
+        "providers: [{id: 'anthropic:messages:claude-x', config: {temperature: 1.5}}]\n"
+        "tests: [{vars: {question: hi}, assert: [{type: contains, value: hi}]}]\n"
+    )
+    out = tmp_path / "out.yaml"
+    code, stdout, stderr = run(config, "--name", "t", "--version", "1.0.0", "--out", out)
+    assert code == 0, stderr
+    assert load_prompt_file(out).temperature == 1.0
+    assert "temperature 1.5 is over the anthropic provider's 0 to 1: the file says 1" in stdout

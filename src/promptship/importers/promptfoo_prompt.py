@@ -180,5 +180,11 @@ def provider_defaults(config: dict[str, Any], files: Files, parts: PromptParts) 
         if isinstance(temperature, int | float) and not isinstance(temperature, bool):
             if 0 <= temperature <= 2:
                 parts.temperature = float(temperature)
+            if parts.provider == "anthropic" and temperature > 1:
+                parts.temperature = 1.0
+                parts.notes.append(
+                    f"temperature {temperature:g} is over the anthropic provider's 0 to 1: "
+                    "the file says 1"
+                )
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 1:
             parts.max_tokens = max_tokens

@@ -5,18 +5,23 @@ wrote, a 404 page for what does not exist."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from promptship.clock import ManualClock
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
+from promptship.services.soak_spec import CycleResult
+from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import prompt_yaml
 from tests.console_helpers import Console
-from tests.helpers import REQUESTER, push, slack
+from tests.helpers import REQUESTER, push, slack, start_staging_soak
 
 
 @pytest.fixture
@@ -240,3 +245,134 @@ def test_a_long_prompt_shows_context_and_a_huge_change_is_refused_by_size(
     huge = console.client.get("/prompts/long/diff/2.0.0/2.1.0")
     assert huge.status_code == 200
     assert "too large to show here (5500 lines against 5500)" in huge.text
+
+
+SOAKING = (
+    "environments: {production: {approvals: 2, soak: 5s, soak_interval: 1s, max_divergence: 0.1}}"
+)
+
+
+def seed_timed(console: Console, use: Any) -> Any:
+    """Seed with promptship's clock under the test's control (soaks wait on it)."""
+
+    async def go() -> Any:
+        db = Database(console.db_url)
+        try:
+            clock = ManualClock(datetime.now(UTC))
+            return await use(Promptship(db, console.policy, clock), clock)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+async def cycle(core: Promptship, soak_id: int, n: int, result: CycleResult) -> str | None:
+    assert await core.claim_soak_cycle(soak_id, n, "replica-a", timedelta(seconds=30))
+    spec = await core.soak_cycle_spec(soak_id, n)
+    return await core.finish_soak_cycle(spec, "replica-a", result)
+
+
+async def soak_with_baseline(core: Promptship, clock: ManualClock) -> int:
+    """1.0.0 soaked into production, then 1.1.0 soaking in staging against it."""
+    first = await start_staging_soak(core, "customer-support", "1.0.0")
+    for n in range(1, 6):
+        clock.advance(timedelta(seconds=1))
+        await cycle(core, first, n, CycleResult(sample_size=40, divergent=1))
+    clock.advance(timedelta(seconds=1))
+    request = await core.request_promotion(
+        "customer-support", "1.0.0", "production", slack(REQUESTER)
+    )
+    await core.approve(request.id, slack("U01"))
+    assert (await core.approve(request.id, slack("U02"))).request.state == "promoted"
+    return await start_staging_soak(core, "customer-support", "1.1.0")
+
+
+def test_the_soak_page_charts_each_settled_cycle_with_its_state(
+    tmp_path: Path, slack_api: SlackDouble
+) -> None:
+    console = Console(tmp_path, slack_api, SOAKING)
+
+    async def go(core: Promptship, clock: ManualClock) -> int:
+        soak_id = await soak_with_baseline(core, clock)
+        worst = [
+            {
+                "input": "<script>alert(1)</script>",
+                "candidate": "Refunds take a week.",
+                "baseline": "Refunds take 3 days.",
+                "similarity": 0.41,
+            }
+        ]
+        assert await cycle(core, soak_id, 1, CycleResult(40, divergent=2, worst=worst)) == "passed"
+        # cycle 2 is passed over (every replica down); cycle 3 has too little traffic
+        assert await cycle(core, soak_id, 3, CycleResult(sample_size=0)) == "insufficient"
+        assert await cycle(core, soak_id, 4, CycleResult(40, divergent=1)) == "passed"
+        return soak_id
+
+    with console.client:
+        soak_id = seed_timed(console, go)
+        console.sign_in()
+        page = console.client.get(f"/soaks/{soak_id}")
+        assert page.status_code == 200
+        svg = between(page.text, "<svg", "</svg>")
+        points = svg.split("<circle")[1:]
+        states = [between(p, 'class="point point-', '"') for p in points]
+        assert states == ["passed", "missed", "insufficient", "passed"]
+        assert "<title>cycle 1: passed, 5% divergent</title>" in svg
+        assert "<title>cycle 2: missed</title>" in svg
+        # the limit line, labelled, above the 5% point and below nothing
+        limit_y = float(between(svg, 'class="limit" x1="48" y1="', '"'))
+        first_y = float(between(points[0], 'cy="', '"'))
+        axis_y = float(between(points[1], 'cy="', '"'))
+        assert limit_y < first_y < axis_y and "limit 10%" in svg
+        assert ">cycle</text>" in svg and "style=" not in page.text
+        cycles = rows(page.text, "cycles")
+        assert [between(c, '<span class="state">', "</span>") for c in cycles] == [
+            "passed",
+            "missed",
+            "insufficient",
+            "passed",
+        ]
+        worst = rows(page.text, "worst")
+        assert len(worst) == 1 and "Refunds take a week." in worst[0]
+        assert "Refunds take 3 days." in worst[0] and "<td>0.41</td>" in worst[0]
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in worst[0] and "<script>" not in page.text
+        # the prompt page links to it; unknown soaks are a 404 page
+        assert f'href="/soaks/{soak_id}"' in console.client.get("/prompts/customer-support").text
+        for missing in ("/soaks/999", "/soaks/abc"):
+            assert console.client.get(missing).status_code == 404
+
+
+def test_the_request_page_shows_gates_decisions_timeline_and_where_to_act(
+    tmp_path: Path, slack_api: SlackDouble
+) -> None:
+    console = Console(tmp_path, slack_api, SOAKING)
+
+    async def go(core: Promptship, clock: ManualClock) -> int:
+        await start_staging_soak(core, "customer-support", "1.0.0")
+        request = await core.request_promotion(
+            "customer-support", "1.0.0", "production", slack(REQUESTER), reason="<b>urgent</b>"
+        )
+        await core.approve(request.id, slack("U01"), "looks <i>fine</i>")
+        return request.id
+
+    with console.client:
+        request_id = seed_timed(console, go)
+        console.sign_in()
+        page = console.client.get(f"/requests/{request_id}")
+        assert page.status_code == 200
+        text = page.text
+        assert f"<code>req-{request_id}</code>" in text
+        assert "/prompt approve req-" in text and "promptship approve req-" in text
+        assert f"POST /v1/requests/{request_id}/approve" in text
+        checks = between(text, '<ul class="checks">', "</ul>")
+        assert "check-waiting" in checks and "<strong>soak</strong>" in checks
+        decisions = between(text, '<ul class="decisions">', "</ul>")
+        assert "<strong>approved</strong> by <code>U01</code>" in decisions
+        assert "looks &lt;i&gt;fine&lt;/i&gt;" in decisions
+        assert "&lt;b&gt;urgent&lt;/b&gt;" in text and "<b>urgent" not in text
+        timeline = [between(r, "<td>", "</td>") for r in rows(text, "history")]
+        assert len(timeline) >= 2 and timeline == sorted(timeline, key=int)
+        overview = console.client.get("/").text
+        assert f'href="/requests/{request_id}"' in overview
+        assert console.client.get(f"/requests/req-{request_id}").status_code == 200
+        assert console.client.get("/requests/4242").status_code == 404

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from promptship.config import Settings
 from promptship.console.auth import SignIn
+from promptship.console.operations import operation_routes
 from promptship.console.overview import overview
 from promptship.console.pages import Pages, secured, stylesheet
 from promptship.console.prompts import prompt_routes
@@ -57,4 +58,5 @@ def console_routes(
         Route("/logout", sign_in.logout, methods=["POST"]),
         Route("/static/console.css", css, methods=["GET"]),
         *prompt_routes(pages, core),
+        *operation_routes(pages, core),
     ]

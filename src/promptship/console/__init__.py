@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from promptship.config import Settings
+from promptship.console.audit import audit_routes
 from promptship.console.auth import SignIn
 from promptship.console.operations import operation_routes
 from promptship.console.overview import overview
@@ -59,4 +60,5 @@ def console_routes(
         Route("/static/console.css", css, methods=["GET"]),
         *prompt_routes(pages, core),
         *operation_routes(pages, core),
+        *audit_routes(pages, core),
     ]

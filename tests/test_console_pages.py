@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from promptship.clock import ManualClock
+from promptship.console.textdiff import side_by_side
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship, audit
 from promptship.services.soak_spec import CycleResult
@@ -479,3 +480,18 @@ def test_the_health_page_shows_readiness_the_outbox_and_replicas(console: Consol
     assert outbox.startswith(f"{backlog} waiting to be sent · 1 dead letter (retry with")
     dead = rows(page.text, "dead")
     assert len(dead) == 1 and "channel_not_found &lt;b&gt;" in dead[0]
+
+
+def test_the_word_diff_stays_cheap_on_long_or_many_lines() -> None:
+    one = side_by_side("keep this line\nold words here\n", "keep this line\nnew words here\n")
+    assert [r.kind for r in one.rows] == ["equal", "replace"]
+    assert one.rows[1].old.pieces == [("old", True), (" words here", False)]
+    long = " ".join(["a"] * 300)
+    whole = side_by_side(long, long + " b")
+    assert whole.rows[0].new.pieces == [(long + " b", True)]  # over the words a line may have
+    # past the page's word budget, the remaining changed lines are marked whole
+    many_a = "\n".join(" ".join(["a"] * 60) + f" b {i}" for i in range(1000))
+    many_b = "\n".join(" ".join(["a"] * 60) + f" c {i}" for i in range(1000))
+    rows_ = side_by_side(many_a, many_b).rows
+    assert rows_[0].new.pieces[1:] == [("c", True), (" 0", False)]
+    assert rows_[-1].new.pieces == [(" ".join(["a"] * 60) + " c 999", True)]

@@ -18,7 +18,9 @@ MAX_CHARS = DIFF_MAX_CHARS
 #: unchanged lines shown around each change
 CONTEXT = 3
 #: a line pair with more words than this is marked whole (the word matcher stays cheap)
-MAX_WORDS = 400
+MAX_WORDS = 200
+#: the words one page compares in all; the line pairs past it are marked whole
+WORD_BUDGET = 20_000
 
 _TOKENS = re.compile(r"\s+|\w+|[^\w\s]")
 
@@ -50,11 +52,17 @@ class SideBySide:
         return not self.too_large and not self.added and not self.removed
 
 
-def words(old: str, new: str) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
-    """The two lines in pieces, the words that differ marked."""
+def words(
+    old: str, new: str, budget: list[int] | None = None
+) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+    """The two lines in pieces, the words that differ marked; ``budget`` (one number, the
+    words still to compare on this page) is spent by what is compared."""
     a, b = _TOKENS.findall(old), _TOKENS.findall(new)
-    if max(len(a), len(b)) > MAX_WORDS:
+    cost = len(a) + len(b)
+    if max(len(a), len(b)) > MAX_WORDS or (budget is not None and cost > budget[0]):
         return [(old, True)], [(new, True)]
+    if budget is not None:
+        budget[0] -= cost
     left: list[tuple[str, bool]] = []
     right: list[tuple[str, bool]] = []
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
@@ -91,12 +99,13 @@ def side_by_side(old: str, new: str, context: int = CONTEXT) -> SideBySide:
     ]
     rows: list[Row] = []
     added = removed = 0
+    budget = [WORD_BUDGET]
     i = j = 0  # the next line of each side not yet shown or skipped
     for i1, i2, j1, j2 in [*blocks, (len(a), len(a), len(b), len(b))]:
         _equal(rows, a, i, j, i1 - i, context, first=not rows, last=i1 == len(a))
         for gone, came in zip_longest(range(i1, i2), range(j1, j2)):
             if gone is not None and came is not None:
-                left, right = words(a[gone], b[came])
+                left, right = words(a[gone], b[came], budget)
                 rows.append(Row("replace", Side(gone + 1, left), Side(came + 1, right)))
             elif gone is not None:
                 rows.append(Row("delete", Side(gone + 1, [(a[gone], True)]), Side(None)))

@@ -4,13 +4,11 @@ from PROMPTSHIP_PUBLIC_URL."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -24,12 +22,11 @@ from promptship.domain.promptfile import parse_prompt
 from promptship.errors import BadInput
 from promptship.server import create_app
 from promptship.services import Promptship
-from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import make_policy, prompt_yaml
+from tests.console_helpers import Console
 from tests.helpers import REQUESTER, case_results, push, slack, start_staging_soak
 
-TEAM = "T0001"
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -43,43 +40,6 @@ VIEWERS = (
 def slack_api() -> Iterator[SlackDouble]:
     with SlackDouble(client_id="1000.2000", client_secret="oidc-secret-0123") as double:
         yield double
-
-
-class Console:
-    def __init__(self, tmp_path: Path, slack: SlackDouble, policy: str = "", **env: str) -> None:
-        self.db_url = f"sqlite+aiosqlite:///{tmp_path / 'console.db'}"
-        self.slack = slack
-        settings = Settings(
-            PROMPTSHIP_DATABASE_URL=self.db_url,
-            SLACK_API_URL=slack.api_url,
-            SLACK_CLIENT_ID="1000.2000",
-            SLACK_CLIENT_SECRET="oidc-secret-0123",
-            PROMPTSHIP_SLACK_TEAM_ID=TEAM,
-            **env,
-        )
-        self.policy = make_policy(policy)
-        self.app = create_app(settings, self.policy, workers=False)
-        self.client = TestClient(self.app, follow_redirects=False)
-
-    def seed(self, use: Any) -> Any:
-        async def go() -> Any:
-            db = Database(self.db_url)
-            try:
-                return await use(Promptship(db, self.policy))
-            finally:
-                await db.dispose()
-
-        return asyncio.run(go())
-
-    def sign_in(self, user: str = "U0VIEW", team: str = TEAM, **who: Any) -> httpx.Response:
-        """The browser's round trip: /login → Slack's authorize page → /auth/callback."""
-        self.slack.sign_in_as(user, team=team, **who)
-        login = self.client.get("/login")
-        assert login.status_code == 303, login.text
-        back = httpx.get(login.headers["location"], follow_redirects=False)
-        assert back.status_code == 302, back.text
-        callback = urlsplit(back.headers["location"])
-        return self.client.get(f"{callback.path}?{callback.query}")
 
 
 @pytest.fixture

@@ -13,9 +13,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from promptship.config import Settings
+from promptship.console.audit import audit_routes
 from promptship.console.auth import SignIn
+from promptship.console.operations import operation_routes
 from promptship.console.overview import overview
 from promptship.console.pages import Pages, secured, stylesheet
+from promptship.console.prompts import prompt_routes
 from promptship.console.settings import ConsoleSettings
 from promptship.errors import Unavailable
 from promptship.services import Promptship
@@ -55,4 +58,7 @@ def console_routes(
         Route("/auth/callback", sign_in.callback, methods=["GET"]),
         Route("/logout", sign_in.logout, methods=["POST"]),
         Route("/static/console.css", css, methods=["GET"]),
+        *prompt_routes(pages, core),
+        *operation_routes(pages, core),
+        *audit_routes(pages, core),
     ]

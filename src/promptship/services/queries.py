@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -162,7 +163,7 @@ async def history(
         .scalars()
         .all()
     )
-    events = [_event_view(e) for e in rows[:limit]]
+    events = [event_view(e) for e in rows[:limit]]
     return HistoryPage(
         prompt=name,
         environment=environment,
@@ -186,30 +187,29 @@ async def soak_status(
         )
     ).all()
     now = deps.clock.now()
-    views = []
-    for soak, version in rows:
-        schedule = plan(deps, soak, name, version)
-        following = schedule.due_cycle(now) + 1
-        views.append(
-            SoakView(
-                id=soak.id,
-                version=version,
-                environment=soak.environment,
-                kind=soak.kind,
-                state=soak.state,
-                started_at=soak.started_at,
-                ends_at=soak.ends_at,
-                finished_at=soak.finished_at,
-                cycles_done=soak.cycles_done,
-                cycles_total=schedule.cycles,
-                next_at=schedule.due_at(following)
-                if soak.state == "running" and following <= schedule.cycles
-                else None,
-                worst_divergence=soak.worst_divergence,
-                failure=soak.failure,
-            )
-        )
-    return views
+    return [soak_view(deps, soak, name, version, now) for soak, version in rows]
+
+
+def soak_view(deps: Deps, soak: SoakRun, name: str, version: str, now: datetime) -> SoakView:
+    schedule = plan(deps, soak, name, version)
+    following = schedule.due_cycle(now) + 1
+    return SoakView(
+        id=soak.id,
+        version=version,
+        environment=soak.environment,
+        kind=soak.kind,
+        state=soak.state,
+        started_at=soak.started_at,
+        ends_at=soak.ends_at,
+        finished_at=soak.finished_at,
+        cycles_done=soak.cycles_done,
+        cycles_total=schedule.cycles,
+        next_at=schedule.due_at(following)
+        if soak.state == "running" and following <= schedule.cycles
+        else None,
+        worst_divergence=soak.worst_divergence,
+        failure=soak.failure,
+    )
 
 
 async def recent_events(session: AsyncSession, limit: int = 10) -> list[AuditEventView]:
@@ -218,10 +218,10 @@ async def recent_events(session: AsyncSession, limit: int = 10) -> list[AuditEve
         .scalars()
         .all()
     )
-    return [_event_view(e) for e in rows]
+    return [event_view(e) for e in rows]
 
 
-def _event_view(e: AuditEvent) -> AuditEventView:
+def event_view(e: AuditEvent) -> AuditEventView:
     return AuditEventView(
         seq=e.seq,
         at=e.at,

@@ -234,6 +234,12 @@ class HistoryPage(View):
     next_before: int | None
 
 
+class AuditPage(View):
+    events: list[AuditEventView]
+    #: pass as ``before`` to get the next (older) page; None on the last page.
+    next_before: int | None
+
+
 class SettingChange(View):
     key: str
     old: Any
@@ -271,6 +277,29 @@ class SoakView(View):
     next_at: datetime | None = None
     worst_divergence: float | None
     failure: str | None
+
+
+class SoakCycleView(View):
+    """A settled soak cycle: passed, diverged, missed, insufficient or errored."""
+
+    cycle: int
+    state: str
+    finished_at: datetime | None
+    sample_size: int | None
+    divergent: int | None
+    errored: int | None
+    rate: float | None
+    error: str | None = None
+    #: the most divergent pairs: input, candidate, baseline, similarity
+    worst: list[dict[str, Any]] = []
+
+
+class SoakDetail(View):
+    prompt: str
+    soak: SoakView
+    #: the divergence a cycle may reach (the production policy's)
+    max_divergence: float
+    cycles: list[SoakCycleView]
 
 
 class PromptMessage(View):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
-from promptship.services import queries
+from promptship.services import browse, queries
 from promptship.services.facade.base import UseCaseBase
 from promptship.services.views import (
     AuditEventView,
+    AuditPage,
     HistoryPage,
     PromptStatus,
     RuntimePrompt,
+    SoakDetail,
     SoakView,
 )
 
@@ -51,3 +55,31 @@ class QueryUseCases(UseCaseBase):
     async def deployment_file(self) -> dict[str, dict[str, dict[str, Any]]]:
         async with self.db.reader() as session:
             return await queries.deployment_file(session, self.deps)
+
+    async def soak_detail(self, soak_id: int) -> SoakDetail:
+        async with self.db.reader() as session:
+            return await browse.soak_detail(session, self.deps, soak_id)
+
+    async def audit_page(self, found: browse.AuditFilter, before: int | None = None) -> AuditPage:
+        async with self.db.reader() as session:
+            return await browse.audit_page(session, found, before)
+
+    async def audit_lines(self, found: browse.AuditFilter) -> AsyncIterator[str]:
+        async with self.db.reader() as session:
+            async for chunk in browse.audit_lines(session, found):
+                yield chunk
+
+    async def request_events(self, request_id: int) -> list[AuditEventView]:
+        async with self.db.reader() as session:
+            return await browse.request_events(session, request_id)
+
+    async def replicas_seen(self, since: datetime) -> list[browse.Replica]:
+        async with self.db.reader() as session:
+            return await browse.replicas_seen(session, since)
+
+    async def recent_jobs(self) -> list[browse.JobRun]:
+        async with self.db.reader() as session:
+            return [
+                browse.JobRun(j.key, j.owner, j.claimed_at, j.done_at)
+                for j in await browse.recent_jobs(session)
+            ]

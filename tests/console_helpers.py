@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,7 +57,8 @@ class ServedConsole:
         self.server.__exit__(*exc)
 
     def run(self, use: Callable[[Promptship], Awaitable[Any]]) -> Any:
-        """Act through a facade of our own on the server's database (as the CLI would)."""
+        """Act through a facade of our own on the server's database (as the CLI would), in a
+        thread of its own: the caller's may hold an event loop already (Playwright's)."""
 
         async def go() -> Any:
             db = Database(self.db_url)
@@ -65,7 +67,8 @@ class ServedConsole:
             finally:
                 await db.dispose()
 
-        return asyncio.run(go())
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result()
 
     def signed_in(self, user: str = "U0VIEW", **who: Any) -> httpx.Client:
         """An HTTP client that went through /login → Slack's authorize page → /auth/callback."""

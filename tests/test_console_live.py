@@ -98,11 +98,12 @@ def test_streams_are_capped_per_process(served: ServedConsole) -> None:
     limit.max_streams = 1
     client = served.signed_in()
     with client.stream("GET", "/events", timeout=STREAM_TIMEOUT) as first:
-        next(events(first.iter_lines()))
+        received = events(first.iter_lines())  # kept: dropping it closes the connection
+        next(received)
         second = client.get("/events")
         assert second.status_code == 503 and second.headers["retry-after"] == "30"
         assert "Too many live connections" in second.text
-    # the first one's place is given back when it ends
+    # the first one's place is given back when its page goes (the connection closes)
     _wait(lambda: limit.open == 0)
     with client.stream("GET", "/events", timeout=STREAM_TIMEOUT) as third:
         assert third.status_code == 200

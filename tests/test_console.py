@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,8 +131,14 @@ def test_no_page_without_a_session_and_every_response_carries_the_csp(console: C
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "same-origin"
     page = console.client.get("/")
-    assert "<script" not in page.text and "style=" not in page.text and "<style" not in page.text
+    # the one script is the console's own file, nothing inline
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.text, re.S)
+    assert scripts == [(' src="/static/console.js" defer', "")]
+    assert "style=" not in page.text and "<style" not in page.text
     assert console.client.get("/static/console.css").headers["content-type"].startswith("text/css")
+    js = console.client.get("/static/console.js")
+    assert js.headers["content-type"].startswith("text/javascript") and "EventSource" in js.text
+    assert js.headers["content-security-policy"] == CSP
     # scripts still get the server's facts as JSON without a session
     console.client.cookies.clear()
     facts = console.client.get("/", headers={"Accept": "application/json"})

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,6 +47,20 @@ MAX_WAIT = 60.0
 MAX_QUERY_DIGITS = 18
 
 
+@dataclass(frozen=True)
+class Marks:
+    """What the console's live updates compare: every pointer's revision, and the audit
+    chain's last sequence number (which moves with every request's state change)."""
+
+    revisions: dict[tuple[str, str], int]
+    activity: int
+
+    def moved(self, before: Marks) -> list[tuple[str, str]]:
+        """The pointers that moved (or appeared, or went) since ``before``."""
+        keys = self.revisions.keys() | before.revisions.keys()
+        return sorted(k for k in keys if self.revisions.get(k) != before.revisions.get(k))
+
+
 class DeploymentWatcher:
     """The runtime endpoint's view of the pointers, shared by every request of the process.
 
@@ -54,7 +69,8 @@ class DeploymentWatcher:
     another replica is seen as fast as one made here. A fetch whose revision is unchanged is
     answered from the rendered body of that revision (no query); a long-poll is woken when
     its revision moves. After ``idle`` seconds without requests the poll stops and the next
-    request reads the store again.
+    request reads the store again. The console's live updates listen through the same poll
+    (``wait_change``), which then also reads the audit chain's head.
     """
 
     def __init__(self, core: Promptship, interval: float = 0.1, idle: float = 60.0) -> None:
@@ -64,6 +80,7 @@ class DeploymentWatcher:
         self.revisions: dict[tuple[str, str], int] = {}
         self._bodies: dict[tuple[str, str], tuple[int, str, bytes]] = {}
         self._waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[None]]]] = {}
+        self._listeners: dict[asyncio.Future[Marks | None], Marks] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_use = 0.0
 
@@ -104,11 +121,35 @@ class DeploymentWatcher:
             if not waiting:
                 self._waiters.pop((name, environment), None)
 
+    async def marks(self) -> Marks:
+        """The pointers' revisions and the audit chain's head, read from the store now."""
+        return Marks(await self.core.deployment_revisions(), await self.core.last_audit_seq())
+
+    async def wait_change(self, seen: Marks, seconds: float) -> Marks | None:
+        """Wait until the marks differ from ``seen``: the new marks, or None on timeout or
+        when ``wake_listeners`` is called."""
+        self._touch()
+        future: asyncio.Future[Marks | None] = asyncio.get_running_loop().create_future()
+        self._listeners[future] = seen
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), seconds)
+        except TimeoutError:
+            return None
+        finally:
+            self._listeners.pop(future, None)
+
+    def wake_listeners(self) -> None:
+        """End every ``wait_change`` now, with None (the server is shutting down)."""
+        for future in list(self._listeners):
+            if not future.done():
+                future.set_result(None)
+
     async def _poll(self) -> None:
         try:
-            while self._waiters or time.monotonic() - self._last_use < self.idle:
+            while self._waiters or self._listeners or time.monotonic() - self._last_use < self.idle:
                 try:
                     self.revisions = await self.core.deployment_revisions()
+                    activity = await self.core.last_audit_seq() if self._listeners else None
                 except Exception:
                     log.exception("could not read the deployment revisions")
                 else:
@@ -117,6 +158,11 @@ class DeploymentWatcher:
                         for seen, future in list(waiting):
                             if current != seen and not future.done():
                                 future.set_result(None)
+                    if activity is not None:
+                        now = Marks(dict(self.revisions), activity)
+                        for listener, before in list(self._listeners.items()):
+                            if now != before and not listener.done():
+                                listener.set_result(now)
                 await asyncio.sleep(self.interval)
         finally:
             self.revisions = {}  # unwatched from here on: the next request reads the store

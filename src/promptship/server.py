@@ -116,11 +116,13 @@ def create_app(
     # what the server is and whether it is healthy: for people at /about, for scripts at /
     facts = home_for(db, about, scheduler_alive)
     routes.append(Route("/about", facts, methods=["GET"]))
-    routes.extend(console_routes(settings, core, facts))
     from promptship.api import DeploymentWatcher
     from promptship.api import routes as api_routes
 
     watcher = DeploymentWatcher(core)
+    # what ends open streams (the console's live updates) as the server starts shutting down
+    stopping: list[Callable[[], None]] = []
+    routes.extend(console_routes(settings, core, facts, watcher, stopping))
     routes.extend(api_routes(core, auth, watcher))
 
     if workers:
@@ -191,6 +193,8 @@ def create_app(
                 if isinstance(outcome, Exception):
                     log.error("background worker had failed: %r", outcome)
             await asyncio.wait([roles_check])  # nothing reads the database past dispose
+            for stop in stopping:  # a server other than promptship.serving's: streams end here
+                stop()
             await watcher.close()
             if dispatcher is not None:  # what is due now goes out before we stop
                 with contextlib.suppress(Exception):
@@ -213,6 +217,7 @@ def create_app(
         ],
     )
     app.state.core = core
+    app.state.stopping = stopping  # promptship.serving.Server calls these as shutdown starts
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -65,16 +66,25 @@ def serve(
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, previous)
+    from promptship.serving import Server
+
     # open long-polls (up to a minute) must not hold a restart up: after 10 s they are cut
-    # and their clients reconnect to another replica, or to this one once it is back
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_config=None,  # our JSON handler, set up above
-        access_log=False,  # the request-id middleware logs each request
-        timeout_graceful_shutdown=10,
+    # and their clients reconnect to another replica, or to this one once it is back; the
+    # console's live streams end as shutdown starts (promptship.serving.Server)
+    server = Server(
+        uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            log_config=None,  # our JSON handler, set up above
+            access_log=False,  # the request-id middleware logs each request
+            timeout_graceful_shutdown=10,
+        )
     )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # the port was taken, or start-up failed: uvicorn said why
+        raise typer.Exit(3)
 
 
 def _leave(signum: int, frame: FrameType | None) -> None:

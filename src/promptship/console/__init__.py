@@ -7,21 +7,26 @@ behind a reverse proxy that serves it under a prefix (and strips it)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from promptship.config import Settings
 from promptship.console.audit import audit_routes
 from promptship.console.auth import SignIn
+from promptship.console.live import LiveUpdates
 from promptship.console.operations import operation_routes
 from promptship.console.overview import overview
-from promptship.console.pages import Pages, secured, stylesheet
+from promptship.console.pages import Pages, script, secured, stylesheet
 from promptship.console.prompts import prompt_routes
 from promptship.console.settings import ConsoleSettings
 from promptship.errors import Unavailable
 from promptship.services import Promptship
+
+if TYPE_CHECKING:
+    from promptship.api import DeploymentWatcher
 
 __all__ = ["ConsoleSettings", "console_routes"]
 
@@ -30,9 +35,13 @@ def console_routes(
     settings: Settings,
     core: Promptship,
     facts: Callable[[Request], Awaitable[Response]] | None = None,
+    watcher: DeploymentWatcher | None = None,
+    stopping: list[Callable[[], None]] | None = None,
 ) -> list[Route]:
     """The console's routes. ``facts`` answers ``GET /`` for scripts (``Accept:
-    application/json``): the server's name, version and health, which need no session."""
+    application/json``): the server's name, version and health, which need no session.
+    With a ``watcher``, ``/events`` streams live updates; the function that ends those
+    streams is appended to ``stopping``, for the server to call as it starts shutting down."""
     pages = Pages(ConsoleSettings.from_settings(settings))
     sign_in = SignIn(pages, core)
 
@@ -49,15 +58,38 @@ def console_routes(
             return pages.message("Not available", exc.message, 503, session)
         return pages.render("overview.html", session=session, **found)
 
+    async def overview_fragment(request: Request) -> Response:
+        """The overview's content alone, which live updates swap in."""
+        session = pages.session_of(request, core.clock.now())
+        if session is None:
+            return secured(PlainTextResponse("Sign in first: this part needs a session.", 401))
+        try:
+            found = await overview(core)
+        except Unavailable as exc:
+            return secured(PlainTextResponse(exc.message, 503))
+        return pages.render("overview_body.html", session=session, **found)
+
     async def css(request: Request) -> Response:
         return secured(Response(stylesheet(), media_type="text/css"))
 
+    async def js(request: Request) -> Response:
+        return secured(Response(script(), media_type="text/javascript"))
+
+    extra: list[Route] = []
+    if watcher is not None:
+        live = LiveUpdates(pages, core, watcher)
+        extra.append(Route("/events", live.events, methods=["GET"]))
+        if stopping is not None:
+            stopping.append(live.close)
     return [
         Route("/", home, methods=["GET"]),
+        Route("/fragments/overview", overview_fragment, methods=["GET"]),
+        *extra,
         Route("/login", sign_in.login, methods=["GET"]),
         Route("/auth/callback", sign_in.callback, methods=["GET"]),
         Route("/logout", sign_in.logout, methods=["POST"]),
         Route("/static/console.css", css, methods=["GET"]),
+        Route("/static/console.js", js, methods=["GET"]),
         *prompt_routes(pages, core),
         *operation_routes(pages, core),
         *audit_routes(pages, core),

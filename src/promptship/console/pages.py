@@ -45,6 +45,12 @@ def stylesheet() -> bytes:
     return files("promptship.console").joinpath("static/console.css").read_bytes()
 
 
+@cache
+def script() -> bytes:
+    """The console's one script (live updates); no inline script anywhere (the CSP)."""
+    return files("promptship.console").joinpath("static/console.js").read_bytes()
+
+
 def secured(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
     return response

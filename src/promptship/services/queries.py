@@ -26,6 +26,7 @@ from promptship.services.views import (
 )
 from promptship.store.models import (
     AuditEvent,
+    AuditHead,
     Deployment,
     PromotionRequest,
     Prompt,
@@ -347,6 +348,13 @@ async def deployment_revisions(session: AsyncSession) -> dict[tuple[str, str], i
         )
     ).all()
     return {(name, env): revision for name, env, revision in rows}
+
+
+async def last_audit_seq(session: AsyncSession) -> int:
+    """The audit chain's last sequence number (0 before the first event): every change of a
+    request's or a deployment's state appends an event, so the console watches this one row."""
+    seq = (await session.execute(select(AuditHead.seq).where(AuditHead.id == 1))).scalar()
+    return int(seq or 0)
 
 
 #: staging-soaked versions of each prompt whose last cycle's divergence stays on /metrics

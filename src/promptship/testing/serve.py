@@ -16,6 +16,8 @@ from typing import Protocol
 import uvicorn
 from starlette.types import ASGIApp
 
+from promptship.serving import Server
+
 
 def bind_loopback() -> socket.socket:
     """A listening socket on a free loopback port.
@@ -36,7 +38,7 @@ class ServerThread:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.port = 0
-        self._server: uvicorn.Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -46,7 +48,7 @@ class ServerThread:
     def __enter__(self) -> ServerThread:
         sock = bind_loopback()
         self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(
+        self._server = Server(
             uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1)
         )
         server = self._server

@@ -48,6 +48,10 @@ class QueryUseCases(UseCaseBase):
         async with self.db.reader() as session:
             return await queries.deployment_revisions(session)
 
+    async def last_audit_seq(self) -> int:
+        async with self.db.reader() as session:
+            return await queries.last_audit_seq(session)
+
     async def metrics_snapshot(self) -> dict[str, Any]:
         async with self.db.reader() as session:
             return await queries.metrics_snapshot(session)

@@ -6,6 +6,8 @@ real app, signed in through the Slack double, shot in headless Chromium (Playwri
     .venv/bin/python scripts/console-screenshots.py [--chromium /usr/bin/chromium]
 """
 
+# ruff: noqa: E402
+
 from __future__ import annotations
 
 import argparse

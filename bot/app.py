@@ -81,7 +81,7 @@ def build_app(settings: Settings, core: Promptship, client: AsyncWebClient) -> A
         # who acts is the user Slack signed the request for, never a field of the payload
         user = context.get("user_id") or (body.get("user") or {}).get("id")
         context["actor"] = Actor(user, Via.SLACK) if user else None
-        context["public_url"] = settings.public_url  # shown with the tokens people make
+        context["public_url"] = settings.public_url  # tokens show it; messages link under it
         return await next()
 
     @app.error

@@ -23,6 +23,7 @@ from bot.blocks import messages
 from bot.blocks.audit import checkpoint_message
 from bot.blocks.common import Message
 from bot.blocks.limits import escape
+from bot.blocks.links import ConsoleLinks
 from promptship.services import Promptship
 from promptship.services.outbox import UNDELIVERED_TOPIC, Delivery
 from promptship.services.views import RequestView, RollbackResult, RunView
@@ -40,25 +41,26 @@ UNEDITABLE = frozenset({"cant_update_message", "edit_window_closed"})
 PARENT_GONE = frozenset({"message_not_found", "thread_not_found"})
 
 
-def render(delivery: Delivery) -> tuple[Message, bool]:
-    """The message for a notification, and whether it updates its thread's parent in place."""
+def render(delivery: Delivery, console: ConsoleLinks | None = None) -> tuple[Message, bool]:
+    """The message for a notification, and whether it updates its thread's parent in place;
+    ``console`` links it to the web console's pages (None: no links)."""
     payload = delivery.payload
     topic = delivery.topic
     if topic.startswith("request."):
         # only the opening post mentions the approvers: updates ping nobody
         mention = payload.get("mention", []) if topic == "request.created" else []
         return messages.request_message(
-            RequestView.model_validate(payload["request"]), mention
+            RequestView.model_validate(payload["request"]), mention, console
         ), topic != "request.created"
     if topic == "validation.finished":
         run = RunView.model_validate(payload["run"])
         return messages.run_message(
-            payload["prompt"], payload["version"], run, payload.get("failures", [])
+            payload["prompt"], payload["version"], run, payload.get("failures", []), console
         ), False
     if topic in ("soak.failed", "soak.passed"):
-        return messages.soak_result_message(payload), False
+        return messages.soak_result_message(payload, console), False
     if topic == "drift.alert":
-        return messages.drift_message(payload), False
+        return messages.drift_message(payload, console), False
     if topic == "audit.checkpoint":
         return checkpoint_message(payload), False
     if topic == "deployment.rolled_back":
@@ -109,6 +111,7 @@ class SlackDispatcher:
         *,
         max_attempts: int = 8,
         lease_seconds: float = 30.0,
+        console: ConsoleLinks | None = None,
     ) -> None:
         self.core = core
         self.client = client
@@ -117,6 +120,7 @@ class SlackDispatcher:
         self.on_error = on_error or (lambda error: None)
         self.max_attempts = max(1, max_attempts)
         self.lease = timedelta(seconds=lease_seconds)
+        self.console = console
 
     async def deliver_once(self) -> int:
         """Deliver what is due on every channel this worker can lease; returns messages sent."""
@@ -153,7 +157,7 @@ class SlackDispatcher:
             if delivery.thread_key in threads:
                 delivery = replace(delivery, thread_message_id=threads[delivery.thread_key])
             try:
-                message, in_place = render(delivery)
+                message, in_place = render(delivery, self.console)
             except (KeyError, ValueError):
                 log.info("outbox topic %s has no Slack rendering; skipped", delivery.topic)
                 await self.core.notification_sent(delivery, None, starts_thread=False)

@@ -160,6 +160,7 @@ async def test_a_divergent_cycle_fails_the_soak_alerts_and_blocks_production(
         await soak_core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
     alerts = [d for d in await due(soak_core) if d.topic == "soak.failed"]
     assert len(alerts) == 1 and alerts[0].payload["worst"] == worst
+    assert alerts[0].payload["soak_id"] == soak_id  # the Slack alert links to its chart
 
 
 async def test_too_little_traffic_is_a_visible_state_never_a_pass(

@@ -10,6 +10,7 @@ from bot.blocks.common import MARK as MARK
 from bot.blocks.common import Message as Message
 from bot.blocks.common import unverified, who
 from bot.blocks.limits import (
+    SECTION_TEXT,
     Block,
     cap,
     code,
@@ -18,6 +19,7 @@ from bot.blocks.limits import (
     header,
     section,
 )
+from bot.blocks.links import ConsoleLinks, link
 from bot.blocks.requests import CLOSED as CLOSED
 from bot.blocks.requests import request_message as request_message
 from bot.grammar import USAGE
@@ -98,8 +100,15 @@ def move_message(move: DeploymentMove) -> Message:
     )
 
 
-def run_message(prompt: str, version: str, run: RunView, failures: list[dict[str, Any]]) -> Message:
-    """A validation result: pass rate, counts, duration and the first failures."""
+def run_message(
+    prompt: str,
+    version: str,
+    run: RunView,
+    failures: list[dict[str, Any]],
+    console: ConsoleLinks | None = None,
+) -> Message:
+    """A validation result: pass rate, counts, duration and the first failures; with
+    ``console``, a link to the version's page with every failed case."""
     rate = "n/a" if run.pass_rate is None else f"{run.pass_rate:.0%}"
     icon = "✅" if run.state == "passed" else "❌"
     duration = ""
@@ -124,8 +133,13 @@ def run_message(prompt: str, version: str, run: RunView, failures: list[dict[str
                 where=f"/prompt show {prompt} {version}",
             )
         )
+    notes = []
     if run.failed + run.errored > len(failures[:10]):
-        blocks.append(context(f"all results: `promptship test {escape(prompt)} {escape(version)}`"))
+        notes.append(f"all results: `promptship test {escape(prompt)} {escape(version)}`")
+    if console is not None:
+        notes.append(link(console.version(prompt, version, show="failed"), "Full report"))
+    if notes:
+        blocks.append(context(" · ".join(notes)))
     if run.regressions:
         blocks.append(
             section(
@@ -242,7 +256,8 @@ def history_message(page: HistoryPage) -> Message:
     return Message(f"History of {page.prompt}", blocks)
 
 
-def soak_message(soaks: list[SoakView]) -> Message:
+def soak_message(soaks: list[SoakView], console: ConsoleLinks | None = None) -> Message:
+    """The soaks of a prompt; with ``console``, each links to its chart (while they fit)."""
     if not soaks:
         return Message(
             "No soaks yet.", [section("No soaks yet: a soak starts when a version enters staging.")]
@@ -257,10 +272,27 @@ def soak_message(soaks: list[SoakView]) -> Message:
             f"{s.cycles_done}/{s.cycles_total} cycle(s){worst}{upcoming}, "
             f"ends {s.ends_at:%Y-%m-%d %H:%M} UTC{failure}"
         )
+    if console is not None:
+        lines = _with_charts(lines, soaks, console)
     return Message(f"{len(soaks)} soak(s)", [section("\n".join(lines))])
 
 
-def soak_restarted_message(prompt: str, soak: SoakView, actor: str) -> Message:
+def _with_charts(lines: list[str], soaks: list[SoakView], console: ConsoleLinks) -> list[str]:
+    """Each line with its soak's chart link, for the lines the section shows whole: a link
+    cut in half by the section's limit would show as raw text."""
+    used, linked = 0, []
+    for line, s in zip(lines, soaks, strict=True):
+        chart = f" · {link(console.soak(s.id), 'Soak chart')}"
+        if used + len(line) + len(chart) < SECTION_TEXT:  # room left for the cut's "…"
+            line += chart
+        used += len(line) + 1
+        linked.append(line)
+    return linked
+
+
+def soak_restarted_message(
+    prompt: str, soak: SoakView, actor: str, console: ConsoleLinks | None = None
+) -> Message:
     """An approver restarted a staging soak: the channel sees the fresh one start."""
     text = f"🔁 {actor} restarted the staging soak of {prompt} {soak.version}"
     body = (
@@ -268,12 +300,17 @@ def soak_restarted_message(prompt: str, soak: SoakView, actor: str) -> Message:
         f"`{escape(soak.version)}`: {soak.cycles_total} cycle(s), ends "
         f"{soak.ends_at:%Y-%m-%d %H:%M} UTC. Follow it with `/prompt soak {escape(prompt)}`."
     )
+    if console is not None:
+        body += f" {link(console.soak(soak.id), 'Soak chart')}"
     return Message(text, [section(body)])
 
 
-def soak_result_message(payload: dict[str, Any]) -> Message:
-    """A soak passed, failed (with the worst examples) or reverted a break-glass version."""
+def soak_result_message(payload: dict[str, Any], console: ConsoleLinks | None = None) -> Message:
+    """A soak passed, failed (with the worst examples) or reverted a break-glass version;
+    with ``console`` and the soak's id (alerts queued before it was sent have none), a link
+    to its chart."""
     prompt, version = str(payload["prompt"]), str(payload["version"])
+    chart = _chart(payload, console)
     breakglass = payload.get("kind") == "breakglass-production"
     failure = payload.get("failure")
     where = "production (break-glass)" if breakglass else "staging"
@@ -284,7 +321,7 @@ def soak_result_message(payload: dict[str, Any]) -> Message:
             [
                 section(
                     f"✅ Soak of *{escape(prompt)}* `{escape(version)}` "
-                    f"in {where} passed: every cycle within limits"
+                    f"in {where} passed: every cycle within limits{chart}"
                 )
             ],
         )
@@ -314,6 +351,8 @@ def soak_result_message(payload: dict[str, Any]) -> Message:
     if breakglass and oncall:
         head += f"\n{oncall}"
     blocks: list[Block] = [section(head, where="the soak result")]
+    if chart:
+        blocks.append(context(chart.strip()))
     for example in payload.get("worst", [])[:3]:
         blocks.append(
             section(
@@ -327,8 +366,17 @@ def soak_result_message(payload: dict[str, Any]) -> Message:
     return Message(text, cap(blocks))
 
 
-def drift_message(payload: dict[str, Any]) -> Message:
-    """The nightly re-run of a production suite fell under the gate."""
+def _chart(payload: dict[str, Any], console: ConsoleLinks | None) -> str:
+    """`` · <…/soaks/7|Soak chart>`` for a soak alert, or "" without a console or an id."""
+    soak_id = payload.get("soak_id")
+    if console is None or not isinstance(soak_id, int) or isinstance(soak_id, bool):
+        return ""
+    return f" · {link(console.soak(soak_id), 'Soak chart')}"
+
+
+def drift_message(payload: dict[str, Any], console: ConsoleLinks | None = None) -> Message:
+    """The nightly re-run of a production suite fell under the gate; with ``console``, a
+    link to the version's page with every failed case."""
     run = RunView.model_validate(payload["run"])
     prompt, version = str(payload["prompt"]), str(payload["version"])
     rate = "n/a" if run.pass_rate is None else f"{run.pass_rate:.0%}"
@@ -347,4 +395,6 @@ def drift_message(payload: dict[str, Any]) -> Message:
                 f"{escape(str(f.get('got') or f.get('error') or '')[:400])}"
             )
         )
+    if console is not None:
+        blocks.append(context(link(console.version(prompt, version, show="failed"), "Full report")))
     return Message(text, cap(blocks))

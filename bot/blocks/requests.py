@@ -19,6 +19,7 @@ from bot.blocks.limits import (
     section,
     truncate,
 )
+from bot.blocks.links import ConsoleLinks, link
 from bot.ids import ActionId, BlockId
 from bot.state import RequestRef
 from promptship.domain.lifecycle import clock_time
@@ -102,9 +103,15 @@ def soak_line(s: SoakEvidence, r: RequestView) -> str:
     return f"*Soak:* ❌ {escape(s.state)} after {s.cycles_done} of {s.cycles_total} cycles{why}"
 
 
-def diff_blocks(r: RequestView, d: DiffEvidence) -> list[Block]:
-    """The system prompt's changed lines against production, and how to see the rest."""
+def diff_blocks(
+    r: RequestView, d: DiffEvidence, console: ConsoleLinks | None = None
+) -> list[Block]:
+    """The system prompt's changed lines against production, and how to see the rest (with
+    ``console``, also a link to the full side-by-side diff)."""
     args = escape(f"{r.prompt} {d.against} {r.version}")
+    full = ""
+    if console is not None:
+        full = " · " + link(console.diff(r.prompt, d.against, r.version), "Full diff")
     if not d.added and not d.removed:
         return [section(f"*System prompt:* same as production `{escape(d.against)}`", BlockId.DIFF)]
     head = f"*Prompt vs production `{escape(d.against)}`:* +{d.added} −{d.removed} lines"
@@ -113,7 +120,7 @@ def diff_blocks(r: RequestView, d: DiffEvidence) -> list[Block]:
             section(
                 f"*Prompt vs production `{escape(d.against)}`:* a change of up to "
                 f"+{d.added} −{d.removed} lines, too large to show here: "
-                f"`/prompt diff {args}` or `promptship diff {args}`",
+                f"`/prompt diff {args}` or `promptship diff {args}`{full}",
                 BlockId.DIFF,
             )
         ]
@@ -123,11 +130,11 @@ def diff_blocks(r: RequestView, d: DiffEvidence) -> list[Block]:
     room = SECTION_TEXT - len(head) - 8
     fenced = f"{head}\n```{truncate(body, room)}```"
     shown = "" if d.shown_all else " (only the first changed lines are shown)"
-    note = f"full diff: `/prompt diff {args}` or `promptship diff {args}`{shown}"
+    note = f"full diff: `/prompt diff {args}` or `promptship diff {args}`{shown}{full}"
     return [section(fenced, BlockId.DIFF), context(note, block_id=BlockId.DIFF_NOTE)]
 
 
-def evidence_blocks(r: RequestView) -> list[Block]:
+def evidence_blocks(r: RequestView, console: ConsoleLinks | None = None) -> list[Block]:
     """Tests, regressions and soak (those the checklist does not already show), then the diff."""
     e = r.evidence
     if e is None:
@@ -147,7 +154,7 @@ def evidence_blocks(r: RequestView) -> list[Block]:
         lines.append(soak_line(e.soak, r))
     blocks = [section("\n".join(lines), BlockId.EVIDENCE)] if lines else []
     if e.diff is not None:
-        blocks.extend(diff_blocks(r, e.diff))
+        blocks.extend(diff_blocks(r, e.diff, console))
     return blocks
 
 
@@ -229,9 +236,12 @@ def _blocked_buttons(r: RequestView, value: str) -> list[Block]:
     ]
 
 
-def request_message(r: RequestView, mention: Sequence[str] = ()) -> Message:
+def request_message(
+    r: RequestView, mention: Sequence[str] = (), console: ConsoleLinks | None = None
+) -> Message:
     """The request with its evidence; ``mention`` (the approvers) only when it opens, so its
-    updates ping nobody. Approve and Reject only while it is open and needs approvals."""
+    updates ping nobody. Approve and Reject only while it is open and needs approvals. With
+    ``console``, the diff links to the console's full diff."""
     breakglass = r.kind == "breakglass"
     title = f"{'🚨 BREAK-GLASS' if breakglass else 'Promotion'} request {r.code}"
     lines = [_target(r), f"requested by {who(r.requester)} · written by {who(r.author)}"]
@@ -247,7 +257,7 @@ def request_message(r: RequestView, mention: Sequence[str] = ()) -> Message:
         blocks.append(context(f"Approvers: {pings}", block_id=BlockId.APPROVERS))
     if r.reason:
         blocks.append(section(f"*Reason:* {escape(r.reason)}", BlockId.REASON, "/prompt history"))
-    blocks.extend(evidence_blocks(r))
+    blocks.extend(evidence_blocks(r, console))
     if r.checks:
         checklist = "\n".join(
             f"{MARK.get(c.state, '•')} *{escape(c.gate)}*: {escape(c.detail)}" for c in r.checks

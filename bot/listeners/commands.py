@@ -16,6 +16,7 @@ from slack_bolt.response import BoltResponse
 from bot.blocks import messages, tokens
 from bot.blocks.common import Message
 from bot.blocks.limits import escape, section
+from bot.blocks.links import ConsoleLinks
 from bot.errors import explains_errors
 from bot.grammar import Command, Verb, parse
 from bot.ids import COMMAND
@@ -26,28 +27,42 @@ from promptship.services.views import DeploymentMove
 
 log = logging.getLogger("promptship.slack")
 
-Handler = Callable[[Command, Promptship, Actor], Awaitable[tuple[Message, bool]]]
+#: a verb's handler: the command, the services, who acts, and the console's links (None when
+#: no public URL is configured)
+Handler = Callable[
+    [Command, Promptship, Actor, ConsoleLinks | None], Awaitable[tuple[Message, bool]]
+]
 
 
-async def _help(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _help(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     return messages.help_message(), False
 
 
-async def _status(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _status(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     statuses = await core.status(cmd.name)
     return messages.status_message(statuses, core.policy.environments.names), False
 
 
-async def _show(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _show(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     return messages.version_message(await core.show(cmd.name or "", cmd.version)), False
 
 
-async def _diff(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _diff(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     result = await core.diff(cmd.name or "", cmd.version or "", cmd.other_version or "")
     return messages.diff_message(result), False
 
 
-async def _test(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _test(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     run = await core.queue_validation_run(cmd.name or "", cmd.version or "", actor)
     text = (
         f"Queued test run {run.id} of {cmd.name} {cmd.version} ({run.total} cases); "
@@ -56,55 +71,75 @@ async def _test(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, 
     return Message(text, [section(escape(text))]), False
 
 
-async def _promote(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _promote(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     result = await core.promote(
         cmd.name or "", cmd.version or "", cmd.environment or "", actor, cmd.text, queue_tests=True
     )
     if isinstance(result, DeploymentMove):
         return messages.move_message(result), False
-    return messages.request_message(result), False
+    return messages.request_message(result, console=console), False
 
 
-async def _approve(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _approve(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     outcome = await core.approve(cmd.request_id or 0, actor, cmd.text)
     return messages.decision_reply(outcome), False
 
 
-async def _reject(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _reject(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     outcome = await core.reject(cmd.request_id or 0, actor, cmd.text or "")
     return messages.decision_reply(outcome), False
 
 
-async def _cancel(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
-    return messages.request_message(await core.cancel(cmd.request_id or 0, actor)), False
+async def _cancel(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
+    return messages.request_message(
+        await core.cancel(cmd.request_id or 0, actor), console=console
+    ), False
 
 
-async def _rollback(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _rollback(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     result = await core.rollback(
         cmd.name or "", cmd.environment or "", actor, cmd.version, cmd.text
     )
     return messages.rollback_message(result), True  # everyone in the channel sees it at once
 
 
-async def _breakglass(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _breakglass(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     request = await core.breakglass(
         cmd.name or "", cmd.version or "", actor, cmd.text or "", queue_tests=True
     )
-    return messages.request_message(request), False
+    return messages.request_message(request, console=console), False
 
 
-async def _history(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _history(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     page = await core.history(cmd.name or "", cmd.environment)
     return messages.history_message(page), False
 
 
-async def _soak(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
-    return messages.soak_message(await core.soak_status(cmd.name or "")), False
+async def _soak(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
+    return messages.soak_message(await core.soak_status(cmd.name or ""), console), False
 
 
-async def _soak_restart(cmd: Command, core: Promptship, actor: Actor) -> tuple[Message, bool]:
+async def _soak_restart(
+    cmd: Command, core: Promptship, actor: Actor, console: ConsoleLinks | None
+) -> tuple[Message, bool]:
     started = await core.restart_soak(cmd.name or "", actor, cmd.version)
-    return messages.soak_restarted_message(cmd.name or "", started, actor.id), True
+    return messages.soak_restarted_message(cmd.name or "", started, actor.id, console), True
 
 
 async def _token(cmd: Command, core: Promptship, actor: Actor, public_url: str | None) -> Message:
@@ -163,7 +198,8 @@ async def _answer(
     if parsed.verb is Verb.TOKEN:  # a secret: only ever to the person who asked
         reply, in_channel = await _token(parsed, core, actor, public_url), False
     else:
-        reply, in_channel = await HANDLERS[parsed.verb](parsed, core, actor)
+        console = ConsoleLinks.from_public_url(public_url)
+        reply, in_channel = await HANDLERS[parsed.verb](parsed, core, actor, console)
     await respond(
         **reply.payload(),
         response_type="in_channel" if in_channel else "ephemeral",

@@ -46,6 +46,7 @@ def create_app(
     runs: ``lock`` if given (``serve`` takes it before binding its port), else taken on
     start-up, which fails with ``Conflict`` while another process holds it."""
     from bot.app import build_app, check_settings, web_client
+    from bot.blocks.links import ConsoleLinks
     from bot.directory import SlackGroupDirectory
     from bot.dispatcher import SlackDispatcher
     from promptship.limits import slack_guard
@@ -99,6 +100,7 @@ def create_app(
             worker=worker_id(),
             on_error=lambda error: metrics.slack_errors.labels(error=error).inc(),
             max_attempts=settings.outbox_max_attempts,
+            console=ConsoleLinks.from_public_url(settings.public_url),
         )
         background.append(dispatcher.run_forever)
 

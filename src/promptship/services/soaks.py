@@ -419,6 +419,7 @@ async def _alert(
         {
             "prompt": prompt,
             "version": version.version,
+            "soak_id": spec.soak_id,
             "kind": spec.kind,
             "cycle": spec.cycle,
             "failure": failure,

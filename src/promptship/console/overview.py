@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from promptship.errors import PromptshipError
 from promptship.services import Promptship
 from promptship.services.views import PromptStatus, SoakView
 
@@ -28,19 +27,15 @@ async def overview(core: Promptship) -> dict[str, Any]:
     running: dict[str, list[SoakView]] = {}
     for name in sorted({plan.prompt for plan in await core.running_soaks()}):
         running[name] = [s for s in await core.soak_status(name) if s.state == "running"]
+    shown = statuses[:MAX_PROMPTS]
+    described = await core.descriptions([s.name for s in shown if s.versions])
     rows = []
-    for status in statuses[:MAX_PROMPTS]:
-        description = None
-        if status.versions:
-            try:
-                description = (await core.show(status.name)).description
-            except PromptshipError:
-                description = None  # removed since the status was read
+    for status in shown:
         deployed = {d.environment: d for d in status.environments}
         rows.append(
             PromptRow(
                 status=status,
-                description=description,
+                description=described.get(status.name),
                 cells=[deployed.get(env) for env in environments],
                 soaks=running.get(status.name, []),
             )

@@ -77,6 +77,11 @@ class QueryUseCases(UseCaseBase):
         async with self.db.reader() as session:
             return await browse.request_events(session, request_id)
 
+    async def descriptions(self, names: list[str]) -> dict[str, str | None]:
+        """Each named prompt's description (its newest version's), in one query."""
+        async with self.db.reader() as session:
+            return await browse.descriptions(session, names)
+
     async def replicas_seen(self, since: datetime) -> list[browse.Replica]:
         async with self.db.reader() as session:
             return await browse.replicas_seen(session, since)

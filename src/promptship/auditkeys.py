@@ -12,15 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import make_url
-
 from promptship.errors import BadInput
+from promptship.keyfiles import beside_sqlite, read_or_create
 
 ENV_VAR = "PROMPTSHIP_AUDIT_KEY"
 KEY_FILE_SUFFIX = ".audit-key"
@@ -101,25 +99,11 @@ def generate_key(key_id: str = "k1") -> str:
 
 def key_file_for(database_url: str) -> Path | None:
     """The trial key file beside a SQLite database file; None for other databases."""
-    try:
-        url = make_url(database_url)
-    except Exception:
-        return None
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database + KEY_FILE_SUFFIX)
+    return beside_sqlite(database_url, KEY_FILE_SUFFIX)
 
 
 def _load_or_create(path: Path) -> AuditKeys:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass  # made earlier, or by another process just now: read it below
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(generate_key() + "\n")
-    return parse_keys(path.read_text(encoding="utf-8").strip(), source=str(path))
+    return parse_keys(read_or_create(path, generate_key), source=str(path))
 
 
 class Keyring:

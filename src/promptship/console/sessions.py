@@ -12,16 +12,14 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import make_url
-
 from promptship.errors import BadInput
+from promptship.keyfiles import beside_sqlite, read_or_create
 
 ENV_VAR = "PROMPTSHIP_SESSION_SECRET"
 KEY_FILE_SUFFIX = ".session-key"
@@ -32,26 +30,8 @@ SESSION_LIFETIME = timedelta(hours=12)
 LOGIN_LIFETIME = timedelta(minutes=10)
 
 
-def _key_file_for(database_url: str) -> Path | None:
-    try:
-        url = make_url(database_url)
-    except Exception:
-        return None
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database + KEY_FILE_SUFFIX)
-
-
 def _load_or_create(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass  # made earlier, or by another process just now: read it below
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(secrets.token_urlsafe(32) + "\n")
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_or_create(path, lambda: secrets.token_urlsafe(32))
     if len(text) < MIN_SECRET:
         raise BadInput(f"{path}: the session secret is shorter than {MIN_SECRET} characters")
     return text.encode("utf-8")
@@ -67,7 +47,7 @@ def resolve_secret(configured: str | None, database_url: str) -> bytes | None:
                 hint="make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
             )
         return configured.strip().encode("utf-8")
-    path = _key_file_for(database_url)
+    path = beside_sqlite(database_url, KEY_FILE_SUFFIX)
     return _load_or_create(path) if path is not None else None
 
 

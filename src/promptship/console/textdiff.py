@@ -84,13 +84,7 @@ def _add(pieces: list[tuple[str, bool]], text: str, changed: bool) -> None:
 
 def side_by_side(old: str, new: str, context: int = CONTEXT) -> SideBySide:
     a, b = old.splitlines(), new.splitlines()
-    start = 0
-    while start < min(len(a), len(b)) and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
-        end += 1
-    ra, rb = a[start : len(a) - end], b[start : len(b) - end]
+    start, ra, rb = linediff.changed_region(a, b)
     if max(len(ra), len(rb)) > MAX_LINES or max(_chars(ra), _chars(rb)) > MAX_CHARS:
         return SideBySide([], added=len(rb), removed=len(ra), too_large=True)
     blocks = [

@@ -11,6 +11,18 @@ import difflib
 from collections.abc import Iterator
 
 
+def changed_region(a: list[str], b: list[str]) -> tuple[int, list[str], list[str]]:
+    """Where ``a`` and ``b`` first differ, and what lies between their common first and
+    last lines on each side (what a diff must look at)."""
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    return start, a[start : len(a) - end], b[start : len(b) - end]
+
+
 def changes(a: list[str], b: list[str], gap: int = 100) -> list[tuple[int, int, int, int]]:
     """The changed blocks ``(i1, i2, j1, j2)`` of ``b`` against ``a``, patience style: the
     lines found once in each, in the longest order both keep, anchor the diff (n log n);

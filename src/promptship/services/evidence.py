@@ -124,14 +124,7 @@ def prompt_diff(against: str, old: str, new: str) -> DiffEvidence:
     Bounded whatever the input (see :func:`promptship.domain.linediff.changes`); a changed region over
     :data:`DIFF_MAX_LINES` lines or :data:`DIFF_MAX_CHARS` characters on either side is not
     diffed here (``too_large``; its counts are the region's lines)."""
-    a, b = old.splitlines(), new.splitlines()
-    start = 0
-    while start < min(len(a), len(b)) and a[start] == b[start]:
-        start += 1
-    end = 0
-    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
-        end += 1
-    a, b = a[start : len(a) - end], b[start : len(b) - end]
+    start, a, b = linediff.changed_region(old.splitlines(), new.splitlines())
     if max(len(a), len(b)) > DIFF_MAX_LINES or max(_chars(a), _chars(b)) > DIFF_MAX_CHARS:
         return DiffEvidence(against=against, lines=[], added=len(b), removed=len(a), too_large=True)
     lines: list[str] = []

@@ -44,13 +44,3 @@ async def test_replicas_are_seen_by_the_work_they_claimed(
     seen = await core.replicas_seen(clock.now() - timedelta(hours=1))
     assert [(r.name, r.doing) for r in seen] == [("replica-a", "notifications")]
     assert await core.replicas_seen(clock.now() + timedelta(hours=1)) == []
-
-
-async def test_descriptions_are_the_newest_versions_in_one_query(core: Promptship) -> None:
-    from tests.helpers import push
-
-    await push(core, "a", "1.0.0", description="first words")
-    await push(core, "a", "1.1.0", description="newer words")
-    await push(core, "b", "1.0.0")
-    assert await core.descriptions(["a", "b", "missing"]) == {"a": "newer words", "b": None}
-    assert await core.descriptions([]) == {}

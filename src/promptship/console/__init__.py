@@ -24,11 +24,21 @@ from promptship.console.prompts import prompt_routes
 from promptship.console.settings import ConsoleSettings
 from promptship.errors import Unavailable
 from promptship.services import Promptship
+from promptship.services.overview import MAX_QUERY
 
 if TYPE_CHECKING:
     from promptship.api import DeploymentWatcher
 
 __all__ = ["ConsoleSettings", "console_routes"]
+
+
+def _page_of(request: Request) -> dict[str, str]:
+    """The overview page a request names: ``?q=`` (a name filter) and ``?after=`` (the
+    last name of the page before)."""
+    return {
+        "q": request.query_params.get("q", ""),
+        "after": request.query_params.get("after", "")[:MAX_QUERY],
+    }
 
 
 def console_routes(
@@ -53,7 +63,7 @@ def console_routes(
         if session is None:
             return pages.redirect("login")
         try:
-            found = await overview(core)
+            found = await overview(core, **_page_of(request))
         except Unavailable as exc:  # the database is down or stalls: say so, in the layout
             return pages.message("Not available", exc.message, 503, session)
         return pages.render("overview.html", session=session, **found)
@@ -64,7 +74,7 @@ def console_routes(
         if session is None:
             return secured(PlainTextResponse("Sign in first: this part needs a session.", 401))
         try:
-            found = await overview(core)
+            found = await overview(core, **_page_of(request))
         except Unavailable as exc:
             return secured(PlainTextResponse(exc.message, 503))
         return pages.render("overview_body.html", session=session, **found)

@@ -1,16 +1,15 @@
-"""The overview page: every prompt per environment, open requests with their gates,
-running soaks; built from the same facade questions ``/prompt status`` and App Home ask."""
+"""The overview page: a page of prompts per environment (filtered by name, paged by
+keyset), the open requests with their gates and the running soaks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from promptship.services import Promptship
+from promptship.services.overview import MAX_QUERY
 from promptship.services.views import PromptStatus, SoakView
-
-#: prompts shown on one page (the rest are counted)
-MAX_PROMPTS = 200
 
 
 @dataclass(frozen=True)
@@ -21,31 +20,42 @@ class PromptRow:
     soaks: list[SoakView]
 
 
-async def overview(core: Promptship) -> dict[str, Any]:
-    statuses = await core.status()
+def page_query(q: str, after: str | None) -> str:
+    """The query string naming one page of the overview ('' for the first, unfiltered)."""
+    params = {k: v for k, v in (("q", q), ("after", after)) if v}
+    return f"?{urlencode(params)}" if params else ""
+
+
+async def overview(core: Promptship, q: str = "", after: str | None = None) -> dict[str, Any]:
+    q = q.strip()[:MAX_QUERY]
+    found = await core.overview_page(q, after or None)
     environments = core.policy.environments.names
     running: dict[str, list[SoakView]] = {}
-    for name in sorted({plan.prompt for plan in await core.running_soaks()}):
-        running[name] = [s for s in await core.soak_status(name) if s.state == "running"]
-    shown = statuses[:MAX_PROMPTS]
-    described = await core.descriptions([s.name for s in shown if s.versions])
+    for name, soak in found.soaks:
+        running.setdefault(name, []).append(soak)
     rows = []
-    for status in shown:
+    for status in found.prompts:
         deployed = {d.environment: d for d in status.environments}
         rows.append(
             PromptRow(
                 status=status,
-                description=described.get(status.name),
+                description=found.descriptions.get(status.name),
                 cells=[deployed.get(env) for env in environments],
                 soaks=running.get(status.name, []),
             )
         )
-    requests = [r for s in statuses for r in s.open_requests]
-    requests.sort(key=lambda r: r.created_at)
     return {
         "environments": environments,
         "rows": rows,
-        "more": max(0, len(statuses) - MAX_PROMPTS),
-        "requests": requests,
-        "soaks": [(name, s) for name, soaks in running.items() for s in soaks],
+        "q": q,
+        "matching": found.matching,
+        "first": found.before + 1,
+        "last": found.before + len(rows),
+        "this_page": page_query(q, after),
+        "next_page": page_query(q, found.next_after) if found.next_after else None,
+        "first_page": page_query(q, None) if after else None,
+        "requests": found.requests,
+        "more_requests": found.more_requests,
+        "open_requests": found.open_requests,
+        "soaks": found.soaks,
     }

@@ -203,21 +203,3 @@ async def recent_jobs(session: AsyncSession, limit: int = 10) -> list[JobClaim]:
     """The scheduler's latest claimed ticks (the drift watch, checkpoints), newest first."""
     rows = await session.scalars(select(JobClaim).order_by(JobClaim.claimed_at.desc()).limit(limit))
     return list(rows.all())
-
-
-async def descriptions(session: AsyncSession, names: list[str]) -> dict[str, str | None]:
-    """Each named prompt's description (its newest version's), in one query."""
-    if not names:
-        return {}
-    newest = (
-        select(func.max(PromptVersion.id))
-        .join(Prompt, Prompt.id == PromptVersion.prompt_id)
-        .where(Prompt.name.in_(names))
-        .group_by(PromptVersion.prompt_id)
-    )
-    rows = await session.execute(
-        select(Prompt.name, PromptVersion.content)
-        .join(Prompt, Prompt.id == PromptVersion.prompt_id)
-        .where(PromptVersion.id.in_(newest))
-    )
-    return {name: (content or {}).get("description") for name, content in rows.all()}

@@ -355,7 +355,10 @@ async def view(
     request: PromotionRequest,
     prompt: Prompt | None = None,
     version: PromptVersion | None = None,
+    with_evidence: bool = True,
 ) -> RequestView:
+    """The request as people see it: decisions, the gates now (while it is open) and, unless
+    ``with_evidence`` is off (a list of many), the evidence an approval message carries."""
     prompt = (
         prompt
         or (
@@ -399,5 +402,9 @@ async def view(
         closed_at=request.closed_at,
         closed_by=request.closed_by,
         close_reason=request.close_reason,
-        evidence=await evidence.gather(session, deps, prompt, version, request),
+        evidence=(
+            await evidence.gather(session, deps, prompt, version, request)
+            if with_evidence
+            else None
+        ),
     )

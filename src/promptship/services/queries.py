@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.lifecycle import RequestState
+from promptship.domain.promptfile import semver_key
 from promptship.errors import Conflict, NotFound
 from promptship.services import gates, registry
 from promptship.services.deps import Deps
@@ -75,38 +76,34 @@ async def status(session: AsyncSession, deps: Deps, name: str | None = None) -> 
         prompts = list(
             (await session.execute(select(Prompt).order_by(Prompt.name))).scalars().all()
         )
+    return await statuses(session, deps, prompts)
+
+
+async def statuses(
+    session: AsyncSession, deps: Deps, prompts: list[Prompt], with_requests: bool = True
+) -> list[PromptStatus]:
+    """``prompts``' statuses, in their order: a handful of queries however many there are
+    (the open requests' gate checklists, one view each, only ``with_requests``)."""
     if not prompts:
         return []
     ids = [p.id for p in prompts]
     deployed = await _deployments(session, deps, ids)
-    counts = dict(
-        (
-            await session.execute(
-                select(PromptVersion.prompt_id, func.count())
-                .where(PromptVersion.prompt_id.in_(ids))
-                .group_by(PromptVersion.prompt_id)
-            )
-        ).all()
+    counts: dict[int, int] = {}
+    latest: dict[int, str] = {}  # the highest version, as ``/prompt status NAME`` says
+    rows = await session.execute(
+        select(PromptVersion.prompt_id, PromptVersion.version).where(
+            PromptVersion.prompt_id.in_(ids)
+        )
     )
-    latest: dict[int, str] = {}
-    if name is not None:
-        versions = await registry.versions_of(session, prompts[0].id)
-        if versions:
-            latest[prompts[0].id] = versions[-1].version
-    else:
-        newest = (
-            await session.execute(
-                select(PromptVersion.prompt_id, PromptVersion.version).where(
-                    PromptVersion.id.in_(
-                        select(func.max(PromptVersion.id)).group_by(PromptVersion.prompt_id)
-                    )
-                )
-            )
-        ).all()
-        latest = {prompt_id: version for prompt_id, version in newest}
-    open_rows = (
-        (
-            await session.execute(
+    for prompt_id, version in rows.all():
+        counts[prompt_id] = counts.get(prompt_id, 0) + 1
+        best = latest.get(prompt_id)
+        if best is None or semver_key(version) > semver_key(best):
+            latest[prompt_id] = version
+    open_views: dict[int, list[Any]] = {}
+    if with_requests:
+        open_rows = (
+            await session.scalars(
                 select(PromotionRequest)
                 .where(
                     PromotionRequest.prompt_id.in_(ids),
@@ -114,16 +111,12 @@ async def status(session: AsyncSession, deps: Deps, name: str | None = None) -> 
                 )
                 .order_by(PromotionRequest.id)
             )
-        )
-        .scalars()
-        .all()
-    )
-    by_prompt = {p.id: p for p in prompts}
-    open_views: dict[int, list[Any]] = {}
-    for request in open_rows:
-        open_views.setdefault(request.prompt_id, []).append(
-            await gates.view(session, deps, request, by_prompt[request.prompt_id])
-        )
+        ).all()
+        by_prompt = {p.id: p for p in prompts}
+        for request in open_rows:
+            open_views.setdefault(request.prompt_id, []).append(
+                await gates.view(session, deps, request, by_prompt[request.prompt_id])
+            )
     return [
         PromptStatus(
             name=p.name,

@@ -8,6 +8,7 @@ upgrade. PostgreSQL serialises conflicting writers with row locks taken by the s
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -236,10 +237,19 @@ class Database:
                 return await conn.run_sync(read)
 
     def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        return _head_revision()
 
     async def is_up_to_date(self) -> bool:
         return await self.current_revision() == self.head_revision()
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration this package ships: read (and its scripts compiled) once per
+    process, not on every readiness probe."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def _unreachable_reason(exc: BaseException, timeout: float, connecting: bool) -> str | None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from promptship.services import browse, queries
+from promptship.services import browse, overview, queries
 from promptship.services.facade.base import UseCaseBase
 from promptship.services.views import (
     AuditEventView,
@@ -77,10 +77,12 @@ class QueryUseCases(UseCaseBase):
         async with self.db.reader() as session:
             return await browse.request_events(session, request_id)
 
-    async def descriptions(self, names: list[str]) -> dict[str, str | None]:
-        """Each named prompt's description (its newest version's), in one query."""
+    async def overview_page(
+        self, query: str = "", after: str | None = None, limit: int = overview.PAGE
+    ) -> overview.OverviewPage:
+        """A page of prompts for the console's overview, open requests and running soaks."""
         async with self.db.reader() as session:
-            return await browse.descriptions(session, names)
+            return await overview.overview_page(session, self.deps, query, after, limit)
 
     async def replicas_seen(self, since: datetime) -> list[browse.Replica]:
         async with self.db.reader() as session:

@@ -69,7 +69,8 @@ async def cycle(core: Promptship, soak_id: int, n: int, result: CycleResult) -> 
 
 async def soak_and_request(db_url: str, policy: Policy, name: str = SOAKING) -> tuple[int, int]:
     """``name`` 1.0.0 soaking in staging with cycles 1, 2, 4 (too little traffic) and 5
-    settled and 3 missed, and an open production request for it: (soak id, request id).
+    settled and 3 missed, a signed checkpoint of the audit chain, and an open production
+    request for it: (soak id, request id).
     (A diverged cycle ends a soak, so a running one has none.)"""
     db = Database(db_url)
     try:
@@ -85,6 +86,7 @@ async def soak_and_request(db_url: str, policy: Policy, name: str = SOAKING) -> 
         for n, result in results.items():
             clock.advance(timedelta(seconds=1))
             await cycle(core, soak_id, n, result)
+        await core.checkpoint_audit("benchmark")  # the audit page checks the chain from here
         request = await core.request_promotion(name, "1.0.0", "production", slack(REQUESTER))
         await core.approve(request.id, slack("U01"))
         return soak_id, request.id

@@ -191,3 +191,22 @@ def prompt_yaml(
     }
     doc.update(extra)
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+@pytest.fixture
+def slack_api() -> Iterator[Any]:
+    """The Slack double, answering Sign in with Slack for the console's client."""
+    from tests.console_served import slack_double
+
+    with slack_double() as double:
+        yield double
+
+
+@pytest.fixture
+def console(tmp_path: Path, slack_api: Any) -> Iterator[Any]:
+    """The console's app behind a TestClient, on a SQLite file of its own."""
+    from tests.console_helpers import Console
+
+    found = Console(tmp_path, slack_api)
+    with found.client:
+        yield found

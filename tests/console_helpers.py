@@ -56,3 +56,14 @@ class Console:
         assert back.status_code == 302, back.text
         callback = urlsplit(back.headers["location"])
         return self.client.get(f"{callback.path}?{callback.query}")
+
+
+def between(text: str, start: str, end: str) -> str:
+    """The text between the first ``start`` and the ``end`` after it."""
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def rows(html: str, table: str) -> list[str]:
+    """The body rows of ``<table class="table">``, each up to its ``</tr>``."""
+    body = between(html, f'<table class="{table}">', "</table>")
+    return [r.split("</tr>", 1)[0] for r in body.split("<tr")[2:]]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -35,19 +34,6 @@ CSP = (
 VIEWERS = (
     "console: {viewers: [U0VIEW, S0WATCHERS, carol@example.com]}\ngroups: {S0WATCHERS: [U0GROUPIE]}"
 )
-
-
-@pytest.fixture
-def slack_api() -> Iterator[SlackDouble]:
-    with SlackDouble(client_id="1000.2000", client_secret="oidc-secret-0123") as double:
-        yield double
-
-
-@pytest.fixture
-def console(tmp_path: Path, slack_api: SlackDouble) -> Iterator[Console]:
-    found = Console(tmp_path, slack_api)
-    with found.client:
-        yield found
 
 
 def test_signing_in_through_slack_opens_the_overview(console: Console) -> None:

@@ -135,7 +135,7 @@ def test_the_validation_result_links_its_full_report_filtered_to_failed() -> Non
     assert links(plain) == {}
     assert links(linked) == {
         "Full report": f"https://ship.example.com/promptship/prompts/support.bot/{ENCODED}"
-        "?show=failed"
+        "?show=problems"
     }
     # the CLI hint stays beside the link, and the rest of the message is unchanged
     assert "all results: `promptship test support.bot" in text_of(linked)
@@ -153,7 +153,7 @@ def test_drift_links_the_full_report() -> None:
     plain = messages.drift_message(payload)
     linked = messages.drift_message(payload, CONSOLE)
     assert links(plain) == {}
-    assert links(linked)["Full report"].endswith(f"/prompts/support.bot/{ENCODED}?show=failed")
+    assert links(linked)["Full report"].endswith(f"/prompts/support.bot/{ENCODED}?show=problems")
     assert linked.blocks[:-1] == plain.blocks
     assert_fits(linked)
 
@@ -261,7 +261,7 @@ def test_the_served_bot_links_its_posts_under_the_public_url(tmp_path: Path) -> 
                     lambda: bot.posts(lambda a: f"Tests of {NAME} 1.0.0" in a.get("text", "")),
                     what="the validation result in the channel",
                 )
-                url = f"https://ship.example.com/prompts/{NAME}/1.0.0?show=failed"
+                url = f"https://ship.example.com/prompts/{NAME}/1.0.0?show=problems"
                 assert f"<{url}|Full report>" in texts(post)
             finally:
                 bot.slack.close()

@@ -21,18 +21,11 @@ from tests.console_served import (
     ServedConsole,
     events,
     roll_back,
-    slack_double,
     two_versions_in_staging,
 )
 from tests.slack_helpers import wait_for
 
 STREAM_TIMEOUT = httpx.Timeout(10.0)  # an upper bound: every read below waits on an event
-
-
-@pytest.fixture
-def slack_api() -> Iterator[SlackDouble]:
-    with slack_double() as double:
-        yield double
 
 
 @pytest.fixture

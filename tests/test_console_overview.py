@@ -5,25 +5,12 @@ fragment fetching the page the person is on."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from html import unescape
-from pathlib import Path
-
-import pytest
 
 from promptship.services import Promptship
 from promptship.services.overview import PAGE
-from promptship.testing.slack_double import SlackDouble
 from tests.console_helpers import Console
 from tests.helpers import push
-
-
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[Console]:
-    with SlackDouble(client_id="1000.2000", client_secret="oidc-secret-0123") as double:
-        found = Console(tmp_path, double)
-        with found.client:
-            yield found
 
 
 def names(html: str) -> list[str]:

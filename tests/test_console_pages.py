@@ -6,46 +6,20 @@ wrote, a 404 page for what does not exist."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from promptship.clock import ManualClock
 from promptship.console.textdiff import side_by_side
 from promptship.domain.promptfile import parse_prompt
-from promptship.services import Promptship, audit
+from promptship.services import Promptship
 from promptship.services.soak_spec import CycleResult
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import prompt_yaml
-from tests.console_helpers import Console
+from tests.console_helpers import Console, between, rows
 from tests.helpers import REQUESTER, push, slack, start_staging_soak
-
-
-@pytest.fixture
-def slack_api() -> Iterator[SlackDouble]:
-    with SlackDouble(client_id="1000.2000", client_secret="oidc-secret-0123") as double:
-        yield double
-
-
-@pytest.fixture
-def console(tmp_path: Path, slack_api: SlackDouble) -> Iterator[Console]:
-    found = Console(tmp_path, slack_api)
-    with found.client:
-        yield found
-
-
-def between(text: str, start: str, end: str) -> str:
-    return text.split(start, 1)[1].split(end, 1)[0]
-
-
-def rows(html: str, table: str) -> list[str]:
-    body = between(html, f'<table class="{table}">', "</table>")
-    return [r.split("</tr>", 1)[0] for r in body.split("<tr")[2:]]
 
 
 async def two_versions(core: Promptship) -> None:
@@ -200,6 +174,14 @@ def test_the_version_page_shows_the_template_tests_and_filters_the_run(
     assert len(errored) == 1 and "timeout after 30s" in errored[0]
     # the filters are plain links, the current one in bold with its count
     assert "<strong>failed (2)</strong>" in failed
+    # what Slack's "Full report" opens: every case that did not pass
+    problems = console.client.get("/prompts/customer-support/1.0.0?show=problems").text
+    assert [between(c, '<span class="state">', "</span>") for c in rows(problems, "cases")] == [
+        "failed",
+        "failed",
+        "errored",
+    ]
+    assert "<strong>failed or errored (3)</strong>" in problems
     assert 'href="/prompts/customer-support/1.0.0?show=errored"' in failed
     own = '<script src="/static/console.js" defer></script>'  # the console's one script
     assert "<script" not in failed.replace(own, "")
@@ -379,108 +361,6 @@ def test_the_request_page_shows_gates_decisions_timeline_and_where_to_act(
         assert f'href="/requests/{request_id}"' in overview
         assert console.client.get(f"/requests/req-{request_id}").status_code == 200
         assert console.client.get("/requests/4242").status_code == 404
-
-
-def seed_audit(console: Console) -> None:
-    """250 events: two prompts, two people, on 2026-03-01 then (from #201) 2026-03-02."""
-
-    async def go() -> None:
-        db = Database(console.db_url)
-        try:
-            clock = ManualClock(datetime(2026, 3, 1, 9, tzinfo=UTC))
-            async with db.transaction() as session:
-                for i in range(250):
-                    if i == 200:
-                        clock.advance(timedelta(days=1))
-                    await audit.record(
-                        session,
-                        clock,
-                        actor="U0ANN" if i % 2 else "U0BOB",
-                        action="version.pushed" if i % 5 else "request.promoted",
-                        prompt="billing-faq" if i % 3 else "customer-support",
-                        version=f"1.0.{i}",
-                    )
-        finally:
-            await db.dispose()
-
-    asyncio.run(go())
-
-
-def seqs_of(html: str) -> list[int]:
-    return [int(between(r, "<td>", "</td>")) for r in rows(html, "audit") if "No events" not in r]
-
-
-def test_the_audit_log_filters_and_pages_by_keyset_without_repeats(console: Console) -> None:
-    seed_audit(console)
-    console.sign_in()
-    first = console.client.get("/audit").text
-    page1 = seqs_of(first)
-    assert len(page1) == 100 and page1 == sorted(page1, reverse=True)
-    older = between(first, '<a class="older" href="', '"').replace("&amp;", "&")
-    assert older == f"/audit?before={page1[-1]}"
-    page2 = seqs_of(console.client.get(older).text)
-    assert len(page2) == 100 and max(page2) < min(page1)
-    third = console.client.get(f"/audit?before={page2[-1]}").text
-    page3 = seqs_of(third)
-    assert len(page3) == 50 and not set(page3) & set(page1 + page2)
-    assert 'class="older"' not in third
-    # each filter narrows the rows; the next page keeps the filters
-    ann = console.client.get("/audit?actor=U0ANN&prompt=billing-faq").text
-    shown = rows(ann, "audit")
-    assert len(shown) == 83 and all("U0ANN" in r and "billing-faq" in r for r in shown)
-    assert 'value="U0ANN"' in ann
-    promoted = rows(console.client.get("/audit?action=request.promoted").text, "audit")
-    assert len(promoted) == 50 and all("request.promoted" in r for r in promoted)
-    day2 = seqs_of(console.client.get("/audit?since=2026-03-02").text)
-    day1 = console.client.get("/audit?until=2026-03-01").text
-    assert len(day2) == 50 and min(day2) > 200
-    assert len(seqs_of(day1)) == 100 and "?until=2026-03-01&amp;before=" in day1
-    assert seqs_of(console.client.get("/audit?since=2026-03-01&until=2026-03-01").text)[0] == 200
-    bad = console.client.get("/audit?since=March")
-    assert bad.status_code == 400 and "since: &#39;March&#39; is not a date" in bad.text
-    assert "YYYY-MM-DD" in bad.text
-    # the export holds the filtered view, newest first, as JSON lines
-    export = console.client.get("/audit/export.jsonl?action=request.promoted&since=2026-03-02")
-    assert export.status_code == 200
-    assert export.headers["content-type"].startswith("application/jsonl")
-    lines = [json.loads(x) for x in export.text.splitlines()]
-    assert len(lines) == 10 and {x["action"] for x in lines} == {"request.promoted"}
-    assert [x["seq"] for x in lines] == sorted((x["seq"] for x in lines), reverse=True)
-    assert (
-        'href="/audit/export.jsonl?action=request.promoted"'
-        in console.client.get("/audit?action=request.promoted").text
-    )
-    console.client.cookies.clear()
-    assert console.client.get("/audit/export.jsonl").status_code == 303
-
-
-def test_the_health_page_shows_readiness_the_outbox_and_replicas(console: Console) -> None:
-    async def go(core: Promptship) -> int:
-        await push(core, "customer-support", "1.0.0")
-        await core.record_validation_run(
-            "customer-support", "1.0.0", [{"input": "q", "passed": True}], slack(REQUESTER)
-        )
-        await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))
-        channel = core.policy.channel or ""
-        assert await core.lease_outbox_channel(channel, "replica-7")
-        first = (await core.due_notifications(channel, limit=1))[0]
-        assert await core.notification_dead(first, "channel_not_found <b>")
-        return await core.outbox_backlog()
-
-    backlog = console.seed(go)
-    assert backlog > 0
-    console.sign_in()
-    assert 'href="/health"' in console.client.get("/").text
-    page = console.client.get("/health")
-    assert page.status_code == 200
-    assert "Ready: the database answers and is migrated." in page.text
-    assert "not started here" in page.text  # this test server runs no workers
-    replicas = rows(page.text, "replicas")
-    assert len(replicas) == 1 and "<code>replica-7</code>" in replicas[0]
-    outbox = between(page.text, '<p class="outbox">', "</p>")
-    assert outbox.startswith(f"{backlog} waiting to be sent · 1 dead letter (retry with")
-    dead = rows(page.text, "dead")
-    assert len(dead) == 1 and "channel_not_found &lt;b&gt;" in dead[0]
 
 
 def test_the_word_diff_stays_cheap_on_long_or_many_lines() -> None:

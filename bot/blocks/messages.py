@@ -137,7 +137,7 @@ def run_message(
     if run.failed + run.errored > len(failures[:10]):
         notes.append(f"all results: `promptship test {escape(prompt)} {escape(version)}`")
     if console is not None:
-        notes.append(link(console.version(prompt, version, show="failed"), "Full report"))
+        notes.append(link(console.version(prompt, version, show="problems"), "Full report"))
     if notes:
         blocks.append(context(" · ".join(notes)))
     if run.regressions:
@@ -396,5 +396,5 @@ def drift_message(payload: dict[str, Any], console: ConsoleLinks | None = None) 
             )
         )
     if console is not None:
-        blocks.append(context(link(console.version(prompt, version, show="failed"), "Full report")))
+        blocks.append(context(link(console.version(prompt, version, show="problems"), "Full report")))
     return Message(text, cap(blocks))

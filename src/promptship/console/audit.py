@@ -67,6 +67,7 @@ def audit_routes(pages: Pages, core: Promptship) -> list[Route]:
             else None
         )
         checkpoints = list(reversed(await core.audit_checkpoints(limit=3)))
+        chain = await core.verify_audit_tail()
         return pages.render(
             "audit.html",
             session=session,
@@ -78,6 +79,7 @@ def audit_routes(pages: Pages, core: Promptship) -> list[Route]:
             export="audit/export.jsonl" + (f"?{query}" if query else ""),
             first="audit" + (f"?{query}" if query else ""),
             checkpoints=checkpoints,
+            chain=chain,
         )
 
     async def export(request: Request, session: Session) -> Response:

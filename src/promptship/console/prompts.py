@@ -18,8 +18,11 @@ from promptship.services import Promptship
 
 #: history events per page of the prompt's timeline
 HISTORY_PAGE = 50
-#: which cases the version page shows
-SHOWS = ("all", "failed", "errored", "passed")
+#: which cases the version page shows: ``problems`` is failed or errored (what Slack's
+#: "Full report" opens), the others one outcome each
+SHOWS = ("all", "problems", "failed", "errored", "passed")
+#: the filters' labels
+SHOW_LABELS = {"problems": "failed or errored"}
 
 
 def outcome(result: dict[str, Any]) -> str:
@@ -72,7 +75,8 @@ def prompt_routes(pages: Pages, core: Promptship) -> list[Route]:
                 state = outcome(result)
                 counts[state] += 1
                 counts["all"] += 1
-                if show in ("all", state):
+                counts["problems"] += state != "passed"
+                if show in ("all", state) or (show == "problems" and state != "passed"):
                     cases.append((state, result))
         versions = [v.version for v in await core.versions(name)]
         at = versions.index(detail.version) if detail.version in versions else -1
@@ -85,6 +89,7 @@ def prompt_routes(pages: Pages, core: Promptship) -> list[Route]:
             counts=counts,
             show=show,
             shows=SHOWS,
+            show_labels=SHOW_LABELS,
             previous=versions[at - 1] if at > 0 else None,
         )
 

@@ -20,6 +20,12 @@ class AuditUseCases(UseCaseBase):
         async with self.db.reader() as session:
             return await verification.verify(session, given)
 
+    async def verify_audit_tail(self) -> verification.TailCheck:
+        """The chain from its newest signed checkpoint to its head, checked (or says it is
+        too long to check on a page load): what the console shows."""
+        async with self.db.reader() as session:
+            return await verification.verify_tail(session)
+
     async def audit_checkpoints(self, limit: int | None = None) -> list[checkpoints.Checkpoint]:
         """The stored checkpoints, oldest first (the newest ``limit``)."""
         async with self.db.reader() as session:

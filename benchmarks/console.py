@@ -29,7 +29,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -133,15 +132,10 @@ class ConsoleProcess:
 
 def sign_in(url: str, double: SlackDouble, user: str = "U0VIEW") -> httpx.Cookies:
     """/login → the Slack double's authorize page → /auth/callback: the session cookie."""
-    double.sign_in_as(user, team=TEAM, name="Vera Viewer")
     with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as client:
-        login = client.get("/login")
-        assert login.status_code == 303, login.text
-        back = httpx.get(login.headers["location"], follow_redirects=False)
-        assert back.status_code == 302, back.text
-        callback = urlsplit(back.headers["location"])
-        done = client.get(f"{callback.path}?{callback.query}")
-        assert done.status_code == 303, done.text
+        done = double.sign_in(client, user, team=TEAM, name="Vera Viewer")
+        if done.status_code != 303:
+            raise RuntimeError(f"signing in failed: {done.status_code} {done.text[:200]}")
         return client.cookies
 
 
@@ -214,6 +208,8 @@ def main() -> int:
         asyncio.run(migrate(path))
         fill(path, args.prompts, args.versions_per_prompt, args.events)
         print(f"built the store in {time.perf_counter() - started:.0f} s")
+    else:
+        asyncio.run(migrate(path))  # a kept store built by an older promptship
     db_url = f"sqlite+aiosqlite:///{path}"
     print(
         f"store {path}: {args.prompts:,} prompts, "

@@ -42,6 +42,8 @@ BENCH_KEY = "bench:" + "b" * 44
 TARGET_MS = 50.0
 START = datetime(2026, 1, 1, tzinfo=UTC)
 ACTIONS = ("version.registered", "request.created", "request.approved", "deployment.changed")
+#: the first request id the filled events name
+REQUEST_IDS = 10_000_000
 
 
 def stamp(at: datetime) -> str:
@@ -156,6 +158,10 @@ def fill_audit(
             environment = None if action == "version.registered" else "production"
             version = f"1.{seq % per_prompt}.0"
             details = {"n": seq}
+            # a request's events name it (ids far past any request a benchmark then opens)
+            request_id = (
+                REQUEST_IDS + seq // len(ACTIONS) if action.startswith("request.") else None
+            )
             digest = event_hash(
                 seq=seq,
                 at=at,
@@ -164,7 +170,7 @@ def fill_audit(
                 prompt=names[p],
                 version=version,
                 environment=environment,
-                request_id=None,
+                request_id=request_id,
                 details=details,
                 prev_hash=prev,
                 key=key,
@@ -177,6 +183,7 @@ def fill_audit(
                 names[p],
                 version,
                 environment,
+                request_id,
                 json.dumps(details),
                 prev,
                 digest,
@@ -186,7 +193,8 @@ def fill_audit(
 
     conn.executemany(
         "INSERT INTO audit_events (seq, at, actor, action, prompt, version, environment,"
-        " details, prev_hash, hash, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " request_id, details, prev_hash, hash, key_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         audit_rows(),
     )
     conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (events, prev))

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -72,15 +71,9 @@ class ServedConsole:
 
     def signed_in(self, user: str = "U0VIEW", **who: Any) -> httpx.Client:
         """An HTTP client that went through /login → Slack's authorize page → /auth/callback."""
-        self.slack.sign_in_as(user, team=TEAM, **who)
         client = httpx.Client(base_url=self.url, follow_redirects=False, timeout=10)
         self.clients.append(client)
-        login = client.get("/login")
-        assert login.status_code == 303, login.text
-        back = httpx.get(login.headers["location"], follow_redirects=False)
-        assert back.status_code == 302, back.text
-        callback = urlsplit(back.headers["location"])
-        done = client.get(f"{callback.path}?{callback.query}")
+        done = self.slack.sign_in(client, user, team=TEAM, **who)
         assert done.status_code == 303, done.text
         return client
 

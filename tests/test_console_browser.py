@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import prompt_yaml
+from tests.console_helpers import SOAKING, cycle, soak_with_baseline
 from tests.console_served import PROMPT, ServedConsole, roll_back, slack_double
 from tests.helpers import pass_tests, push, slack, to_staging
 
@@ -195,4 +196,142 @@ def test_what_people_wrote_renders_inert_on_every_page(visit: Visit, served: Ser
             ):
                 queue.append(link)
     assert visit.dialogs == [], f"a dialog opened: {visit.dialogs}"
+    assert visit.errors == []
+
+
+def test_the_diff_page_highlights_the_changed_word(visit: Visit, served: ServedConsole) -> None:
+    async def two(core: Any) -> None:
+        await push(core, "diffed", "1.0.0", system_prompt="You are a helpful support agent.")
+        await push(core, "diffed", "1.1.0", system_prompt="You are a patient support agent.")
+
+    served.run(two)
+    page = visit.page
+    page.goto(f"{served.url}/prompts/diffed/diff/1.0.0/1.1.0")
+    assert page.locator("table.diff td.old del").all_inner_texts() == ["helpful"]
+    assert page.locator("table.diff td.new ins").all_inner_texts() == ["patient"]
+    # the words around it are not marked, and the mark is visible (a background of its own)
+    line = page.locator("table.diff tr.line-replace td.new").first.inner_text()
+    assert line == "You are a patient support agent."
+    for mark in ("td.old del", "td.new ins"):
+        background = page.eval_on_selector(
+            f"table.diff {mark}", "el => getComputedStyle(el).backgroundColor"
+        )
+        assert background not in ("rgba(0, 0, 0, 0)", "transparent"), mark
+    visit.shot("diff")
+    assert visit.errors == []
+
+
+def test_the_soak_chart_has_one_point_per_settled_cycle(
+    browser: Browser, screens: Path, tmp_path: Path
+) -> None:
+    from promptship.clock import ManualClock
+    from promptship.services.soak_spec import CycleResult
+
+    with slack_double() as double, ServedConsole(tmp_path, double, SOAKING) as soaking:
+
+        async def settle(core: Any) -> int:
+            from datetime import UTC, datetime
+
+            from promptship.services import Promptship
+
+            clock = ManualClock(datetime.now(UTC))
+            timed = Promptship(core.db, core.policy, clock)
+            soak_id = await soak_with_baseline(timed, clock)
+            # cycle 1 passes at 5%, 2 is missed (every replica down), 3 has too little
+            # traffic, 4 passes at 2.5%; 5 is still to come
+            await cycle(timed, soak_id, 1, CycleResult(40, divergent=2))
+            await cycle(timed, soak_id, 3, CycleResult(sample_size=0))
+            await cycle(timed, soak_id, 4, CycleResult(40, divergent=1))
+            return int(soak_id)
+
+        soak_id = soaking.run(settle)
+        visit = Visit(browser, soaking, screens)
+        try:
+            page = visit.page
+            page.goto(f"{soaking.url}/soaks/{soak_id}")
+            points = page.eval_on_selector_all(
+                "svg.chart circle.point",
+                """els => els.map(c => ({
+                    title: c.querySelector('title').textContent,
+                    x: c.getBBox().x, y: c.getBBox().y,
+                    shown: c.getBoundingClientRect().width > 0}))""",
+            )
+            cycles = page.locator("table.cycles tbody tr").count()
+            assert len(points) == cycles == 4
+            assert [p["title"] for p in points] == [
+                "cycle 1: passed, 5% divergent",
+                "cycle 2: missed",
+                "cycle 3: insufficient",
+                "cycle 4: passed, 2% divergent",
+            ]
+            assert all(p["shown"] for p in points)
+            xs = [p["x"] for p in points]
+            assert xs == sorted(xs) and len(set(xs)) == 4  # one per cycle, in order
+            # higher divergence is drawn higher; the cycles with none sit on the axis
+            assert points[0]["y"] < points[3]["y"] < points[1]["y"] == points[2]["y"]
+            # the line joins the measured cycles only
+            joined = page.get_attribute("svg.chart polyline.series", "points") or ""
+            assert len(joined.split()) == 2
+            visit.shot("soak")
+            assert visit.errors == []
+        finally:
+            visit.close()
+
+
+def test_the_audit_filters_narrow_the_log_and_keep_to_the_older_pages(
+    visit: Visit, served: ServedConsole
+) -> None:
+    async def events(core: Any) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from promptship.clock import ManualClock
+        from promptship.services import audit
+
+        clock = ManualClock(datetime(2026, 5, 1, 9, tzinfo=UTC))
+        async with core.db.transaction() as session:
+            for i in range(130):
+                if i == 100:
+                    clock.advance(timedelta(days=1))
+                await audit.record(
+                    session,
+                    clock,
+                    actor="U0AUDITA" if i % 2 else "U0AUDITB",
+                    action="version.pushed",
+                    prompt="audited-prompt",
+                    version=f"1.0.{i}",
+                )
+
+    served.run(events)
+    page = visit.page
+    page.goto(f"{served.url}/audit")
+    page.fill("input[name=prompt]", "audited-prompt")
+    page.fill("input[name=actor]", "U0AUDITA")
+    with page.expect_navigation():
+        page.click("form.filters button[type=submit]")
+    assert "actor=U0AUDITA" in page.url and "prompt=audited-prompt" in page.url
+    who = page.locator("table.audit tbody tr td:nth-child(3)").all_inner_texts()
+    assert len(who) == 65 and set(who) == {"U0AUDITA"}
+    assert page.input_value("input[name=actor]") == "U0AUDITA"  # the form keeps the filter
+    # a date range: only the second day's events, and the export link carries the filters
+    page.fill("input[name=since]", "2026-05-02")
+    with page.expect_navigation():
+        page.click("form.filters button[type=submit]")
+    versions = page.locator("table.audit tbody tr td:nth-child(6)").all_inner_texts()
+    assert len(versions) == 15 and all(int(v.rsplit(".", 1)[1]) >= 100 for v in versions)
+    export = page.get_attribute("a[href*='export.jsonl']", "href") or ""
+    assert "since=2026-05-02" in export and "actor=U0AUDITA" in export
+    visit.shot("audit-filtered")
+    # without the date, two pages: the older one keeps the filters
+    page.fill("input[name=since]", "")
+    page.fill("input[name=actor]", "")
+    with page.expect_navigation():
+        page.click("form.filters button[type=submit]")
+    assert page.locator("table.audit tbody tr").count() == 100
+    with page.expect_navigation():
+        page.click("a.older")
+    rest = page.locator("table.audit tbody tr td:nth-child(5)").all_inner_texts()
+    assert len(rest) == 30 and set(rest) == {"audited-prompt"}
+    with page.expect_navigation():
+        page.click("form.filters a")  # Clear
+    assert page.input_value("input[name=prompt]") == ""
     assert visit.errors == []

@@ -5,8 +5,6 @@ wrote, a 404 page for what does not exist."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +13,17 @@ from promptship.console.textdiff import side_by_side
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
 from promptship.services.soak_spec import CycleResult
-from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import prompt_yaml
-from tests.console_helpers import Console, between, rows
+from tests.console_helpers import (
+    SOAKING,
+    Console,
+    between,
+    cycle,
+    rows,
+    seed_timed,
+    soak_with_baseline,
+)
 from tests.helpers import REQUESTER, push, slack, start_staging_soak
 
 
@@ -230,46 +235,6 @@ def test_a_long_prompt_shows_context_and_a_huge_change_is_refused_by_size(
     huge = console.client.get("/prompts/long/diff/2.0.0/2.1.0")
     assert huge.status_code == 200
     assert "too large to show here (5500 lines against 5500)" in huge.text
-
-
-SOAKING = (
-    "environments: {production: {approvals: 2, soak: 5s, soak_interval: 1s, max_divergence: 0.1}}"
-)
-
-
-def seed_timed(console: Console, use: Any) -> Any:
-    """Seed with promptship's clock under the test's control (soaks wait on it)."""
-
-    async def go() -> Any:
-        db = Database(console.db_url)
-        try:
-            clock = ManualClock(datetime.now(UTC))
-            return await use(Promptship(db, console.policy, clock), clock)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(go())
-
-
-async def cycle(core: Promptship, soak_id: int, n: int, result: CycleResult) -> str | None:
-    assert await core.claim_soak_cycle(soak_id, n, "replica-a", timedelta(seconds=30))
-    spec = await core.soak_cycle_spec(soak_id, n)
-    return await core.finish_soak_cycle(spec, "replica-a", result)
-
-
-async def soak_with_baseline(core: Promptship, clock: ManualClock) -> int:
-    """1.0.0 soaked into production, then 1.1.0 soaking in staging against it."""
-    first = await start_staging_soak(core, "customer-support", "1.0.0")
-    for n in range(1, 6):
-        clock.advance(timedelta(seconds=1))
-        await cycle(core, first, n, CycleResult(sample_size=40, divergent=1))
-    clock.advance(timedelta(seconds=1))
-    request = await core.request_promotion(
-        "customer-support", "1.0.0", "production", slack(REQUESTER)
-    )
-    await core.approve(request.id, slack("U01"))
-    assert (await core.approve(request.id, slack("U02"))).request.state == "promoted"
-    return await start_staging_soak(core, "customer-support", "1.1.0")
 
 
 def test_the_soak_page_charts_each_settled_cycle_with_its_state(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.lifecycle import RequestState
@@ -106,10 +106,9 @@ async def _descriptions(
     if not wanted:
         return {}
     names = {p.id: p.name for p in prompts}
-    rows = await session.execute(
-        select(PromptVersion.prompt_id, PromptVersion.content).where(
-            tuple_(PromptVersion.prompt_id, PromptVersion.version).in_(wanted)
-        )
+    pairs = [and_(PromptVersion.prompt_id == pid, PromptVersion.version == v) for pid, v in wanted]
+    rows = await session.execute(  # each pair a lookup in the (prompt_id, version) index
+        select(PromptVersion.prompt_id, PromptVersion.content).where(or_(*pairs))
     )
     return {names[pid]: (content or {}).get("description") for pid, content in rows.all()}
 
@@ -157,8 +156,8 @@ async def _running_soaks(session: AsyncSession, deps: Deps) -> list[tuple[str, S
             .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
             .join(Prompt, Prompt.id == PromptVersion.prompt_id)
             .where(SoakRun.state == "running")
-            .order_by(Prompt.name, SoakRun.id)
         )
     ).all()
     now = deps.clock.now()
-    return [(name, soak_view(deps, soak, name, version, now)) for soak, name, version in rows]
+    ordered = sorted(rows, key=lambda row: (row[1], row[0].id))  # by name, here: not a scan
+    return [(name, soak_view(deps, soak, name, version, now)) for soak, name, version in ordered]

@@ -217,7 +217,7 @@ class ValidationRun(Base):
 
 class SoakRun(Base):
     __tablename__ = "soak_runs"
-    __table_args__ = (Index(None, "version_id", "environment", "id"),)
+    __table_args__ = (Index(None, "version_id", "environment", "id"), Index(None, "state"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"))

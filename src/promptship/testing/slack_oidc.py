@@ -9,8 +9,9 @@ import json
 import secrets
 import threading
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -49,6 +50,22 @@ class OpenIdDouble:
                 "email": email or f"{user.lower()}@example.com",
                 "email_verified": True,
             }
+
+    def sign_in(
+        self, client: httpx.Client, user: str, *, team: str = "T0001", **who: Any
+    ) -> httpx.Response:
+        """A browser's round trip through the console's sign-in as ``user``: ``/login`` →
+        this double's authorize page → ``/auth/callback``; the callback's answer (a redirect
+        with the session cookie, which ``client`` keeps). ``client`` follows no redirects."""
+        self.sign_in_as(user, team=team, **who)
+        login = client.get("/login")
+        if login.status_code != 303:
+            raise RuntimeError(f"/login answered {login.status_code}: {login.text[:200]}")
+        back = httpx.get(login.headers["location"], follow_redirects=False)
+        if back.status_code != 302:
+            raise RuntimeError(f"the authorize page answered {back.status_code}: {back.text[:200]}")
+        callback = urlsplit(back.headers["location"])
+        return client.get(f"{callback.path}?{callback.query}")
 
     async def _authorize(self, request: Request) -> Response:
         """``GET /openid/connect/authorize``: the person signs in at once and is sent back."""

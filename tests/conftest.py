@@ -210,3 +210,14 @@ def console(tmp_path: Path, slack_api: Any) -> Iterator[Any]:
     found = Console(tmp_path, slack_api)
     with found.client:
         yield found
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cli_state() -> Iterator[None]:
+    """The CLI keeps its settings, ``--as`` and ``--json`` in a module-level state for the
+    length of one command; tests that invoke commands in-process start and end with none."""
+    from promptship.cli.common import state
+
+    state.settings, state.actor, state.as_json = None, None, False
+    yield
+    state.settings, state.actor, state.as_json = None, None, False

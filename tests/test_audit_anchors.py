@@ -209,11 +209,7 @@ async def test_the_scheduled_checkpoint_is_made_once_per_tick_and_only_when_the_
 @pytest.fixture
 def no_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("PROMPTSHIP_AUDIT_KEY")
-    state.settings = None
     yield
-    state.settings = None
-    state.as_json = False
-    state.actor = None
 
 
 @pytest.mark.postgres

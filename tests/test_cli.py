@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from promptship import services
 from promptship.cli import app, common
-from promptship.cli.common import state
 from promptship.clock import Clock, ManualClock, SystemClock
 from promptship.services import Promptship
 from promptship.services.views import RunDetail
@@ -38,11 +37,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("PROMPTSHIP_CONFIG", str(policy))
     monkeypatch.delenv("PROMPTSHIP_USER", raising=False)
     monkeypatch.chdir(tmp_path)
-    state.settings = None
     yield tmp_path
-    state.settings = None
-    state.actor = None
-    state.as_json = False
 
 
 def run(*args: str) -> tuple[int, str, str]:

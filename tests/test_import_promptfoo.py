@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,55 +17,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from promptship.cli import app
-from promptship.cli.common import state
 from promptship.domain.promptfile import PromptSpec, load_prompt_file, parse_prompt
 from promptship.domain.safe_load import load_yaml12
 from promptship.errors import BadInput
 from promptship.importers.promptfoo import Options, import_config
 from promptship.importers.promptfoo_files import Files
+from tests.promptfoo_helpers import FIXTURES, TYPES, config_with, copy, new_file, run
 from tests.test_install import light_cli
-
-FIXTURES = Path(__file__).parent / "fixtures" / "promptfoo"
-#: promptfoo's assertion types and what promptship calls them
-TYPES = {
-    "equals": "exact",
-    "contains": "contains",
-    "icontains": "icontains",
-    "not-contains": "not-contains",
-    "starts-with": "starts-with",
-    "llm-rubric": "llm-rubric",
-    "icontains-any": "icontains-any",
-    "similar": "score",
-}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_state() -> Iterator[None]:
-    yield
-    state.as_json = False
-    state.actor = None
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    done = CliRunner().invoke(app, ["import", "promptfoo", *map(str, args)])
-    return done.exit_code, done.stdout, done.stderr
-
-
-def copy(name: str, tmp_path: Path) -> Path:
-    """A fixture's folder, copied where the test may write beside it."""
-    shutil.copytree(FIXTURES / name, tmp_path / name)
-    return tmp_path / name / "promptfooconfig.yaml"
-
-
-def new_file(name: str, tmp_path: Path, *extra: str) -> PromptSpec:
-    config = copy(name, tmp_path)
-    out = tmp_path / "out.yaml"
-    code, stdout, stderr = run(
-        config, "--name", "imported", "--version", "1.0.0", "--out", out, *extra
-    )
-    assert code == 0, stderr
-    assert f"wrote {len(load_prompt_file(out).tests)} case(s) in {out}" in stdout
-    return load_prompt_file(out)  # it pushes: parse_prompt takes it
 
 
 def written(spec: PromptSpec, input_var: str) -> set[tuple[str, str, str, float | None]]:
@@ -278,7 +234,6 @@ def test_unsupported_asserts_and_keys_are_refused_in_one_message_naming_each(
 def test_skip_unsupported_drops_them_and_counts_each_kind(tmp_path: Path) -> None:
     config = copy("mixed", tmp_path)
     out = tmp_path / "m.yaml"
-    state.as_json = False
     done = CliRunner().invoke(
         app,
         [
@@ -317,17 +272,6 @@ def test_skip_unsupported_drops_them_and_counts_each_kind(tmp_path: Path) -> Non
         "score",
         "contains-all",
     ]
-
-
-def config_with(tmp_path: Path, asserts: Any, **test: Any) -> Path:
-    config = tmp_path / "promptfooconfig.yaml"
-    document = {
-        "prompts": ["Answer the customer."],
-        "providers": ["anthropic:messages:claude-haiku-4-5"],
-        "tests": [{"vars": {"input": "hi"}, "assert": asserts, **test}],
-    }
-    config.write_text(json.dumps(document))
-    return config
 
 
 def test_malformed_asserts_each_get_a_message_with_the_test_and_assert_index(
@@ -395,124 +339,6 @@ def test_which_var_is_the_input_is_asked_when_it_cannot_be_told(tmp_path: Path) 
 
 
 # -- adding to a prompt file ---------------------------------------------------------------
-
-TARGET = """\
-# The translator. Reviewed by the localisation team: keep this comment.
-name: translate
-version: "1.2.0"
-model: claude-sonnet-4-5
-system_prompt: |
-  Translate the user's text into {{ language }}.  # not a comment: part of the prompt
-variables:
-  language: null   # required
-tests:
-  # the hand-written case
-  - input: Thank you
-    vars: {language: German}
-    type: icontains
-    expected: danke
-"""
-
-
-def test_into_appends_the_cases_and_keeps_every_byte_before_them(tmp_path: Path) -> None:
-    config = copy("getting-started", tmp_path)
-    target = tmp_path / "translate.yaml"
-    target.write_text(TARGET)
-    code, stdout, stderr = run(config, "--into", target)
-    assert code == 0, stderr
-    assert f"added 2 case(s) to {target}" in stdout
-    text = target.read_text()
-    assert text.startswith(TARGET)
-    spec = parse_prompt(text)
-    assert [(c.input, c.vars, c.expected) for c in spec.tests] == [
-        ("Thank you", {"language": "German"}, "danke"),
-        ("Hello world", {"language": "French"}, "Bonjour le monde"),
-        ("Where is the library?", {"language": "Spanish"}, "Dónde está la biblioteca"),
-    ]  # the target's prompt does not read input: it is only the user's turn
-    code, stdout, _ = run(config, "--into", target)
-    assert code == 0 and "added 0 case(s)" in stdout and "duplicates skipped: 2" in stdout
-    assert target.read_text() == text
-
-
-def test_into_refuses_vars_the_file_does_not_declare_naming_test_and_var(tmp_path: Path) -> None:
-    config = copy("default-test", tmp_path)
-    target = tmp_path / "translate.yaml"
-    target.write_text(TARGET)
-    code, _, stderr = run(config, "--into", target)
-    assert code == 2 and target.read_text() == TARGET
-    assert "does not declare vars these tests set" in stderr
-    assert "tests[0]: tone" in stderr
-    assert "variables: {tone: null}" in stderr
-
-
-def test_into_refuses_a_file_whose_tests_are_not_last_and_says_how(tmp_path: Path) -> None:
-    config = copy("getting-started", tmp_path)
-    target = tmp_path / "translate.yaml"
-    moved = (
-        TARGET.replace("variables:\n  language: null   # required\n", "")
-        + "variables:\n  language: null\n"
-    )
-    target.write_text(moved)
-    code, _, stderr = run(config, "--into", target)
-    assert code == 2 and target.read_bytes() == moved.encode()
-    assert "tests: (line 7) is not the file's last key (variables follows at line 13)" in stderr
-    assert "move tests:" in stderr
-
-
-def test_into_a_file_without_tests_or_with_an_empty_list_and_crlf_lines(tmp_path: Path) -> None:
-    config = copy("getting-started", tmp_path)
-    head = TARGET[: TARGET.index("tests:")]
-    for tail in ("", "tests: []  # none yet\n"):
-        target = tmp_path / "translate.yaml"
-        original = (head + tail).replace("\n", "\r\n")
-        target.write_bytes(original.encode())
-        code, _, stderr = run(config, "--into", target)
-        assert code == 0, stderr
-        data = target.read_bytes()
-        assert b"\n" not in data.replace(b"\r\n", b"")  # its line ends stay CRLF
-        assert data.startswith((head + tail.replace("[]", "")).replace("\n", "\r\n").encode())
-        assert len(parse_prompt(data.decode()).tests) == 2
-
-
-def test_a_new_file_never_overwrites(tmp_path: Path) -> None:
-    config = copy("getting-started", tmp_path)
-    out = tmp_path / "mine.yaml"
-    out.write_text("mine\n")
-    code, _, stderr = run(
-        config, "--name", "t", "--version", "1.0.0", "--prompt", "1", "--out", out
-    )
-    assert code == 2 and out.read_text() == "mine\n"
-    assert "exists: an import never overwrites" in stderr and "--into" in stderr
-
-
-def test_dry_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = copy("csv", tmp_path)
-    monkeypatch.chdir(tmp_path)
-    code, stdout, _ = run(config, "--name", "qa", "--version", "1.0.0", "--dry-run")
-    assert code == 0 and "would write 9 case(s) in qa.yaml" in stdout
-    assert not (tmp_path / "qa.yaml").exists()
-
-
-# -- bounds and the light install ------------------------------------------------------------
-
-
-def test_array_vars_that_multiply_past_the_limit_are_refused(tmp_path: Path) -> None:
-    many = {f"v{i}": [str(n) for n in range(10)] for i in range(5)}
-    config = config_with(
-        tmp_path, [{"type": "contains", "value": "x"}], vars={"input": "hi", **many}
-    )
-    code, _, stderr = run(config, "--name", "x", "--version", "1.0.0", "--dry-run")
-    assert code == 2 and "its array vars make 100,000 tests; at most 10,000 fit" in stderr
-
-
-def test_a_file_over_the_size_limit_is_refused_by_name(tmp_path: Path) -> None:
-    config = tmp_path / "promptfooconfig.yaml"
-    config.write_text("prompts: [Answer.]\nproviders: [openai:gpt-4.1]\ntests: file://big.csv\n")
-    with (tmp_path / "big.csv").open("w") as big:
-        big.write("input,__expected\n")
-        big.write(("hello,contains: hi\n") * 600_000)
-    code, _, stderr = run(config, "--name", "x", "--version", "1.0.0", "--dry-run")
-    assert code == 2 and "big.csv is over the 10,485,760-byte limit" in stderr
 
 
 def test_the_light_install_imports(tmp_path: Path) -> None:

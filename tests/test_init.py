@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from promptship import scaffold
 from promptship.cli import app
-from promptship.cli.common import state
 from promptship.config import Policy, load_policy
 from promptship.domain.promptfile import load_prompt_file
 from promptship.domain.safe_load import load_yaml
@@ -28,11 +27,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("PROMPTSHIP_USER", raising=False)
     monkeypatch.delenv("PROMPTSHIP_CONFIG", raising=False)
     monkeypatch.setenv("PROMPTSHIP_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
-    state.settings = None
     yield tmp_path
-    state.settings = None
-    state.actor = None
-    state.as_json = False
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from bot.dispatcher import SlackDispatcher
 from promptship.cli import app
-from promptship.cli.common import state
 from promptship.clock import ManualClock
 from promptship.errors import NotFound
 from promptship.services import Promptship
@@ -349,11 +348,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("PROMPTSHIP_DATABASE_URL", url)
     monkeypatch.setenv("PROMPTSHIP_CONFIG", str(policy))
     monkeypatch.delenv("PROMPTSHIP_USER", raising=False)
-    state.settings = None
     yield url
-    state.settings = None
-    state.actor = None
-    state.as_json = False
 
 
 def cli(*args: str) -> tuple[int, str, str]:

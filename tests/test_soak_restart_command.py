@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from bot.blocks import messages
 from bot.grammar import Command, Verb, parse
 from promptship.cli import app
-from promptship.cli.common import state
 from promptship.clock import ManualClock
 from promptship.config import Settings
 from promptship.errors import BadInput, Forbidden, GateRefused, NotFound, PromptshipError
@@ -255,11 +254,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "promptship.yaml").write_text(
         TEST_POLICY.replace("soak: 0s", "soak: 1h") + "local_decisions: true\n"
     )
-    state.settings = None
     yield tmp_path
-    state.settings = None
-    state.actor = None
-    state.as_json = False
 
 
 def cli_run(*args: str) -> tuple[int, str, str]:

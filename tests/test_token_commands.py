@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from promptship.cli import app
-from promptship.cli.common import state
 from promptship.domain.identity import Scope
 from promptship.services import Promptship, tokens
 from promptship.services.tokens import TokenIdentity
@@ -28,11 +27,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("PROMPTSHIP_CONFIG", str(policy))
     monkeypatch.setenv("PROMPTSHIP_PUBLIC_URL", "https://promptship.acme.test")
     monkeypatch.delenv("PROMPTSHIP_USER", raising=False)
-    state.settings = None
     yield tmp_path
-    state.settings = None
-    state.actor = None
-    state.as_json = False
 
 
 def run(*args: str) -> tuple[int, str, str]:

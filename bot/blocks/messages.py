@@ -396,5 +396,7 @@ def drift_message(payload: dict[str, Any], console: ConsoleLinks | None = None) 
             )
         )
     if console is not None:
-        blocks.append(context(link(console.version(prompt, version, show="problems"), "Full report")))
+        blocks.append(
+            context(link(console.version(prompt, version, show="problems"), "Full report"))
+        )
     return Message(text, cap(blocks))

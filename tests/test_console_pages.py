@@ -197,14 +197,15 @@ def test_the_diff_marks_the_changed_word_side_by_side(console: Console) -> None:
     console.sign_in()
     page = console.client.get("/prompts/customer-support/diff/1.0.0/1.1.0")
     assert page.status_code == 200
-    line = rows(page.text, "diff")[0]
+    line = rows(page.text, "diff diff-template")[0]
     assert '<td class="old">You are a <del>helpful</del> support agent.</td>' in line
     assert '<td class="new">You are a <ins>patient</ins> support agent.</td>' in line
     settings = rows(page.text, "settings")
     assert settings == ["><td>temperature</td><td><del>0.7</del></td><td><ins>0.2</ins></td>"]
-    tests = between(page.text, '<ul class="tests-diff">', "</ul>")
-    assert "<del>− icontains: &#39;How do I roll back?&#39;" in tests
-    assert "<ins>+ icontains: &#39;Where is my refund?&#39;" in tests
+    # the case 1.1.0 swapped in reads against the one it replaced, the changed words marked
+    [case] = rows(page.text, "diff diff-tests")
+    assert "line-replace" in case and "&#39;<del>previous version</del>&#39;" in case
+    assert "icontains: &#39;<ins>Where</ins> <ins>is</ins> <ins>my</ins>" in case
     same = console.client.get("/prompts/customer-support/diff/1.0.0/1.0.0").text
     assert "The two versions are the same." in same
 
@@ -228,7 +229,7 @@ def test_a_long_prompt_shows_context_and_a_huge_change_is_refused_by_size(
     console.seed(go)
     console.sign_in()
     page = console.client.get("/prompts/long/diff/1.0.0/1.1.0").text
-    shown = rows(page, "diff")
+    shown = rows(page, "diff diff-template")
     assert "… 17 unchanged lines" in shown[0] and "… 16 unchanged lines" in shown[-1]
     assert len(shown) == 1 + 3 + 1 + 3 + 1
     assert "be <del>precise</del> about" in page and "be <ins>brief</ins> about" in page

@@ -102,8 +102,22 @@ def prompt_routes(pages: Pages, core: Promptship) -> list[Route]:
             template_text(a.system_prompt, a.messages, a.variables),
             template_text(b.system_prompt, b.messages, b.variables),
         )
+        # the cases only one side has, paired where they line up: a case whose expected
+        # answer changed reads as one line against the other, the changed words marked
+        tests = (
+            side_by_side("\n".join(changes.tests_removed), "\n".join(changes.tests_added))
+            if changes.tests_removed or changes.tests_added
+            else None
+        )
         return pages.render(
-            "diff.html", session=session, name=name, changes=changes, text=text, old=a, new=b
+            "diff.html",
+            session=session,
+            name=name,
+            changes=changes,
+            text=text,
+            tests=tests,
+            old=a,
+            new=b,
         )
 
     return [

@@ -67,10 +67,9 @@ async def cycle(core: Promptship, soak_id: int, n: int, result: CycleResult) -> 
 
 
 async def soak_and_request(db_url: str, policy: Policy, name: str = SOAKING) -> tuple[int, int]:
-    """``name`` 1.0.0 soaking in staging with cycles 1, 2, 4 (too little traffic) and 5
-    settled and 3 missed, a signed checkpoint of the audit chain, and an open production
-    request for it: (soak id, request id).
-    (A diverged cycle ends a soak, so a running one has none.)"""
+    """``name`` 1.0.0 soaking in staging with cycles 1, 2, 4 and 5 settled and 3 missed, a
+    signed checkpoint of the audit chain, and an open production request for it: (soak id,
+    request id). (A diverged cycle ends a soak, so a running one has none.)"""
     db = Database(db_url)
     try:
         clock = ManualClock(datetime.now(UTC) - timedelta(seconds=8))
@@ -79,7 +78,7 @@ async def soak_and_request(db_url: str, policy: Policy, name: str = SOAKING) -> 
         results = {
             1: CycleResult(40, divergent=1),
             2: CycleResult(40, divergent=3),
-            4: CycleResult(sample_size=0),
+            4: CycleResult(38, divergent=0),
             5: CycleResult(41, divergent=2),
         }
         for n, result in results.items():

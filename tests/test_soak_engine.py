@@ -142,7 +142,7 @@ async def test_the_scheduler_runs_every_cycle_once_across_two_replicas(
     schedulers = [
         Scheduler(
             core,
-            lambda s: run_cycle(s, scorer),
+            lambda s, core=core: run_cycle(s, scorer, pages=core.soak_sample_pages),
             owner=f"replica-{i}",
             lease=timedelta(seconds=5),
             reconcile_every=0.2,
@@ -176,7 +176,10 @@ async def test_a_diverging_staging_prompt_fails_its_soak_on_its_own(
 ) -> None:
     core = Promptship(db, make_policy(SOAK_POLICY))
     scheduler = Scheduler(
-        core, lambda s: run_cycle(s, scorer), lease=timedelta(seconds=5), reconcile_every=0.2
+        core,
+        lambda s: run_cycle(s, scorer, pages=core.soak_sample_pages),
+        lease=timedelta(seconds=5),
+        reconcile_every=0.2,
     )
     await scheduler.start()
     try:

@@ -13,7 +13,7 @@ import pytest
 from promptship.clock import ManualClock
 from promptship.errors import GateRefused, PromptshipError
 from promptship.services import Promptship
-from promptship.services.soak_spec import CycleResult, CycleSpec
+from promptship.services.soak_spec import CycleResult, CycleSpec, Sample
 from promptship.store.db import Database
 from tests.conftest import make_policy
 from tests.helpers import REQUESTER, pass_tests, push, slack, to_staging
@@ -83,6 +83,11 @@ async def traffic(core: Promptship, n: int = 40, output: bool = False) -> None:
             for i in range(n)
         ]
     )
+
+
+async def read_all(core: Promptship, spec: CycleSpec, size: int = 7) -> list[Sample]:
+    """Every sample of the cycle, read the way the cycle reads them (in small pages here)."""
+    return [s async for page in core.soak_sample_pages(spec, size) for s in page]
 
 
 async def test_the_soak_has_its_cycles_on_a_fixed_schedule(
@@ -170,7 +175,7 @@ async def test_too_little_traffic_is_a_visible_state_never_a_pass(
     for cycle in (1, 2, 3):
         clock.advance(timedelta(seconds=1))
         spec = await claim_spec(soak_core, soak_id, cycle)
-        assert len(spec.samples) == 0
+        assert spec.sample_size == 0 and await read_all(soak_core, spec) == []
         state = await soak_core.finish_soak_cycle(spec, "r1", CycleResult(sample_size=0))
         assert state == "insufficient"
     soak = (await soak_core.soak_status(NAME))[0]  # newest first
@@ -186,8 +191,9 @@ async def test_logged_production_outputs_are_offered_for_reuse(
     spec = await claim_spec(soak_core, soak_id, 1)
     assert spec.baseline is not None and spec.baseline.version == "1.0.0"
     assert spec.candidate.version == "1.1.0"
-    assert len(spec.samples) == 30
-    assert all(s.output and s.version == "1.0.0" for s in spec.samples)
+    samples = await read_all(soak_core, spec)
+    assert spec.sample_size == len(samples) == 30
+    assert all(s.output and s.version == "1.0.0" for s in samples)
 
 
 async def test_with_nothing_in_production_the_suite_is_replayed(
@@ -334,3 +340,26 @@ async def test_retention_keeps_the_newest_samples_within_the_age_limit(
 
         kept = (await session.scalars(select(TrafficSample.input))).all()
     assert sorted(kept) == ["q2", "q3", "q4", "q5", "q6", "s"]
+
+
+async def test_a_cycle_reads_its_window_newest_first_in_pages_that_hold_still(
+    soak_core: Promptship, clock: ManualClock
+) -> None:
+    """The window is fixed when the cycle begins: the newest ``soak_sample`` (50) queries,
+    read newest first, a page at a time, none twice even where many share a timestamp, and
+    none logged after the cycle began."""
+    soak_id = await staged_with_production(soak_core)
+    await traffic(soak_core, 40)  # all logged at one instant
+    clock.advance(timedelta(seconds=1))
+    await soak_core.ingest_traffic(
+        [{"prompt": NAME, "environment": "production", "input": f"late {i}"} for i in range(20)]
+    )
+    spec = await claim_spec(soak_core, soak_id, 1)
+    await traffic(soak_core, 5)  # after the cycle began: not in its window
+    samples = await read_all(soak_core, spec, size=7)
+    assert spec.sample_size == len(samples) == 50
+    inputs = [s.input for s in samples]
+    assert len(set(inputs)) == 50
+    assert inputs[:20] == [f"late {i}" for i in reversed(range(20))]  # newest first
+    assert inputs[20:] == [f"question {i}" for i in reversed(range(10, 40))]
+    assert [s.input for s in await read_all(soak_core, spec, size=500)] == inputs

@@ -120,7 +120,7 @@ def received(model: ModelDouble) -> list[tuple[str, str]]:
 
 
 async def soak_cycle(core: Promptship, scorer: Scorer, version: str, cycle: int) -> Any:
-    """Run cycle ``cycle`` of ``version``'s staging soak for real; its spec and result."""
+    """Run cycle ``cycle`` of ``version``'s staging soak for real; its samples and result."""
     clock = core.clock
     assert isinstance(clock, ManualClock)
     clock.advance(timedelta(seconds=1))
@@ -128,9 +128,10 @@ async def soak_cycle(core: Promptship, scorer: Scorer, version: str, cycle: int)
     assert soak_id is not None
     assert await core.claim_soak_cycle(soak_id, cycle, "r1", LEASE)
     spec = await core.soak_cycle_spec(soak_id, cycle)
-    result = await run_cycle(spec, scorer)
+    result = await run_cycle(spec, scorer, pages=core.soak_sample_pages)
     assert await core.finish_soak_cycle(spec, "r1", result) == "passed", result
-    return spec, result
+    samples = [s async for page in core.soak_sample_pages(spec) for s in page]
+    return samples, result
 
 
 async def test_a_templated_prompt_from_push_to_soak_to_the_app(
@@ -220,8 +221,8 @@ async def _scenario(server: Server, core: Promptship, model: ModelDouble, scorer
     assert server.push(to_push).status_code == 201
     await to_staging(core, NAME, "1.1.0")
     model.reset()
-    spec, result = await soak_cycle(core, scorer, "1.1.0", 1)
-    assert sorted((s.input, json.dumps(s.vars, sort_keys=True)) for s in spec.samples) == [
+    samples, result = await soak_cycle(core, scorer, "1.1.0", 1)
+    assert sorted((s.input, json.dumps(s.vars, sort_keys=True)) for s in samples) == [
         ("Can I pay yearly?", '{"customer_name": "Ada", "plan": "pro"}'),
         ("How do I cancel?", '{"customer_name": "Linus", "locale": "fi", "plan": "team"}'),
         ("Where is my invoice?", '{"customer_name": "Grace"}'),

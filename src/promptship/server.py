@@ -146,7 +146,10 @@ def create_app(
             scheduler = Scheduler(
                 core,
                 lambda spec: run_cycle(
-                    spec, get_scorer(), strip_reasoning=core.policy.strip_reasoning
+                    spec,
+                    get_scorer(),
+                    pages=core.soak_sample_pages,
+                    strip_reasoning=core.policy.strip_reasoning,
                 ),
                 lease=timedelta(seconds=settings.claim_lease),
                 reconcile_every=settings.scheduler_tick,

@@ -4,6 +4,7 @@ templates rendered per sample), the sampled queries, and the cycle's counts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from promptship.domain.template import Rendered, render_prompt
@@ -39,6 +40,28 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class TrafficWindow:
+    """Where a cycle's samples are read, page by page: the prompt's logged traffic in one
+    environment, newest first, at most ``size`` queries, none newer than ``upto_id`` (the
+    newest when the cycle began, so the pages hold still while traffic keeps arriving)."""
+
+    prompt_id: int
+    environment: str
+    #: only traffic logged from this time (a break-glass soak: what the new version met)
+    since: datetime | None
+    upto_id: int
+    size: int
+
+
+@dataclass(frozen=True)
+class SampleCursor:
+    """Where the next page of a window starts: after the sample logged at ``at``, ``id``."""
+
+    at: datetime
+    id: int
+
+
+@dataclass(frozen=True)
 class CycleSpec:
     """What a replica needs to run one cycle, read in one transaction."""
 
@@ -50,10 +73,18 @@ class CycleSpec:
     #: the version compared against (production's, or the one break-glass replaced);
     #: None: nothing to compare with, so the suite inputs are replayed for errors only.
     baseline: Side | None
+    #: the suite's inputs, when there is no baseline (a handful, held here); with one, the
+    #: logged traffic is read from ``traffic`` a page at a time instead
     samples: list[Sample]
     min_samples: int
     similarity: float
     max_divergence: float
+    traffic: TrafficWindow | None = None
+
+    @property
+    def sample_size(self) -> int:
+        """The queries the cycle replays."""
+        return self.traffic.size if self.traffic is not None else len(self.samples)
 
 
 @dataclass

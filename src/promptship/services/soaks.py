@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptship.domain.identity import SYSTEM
 from promptship.domain.lifecycle import soak_cycles, soak_next_steps
 from promptship.errors import NotFound
-from promptship.services import deployments, findings, outbox, registry, rollbacks
+from promptship.services import (
+    deployments,
+    findings,
+    outbox,
+    registry,
+    rollbacks,
+    soak_samples,
+)
 from promptship.services.deps import Deps
 from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, Side
 from promptship.store.models import (
@@ -29,7 +36,6 @@ from promptship.store.models import (
     PromptVersion,
     SoakCycle,
     SoakRun,
-    TrafficSample,
 )
 
 STAGING_SOAK = deployments.STAGING_SOAK
@@ -194,24 +200,17 @@ async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int
         if pointer is not None and pointer.version_id != candidate.id:
             baseline = await registry.get_version_by_id(session, pointer.version_id)
 
+    traffic = None
+    samples: list[Sample] = []
     if baseline is None:
         samples = [
             Sample(c["input"], vars=c.get("vars")) for c in candidate.content.get("tests", [])
         ]
-    else:
-        query = select(TrafficSample).where(
-            TrafficSample.prompt_id == prompt.id, TrafficSample.environment == envs.production
+    else:  # the newest logged queries, read a page at a time while the cycle runs
+        since = soak.started_at if soak.kind == BREAKGLASS_SOAK else None  # fresh traffic only
+        traffic = await soak_samples.window(
+            session, prompt.id, envs.production, since, policy.soak_sample
         )
-        if soak.kind == BREAKGLASS_SOAK:  # fresh traffic only: what the new version met
-            query = query.where(TrafficSample.at >= soak.started_at)
-        rows = (
-            await session.scalars(
-                query.order_by(TrafficSample.at.desc(), TrafficSample.id.desc()).limit(
-                    policy.soak_sample
-                )
-            )
-        ).all()
-        samples = [Sample(r.input, r.output, r.version, r.vars) for r in rows]
     return CycleSpec(
         soak_id=soak.id,
         cycle=cycle,
@@ -220,6 +219,7 @@ async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int
         candidate=_side(candidate),
         baseline=_side(baseline) if baseline is not None else None,
         samples=samples,
+        traffic=traffic,
         # a soak_sample under the floor wins: the cycle can never offer more than that
         min_samples=min(policy.soak_sample, policy.soak_min_samples),
         similarity=policy.divergence_similarity,

@@ -3,16 +3,24 @@
 Both versions are rendered with the vars the app logged with the query (a template's
 defaults fill the rest; a sample whose vars do not render a side counts as errored). A logged
 answer is reused for the version that gave it, so a cycle over traffic logged with
-its production output calls the model once per query instead of twice. Calls run under a
-concurrency limit with the provider SDK's own retries; the scorer batches every pair of the
-cycle into one pass in its worker thread.
+its production output calls the model once per query instead of twice.
+
+The cycle is a pipeline, so its wall time approaches the larger of its calls and its
+scoring rather than their sum, and its memory does not grow with the sample: the samples
+are read a page at a time (``pages``) into a short queue; ``concurrency`` workers take them,
+call the model under the limit (with the provider SDK's own retries) and hand each pair of
+answers on; pairs are scored in batches of ``batch`` as they arrive, in the scorer's worker,
+while the calls go on. Only what the result needs is kept: the divergent count and the five
+least similar pairs. The result is the one scoring every pair at the end would give.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from promptship.domain.template import MissingVariable
 from promptship.errors import BadInput, PromptshipError
@@ -21,32 +29,122 @@ from promptship.validation.providers import Provider, ProviderError, make_provid
 from promptship.validation.scoring import Scorer
 
 ProviderFactory = Callable[[str], Provider]
+#: a cycle's samples, a page at a time (``Promptship.soak_sample_pages``)
+SamplePages = Callable[[CycleSpec], AsyncIterator[list[Sample]]]
+
+#: pairs scored in one pass: MiniLM's good batch sizes on a CPU are 16-64
+BATCH = 32
+#: batches handed to the scorer and not yet scored, past which the workers wait for it
+BATCHES_AHEAD = 4
+#: the least similar pairs a cycle reports
+WORST = 5
+
+
+async def held_pages(spec: CycleSpec) -> AsyncIterator[list[Sample]]:
+    """The samples a spec holds (the suite's inputs, or a spec built by hand), as one page."""
+    if spec.traffic is not None:
+        raise ValueError("this cycle reads logged traffic: pass pages=core.soak_sample_pages")
+    yield spec.samples
+
+
+class _Scoring:
+    """Pairs in, scored a batch at a time while more arrive; keeps the divergent count and
+    the least similar pairs (by similarity, then the sample's place in the cycle: the order
+    a single pass over every pair would rank them in)."""
+
+    def __init__(self, scorer: Scorer, threshold: float, batch: int) -> None:
+        self.scorer, self.threshold, self.batch = scorer, threshold, batch
+        self.divergent = 0
+        self.seconds = 0.0
+        self._pending: list[tuple[int, Sample, tuple[str, str]]] = []
+        self._ahead = asyncio.Semaphore(BATCHES_AHEAD)
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: the WORST least similar so far, as a max-heap on (similarity, place)
+        self._worst: list[tuple[float, int, Sample, tuple[str, str]]] = []
+
+    async def add(self, index: int, sample: Sample, pair: tuple[str, str]) -> None:
+        self._pending.append((index, sample, pair))
+        if len(self._pending) >= self.batch:
+            await self._launch()
+
+    async def _launch(self) -> None:
+        batch, self._pending = self._pending, []
+        await self._ahead.acquire()  # the scorer is behind: the calls wait for it
+        task = asyncio.create_task(self._score(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _score(self, batch: list[tuple[int, Sample, tuple[str, str]]]) -> None:
+        try:
+            started = time.perf_counter()
+            similarities = await self.scorer.similarity([pair for _, _, pair in batch])
+            self.seconds += time.perf_counter() - started
+        finally:
+            self._ahead.release()
+        for similarity, (index, sample, pair) in zip(similarities, batch, strict=True):
+            if similarity < self.threshold:
+                self.divergent += 1
+            entry = (-similarity, -index, sample, pair)
+            if len(self._worst) < WORST:
+                heapq.heappush(self._worst, entry)
+            elif (similarity, index) < (-self._worst[0][0], -self._worst[0][1]):
+                heapq.heapreplace(self._worst, entry)
+
+    async def finish(self) -> None:
+        """Score what is left, and wait for every batch."""
+        if self._pending:
+            await self._launch()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    def worst(self) -> list[dict[str, Any]]:
+        ranked = sorted((-s, -i, sample, pair) for s, i, sample, pair in self._worst)
+        return [
+            {
+                "input": sample.input[:500],
+                "candidate": pair[0][:500],
+                "baseline": pair[1][:500],
+                "similarity": round(similarity, 3),
+            }
+            for similarity, _, sample, pair in ranked
+            if similarity < self.threshold
+        ]
 
 
 async def run_cycle(
     spec: CycleSpec,
     scorer: Scorer,
     *,
+    pages: SamplePages | None = None,
     concurrency: int = 16,
+    batch: int = BATCH,
     providers: ProviderFactory | None = None,
     strip_reasoning: bool = True,
 ) -> CycleResult:
-    """``strip_reasoning`` is the policy's switch: when on, reasoning in front of an answer
-    is removed before the two versions' answers are compared."""
+    """``pages`` reads the samples (``Promptship.soak_sample_pages``; by default the ones the
+    spec holds). ``strip_reasoning`` is the policy's switch: when on, reasoning in front of
+    an answer is removed before the two versions' answers are compared."""
     factory = providers or (
         lambda kind: make_provider(kind, timeout=60.0, strip_reasoning=strip_reasoning)
     )
-    if spec.baseline is not None and len(spec.samples) < spec.min_samples:
-        return CycleResult(sample_size=len(spec.samples))  # not enough traffic: no calls
+    size = spec.sample_size
+    if spec.baseline is not None and size < spec.min_samples:
+        return CycleResult(sample_size=size)  # not enough traffic: no calls
     opened: dict[str, Provider] = {}
     try:
         for side in (spec.candidate, spec.baseline):
             if side is not None and side.provider not in opened:
                 opened[side.provider] = factory(side.provider)
     except PromptshipError as exc:
-        return CycleResult(sample_size=len(spec.samples), error=exc.message)
+        return CycleResult(sample_size=size, error=exc.message)
     limit = asyncio.Semaphore(concurrency)
-    result = CycleResult(sample_size=len(spec.samples))
+    result = CycleResult(sample_size=size)
+    scoring = _Scoring(scorer, spec.similarity, batch)
+    queue: asyncio.Queue[tuple[int, Sample] | None] = asyncio.Queue(maxsize=2 * concurrency)
 
     async def answer(side: Side, sample: Sample) -> str:
         if sample.output is not None and sample.version == side.version:
@@ -84,29 +182,35 @@ async def run_cycle(
                 result.first_error = exc.message if isinstance(exc, BadInput) else str(exc)
             return None
 
+    async def feed() -> None:
+        index = 0
+        async for found in (pages or held_pages)(spec):
+            for sample in found:
+                await queue.put((index, sample))
+                index += 1
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    async def work() -> None:
+        while (item := await queue.get()) is not None:
+            index, sample = item
+            pair = await both(sample)
+            if pair is not None:
+                await scoring.add(index, sample, pair)
+
     started = time.perf_counter()
     try:
-        answers = await asyncio.gather(*(both(s) for s in spec.samples))
+        async with asyncio.TaskGroup() as group:
+            group.create_task(feed())
+            for _ in range(concurrency):
+                group.create_task(work())
+        result.calls_seconds = time.perf_counter() - started
+        await scoring.finish()
     finally:
+        scoring.cancel()
         for provider in opened.values():
             await provider.aclose()
-    result.calls_seconds = time.perf_counter() - started
-    scored = [(s, pair) for s, pair in zip(spec.samples, answers, strict=True) if pair]
-    if not scored:
-        return result
-    started = time.perf_counter()
-    similarities = await scorer.similarity([pair for _, pair in scored])
-    result.scoring_seconds = time.perf_counter() - started
-    ranked = sorted(zip(similarities, scored, strict=True), key=lambda item: item[0])
-    result.divergent = sum(1 for similarity, _ in ranked if similarity < spec.similarity)
-    result.worst = [
-        {
-            "input": sample.input[:500],
-            "candidate": pair[0][:500],
-            "baseline": pair[1][:500],
-            "similarity": round(similarity, 3),
-        }
-        for similarity, (sample, pair) in ranked[:5]
-        if similarity < spec.similarity
-    ]
+    result.scoring_seconds = scoring.seconds
+    result.divergent = scoring.divergent
+    result.worst = scoring.worst()
     return result

@@ -3,7 +3,7 @@ through these)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,11 +16,12 @@ from promptship.services import (
     registry,
     runs,
     soak_restart,
+    soak_samples,
     soaks,
     traffic,
 )
 from promptship.services.facade.registry import RegistryUseCases
-from promptship.services.soak_spec import CycleResult, CycleSpec
+from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, SampleCursor
 from promptship.services.views import RunDetail, RunView, SoakView
 
 
@@ -187,6 +188,26 @@ class RunUseCases(RegistryUseCases):
     async def soak_cycle_spec(self, soak_id: int, cycle: int) -> CycleSpec:
         async with self.db.reader() as session:
             return await soaks.cycle_spec(session, self.deps, soak_id, cycle)
+
+    async def soak_sample_pages(
+        self, spec: CycleSpec, size: int = soak_samples.PAGE
+    ) -> AsyncIterator[list[Sample]]:
+        """The cycle's samples, a page at a time: the suite inputs it holds, or its window
+        of logged traffic read in short reads (no transaction spans the cycle)."""
+        if spec.traffic is None:
+            for start in range(0, len(spec.samples), size):
+                yield spec.samples[start : start + size]
+            return
+        cursor: SampleCursor | None = None
+        taken = 0
+        while True:
+            async with self.db.reader() as session:
+                found, cursor = await soak_samples.page(session, spec.traffic, cursor, taken, size)
+            if found:
+                taken += len(found)
+                yield found
+            if cursor is None:
+                return
 
     async def finish_soak_cycle(
         self, spec: CycleSpec, owner: str, result: CycleResult

@@ -89,8 +89,22 @@ def suites(cases: int, rubric_cases: int) -> list[tuple[str, dict[str, Any], int
             for i in range(rubric_cases)
         ],
     }
+    scored = {
+        **base,
+        "name": "bench-scored",
+        "tests": [
+            {
+                "input": f"question {i}",
+                "expected": f"question {i}",
+                "type": "score",
+                "threshold": 0.8,
+            }
+            for i in range(cases)
+        ],
+    }
     return [
         (f"{cases} cases", {**base, "name": "bench", "tests": plain}, 1),
+        (f"{cases} scored cases (MiniLM, overlapped)", scored, 1),
         (f"{cases} templated cases (vars, few-shot turns)", templated, 1),
         (f"{rubric_cases} llm-rubric cases (answer + judge)", rubric, 2),
     ]
@@ -114,6 +128,7 @@ async def runner_benchmark(
         runner = SuiteRunner(core, settings=RunnerSettings(concurrency=concurrency, timeout=30))
         warm_up = await runner.start("warm-up", "1.0.0", slack("U01"))
         await runner.execute(warm_up)  # imports, connections
+        await runner.scorer.warm_up()  # a server loads the model once, long before a run
         print(f"(a) the runner at {latency * 1000:.0f} ms latency, concurrency {concurrency}")
         first_wall = 0.0
         for label, spec, calls in timed:
@@ -124,9 +139,10 @@ async def runner_benchmark(
             total = len(spec["tests"])
             assert run.passed == total, run
             ideal = total * calls * latency / concurrency
+            target = 1.1 if spec["name"] == "bench-scored" else 1.3  # scoring hides in the calls
             print(
                 f"    {label:<44} {wall:7.2f} s   ideal {ideal:6.2f} s   ratio {wall / ideal:5.2f}"
-                f"   target ≤ 1.3: {'PASS' if wall / ideal <= 1.3 else 'FAIL'}"
+                f"   target ≤ {target}: {'PASS' if wall / ideal <= target else 'FAIL'}"
             )
         if sequential:
             provider = make_provider("anthropic", timeout=30, max_retries=2)

@@ -15,8 +15,9 @@ from promptship.domain.lifecycle import RequestState
 from promptship.services import gates
 from promptship.services.deps import Deps, request_code
 from promptship.services.queries import soak_view, statuses
+from promptship.services.soaks import running_rows
 from promptship.services.views import PromptStatus, RequestView, SoakView
-from promptship.store.models import PromotionRequest, Prompt, PromptVersion, SoakRun
+from promptship.store.models import PromotionRequest, Prompt, PromptVersion
 
 #: prompts on one page of the overview
 PAGE = 50
@@ -150,14 +151,6 @@ async def _open_requests(
 
 
 async def _running_soaks(session: AsyncSession, deps: Deps) -> list[tuple[str, SoakView]]:
-    rows = (
-        await session.execute(
-            select(SoakRun, Prompt.name, PromptVersion.version)
-            .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
-            .join(Prompt, Prompt.id == PromptVersion.prompt_id)
-            .where(SoakRun.state == "running")
-        )
-    ).all()
     now = deps.clock.now()
-    ordered = sorted(rows, key=lambda row: (row[1], row[0].id))  # by name, here: not a scan
+    ordered = sorted(await running_rows(session), key=lambda row: (row[1], row[0].id))
     return [(name, soak_view(deps, soak, name, version, now)) for soak, name, version in ordered]

@@ -82,16 +82,20 @@ def plan(deps: Deps, soak: SoakRun, prompt: str, version: str) -> SoakPlan:
     )
 
 
+async def running_rows(session: AsyncSession) -> list[tuple[SoakRun, str, str]]:
+    """The running soaks, oldest first, each with its prompt's name and its version."""
+    rows = await session.execute(
+        select(SoakRun, Prompt.name, PromptVersion.version)
+        .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
+        .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+        .where(SoakRun.state == "running")
+        .order_by(SoakRun.id)
+    )
+    return [(soak, name, version) for soak, name, version in rows.all()]
+
+
 async def running(session: AsyncSession, deps: Deps) -> list[SoakPlan]:
-    rows = (
-        await session.execute(
-            select(SoakRun, Prompt.name, PromptVersion.version)
-            .join(PromptVersion, PromptVersion.id == SoakRun.version_id)
-            .join(Prompt, Prompt.id == PromptVersion.prompt_id)
-            .where(SoakRun.state == "running")
-            .order_by(SoakRun.id)
-        )
-    ).all()
+    rows = await running_rows(session)
     now = deps.clock.now()
     stale = (
         await session.execute(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from promptship.domain.template import MissingVariable
 from promptship.errors import BadInput, PromptshipError
 from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, Side
+from promptship.validation.concurrency import AdaptiveLimiter
 from promptship.validation.providers import Provider, ProviderError, make_provider
 from promptship.validation.scoring import Scorer
 
@@ -45,7 +46,7 @@ async def run_cycle(
                 opened[side.provider] = factory(side.provider)
     except PromptshipError as exc:
         return CycleResult(sample_size=len(spec.samples), error=exc.message)
-    limit = asyncio.Semaphore(concurrency)
+    limit = AdaptiveLimiter(concurrency)
     result = CycleResult(sample_size=len(spec.samples))
 
     async def answer(side: Side, sample: Sample) -> str:

@@ -12,7 +12,13 @@ import pytest
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
 from promptship.testing.model_double import ModelDouble
-from promptship.validation.concurrency import AdaptiveLimiter, Budget, current_lease
+from promptship.validation.concurrency import (
+    AdaptiveLimiter,
+    Budget,
+    current_lease,
+    retry_after,
+    retryable,
+)
 from promptship.validation.providers import make_provider
 from promptship.validation.providers.anthropic import budgets
 from promptship.validation.runner import RunnerSettings, SuiteRunner
@@ -255,6 +261,16 @@ def test_anthropic_rate_limit_headers_are_read() -> None:
     assert budgets({"anthropic-ratelimit-requests-remaining": "oops"}, now) == []
 
 
+def test_what_an_error_response_asks_for() -> None:
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # past
+    assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None
+    assert retryable(429, {}) and retryable(529, {}) and retryable(408, {})
+    assert not retryable(400, {}) and not retryable(429, {"x-should-retry": "false"})
+    assert retryable(400, {"x-should-retry": "true"})
+
+
 # -- against the model double's rate limit ----------------------------------------------
 
 
@@ -266,9 +282,13 @@ def double(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelDouble]:
         yield server
 
 
-async def test_the_provider_tells_the_limiter_of_a_429(double: ModelDouble) -> None:
+@pytest.mark.parametrize("kind", ["anthropic", "openai-compatible"])
+async def test_the_provider_tells_the_limiter_of_a_429(
+    double: ModelDouble, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", double.url + "/v1")
     double.fail_next(1, status=429, retry_after=0)
-    provider = make_provider("anthropic", timeout=10, max_retries=2)
+    provider = make_provider(kind, timeout=10, max_retries=2)
     limiter = AdaptiveLimiter(8)
     try:
         async with limiter:

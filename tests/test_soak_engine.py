@@ -77,6 +77,19 @@ async def test_same_answers_do_not_diverge(model: ModelDouble, scorer: Scorer) -
     assert result.model_calls == model.request_count == 80  # both versions, every query
 
 
+async def test_a_cycle_against_a_rate_limited_model_answers_every_sample(
+    model: ModelDouble, scorer: Scorer
+) -> None:
+    model.rate_limit(40, burst=5)
+    result = await run_cycle(spec(QUERIES), scorer)
+    assert (result.sample_size, result.divergent, result.errored) == (40, 0, 0)
+    assert result.model_calls == 80
+    # only the first round (16 calls at once against 5 in the bucket) is refused; after
+    # it the window and the rate-limit headers keep the cycle under the limit
+    assert model.rejected <= 16
+    assert model.request_count == 80 + model.rejected
+
+
 async def test_a_prompt_that_answers_differently_diverges(
     model: ModelDouble, scorer: Scorer
 ) -> None:

@@ -32,10 +32,12 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 #: statuses that mean "slow down": the window is cut
 PRESSURE = frozenset({429, 503, 529})
@@ -112,6 +114,44 @@ def backoff(retries_taken: int) -> float:
     up to a quarter at random (the provider SDKs' own schedule)."""
     delay = min(_INITIAL_BACKOFF * 2.0**retries_taken, _MAX_BACKOFF)
     return delay * (1 - 0.25 * random.random())
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why an attempt got no answer: its status (None: no response, the connection
+    failed), the response's headers and the rate-limit budgets they report."""
+
+    status: int | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    budgets: Sequence[Budget] = ()
+
+
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
+    lease: Lease,
+    max_retries: int,
+    refused: Callable[[Exception], Refused | None],
+) -> T:
+    """``attempt()``'s answer, retried up to ``max_retries`` times through ``lease`` when
+    ``refused`` reads its error as worth a retry (a connection failure, or a status
+    :func:`retryable` allows); the last error otherwise. The attempt reports its own
+    success to the lease (it has the response's headers)."""
+    retries_taken = 0
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            why = refused(exc)
+            if (
+                why is None
+                or retries_taken >= max_retries
+                or (why.status is not None and not retryable(why.status, why.headers))
+            ):
+                raise
+        await lease.retry(
+            retries_taken, status=why.status, wait=retry_after(why.headers), budgets=why.budgets
+        )
+        retries_taken += 1
 
 
 _LEASE: ContextVar[Lease | None] = ContextVar("promptship_lease", default=None)

@@ -26,13 +26,7 @@ from typing import Any
 import anthropic
 from anthropic.types import Message
 
-from promptship.validation.concurrency import (
-    Budget,
-    Lease,
-    current_lease,
-    retry_after,
-    retryable,
-)
+from promptship.validation.concurrency import Budget, Lease, Refused, current_lease, retrying
 from promptship.validation.providers.base import (
     Completion,
     Learned,
@@ -129,39 +123,23 @@ class AnthropicProvider:
         temperature: float,
         send_temperature: bool,
     ) -> Message:
-        """The message, after up to ``max_retries`` retries, each attempt reported to the
-        lease; the last attempt's error when none is answered."""
-        retries_taken = 0
-        while True:
-            try:
-                raw = await self._client.messages.with_raw_response.create(
-                    model=model,
-                    system=system,
-                    messages=messages,  # type: ignore[arg-type]
-                    max_tokens=max_tokens,
-                    extra_body={"temperature": temperature} if send_temperature else None,
-                )
-            except anthropic.APIStatusError as exc:
-                headers = exc.response.headers
-                if retries_taken >= self.max_retries or not retryable(exc.status_code, headers):
-                    raise
-                await lease.retry(
-                    retries_taken,
-                    status=exc.status_code,
-                    wait=retry_after(headers),
-                    budgets=budgets(headers),
-                )
-            except anthropic.APIConnectionError:  # timeouts too
-                if retries_taken >= self.max_retries:
-                    raise
-                await lease.retry(retries_taken, status=None)
-            else:
-                message = await raw.parse()
-                lease.succeeded(
-                    budgets(raw.headers), message.usage.input_tokens + message.usage.output_tokens
-                )
-                return message
-            retries_taken += 1
+        """The message, after up to ``max_retries`` retries made through the lease, which
+        hears what each attempt was told."""
+
+        async def attempt() -> Message:
+            raw = await self._client.messages.with_raw_response.create(
+                model=model,
+                system=system,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                extra_body={"temperature": temperature} if send_temperature else None,
+            )
+            message = await raw.parse()
+            usage = message.usage
+            lease.succeeded(budgets(raw.headers), usage.input_tokens + usage.output_tokens)
+            return message
+
+        return await retrying(attempt, lease, self.max_retries, _refused)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -175,6 +153,15 @@ def _error(exc: anthropic.APIStatusError) -> dict[str, Any]:
         inner = body.get("error")
         return inner if isinstance(inner, dict) else body
     return {}
+
+
+def _refused(exc: Exception) -> Refused | None:
+    if isinstance(exc, anthropic.APIStatusError):
+        headers = exc.response.headers
+        return Refused(exc.status_code, headers, budgets(headers))
+    if isinstance(exc, anthropic.APIConnectionError):  # timeouts too
+        return Refused(None)
+    return None
 
 
 def _refuses_temperature(exc: anthropic.BadRequestError) -> bool:

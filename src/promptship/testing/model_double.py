@@ -288,8 +288,8 @@ class ModelDouble:
         failure = self._record(
             "/v1/messages", body, system, user, refused=bool(refusal), headers=limits
         )
-        if "retry-after" in limits:  # the rate limit refuses at the door, at once
-            return self._failure(*failure or (429, None, None), headers=limits)
+        if failure is not None and "retry-after" in limits:  # refused at the door, at once
+            return self._failure(*failure, headers=limits)
         if self.latency:
             await asyncio.sleep(self.latency)
         if failure is not None:

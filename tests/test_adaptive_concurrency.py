@@ -318,7 +318,7 @@ async def test_a_rate_limited_run_answers_every_case_with_few_rejections(
     runner = SuiteRunner(core, settings=RunnerSettings(concurrency=16, timeout=30))
     run = await runner.execute(await runner.start("customer-support", "1.0.0", slack(REQUESTER)))
     assert (run.passed, run.errored) == (60, 0)
-    # the first round (16 at once against 5 in the bucket) is refused; after it the
-    # window and the headers keep the run under the limit
-    assert double.rejected <= 16
+    # the first round is refused (16 calls at once, 5 in the bucket: 11 429s), then a few
+    # at most while the window settles; fixed at 16, calls here run out of retries
+    assert double.rejected <= 20
     assert double.request_count == 60 + double.rejected

@@ -84,9 +84,9 @@ async def test_a_cycle_against_a_rate_limited_model_answers_every_sample(
     result = await run_cycle(spec(QUERIES), scorer)
     assert (result.sample_size, result.divergent, result.errored) == (40, 0, 0)
     assert result.model_calls == 80
-    # only the first round (16 calls at once against 5 in the bucket) is refused; after
-    # it the window and the rate-limit headers keep the cycle under the limit
-    assert model.rejected <= 16
+    # the first round is refused (16 calls at once, 5 in the bucket: 11 429s), then a few
+    # at most while the window settles; fixed at 16, calls here run out of retries
+    assert model.rejected <= 20
     assert model.request_count == 80 + model.rejected
 
 

@@ -65,7 +65,7 @@ async def test_anthropic_answer_and_usage(anthropic: Provider, double: ModelDoub
     assert double.requests[0]["system"] == "Be brief."
 
 
-async def test_rate_limits_are_retried_by_the_sdk(anthropic: Provider, double: ModelDouble) -> None:
+async def test_rate_limits_are_retried(anthropic: Provider, double: ModelDouble) -> None:
     double.fail_next(3, status=429, retry_after=0)
     assert await ask(anthropic) == "[claude-sonnet-4-5] HELLO"
     assert double.request_count == 4

@@ -77,6 +77,19 @@ async def test_same_answers_do_not_diverge(model: ModelDouble, scorer: Scorer) -
     assert result.model_calls == model.request_count == 80  # both versions, every query
 
 
+async def test_a_cycle_against_a_rate_limited_model_answers_every_sample(
+    model: ModelDouble, scorer: Scorer
+) -> None:
+    model.rate_limit(40, burst=5)
+    result = await run_cycle(spec(QUERIES), scorer)
+    assert (result.sample_size, result.divergent, result.errored) == (40, 0, 0)
+    assert result.model_calls == 80
+    # the first round is refused (16 calls at once, 5 in the bucket: 11 429s), then a few
+    # at most while the window settles; fixed at 16, calls here run out of retries
+    assert model.rejected <= 20
+    assert model.request_count == 80 + model.rejected
+
+
 async def test_a_prompt_that_answers_differently_diverges(
     model: ModelDouble, scorer: Scorer
 ) -> None:

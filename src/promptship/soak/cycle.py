@@ -8,8 +8,9 @@ its production output calls the model once per query instead of twice.
 The cycle is a pipeline, so its wall time approaches the larger of its calls and its
 scoring rather than their sum, and its memory does not grow with the sample: the samples
 are read a page at a time (``pages``) into a short queue; ``concurrency`` workers take them,
-call the model under the limit (with the provider SDK's own retries) and hand each pair of
-answers on; pairs are scored in batches of ``batch`` as they arrive, in the scorer's worker,
+call the model under an adaptive limit (``validation.concurrency``: it narrows on rate
+limits and widens back; the provider retries through it) and hand each pair of answers on;
+pairs are scored in batches of ``batch`` as they arrive, in the scorer's worker,
 while the calls go on. Only what the result needs is kept: the divergent count and the five
 least similar pairs. The result is the one scoring every pair at the end would give.
 """
@@ -25,6 +26,7 @@ from typing import Any
 from promptship.domain.template import MissingVariable
 from promptship.errors import BadInput, PromptshipError
 from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, Side
+from promptship.validation.concurrency import AdaptiveLimiter
 from promptship.validation.providers import Provider, ProviderError, make_provider
 from promptship.validation.scoring import Scorer
 
@@ -141,7 +143,7 @@ async def run_cycle(
                 opened[side.provider] = factory(side.provider)
     except PromptshipError as exc:
         return CycleResult(sample_size=size, error=exc.message)
-    limit = asyncio.Semaphore(concurrency)
+    limit = AdaptiveLimiter(concurrency)
     result = CycleResult(sample_size=size)
     scoring = _Scoring(scorer, spec.similarity, batch)
     queue: asyncio.Queue[tuple[int, Sample] | None] = asyncio.Queue(maxsize=2 * concurrency)

@@ -23,6 +23,14 @@ What real servers do, on demand:
 - a reasoning model's answer is a responder returning ``"<think>…</think>answer"``;
 - a responder returning None answers with nothing (no choices; no content blocks).
 
+A rate limit, as the real APIs keep one: ``model.rate_limit(8, burst=8)`` (or
+``--rate-limit 8 --burst 8``) is a token bucket of 8 requests a second holding up to 8;
+a request finding it empty is refused at once with a 429, its ``retry-after`` in whole
+seconds (as Anthropic's is). Every ``/v1/messages`` answer then carries
+``anthropic-ratelimit-requests-{limit,remaining,reset}`` (``reset``: when the bucket is
+full again, RFC 3339). ``rejected`` counts the 429s sent; the double run as a process
+prints its counts when it stops.
+
 ``temperature`` outside 0–1 is refused on ``/v1/messages`` as the API refuses it.
 ``requests`` records every well-formed request (refused ones too): its path, model, system
 prompt, last user message, the whole ``messages`` list as sent, the sampling and limit keys
@@ -40,10 +48,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -54,6 +64,38 @@ from starlette.routing import Route
 
 from promptship.testing.grader import grade, is_judge_request
 from promptship.testing.serve import bind_loopback
+
+
+class TokenBucket:
+    """``rate`` requests a second, up to ``burst`` at once; not thread-safe (the double
+    takes it under its lock)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        """Whether a request may go ahead (and it takes its token), and the headers its
+        answer carries."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        allowed = self._tokens >= 1
+        if allowed:
+            self._tokens -= 1
+        full_in = (self.burst - self._tokens) / self.rate
+        headers = {
+            "anthropic-ratelimit-requests-limit": str(self.burst),
+            "anthropic-ratelimit-requests-remaining": str(math.floor(self._tokens)),
+            "anthropic-ratelimit-requests-reset": (
+                datetime.now(UTC) + timedelta(seconds=full_in)
+            ).isoformat(timespec="milliseconds"),
+        }
+        if not allowed:  # whole seconds, at least 1, as the real API says it
+            headers["retry-after"] = str(max(1, math.ceil((1 - self._tokens) / self.rate)))
+        return allowed, headers
 
 
 @dataclass(frozen=True)
@@ -112,6 +154,8 @@ class ModelDouble:
         #: they take ``max_completion_tokens``)
         self.refuses_max_tokens: set[str] = set()
         self.requests: list[dict[str, Any]] = []
+        #: the rate limit (``rate_limit``), None: none
+        self.bucket: TokenBucket | None = None
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -133,6 +177,22 @@ class ModelDouble:
         with self._lock:
             return len(self.requests)
 
+    @property
+    def rejected(self) -> int:
+        """The 429s sent (the rate limit's and injected ones)."""
+        with self._lock:
+            return sum(1 for request in self.requests if request["status"] == 429)
+
+    def rate_limit(self, per_second: float | None, burst: int | None = None) -> None:
+        """Keep a token bucket of ``per_second`` requests a second holding ``burst``
+        (default: one second's worth) on ``/v1/messages``; None lifts it."""
+        with self._lock:
+            self.bucket = (
+                None
+                if per_second is None
+                else TokenBucket(per_second, burst or max(1, math.ceil(per_second)))
+            )
+
     def fail_next(
         self,
         count: int,
@@ -153,16 +213,29 @@ class ModelDouble:
     # -- the APIs ----------------------------------------------------------------------
 
     def _record(
-        self, path: str, body: dict[str, Any], system: str, user: str, refused: bool = False
+        self,
+        path: str,
+        body: dict[str, Any],
+        system: str,
+        user: str,
+        refused: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> _Failure | None:
         """Record a request; the failure to answer with (503 while down, else the next
-        injected one, which a request ``refused`` for its parameters does not use up)."""
+        injected one, which a request ``refused`` for its parameters does not use up, else
+        a 429 when the rate limit is spent). With ``headers``, the rate limit takes the
+        request and puts its headers there."""
         with self._lock:
             failure: _Failure | None = None
             if self.down:
                 failure = (503, None, None)
             elif not refused and self._failures:
                 failure = self._failures.pop(0)
+            elif headers is not None and self.bucket is not None:
+                allowed, limits = self.bucket.take()
+                headers.update(limits)
+                if not allowed:
+                    failure = (429, None, None)
             self.requests.append(
                 {
                     "path": path,
@@ -179,11 +252,15 @@ class ModelDouble:
 
     @staticmethod
     def _failure(
-        status: int, retry_after: float | None, message: str | None, openai: bool = False
+        status: int,
+        retry_after: float | None,
+        message: str | None,
+        openai: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> JSONResponse:
         kind, usual = _ERRORS.get(status, ("api_error", "Error"))
         message = message or usual
-        headers = {}
+        headers = dict(headers or {})
         if retry_after is not None:
             headers["retry-after"] = str(int(retry_after))
             headers["retry-after-ms"] = str(max(1, int(retry_after * 1000)))
@@ -207,11 +284,16 @@ class ModelDouble:
             system = "".join(part.get("text", "") for part in system)
         user = _text(body["messages"][-1].get("content"))
         refusal = _refusal(body, self.refuses_sampling)
-        failure = self._record("/v1/messages", body, system, user, refused=bool(refusal))
+        limits: dict[str, str] = {}
+        failure = self._record(
+            "/v1/messages", body, system, user, refused=bool(refusal), headers=limits
+        )
+        if failure is not None and "retry-after" in limits:  # refused at the door, at once
+            return self._failure(*failure, headers=limits)
         if self.latency:
             await asyncio.sleep(self.latency)
         if failure is not None:
-            return self._failure(*failure)
+            return self._failure(*failure, headers=limits)
         if refusal:
             return _anthropic_error(400, "invalid_request_error", refusal)
         answer = self._answer(system, user, body["model"])
@@ -229,7 +311,8 @@ class ModelDouble:
                     "input_tokens": _tokens(system) + _tokens(user),
                     "output_tokens": _tokens(written),
                 },
-            }
+            },
+            headers=limits,
         )
 
     async def _chat(self, request: Request) -> JSONResponse:
@@ -417,11 +500,23 @@ def main() -> None:
         metavar="MODEL",
         help="a model whose /v1/chat/completions refuses max_tokens (repeatable)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="keep a token bucket of this many /v1/messages requests a second",
+    )
+    parser.add_argument(
+        "--burst", type=int, default=None, help="the bucket's size (default: one second's worth)"
+    )
     args = parser.parse_args()
     double = ModelDouble(echo if args.echo else answer, latency=args.latency)
     double.refuses_sampling.update(args.refuses_sampling)
     double.refuses_max_tokens.update(args.refuses_max_tokens)
+    double.rate_limit(args.rate_limit, args.burst)
     serve_until_signalled(double.start)
+    print(f"{double.request_count} requests, {double.rejected} rejected (429)", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 verdict, ``{"pass": true, "score": 0.9, "reason": "…"}``.
 
 The judge is the policy's (``judge: {provider, model}``). Its calls go through the same
-provider code as the suite's, so they share the runner's concurrency limit, the SDK's
+provider code as the suite's, so they share the runner's concurrency limit, the provider's
 retries and the token accounting. A verdict that is not exactly that object (prose, a
 missing key, a score outside 0–1) is a :class:`JudgeError`: the case is ``errored``, never
 ``passed``.

@@ -28,6 +28,7 @@ from promptship.errors import BadInput
 from promptship.services import Promptship
 from promptship.services.views import RunView
 from promptship.validation.assertions import check_many
+from promptship.validation.concurrency import AdaptiveLimiter
 from promptship.validation.judge import Graded, Judge
 from promptship.validation.providers import make_provider
 from promptship.validation.providers.base import Completion, Provider, ProviderError
@@ -204,7 +205,7 @@ class SuiteRunner:
     ) -> list[dict[str, Any]] | None:
         results: list[dict[str, Any] | None] = [None] * len(cases)
         answered: asyncio.Queue[tuple[int, Completion] | None] = asyncio.Queue()
-        limit = asyncio.Semaphore(self.settings.concurrency)
+        limit = AdaptiveLimiter(self.settings.concurrency)
 
         def report() -> None:
             if on_progress is not None:

@@ -1,8 +1,12 @@
 """The Anthropic Messages API through the official SDK (``AsyncAnthropic``).
 
-Retries (429 with ``retry-after``, 5xx, 529 overloaded) are the SDK's own; each call is
-bounded by our own timeout as well, because the SDK honours whatever ``retry-after`` the
-server sends. The prompt's ``temperature`` is sent, so the suite runs as production does;
+Retries (429 with ``retry-after``, 5xx, 529 overloaded, a failed connection) are made here,
+not by the SDK (``max_retries=0``), as many as the SDK would make and on the same statuses:
+each attempt goes through the caller's concurrency limiter
+(:mod:`promptship.validation.concurrency`), which hears of every 429 and 529 and reads the
+``anthropic-ratelimit-*`` headers of every response (``with_raw_response``), so a run
+slows down when the API asks it to. Each call, retries included, is bounded by our own
+timeout. The prompt's ``temperature`` is sent, so the suite runs as production does;
 SDK 2.x has no parameter for it, so it goes in the request body. A model whose API refuses
 sampling parameters answers 400 to it: that refusal is recognised, the model remembered (per
 base URL, for the process) and the call made again without it, and every completion of that
@@ -15,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
 from anthropic.types import Message
 
+from promptship.validation.concurrency import Budget, Lease, Refused, current_lease, retrying
 from promptship.validation.providers.base import (
     Completion,
     Learned,
@@ -44,7 +51,8 @@ class AnthropicProvider:
 
     def __init__(self, *, timeout: float, max_retries: int) -> None:
         self.timeout = timeout
-        self._client = anthropic.AsyncAnthropic(max_retries=max_retries, timeout=timeout)
+        self.max_retries = max_retries
+        self._client = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout)
 
     async def complete(
         self,
@@ -58,11 +66,12 @@ class AnthropicProvider:
         started = time.perf_counter()
         key = (str(self._client.base_url), model)
         send_temperature = key not in REFUSES_TEMPERATURE
+        lease = current_lease()
         try:
             async with asyncio.timeout(self.timeout):
                 try:
                     message = await self._create(
-                        model, system, messages, max_tokens, temperature, send_temperature
+                        lease, model, system, messages, max_tokens, temperature, send_temperature
                     )
                 except anthropic.BadRequestError as exc:
                     if not (send_temperature and _refuses_temperature(exc)):
@@ -70,7 +79,7 @@ class AnthropicProvider:
                     REFUSES_TEMPERATURE.add(key)
                     send_temperature = False
                     message = await self._create(
-                        model, system, messages, max_tokens, temperature, send_temperature
+                        lease, model, system, messages, max_tokens, temperature, send_temperature
                     )
         except TimeoutError:
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
@@ -106,6 +115,7 @@ class AnthropicProvider:
 
     async def _create(
         self,
+        lease: Lease,
         model: str,
         system: str,
         messages: list[dict[str, str]],
@@ -113,13 +123,23 @@ class AnthropicProvider:
         temperature: float,
         send_temperature: bool,
     ) -> Message:
-        return await self._client.messages.create(
-            model=model,
-            system=system,
-            messages=messages,  # type: ignore[arg-type]
-            max_tokens=max_tokens,
-            extra_body={"temperature": temperature} if send_temperature else None,
-        )
+        """The message, after up to ``max_retries`` retries made through the lease, which
+        hears what each attempt was told."""
+
+        async def attempt() -> Message:
+            raw = await self._client.messages.with_raw_response.create(
+                model=model,
+                system=system,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                extra_body={"temperature": temperature} if send_temperature else None,
+            )
+            message = await raw.parse()
+            usage = message.usage
+            lease.succeeded(budgets(raw.headers), usage.input_tokens + usage.output_tokens)
+            return message
+
+        return await retrying(attempt, lease, self.max_retries, _refused)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -135,6 +155,15 @@ def _error(exc: anthropic.APIStatusError) -> dict[str, Any]:
     return {}
 
 
+def _refused(exc: Exception) -> Refused | None:
+    if isinstance(exc, anthropic.APIStatusError):
+        headers = exc.response.headers
+        return Refused(exc.status_code, headers, budgets(headers))
+    if isinstance(exc, anthropic.APIConnectionError):  # timeouts too
+        return Refused(None)
+    return None
+
+
 def _refuses_temperature(exc: anthropic.BadRequestError) -> bool:
     error = _error(exc)
     message = str(error.get("message") or "")
@@ -144,3 +173,23 @@ def _refuses_temperature(exc: anthropic.BadRequestError) -> bool:
 def _message(exc: anthropic.APIStatusError) -> str:
     message = _error(exc).get("message")
     return str(message or exc.message)[:300]
+
+
+def budgets(headers: Mapping[str, str], now: datetime | None = None) -> list[Budget]:
+    """The limits a response's ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,
+    reset}`` headers report (``reset`` is an RFC 3339 time); a limit missing any of the
+    three, or unreadable, is left out."""
+    now = now or datetime.now(UTC)
+    found = []
+    for kind in ("requests", "tokens"):
+        prefix = f"anthropic-ratelimit-{kind}-"
+        try:
+            limit = float(headers[prefix + "limit"])
+            remaining = float(headers[prefix + "remaining"])
+            reset = datetime.fromisoformat(headers[prefix + "reset"])
+        except (KeyError, ValueError):
+            continue
+        if reset.tzinfo is None:
+            continue
+        found.append(Budget(kind, limit, remaining, (reset - now).total_seconds()))
+    return found

@@ -19,7 +19,7 @@ class Completion:
 
 
 class ProviderError(Exception):
-    """No answer, after the SDK's own retries; the message says why, for people."""
+    """No answer, after the provider's retries; the message says why, for people."""
 
 
 _TOOL_NAMES_SHOWN = 5

@@ -1,5 +1,8 @@
 """Any ``/v1/chat/completions`` endpoint (vLLM, Ollama, llama.cpp server, OpenAI) through the
-official ``openai`` SDK, whose retries honour ``retry-after``; bounded by our own timeout.
+official ``openai`` SDK. Retries honour ``retry-after`` and are made here, as many as the SDK
+would make, through the caller's concurrency limiter (which hears of each 429 and 503:
+:mod:`promptship.validation.concurrency`); each call, retries included, is bounded by our
+own timeout.
 
 What real servers do that a plain answer does not:
 
@@ -23,6 +26,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
+from promptship.validation.concurrency import Refused, current_lease, retrying
 from promptship.validation.providers.base import (
     Completion,
     Learned,
@@ -41,10 +45,11 @@ class OpenAICompatibleProvider:
 
     def __init__(self, *, timeout: float, max_retries: int, strip_reasoning: bool = True) -> None:
         self.timeout = timeout
+        self.max_retries = max_retries
         self.strip_reasoning = strip_reasoning
         self._client = openai.AsyncOpenAI(
             api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
-            max_retries=max_retries,
+            max_retries=0,
             timeout=timeout,
         )
 
@@ -124,12 +129,19 @@ class OpenAICompatibleProvider:
             if completion_tokens
             else {"max_tokens": max_tokens}
         )
-        return await self._client.chat.completions.create(
-            model=model,
-            messages=conversation,  # type: ignore[arg-type]
-            temperature=temperature,
-            **limit,
-        )
+        lease = current_lease()
+
+        async def attempt() -> ChatCompletion:
+            response = await self._client.chat.completions.create(
+                model=model,
+                messages=conversation,  # type: ignore[arg-type]
+                temperature=temperature,
+                **limit,
+            )
+            lease.succeeded(tokens=response.usage.total_tokens if response.usage else None)
+            return response
+
+        return await retrying(attempt, lease, self.max_retries, _refused)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -156,6 +168,14 @@ def strip_reasoning(text: str) -> tuple[str, str | None]:
         "reasoning (<think>…</think>) removed from the answer before it was checked "
         "(strip_reasoning in promptship.yaml)"
     )
+
+
+def _refused(exc: Exception) -> Refused | None:
+    if isinstance(exc, openai.APIStatusError):
+        return Refused(exc.status_code, exc.response.headers)
+    if isinstance(exc, openai.APIConnectionError):  # timeouts too
+        return Refused(None)
+    return None
 
 
 def _refuses_max_tokens(exc: openai.BadRequestError) -> bool:

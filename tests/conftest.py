@@ -149,9 +149,12 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture(scope="session")
-def scorer() -> Scorer:
-    """The process-wide MiniLM scorer (the real model, offline), shared by the suite."""
-    return get_scorer()
+def scorer() -> Iterator[Scorer]:
+    """The process-wide MiniLM scorer (the real model, offline, in its scorer process),
+    shared by the suite; its process ends with the suite."""
+    shared = get_scorer()
+    yield shared
+    shared.close()
 
 
 @pytest.fixture

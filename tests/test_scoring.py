@@ -156,9 +156,15 @@ async def test_a_scorer_process_that_dies_is_started_again_and_none_outlives_clo
         assert score == pytest.approx(1.0) and scorer.load_count == 2
         second = scorer.pid
         assert second is not None and second != first
+        # closing cuts an encode in progress short, and says so to whoever waits for it
+        many = asyncio.create_task(scorer.embed([f"text number {i}" for i in range(20_000)]))
+        while not scorer._process_handle._lock.locked():
+            await asyncio.sleep(0.01)
     finally:
         scorer.close()
     assert scorer.pid is None and gone(first) and gone(second)
+    with pytest.raises(Unavailable, match="closed while it was encoding"):
+        await many
 
 
 @pytest.mark.slow

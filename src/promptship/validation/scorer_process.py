@@ -4,10 +4,11 @@ the API) first and scoring takes what is left. In the server's own process the m
 torch threads would compete with the event loop as equals.
 
 The child loads the model once and answers encode requests over a socket, one at a time, in
-the order they come. It ends when the socket closes: when the scorer is closed, or when the
-server's process ends in any way, killed included, so no scorer process outlives its server.
-A child that dies is started again once for the request it was answering; dying twice on
-one request is an error that says so.
+the order they come. No scorer process outlives its server: it leaves when the scorer is
+closed or the socket closes, and on Linux the kernel ends it the moment the server's
+process ends in any way (killed, or re-raising SIGTERM after a graceful shutdown, as
+uvicorn does), even in the middle of an encode. A child that dies is started again once for
+the request it was answering; dying twice on one request is an error that says so.
 
     python -m promptship.validation.scorer_process FD CONFIG   (started by ScorerProcess)
 """
@@ -15,6 +16,7 @@ one request is an error that says so.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import logging
 import os
@@ -36,6 +38,8 @@ log = logging.getLogger("promptship.scoring")
 
 #: how much lower than the server the scorer process runs (``os.nice``)
 NICE = 10
+#: prctl(2): set the signal a process gets when its parent ends
+PR_SET_PDEATHSIG = 1
 
 
 class ScorerProcess:
@@ -53,7 +57,8 @@ class ScorerProcess:
         self.starts = 0  # each start loads the model once
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for each start and each request
+        self._closes = 0
 
     @property
     def pid(self) -> int | None:
@@ -68,6 +73,7 @@ class ScorerProcess:
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         """What ``Encoder.encode`` returns, computed in the child."""
+        closes = self._closes
         with self._lock:
             retried = False
             while True:
@@ -80,6 +86,8 @@ class ScorerProcess:
                     break
                 except (EOFError, OSError):
                     code = self._reap()
+                    if self._closes != closes:
+                        raise Unavailable("the scorer was closed while it was encoding") from None
                     if retried:
                         raise Unavailable(
                             f"the scorer process ended (exit code {code}) while encoding "
@@ -92,17 +100,23 @@ class ScorerProcess:
         return reply[1], reply[2]
 
     def close(self) -> None:
-        """Stop the child (after the request in progress, if any). A later request starts
-        a new one."""
-        with self._lock:
-            if self._proc is None:
-                return
-            assert self._conn is not None
-            try:
-                self._conn.send(None)  # please leave
-            except OSError:
-                pass  # it has gone already
+        """Stop the child now: an encode in progress is cut short (and fails saying so).
+        A later request starts a new child."""
+        self._closes += 1
+        if not self._lock.acquire(blocking=False):  # an encode (or a start) is in progress
+            proc = self._proc
+            if proc is not None:
+                proc.kill()
+            self._lock.acquire()  # the request sees the child end, and lets go
+        try:
+            if self._conn is not None:
+                try:
+                    self._conn.send(None)  # please leave
+                except OSError:
+                    pass  # it has gone already
             self._reap()
+        finally:
+            self._lock.release()
 
     def _start(self) -> None:
         mine, theirs = socket.socketpair()
@@ -110,8 +124,9 @@ class ScorerProcess:
         package_root = str(Path(__file__).resolve().parents[2])
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         try:
+            config = json.dumps({**self.config, "parent": os.getpid()})
             proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), json.dumps(self.config)],
+                [sys.executable, "-m", __name__, str(theirs.fileno()), config],
                 pass_fds=[theirs.fileno()],
                 env={**os.environ, "PYTHONPATH": path},
                 stdin=subprocess.DEVNULL,
@@ -169,8 +184,21 @@ def _usable_cores() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
+def _end_with(parent: int) -> None:
+    """Linux: have the kernel kill this process when the thread that started it ends (the
+    scorer's worker thread, which lives as long as the server's process)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return  # not Linux: the closed socket ends us, after the encode in progress
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before we asked
+        os._exit(0)
+
+
 def main(fd: int, config: dict[str, Any]) -> int:
     """The child: load the model, then answer requests until told to stop or orphaned."""
+    _end_with(config["parent"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     os.nice(config["nice"])
     conn = Connection(fd)

@@ -254,6 +254,7 @@ def measure(mode: str, args: argparse.Namespace, slack_url: str, model_url: str)
         warm = asyncio.run(queue_run(db_url, "warm-up", 16))
         wait_for_run(db_url, warm)
         run_id = asyncio.run(queue_run(db_url, "bench", args.cases))
+        queued = time.perf_counter()
         while asyncio.run(run_progress(db_url, run_id))[1] < min(20, args.cases):
             time.sleep(0.1)  # until the run's first progress report: the worker is scoring
         started = time.perf_counter()
@@ -264,7 +265,10 @@ def measure(mode: str, args: argparse.Namespace, slack_url: str, model_url: str)
             f"[{mode}] /prompt status, during a {args.cases}-case scored run", ack, base
         )
         ran = "still running" if state == "running" else f"{state} before the sample's end"
-        print(f"({len(ack)} acks in {took:.1f} s while the run was scoring; it was {ran})")
+        print(
+            f"({len(ack)} acks in {took:.1f} s from {started - queued:.1f} s after the run was "
+            f"queued, while it was scoring; it was {ran})"
+        )
         children = psutil.Process(server.pid).children(recursive=True)
     finally:
         server.stop()

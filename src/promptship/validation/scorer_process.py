@@ -73,9 +73,8 @@ class ScorerProcess:
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         """What ``Encoder.encode`` returns, computed in the child."""
-        closes = self._closes
         with self._lock:
-            retried = False
+            closes, retried = self._closes, False
             while True:
                 if self._proc is None:
                     self._start()
@@ -132,6 +131,9 @@ class ScorerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
             )
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()  # only the child holds its end: our end sees EOF when it ends
         conn = Connection(mine.detach())

@@ -58,7 +58,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -274,7 +274,10 @@ class ModelDouble:
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not (request.headers.get("x-api-key") or bearer):
             return _anthropic_error(401, "authentication_error", "an API key is required")
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ClientDisconnect:  # the caller went away (a server stopped mid-run): no answer
+            return JSONResponse({}, status_code=499)
         if not body.get("model") or not body.get("max_tokens") or not body.get("messages"):
             return _anthropic_error(
                 400, "invalid_request_error", "model, max_tokens and messages are required"

@@ -50,6 +50,8 @@ class Encoder:
     def load(self) -> Any:
         with self._lock:
             if self._model is None:
+                if Path(self.model_path).is_absolute() and not Path(self.model_path).is_dir():
+                    raise FileNotFoundError("no such directory")  # said before torch loads
                 import torch
                 from sentence_transformers import SentenceTransformer
 

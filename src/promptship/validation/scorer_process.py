@@ -9,8 +9,6 @@ closed or the socket closes, and on Linux the kernel ends it the moment the serv
 process ends in any way (killed, or re-raising SIGTERM after a graceful shutdown, as
 uvicorn does), even in the middle of an encode. A child that dies is started again once for
 the request it was answering; dying twice on one request is an error that says so.
-
-    python -m promptship.validation.scorer_process FD CONFIG   (started by ScorerProcess)
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,15 +116,12 @@ class ScorerProcess:
 
     def _start(self) -> None:
         mine, theirs = socket.socketpair()
-        # the child imports this very promptship, wherever it was imported from
-        package_root = str(Path(__file__).resolve().parents[2])
-        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         try:
             config = json.dumps({**self.config, "parent": os.getpid()})
+            # the child's imports (this very promptship) are found where ours were
             proc = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno()), config],
+                [sys.executable, "-c", _CHILD, json.dumps(sys.path), str(theirs.fileno()), config],
                 pass_fds=[theirs.fileno()],
-                env={**os.environ, "PYTHONPATH": path},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
             )
@@ -167,6 +161,13 @@ class ScorerProcess:
             proc.kill()
             return proc.wait()
 
+
+#: what the child runs: ``python -c _CHILD SYS_PATH FD CONFIG``
+_CHILD = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from promptship.validation.scorer_process import main; "
+    "sys.exit(main(int(sys.argv[2]), json.loads(sys.argv[3])))"
+)
 
 #: handles with a child running, stopped when the interpreter exits
 _running: set[ScorerProcess] = set()
@@ -232,7 +233,3 @@ def main(fd: int, config: dict[str, Any]) -> int:
     except (EOFError, OSError):
         pass  # the server has gone
     return 0 if ready[0] == "ready" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]), json.loads(sys.argv[2])))

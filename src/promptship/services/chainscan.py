@@ -1,0 +1,474 @@
+"""The audit chain checked at disk speed: events read as plain rows (no ORM objects), each
+event's canonical bytes built straight from its columns and hashed in one tight loop.
+
+A ``Scanner`` walks one range of sequence numbers and reports a ``Segment``: what it found
+inside the range, and the range's first and last events, so that ranges scanned apart (in
+worker processes: ``python -m promptship.services.chainscan``) join into exactly what one
+walk over the whole chain finds (``promptship.services.verification`` joins them).
+
+The bytes hashed are built the fast way first (``fast_body``). When an event's hash does
+not match them, they are built again exactly as the ORM reads the row (``exact_body``, the
+conversions SQLAlchemy and ``UTCDateTime`` make, then ``canonical``), and only that decides.
+The fast way can therefore never hide an edit: its bytes equal an event's signed bytes only
+when the row holds exactly what was signed.
+
+Only the standard library is imported here (and asyncpg where a worker reads PostgreSQL),
+so a worker process starts in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import json.encoder
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+#: the problems a verification reports before it stops
+MAX_PROBLEMS = 20
+#: entries each list of a segment keeps: one more than a verification reports, so that
+#: joining segments never misses one that would have been reported
+KEEP = MAX_PROBLEMS + 1
+#: rows read per query (keyset pages on seq)
+PAGE = 20_000
+#: how much of a SQLite file a worker maps into memory
+MMAP_BYTES = 2**30
+#: the columns a scan reads, in this order (``details`` as JSON text on both stores)
+COLUMNS = "seq, at, actor, action, prompt, version, environment, request_id, {details}, prev_hash, hash, key_id"
+
+Mac = Callable[[bytes], str]
+#: the problem kinds, in the order one event's problems are reported
+GAP, LINK, CONTENT, ANCHOR = range(4)
+
+
+def canonical(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    prompt: str | None,
+    version: str | None,
+    environment: str | None,
+    request_id: int | None,
+    details: dict[str, Any],
+    prev_hash: str,
+    key_id: str | None = None,
+) -> bytes:
+    """The bytes an event's hash covers: its fields as sorted, compact JSON."""
+    body = {
+        "seq": seq,
+        "at": at.isoformat(),
+        "actor": actor,
+        "action": action,
+        "prompt": prompt,
+        "version": version,
+        "environment": environment,
+        "request_id": request_id,
+        "details": details,
+        "prev_hash": prev_hash,
+    }
+    if key_id is not None:  # unkeyed (pre-0007) events keep the body they were hashed with
+        body["key_id"] = key_id
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def select_sql(dialect: str, lo: str, hi: str, limit: str) -> str:
+    """One keyset page of events with seq in [lo, hi], in seq order (placeholders given)."""
+    details = "details" if dialect == "sqlite" else "details::text"
+    return (
+        f"SELECT {COLUMNS.format(details=details)} FROM audit_events "
+        f"WHERE seq >= {lo} AND seq <= {hi} ORDER BY seq LIMIT {limit}"
+    )
+
+
+def _unserializable(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _json_functions() -> tuple[Callable[[str, int], tuple[Any, int]], Callable[[Any], str]]:
+    """The C scanner and encoder behind json.loads and json.dumps, called directly: the
+    whitespace checks of one and the encoder set-up of the other cost more than the work
+    itself on small values."""
+    decoder: Any = json.JSONDecoder()  # json.loads's defaults
+    scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once
+    make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_encoder is None:  # no C accelerator: json.dumps's own way
+        encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return scan, encoder.encode
+    # json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)'s arguments
+    chunks = make_encoder(
+        None, _unserializable, encode_basestring, None, ":", ",", True, False, True
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return scan, encode
+
+
+_scan_json, _encode_json = _json_functions()
+
+
+def canonical_details(text: str) -> str:
+    """``details`` JSON text as ``canonical`` writes it (sorted, compact, unescaped): the
+    text must hold one JSON value and nothing else, not even spaces around it (else
+    ValueError)."""
+    value, end = _scan_json(text, 0)  # StopIteration where no value starts
+    if end != len(text):
+        raise ValueError("more than one JSON value")
+    return _encode_json(value)
+
+
+def _string_or_null(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def fast_body(row: Sequence[Any]) -> bytes:
+    """``canonical`` of a row (``COLUMNS``) built without a dict per event: the same bytes
+    for every row the services write. Raises TypeError, ValueError or StopIteration where a
+    value is not of the shape they write (a number in a text column, a time in another
+    form, JSON text with spaces around it)."""
+    (
+        seq,
+        at,
+        actor,
+        action,
+        prompt,
+        version,
+        environment,
+        request_id,
+        details,
+        prev_hash,
+        _,
+        key_id,
+    ) = row
+    if type(at) is str:  # SQLite: SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff" (UTC)
+        if len(at) != 26 or at[10] != " " or at[19] != ".":
+            raise ValueError("not the form SQLAlchemy stores a time in")
+        at = f"{at[:10]}T{at[11:19] if at.endswith('.000000') else at[11:]}+00:00"
+    else:  # PostgreSQL: an aware datetime
+        at = at.isoformat()
+    key = "" if key_id is None else f',"key_id":{encode_basestring(key_id)}'
+    request = "null" if request_id is None else int.__repr__(request_id)
+    return (
+        f'{{"action":{encode_basestring(action)},"actor":{encode_basestring(actor)},'
+        f'"at":"{at}","details":{canonical_details(details)},'
+        f'"environment":{_string_or_null(environment)}{key},'
+        f'"prev_hash":{encode_basestring(prev_hash)},"prompt":{_string_or_null(prompt)},'
+        f'"request_id":{request},"seq":{int.__repr__(seq)},"version":{_string_or_null(version)}}}'
+    ).encode()
+
+
+def exact_body(row: Sequence[Any], sqlite: bool) -> bytes:
+    """``canonical`` of a row as the ORM reads it: SQLAlchemy parses a SQLite time with
+    ``datetime.fromisoformat`` and JSON text with ``json.loads``; ``UTCDateTime`` makes the
+    time UTC. Raises what the ORM would raise on the row."""
+    (
+        seq,
+        at,
+        actor,
+        action,
+        prompt,
+        version,
+        environment,
+        request_id,
+        details,
+        prev_hash,
+        _,
+        key_id,
+    ) = row
+    if sqlite and at is not None:
+        at = datetime.fromisoformat(at)
+    if at is not None:
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return canonical(
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        prompt=prompt,
+        version=version,
+        environment=environment,
+        request_id=request_id,
+        details=None if details is None else json.loads(details),  # type: ignore[arg-type]
+        prev_hash=prev_hash,
+        key_id=key_id,
+    )
+
+
+def sha256_hex(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def hmac_sha256(secret: bytes) -> Mac:
+    """HMAC-SHA256 under ``secret`` (RFC 2104, as ``hmac.new``) with the padded key's
+    inner and outer states hashed once: each message then costs two state copies."""
+    block = (hashlib.sha256(secret).digest() if len(secret) > 64 else secret).ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def mac(message: bytes) -> str:
+        digest = inner.copy()
+        digest.update(message)
+        signed = outer.copy()
+        signed.update(digest.digest())
+        return signed.hexdigest()
+
+    return mac
+
+
+def missing(expected: int, seq: int) -> str:
+    if seq > expected:
+        return f"events {expected}..{seq - 1} are missing (deleted?)"
+    return f"event {seq} is out of order"
+
+
+def unlinked(seq: int) -> str:
+    return f"event {seq} does not follow the event before it"
+
+
+def edited(seq: int) -> str:
+    return f"event {seq} was edited: its content no longer matches its hash"
+
+
+def unsigned(seq: int, keyed_since: int) -> str:
+    return (
+        f"event {seq} is not signed although event {keyed_since} before it was: it was "
+        "written around the key (tampering)"
+    )
+
+
+@dataclass
+class Segment:
+    """What scanning one range of seq found. The range's first event is not linked to the
+    one before it here (``first``: its seq and prev_hash), nor are its unsigned events
+    judged: whether one is tampering depends on the events before the range."""
+
+    first: tuple[int, str] | None = None
+    last: tuple[int, str] | None = None  # seq and hash
+    checked: int = 0
+    unkeyed: int = 0
+    #: the first signed event's seq as the walk remembers it (``keyed or seq``)
+    keyed: int | None = None
+    #: (seq, kind, message), in walk order; kind orders one event's problems
+    problems: list[tuple[int, int, str]] = field(default_factory=list)
+    #: key id -> the first event signed with it, for keys not listed
+    missing_keys: dict[str, int] = field(default_factory=dict)
+    #: unsigned events before the range's first signed one; of those, the ones whose
+    #: SHA-256 does not hold; unsigned events after a signed one, with ``keyed`` then
+    unsigned_first: list[int] = field(default_factory=list)
+    sha_edited: list[int] = field(default_factory=list)
+    unsigned_after: list[tuple[int, int]] = field(default_factory=list)
+    #: the checkpointed seqs the range holds
+    anchored: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Segment:
+        def pair(value: list[Any] | None) -> tuple[int, str] | None:
+            return None if value is None else (value[0], value[1])
+
+        return cls(
+            first=pair(raw["first"]),
+            last=pair(raw["last"]),
+            checked=raw["checked"],
+            unkeyed=raw["unkeyed"],
+            keyed=raw["keyed"],
+            problems=[(s, k, m) for s, k, m in raw["problems"]],
+            missing_keys=raw["missing_keys"],
+            unsigned_first=raw["unsigned_first"],
+            sha_edited=raw["sha_edited"],
+            unsigned_after=[(s, k) for s, k in raw["unsigned_after"]],
+            anchored=raw["anchored"],
+        )
+
+
+class Scanner:
+    """One range's events in seq order, fed a page of rows (``COLUMNS``) at a time.
+    ``anchors``: seq -> (hash, when made) of each genuine checkpoint in the range."""
+
+    def __init__(
+        self,
+        macs: dict[str, Mac],
+        anchors: dict[int, list[tuple[str, str]]],
+        sqlite: bool,
+    ) -> None:
+        self.segment = Segment()
+        self._macs, self._anchors, self._sqlite = macs, anchors, sqlite
+        self._expected: int | None = None
+        self._prev = ""
+
+    def _holds(self, row: Sequence[Any], mac: Mac) -> bool:
+        try:
+            if mac(fast_body(row)) == row[10]:
+                return True
+        except (TypeError, ValueError, AttributeError, StopIteration):
+            pass
+        return bool(mac(exact_body(row, self._sqlite)) == row[10])
+
+    def feed(self, rows: Iterable[Sequence[Any]]) -> None:
+        seg = self.segment
+        problems, unsigned_first, sha_edited = seg.problems, seg.unsigned_first, seg.sha_edited
+        expected, prev, keyed = self._expected, self._prev, seg.keyed
+        macs, anchors, holds = self._macs, self._anchors, self._holds
+        checked = unkeyed = 0
+        for row in rows:
+            seq, prev_hash, digest, key_id = row[0], row[9], row[10], row[11]
+            checked += 1
+            if expected is None:
+                seg.first = (seq, prev_hash)
+            else:
+                if seq != expected and len(problems) < KEEP:
+                    problems.append((seq, GAP, missing(expected, seq)))
+                if prev_hash != prev and len(problems) < KEEP:
+                    problems.append((seq, LINK, unlinked(seq)))
+            if key_id is None:
+                unkeyed += 1
+                if keyed is None:
+                    if len(unsigned_first) < KEEP:
+                        unsigned_first.append(seq)
+                    if len(sha_edited) < KEEP and not holds(row, sha256_hex):
+                        sha_edited.append(seq)
+                elif len(seg.unsigned_after) < KEEP:
+                    seg.unsigned_after.append((seq, keyed))
+            else:
+                keyed = keyed or seq
+                mac = macs.get(key_id)
+                if mac is None:
+                    seg.missing_keys.setdefault(key_id, seq)
+                elif len(problems) < KEEP and not holds(row, mac):
+                    problems.append((seq, CONTENT, edited(seq)))
+            if anchors and seq in anchors:
+                seg.anchored.append(seq)
+                for anchor_hash, when in anchors[seq]:
+                    if anchor_hash != digest and len(problems) < KEEP:
+                        problems.append(
+                            (
+                                seq,
+                                ANCHOR,
+                                f"event {seq} differs from the checkpoint made {when}: the log "
+                                "was rewritten since",
+                            )
+                        )
+            expected, prev = seq + 1, digest
+        if expected is not None:
+            seg.last = (expected - 1, prev)
+        seg.checked += checked
+        seg.unkeyed += unkeyed
+        seg.keyed = keyed
+        self._expected, self._prev = expected, prev
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+#: the folder holding this ``promptship`` package, first on a worker's path
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def scanner_for(spec: dict[str, Any]) -> Scanner:
+    """The scanner a worker's spec describes (keys as base64 secrets, anchors by seq)."""
+    macs = {key_id: hmac_sha256(base64.b64decode(s)) for key_id, s in spec["keys"].items()}
+    anchors = {int(seq): [(h, w) for h, w in found] for seq, found in spec["anchors"].items()}
+    return Scanner(macs, anchors, spec["dialect"] == "sqlite")
+
+
+def scan_sqlite(scanner: Scanner, path: str, lo: int, hi: int, page: int = PAGE) -> None:
+    """Scan [lo, hi] of a SQLite file through a read-only connection of its own."""
+    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # pages read in place, not copied
+        query = select_sql("sqlite", "?", "?", "?")
+        while lo <= hi:
+            rows = conn.execute(query, (lo, hi, page)).fetchall()
+            if not rows:
+                break
+            scanner.feed(rows)
+            lo = rows[-1][0] + 1
+    finally:
+        conn.close()
+
+
+async def scan_postgres(
+    scanner: Scanner, connect: dict[str, Any], lo: int, hi: int, page: int = PAGE
+) -> None:
+    """Scan [lo, hi] of a PostgreSQL database through an asyncpg connection of its own;
+    the next page is asked for before this one is hashed."""
+    import asyncpg
+
+    conn = await asyncpg.connect(**connect)
+    try:
+        query = select_sql("postgresql", "$1", "$2", "$3")
+        pending = asyncio.ensure_future(conn.fetch(query, lo, hi, page))
+        while True:
+            rows = await pending
+            if not rows:
+                break
+            nxt = rows[-1][0] + 1
+            if nxt > hi:
+                scanner.feed(rows)
+                break
+            pending = asyncio.ensure_future(conn.fetch(query, nxt, hi, page))
+            scanner.feed(rows)
+    finally:
+        await conn.close()
+
+
+def run(spec: dict[str, Any]) -> Segment:
+    """Scan the range a spec names: ``{"dialect", "path" | "connect", "lo", "hi", "keys",
+    "anchors"}``."""
+    scanner = scanner_for(spec)
+    if spec["dialect"] == "sqlite":
+        scan_sqlite(scanner, spec["path"], spec["lo"], spec["hi"])
+    else:
+        asyncio.run(scan_postgres(scanner, spec["connect"], spec["lo"], spec["hi"]))
+    return scanner.segment
+
+
+async def run_in_workers(specs: Sequence[dict[str, Any]]) -> list[Segment]:
+    """Each spec scanned in a process of its own, at once. The spec (keys included) goes
+    through the process's stdin, never its arguments or environment; the process imports
+    this very package (not another installed copy)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+
+    async def one(spec: dict[str, Any]) -> Segment:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "promptship.services.chainscan",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await process.communicate(json.dumps(spec).encode())
+        if process.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            raise RuntimeError(
+                f"an audit scan worker failed: {lines[-1] if lines else process.returncode}"
+            )
+        return Segment.from_json(json.loads(out))
+
+    return list(await asyncio.gather(*(one(spec) for spec in specs)))
+
+
+def main() -> None:
+    spec = json.loads(sys.stdin.buffer.read())
+    sys.stdout.write(json.dumps(run(spec).as_json()))
+
+
+if __name__ == "__main__":
+    main()

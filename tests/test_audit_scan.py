@@ -497,3 +497,14 @@ def test_the_fast_bytes_are_the_orms_or_none(row: tuple[Any, ...], key_id: str |
 def test_the_precomputed_hmac_is_hmac_sha256(secret: bytes, message: bytes) -> None:
     expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
     assert chainscan.hmac_sha256(secret)(message) == expected
+
+
+async def test_workers_that_cannot_start_leave_the_scan_to_this_process(
+    core: Promptship, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await build_history(core)
+    await sql(core, "UPDATE audit_events SET actor = 'U66' WHERE seq = 4")
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    found = await findings(core.db, [], workers=2, parallel_min=1)
+    assert found[0] == ["event 4 was edited: its content no longer matches its hash"]
+    assert "an audit scan worker could not start" in caplog.text

@@ -3,8 +3,8 @@ event's canonical bytes built straight from its columns and hashed in one tight 
 
 A ``Scanner`` walks one range of sequence numbers and reports a ``Segment``: what it found
 inside the range, and the range's first and last events, so that ranges scanned apart (in
-worker processes: ``python -m promptship.services.chainscan``) join into exactly what one
-walk over the whole chain finds (``promptship.services.verification`` joins them).
+worker processes, ``chainworker``) join into exactly what one walk over the whole chain
+finds (``promptship.services.verification`` joins them).
 
 The bytes hashed are built the fast way first (``fast_body``). When an event's hash does
 not match them, they are built again exactly as the ORM reads the row (``exact_body``, the
@@ -12,25 +12,18 @@ conversions SQLAlchemy and ``UTCDateTime`` make, then ``canonical``), and only t
 The fast way can therefore never hide an edit: its bytes equal an event's signed bytes only
 when the row holds exactly what was signed.
 
-Only the standard library is imported here (and asyncpg where a worker reads PostgreSQL),
-so a worker process starts in a few tens of milliseconds.
+Only the standard library is imported here: worker processes load this module.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import json
 import json.encoder
-import os
-import sqlite3
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
-from pathlib import Path
 from typing import Any
 
 GENESIS = "0" * 64
@@ -41,8 +34,6 @@ MAX_PROBLEMS = 20
 KEEP = MAX_PROBLEMS + 1
 #: rows read per query (keyset pages on seq)
 PAGE = 20_000
-#: how much of a SQLite file a worker maps into memory
-MMAP_BYTES = 2**30
 #: the columns a scan reads, in this order (``details`` as JSON text on both stores)
 COLUMNS = "seq, at, actor, action, prompt, version, environment, request_id, {details}, prev_hash, hash, key_id"
 
@@ -130,10 +121,6 @@ def canonical_details(text: str) -> str:
     return _encode_json(value)
 
 
-def _string_or_null(value: str | None) -> str:
-    return "null" if value is None else encode_basestring(value)
-
-
 def fast_body(row: Sequence[Any]) -> bytes:
     """``canonical`` of a row (``COLUMNS``) built without a dict per event: the same bytes
     for every row the services write. Raises TypeError, ValueError or StopIteration where a
@@ -160,13 +147,15 @@ def fast_body(row: Sequence[Any]) -> bytes:
     else:  # PostgreSQL: an aware datetime
         at = at.isoformat()
     key = "" if key_id is None else f',"key_id":{encode_basestring(key_id)}'
+    environment = "null" if environment is None else encode_basestring(environment)
+    prompt = "null" if prompt is None else encode_basestring(prompt)
+    version = "null" if version is None else encode_basestring(version)
     request = "null" if request_id is None else int.__repr__(request_id)
     return (
         f'{{"action":{encode_basestring(action)},"actor":{encode_basestring(actor)},'
-        f'"at":"{at}","details":{canonical_details(details)},'
-        f'"environment":{_string_or_null(environment)}{key},'
-        f'"prev_hash":{encode_basestring(prev_hash)},"prompt":{_string_or_null(prompt)},'
-        f'"request_id":{request},"seq":{int.__repr__(seq)},"version":{_string_or_null(version)}}}'
+        f'"at":"{at}","details":{canonical_details(details)},"environment":{environment}{key},'
+        f'"prev_hash":{encode_basestring(prev_hash)},"prompt":{prompt},"request_id":{request},'
+        f'"seq":{int.__repr__(seq)},"version":{version}}}'
     ).encode()
 
 
@@ -370,105 +359,3 @@ class Scanner:
         seg.unkeyed += unkeyed
         seg.keyed = keyed
         self._expected, self._prev = expected, prev
-
-
-# -- worker processes ----------------------------------------------------------------------
-
-#: the folder holding this ``promptship`` package, first on a worker's path
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def scanner_for(spec: dict[str, Any]) -> Scanner:
-    """The scanner a worker's spec describes (keys as base64 secrets, anchors by seq)."""
-    macs = {key_id: hmac_sha256(base64.b64decode(s)) for key_id, s in spec["keys"].items()}
-    anchors = {int(seq): [(h, w) for h, w in found] for seq, found in spec["anchors"].items()}
-    return Scanner(macs, anchors, spec["dialect"] == "sqlite")
-
-
-def scan_sqlite(scanner: Scanner, path: str, lo: int, hi: int, page: int = PAGE) -> None:
-    """Scan [lo, hi] of a SQLite file through a read-only connection of its own."""
-    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")  # pages read in place, not copied
-        query = select_sql("sqlite", "?", "?", "?")
-        while lo <= hi:
-            rows = conn.execute(query, (lo, hi, page)).fetchall()
-            if not rows:
-                break
-            scanner.feed(rows)
-            lo = rows[-1][0] + 1
-    finally:
-        conn.close()
-
-
-async def scan_postgres(
-    scanner: Scanner, connect: dict[str, Any], lo: int, hi: int, page: int = PAGE
-) -> None:
-    """Scan [lo, hi] of a PostgreSQL database through an asyncpg connection of its own;
-    the next page is asked for before this one is hashed."""
-    import asyncpg
-
-    conn = await asyncpg.connect(**connect)
-    try:
-        query = select_sql("postgresql", "$1", "$2", "$3")
-        pending = asyncio.ensure_future(conn.fetch(query, lo, hi, page))
-        while True:
-            rows = await pending
-            if not rows:
-                break
-            nxt = rows[-1][0] + 1
-            if nxt > hi:
-                scanner.feed(rows)
-                break
-            pending = asyncio.ensure_future(conn.fetch(query, nxt, hi, page))
-            scanner.feed(rows)
-    finally:
-        await conn.close()
-
-
-def run(spec: dict[str, Any]) -> Segment:
-    """Scan the range a spec names: ``{"dialect", "path" | "connect", "lo", "hi", "keys",
-    "anchors"}``."""
-    scanner = scanner_for(spec)
-    if spec["dialect"] == "sqlite":
-        scan_sqlite(scanner, spec["path"], spec["lo"], spec["hi"])
-    else:
-        asyncio.run(scan_postgres(scanner, spec["connect"], spec["lo"], spec["hi"]))
-    return scanner.segment
-
-
-async def run_in_workers(specs: Sequence[dict[str, Any]]) -> list[Segment]:
-    """Each spec scanned in a process of its own, at once. The spec (keys included) goes
-    through the process's stdin, never its arguments or environment; the process imports
-    this very package (not another installed copy)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-
-    async def one(spec: dict[str, Any]) -> Segment:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "promptship.services.chainscan",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        out, err = await process.communicate(json.dumps(spec).encode())
-        if process.returncode != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            raise RuntimeError(
-                f"an audit scan worker failed: {lines[-1] if lines else process.returncode}"
-            )
-        return Segment.from_json(json.loads(out))
-
-    return list(await asyncio.gather(*(one(spec) for spec in specs)))
-
-
-def main() -> None:
-    spec = json.loads(sys.stdin.buffer.read())
-    sys.stdout.write(json.dumps(run(spec).as_json()))
-
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.auditkeys import ENV_VAR, AuditKeys
 from promptship.errors import BadInput
-from promptship.services import audit, audit_checks, chainscan
+from promptship.services import audit, audit_checks, chainscan, chainworker
 from promptship.services import checkpoints as cps
 from promptship.services.chainscan import CONTENT, GAP, LINK, PAGE, Scanner, Segment
 from promptship.store.models import AuditEvent, AuditHead
+
+log = logging.getLogger(__name__)
 
 #: the most events ``verify_tail`` reads (past the newest checkpoint) before it says so
 MAX_TAIL = 500
@@ -266,14 +269,21 @@ async def _walk(
     if workers > 1 and span.hi - span.lo + 1 >= parallel_min and limit is None:
         specs = _worker_specs(session, keys, span, workers)
     extra: list[str] = []
+    segments: list[Segment] | None = None
     if specs is not None:
-        if alongside is not None:
-            segments, extra = await asyncio.gather(chainscan.run_in_workers(specs), alongside)
-        else:
-            segments = await chainscan.run_in_workers(specs)
-    else:
+        scanning = asyncio.ensure_future(chainworker.run_in_workers(specs))
+        try:
+            if alongside is not None:
+                extra = await alongside
+            try:
+                segments = await scanning
+            except RuntimeError as exc:  # a worker could not start or read: read here
+                log.warning("audit verify: %s; scanning in this process instead", exc)
+        finally:
+            scanning.cancel()
+    if segments is None:
         segments = [await _scan_here(session, keys, span, limit)]
-        if alongside is not None:
+        if alongside is not None and specs is None:
             extra = await alongside
     keyed = None
     if span.keyed_before:  # found only when an unsigned event in the range needs it named

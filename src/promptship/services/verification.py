@@ -140,10 +140,10 @@ async def _plan(
 ) -> _Range:
     """The range from ``start`` (None or 1: the whole chain, whatever seqs it holds) to the
     newest event, and how its first event links to the one before."""
-    lowest, highest = (
-        await session.execute(select(func.min(AuditEvent.seq), func.max(AuditEvent.seq)))
-    ).one()
+    # one aggregate a query: SQLite reads min or max alone off the key, both by a full scan
+    highest = await session.scalar(select(func.max(AuditEvent.seq)))
     if start is None or start <= 1:
+        lowest = await session.scalar(select(func.min(AuditEvent.seq)))
         lo = 1 if lowest is None else lowest
         return _Range(lo, 0 if highest is None else highest, 1, audit.GENESIS, False, anchors)
     head = await _head(session)

@@ -195,3 +195,23 @@ def test_cli_verifies_from_an_event_or_the_newest_checkpoint(cli: Path) -> None:
     assert code == 2 and "choose the start twice" in err
     code, _, err = run("audit", "verify", "--from", "9")
     assert code == 2 and "the audit log ends at event 3" in err
+
+
+async def test_resuming_from_a_checkpoint_whose_event_was_deleted_reports_the_deletion(
+    core: Promptship,
+) -> None:
+    await build_history(core)
+    newest = await core.checkpoint_audit()
+    assert newest is not None
+    await sql(core, "DELETE FROM audit_events WHERE seq > 8")
+    await sql(
+        core,
+        "UPDATE audit_head SET seq = 8, hash = (SELECT hash FROM audit_events WHERE seq = 8)",
+    )
+    found = await verified(core, since_checkpoint=True)
+    assert found.resumed_from == newest and (found.start, found.checked) == (9, 0)
+    assert found.problems == [  # the older checkpoint too
+        f"the checkpoint made 2026-01-01 09:00:00 UTC vouches for event {seq}, but the chain "
+        "ends at event 8: the newest events were deleted"
+        for seq in (14, newest.seq)
+    ]

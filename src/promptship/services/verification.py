@@ -136,23 +136,29 @@ async def _head(session: AsyncSession) -> AuditHead:
 
 
 async def _plan(
-    session: AsyncSession, start: int | None, anchors: dict[int, list[cps.Checkpoint]]
+    session: AsyncSession,
+    start: int | None,
+    anchors: dict[int, list[cps.Checkpoint]],
+    asked: bool = True,
 ) -> _Range:
     """The range from ``start`` (None or 1: the whole chain, whatever seqs it holds) to the
-    newest event, and how its first event links to the one before."""
+    newest event, and how its first event links to the one before. A start past the end
+    is refused when ``asked`` for; it moves back to just past the newest event (from a
+    checkpoint whose event was deleted since: the checkpoint then shows the deletion)."""
     # one aggregate a query: SQLite reads min or max alone off the key, both by a full scan
     highest = await session.scalar(select(func.max(AuditEvent.seq)))
+    end = 0 if highest is None else highest
     if start is None or start <= 1:
         lowest = await session.scalar(select(func.min(AuditEvent.seq)))
-        lo = 1 if lowest is None else lowest
-        return _Range(lo, 0 if highest is None else highest, 1, audit.GENESIS, False, anchors)
-    head = await _head(session)
-    if start > max(head.seq, highest or 0) + 1:
-        raise BadInput(
-            f"the audit log ends at event {max(head.seq, highest or 0)}: nothing to verify "
-            f"from event {start}",
-            hint="promptship audit verify checks the whole chain",
-        )
+        return _Range(1 if lowest is None else lowest, end, 1, audit.GENESIS, False, anchors)
+    if asked:
+        last = max((await _head(session)).seq, end)
+        if start > last + 1:
+            raise BadInput(
+                f"the audit log ends at event {last}: nothing to verify from event {start}",
+                hint="promptship audit verify checks the whole chain",
+            )
+    start = min(start, end + 1)
     before = (
         await session.execute(
             select(AuditEvent.hash, AuditEvent.key_id).where(AuditEvent.seq == start - 1)
@@ -160,7 +166,7 @@ async def _plan(
     ).one_or_none()
     return _Range(
         start,
-        highest or 0,
+        end,
         start,
         before.hash if before is not None else None,
         before is not None and before.key_id is not None,
@@ -322,7 +328,7 @@ async def verify(
         if genuine:
             result.resumed_from = genuine[-1]
             start = genuine[-1].seq
-    span = await _plan(session, start, anchors)
+    span = await _plan(session, start, anchors, asked=result.resumed_from is None)
     result.whole = span.expected == 1
     result.start = span.expected
     problems = await _walk(

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: the most events ``verify_tail`` reads (past the newest checkpoint) before it says so
 MAX_TAIL = 500
 #: ranges shorter than this are scanned in this process, through the session
-PARALLEL_MIN = 100_000
+PARALLEL_MIN = 50_000
 
 
 class Join:

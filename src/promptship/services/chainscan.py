@@ -74,11 +74,17 @@ def canonical(
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def select_sql(dialect: str, lo: str, hi: str, limit: str) -> str:
-    """One keyset page of events with seq in [lo, hi], in seq order (placeholders given)."""
-    details = "details" if dialect == "sqlite" else "details::text"
+def select_sql(dialect: str, lo: str, hi: str, limit: str, time_text: bool = False) -> str:
+    """One keyset page of events with seq in [lo, hi], in seq order (placeholders given).
+    ``time_text``: PostgreSQL's ``at`` as text, for a session in UTC with ISO dates (its
+    text costs a fraction of a datetime's)."""
+    columns = COLUMNS
+    if dialect != "sqlite":
+        columns = columns.replace("{details}", "details::text")
+        if time_text:
+            columns = columns.replace("seq, at,", "seq, at::text,")
     return (
-        f"SELECT {COLUMNS.format(details=details)} FROM audit_events "
+        f"SELECT {columns.format(details='details')} FROM audit_events "
         f"WHERE seq >= {lo} AND seq <= {hi} ORDER BY seq LIMIT {limit}"
     )
 
@@ -121,6 +127,25 @@ def canonical_details(text: str) -> str:
     return _encode_json(value)
 
 
+def iso_time(text: str) -> str:
+    """``isoformat()`` of the UTC time ``text`` holds: SQLAlchemy's SQLite form
+    ``YYYY-MM-DD HH:MM:SS.ffffff``, or PostgreSQL's text in UTC ``YYYY-MM-DD HH:MM:SS[.f]+00``
+    (the fraction's trailing zeros left out). ValueError for any other form: each accepted
+    one reads with ``datetime.fromisoformat`` as the time written here."""
+    if len(text) == 26 and text[10] == " " and text[19] == ".":
+        fraction = "" if text.endswith(".000000") else text[19:]
+    elif text[10:11] == " " and text.endswith("+00") and text.isascii():
+        fraction = text[19:-3]
+        if fraction and not (
+            2 <= len(fraction) <= 7 and fraction[0] == "." and fraction[1:].isdigit()
+        ):
+            raise ValueError("not a form of a UTC time")
+        fraction = fraction.ljust(7, "0") if fraction else ""
+    else:
+        raise ValueError("not a form of a UTC time")
+    return f"{text[:10]}T{text[11:19]}{fraction}+00:00"
+
+
 def fast_body(row: Sequence[Any]) -> bytes:
     """``canonical`` of a row (``COLUMNS``) built without a dict per event: the same bytes
     for every row the services write. Raises TypeError, ValueError or StopIteration where a
@@ -140,12 +165,7 @@ def fast_body(row: Sequence[Any]) -> bytes:
         _,
         key_id,
     ) = row
-    if type(at) is str:  # SQLite: SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff" (UTC)
-        if len(at) != 26 or at[10] != " " or at[19] != ".":
-            raise ValueError("not the form SQLAlchemy stores a time in")
-        at = f"{at[:10]}T{at[11:19] if at.endswith('.000000') else at[11:]}+00:00"
-    else:  # PostgreSQL: an aware datetime
-        at = at.isoformat()
+    at = iso_time(at) if type(at) is str else at.isoformat()  # else an aware datetime
     key = "" if key_id is None else f',"key_id":{encode_basestring(key_id)}'
     environment = "null" if environment is None else encode_basestring(environment)
     prompt = "null" if prompt is None else encode_basestring(prompt)
@@ -159,10 +179,13 @@ def fast_body(row: Sequence[Any]) -> bytes:
     ).encode()
 
 
-def exact_body(row: Sequence[Any], sqlite: bool) -> bytes:
+def exact_body(row: Sequence[Any]) -> bytes:
     """``canonical`` of a row as the ORM reads it: SQLAlchemy parses a SQLite time with
-    ``datetime.fromisoformat`` and JSON text with ``json.loads``; ``UTCDateTime`` makes the
-    time UTC. Raises what the ORM would raise on the row."""
+    ``datetime.fromisoformat`` (a worker's PostgreSQL time text reads the same way as the
+    driver's datetime) and JSON text with ``json.loads``; ``UTCDateTime`` makes the time
+    UTC. Raises what the ORM would raise on the row; a PostgreSQL time no datetime holds
+    (infinity, before year 1) raises here, and the range is then scanned again in the
+    verifying process, through the ORM's own driver."""
     (
         seq,
         at,
@@ -177,7 +200,7 @@ def exact_body(row: Sequence[Any], sqlite: bool) -> bytes:
         _,
         key_id,
     ) = row
-    if sqlite and at is not None:
+    if type(at) is str:
         at = datetime.fromisoformat(at)
     if at is not None:
         at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
@@ -293,10 +316,9 @@ class Scanner:
         self,
         macs: dict[str, Mac],
         anchors: dict[int, list[tuple[str, str]]],
-        sqlite: bool,
     ) -> None:
         self.segment = Segment()
-        self._macs, self._anchors, self._sqlite = macs, anchors, sqlite
+        self._macs, self._anchors = macs, anchors
         self._expected: int | None = None
         self._prev = ""
 
@@ -306,7 +328,7 @@ class Scanner:
                 return True
         except (TypeError, ValueError, AttributeError, StopIteration):
             pass
-        return bool(mac(exact_body(row, self._sqlite)) == row[10])
+        return bool(mac(exact_body(row)) == row[10])
 
     def feed(self, rows: Iterable[Sequence[Any]]) -> None:
         seg = self.segment

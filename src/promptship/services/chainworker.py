@@ -32,7 +32,7 @@ def scanner_for(spec: dict[str, Any]) -> Scanner:
     """The scanner a spec describes (keys as base64 secrets, anchors by seq)."""
     macs = {key_id: hmac_sha256(base64.b64decode(s)) for key_id, s in spec["keys"].items()}
     anchors = {int(seq): [(h, w) for h, w in found] for seq, found in spec["anchors"].items()}
-    return Scanner(macs, anchors, spec["dialect"] == "sqlite")
+    return Scanner(macs, anchors)
 
 
 def scan_sqlite(scanner: Scanner, path: str, lo: int, hi: int, page: int = PAGE) -> None:
@@ -58,9 +58,10 @@ async def scan_postgres(
     the next page is asked for before this one is hashed."""
     import asyncpg
 
-    conn = await asyncpg.connect(**connect)
+    settings = {**connect.get("server_settings", {}), "timezone": "UTC", "datestyle": "ISO"}
+    conn = await asyncpg.connect(**{**connect, "server_settings": settings})
     try:
-        query = select_sql("postgresql", "$1", "$2", "$3")
+        query = select_sql("postgresql", "$1", "$2", "$3", time_text=True)
         pending = asyncio.ensure_future(conn.fetch(query, lo, hi, page))
         while True:
             rows = await pending

@@ -195,9 +195,7 @@ async def _scan_here(
     """The range scanned in this process through the session, in keyset pages (at most
     ``limit`` events)."""
     dialect = session.get_bind().dialect.name
-    scanner = Scanner(
-        _macs(keys), _anchor_hashes(span.anchors, span.lo, span.hi), dialect == "sqlite"
-    )
+    scanner = Scanner(_macs(keys), _anchor_hashes(span.anchors, span.lo, span.hi))
     query = text(chainscan.select_sql(dialect, ":lo", ":hi", ":n"))
     lo, left = span.lo, limit if limit is not None else span.hi - span.lo + 1
     while lo <= span.hi and left > 0:

@@ -105,7 +105,7 @@ def audit_verify(
     start: Annotated[
         int | None,
         typer.Option(
-            "--from", help="Check the chain from this event on only (SEQ).", min=1, metavar="SEQ"
+            "--from", help="Check the chain from event SEQ on only.", min=1, metavar="SEQ"
         ),
     ] = None,
     since_checkpoint: Annotated[

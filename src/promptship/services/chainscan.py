@@ -35,7 +35,10 @@ KEEP = MAX_PROBLEMS + 1
 #: rows read per query (keyset pages on seq)
 PAGE = 20_000
 #: the columns a scan reads, in this order (``details`` as JSON text on both stores)
-COLUMNS = "seq, at, actor, action, prompt, version, environment, request_id, {details}, prev_hash, hash, key_id"
+COLUMNS = (
+    "seq, {at}, actor, action, prompt, version, environment, request_id, {details}, prev_hash, "
+    "hash, key_id"
+)
 
 Mac = Callable[[bytes], str]
 #: the problem kinds, in the order one event's problems are reported
@@ -78,13 +81,13 @@ def select_sql(dialect: str, lo: str, hi: str, limit: str, time_text: bool = Fal
     """One keyset page of events with seq in [lo, hi], in seq order (placeholders given).
     ``time_text``: PostgreSQL's ``at`` as text, for a session in UTC with ISO dates (its
     text costs a fraction of a datetime's)."""
-    columns = COLUMNS
-    if dialect != "sqlite":
-        columns = columns.replace("{details}", "details::text")
-        if time_text:
-            columns = columns.replace("seq, at,", "seq, at::text,")
+    postgres = dialect != "sqlite"
+    columns = COLUMNS.format(
+        at="at::text" if postgres and time_text else "at",
+        details="details::text" if postgres else "details",
+    )
     return (
-        f"SELECT {columns.format(details='details')} FROM audit_events "
+        f"SELECT {columns} FROM audit_events "
         f"WHERE seq >= {lo} AND seq <= {hi} ORDER BY seq LIMIT {limit}"
     )
 

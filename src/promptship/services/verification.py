@@ -37,6 +37,16 @@ MAX_TAIL = 500
 PARALLEL_MIN = 50_000
 
 
+#: the most worker processes a verification starts
+MAX_WORKERS = 8
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's cpuset, not the host's count)."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return min(len(usable) if usable else os.cpu_count() or 1, MAX_WORKERS)
+
+
 class Join:
     """Segments, in seq order, joined into the findings of one walk over them: each
     segment's first event linked to the previous segment's last, and its unsigned events
@@ -316,7 +326,10 @@ async def verify(
     From ``start`` on, or from the newest genuine stored checkpoint (``since_checkpoint``;
     it vouches for the events before it, and for itself as it was signed), only that range
     is checked: its events, the checkpoints in it and past its end, and the head. The
-    cross-checks read whole tables, so they run with the whole chain only."""
+    cross-checks read whole tables, so they run with the whole chain only.
+
+    A range of ``parallel_min`` events or more is split among ``workers`` processes (by
+    default one per core), the cross-checks running meanwhile."""
     result = audit.Verification()
     keys = audit.keyring(session).keys()
     known = await cps.stored(session)
@@ -334,7 +347,7 @@ async def verify(
         result,
         keys,
         span,
-        workers=(os.cpu_count() or 1) if workers is None else workers,
+        workers=_cores() if workers is None else workers,
         parallel_min=parallel_min,
         alongside=audit_checks.cross_check(session) if result.whole else None,
     )

@@ -102,23 +102,46 @@ def audit_verify(
     channel: Annotated[
         str | None, typer.Option(help="The channel for --from-slack (default: the policy's).")
     ] = None,
+    start: Annotated[
+        int | None,
+        typer.Option(
+            "--from", help="Check the chain from event SEQ on only.", min=1, metavar="SEQ"
+        ),
+    ] = None,
+    since_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--since-checkpoint",
+            help="Check the chain from the newest genuine stored checkpoint on only.",
+        ),
+    ] = False,
 ) -> None:
     """Check the chain's HMACs and the signed checkpoints, and that approvals, deployments
-    and closed requests match their events; exit 1 on any problem."""
+    and closed requests match their events; exit 1 on any problem. With --from or
+    --since-checkpoint, only that part of the chain (and no table)."""
+    if start is not None and since_checkpoint:
+        err.print("[bold red]error:[/] --from and --since-checkpoint choose the start twice")
+        raise typer.Exit(2)
 
     async def use(core: Promptship) -> tuple[Verification, int]:
         given = _read_checkpoints(checkpoints) if checkpoints else []
         if from_slack:
             given += await _slack_checkpoints(channel)
-        return await core.verify_audit(given), len(given)
+        found = await core.verify_audit(given, start=start, since_checkpoint=since_checkpoint)
+        return found, len(given)
 
     result, given = run_core(use)
+    resumed = result.resumed_from
     if state.as_json:
         print(
             json.dumps(
                 {
                     "ok": result.ok,
                     "checked": result.checked,
+                    "start": result.start,
+                    "end": result.end,
+                    "whole": result.whole,
+                    "resumed_from": resumed.as_json() if resumed else None,
                     "unkeyed": result.unkeyed,
                     "checkpoints": result.checkpoints,
                     "newest_checkpoint": result.newest_checkpoint,
@@ -127,31 +150,56 @@ def audit_verify(
             )
         )
     elif result.ok:
-        anchored = (
-            f", up to event {result.newest_checkpoint} matched {result.checkpoints} signed "
-            "checkpoint(s)"
-            if result.newest_checkpoint
-            else ", no signed checkpoint yet"
-        )
-        out.print(f"[green]audit log intact[/]: {result.checked} events verified{anchored}")
+        if result.whole:
+            anchored = (
+                f", up to event {result.newest_checkpoint} matched {result.checkpoints} signed "
+                "checkpoint(s)"
+                if result.newest_checkpoint
+                else ", no signed checkpoint yet"
+            )
+            out.print(f"[green]audit log intact[/]: {result.checked} events verified{anchored}")
+        else:
+            out.print(f"[green]audit log intact[/]: {_range(result)} verified")
+        if since_checkpoint and resumed is None:
+            out.print("  no genuine checkpoint is stored yet: the whole chain was checked")
         if result.unkeyed:
             out.print(
                 f"  {result.unkeyed} event(s) predate keyed audit (plain SHA-256): only "
                 "checkpoints vouch for those"
             )
-        if not given:
+        if not given and result.whole:
             out.print(
                 "  compared with the database's own checkpoints only: pass --checkpoints FILE "
                 "or --from-slack to catch deleted newest events"
             )
     else:
-        err.print(
-            f"[bold red]audit log tampered[/]: {len(result.problems)} problem(s) in {result.checked} events"
-        )
+        where = f"{result.checked} events" if result.whole else _range(result)
+        err.print(f"[bold red]audit log tampered[/]: {len(result.problems)} problem(s) in {where}")
         for problem in result.problems:
             err.print(f"  {escape(problem)}")
+    if not result.whole and not state.as_json:
+        out.print(
+            "  the tables' cross-checks and the events before the range are checked by "
+            "promptship audit verify (the whole chain)"
+        )
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _range(result: Verification) -> str:
+    """Which events a range verification checked, and what vouches for those before."""
+    span = (
+        f"events {result.start}..{result.end} ({result.checked})"
+        if result.end >= result.start
+        else f"no event from {result.start} on"
+    )
+    resumed = result.resumed_from
+    if resumed is not None:
+        return (
+            f"{span}, from the checkpoint of event {resumed.seq} made {resumed.when}, which "
+            "vouches for the events before it"
+        )
+    return f"{span}, from event {result.start} on"
 
 
 @audit_app.command("checkpoints")

@@ -21,50 +21,23 @@ import json
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.auditkeys import AuditKey, AuditKeys, Keyring
 from promptship.clock import Clock
+from promptship.services.chainscan import GENESIS as GENESIS
+from promptship.services.chainscan import MAX_PROBLEMS as MAX_PROBLEMS
+from promptship.services.chainscan import canonical as _canonical
 from promptship.store.db import AUDIT_KEYRING
 from promptship.store.models import AuditEvent, AuditHead
 
-GENESIS = "0" * 64
+if TYPE_CHECKING:
+    from promptship.services.checkpoints import Checkpoint
+
 SYSTEM_ACTOR = "promptship"
-MAX_PROBLEMS = 20
-
-
-def _canonical(
-    *,
-    seq: int,
-    at: datetime,
-    actor: str,
-    action: str,
-    prompt: str | None,
-    version: str | None,
-    environment: str | None,
-    request_id: int | None,
-    details: dict[str, Any],
-    prev_hash: str,
-    key_id: str | None = None,
-) -> bytes:
-    body = {
-        "seq": seq,
-        "at": at.isoformat(),
-        "actor": actor,
-        "action": action,
-        "prompt": prompt,
-        "version": version,
-        "environment": environment,
-        "request_id": request_id,
-        "details": details,
-        "prev_hash": prev_hash,
-    }
-    if key_id is not None:  # unkeyed (pre-0007) events keep the body they were hashed with
-        body["key_id"] = key_id
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def event_hash(
@@ -213,6 +186,15 @@ class Verification:
     #: checkpoints compared with the chain (stored ones and those given), and the newest
     checkpoints: int = 0
     newest_checkpoint: int | None = None
+    #: the events checked: ``start`` to ``end`` (1 for the whole chain; past the end of an
+    #: empty range, ``end`` is ``start - 1``), and whether that was the whole chain and the
+    #: tables' cross-checks with it
+    start: int = 1
+    end: int = 0
+    whole: bool = True
+    #: the genuine checkpoint a range verification started from (it vouches for the
+    #: events before it)
+    resumed_from: Checkpoint | None = None
 
     @property
     def ok(self) -> bool:

@@ -13,12 +13,20 @@ class AuditUseCases(UseCaseBase):
     """The hash-chained audit log."""
 
     async def verify_audit(
-        self, given: Sequence[checkpoints.Checkpoint] = ()
+        self,
+        given: Sequence[checkpoints.Checkpoint] = (),
+        *,
+        start: int | None = None,
+        since_checkpoint: bool = False,
     ) -> audit.Verification:
         """Verify the chain, the stored checkpoints and those ``given`` (a file, the channel),
-        and cross-check approvals, deployments and closed requests against the log."""
+        and cross-check approvals, deployments and closed requests against the log. From
+        event ``start`` on, or from the newest genuine stored checkpoint
+        (``since_checkpoint``), only that range of the chain is checked."""
         async with self.db.reader() as session:
-            return await verification.verify(session, given)
+            return await verification.verify(
+                session, given, start=start, since_checkpoint=since_checkpoint
+            )
 
     async def verify_audit_tail(self) -> verification.TailCheck:
         """The chain from its newest signed checkpoint to its head, checked (or says it is

@@ -458,6 +458,14 @@ def stored(event: dict[str, Any], store: str) -> list[Any]:
     ]
 
 
+def test_a_postgres_time_as_long_as_sqlites_is_read_as_postgres_writes_it() -> None:
+    """``2000-01-01 00:00:00.001+00`` has the 26 characters of SQLite's form; it is a
+    millisecond past midnight, not a fraction of ``.001+00``."""
+    at = datetime(2000, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)
+    assert chainscan.iso_time(postgres_text(at)) == at.isoformat()
+    assert chainscan.iso_time(stamp(at)) == at.isoformat()
+
+
 @given(event=EVENT, store=st.sampled_from(["sqlite", "postgres", "postgres text"]))
 def test_the_fast_canonical_bytes_are_canonicals(event: dict[str, Any], store: str) -> None:
     expected = audit._canonical(**event)

@@ -135,7 +135,7 @@ def iso_time(text: str) -> str:
     ``YYYY-MM-DD HH:MM:SS.ffffff``, or PostgreSQL's text in UTC ``YYYY-MM-DD HH:MM:SS[.f]+00``
     (the fraction's trailing zeros left out). ValueError for any other form: each accepted
     one reads with ``datetime.fromisoformat`` as the time written here."""
-    if len(text) == 26 and text[10] == " " and text[19] == ".":
+    if len(text) == 26 and text[10] == " " and text[19] == "." and text[20:].isdigit():
         fraction = "" if text.endswith(".000000") else text[19:]
     elif text[10:11] == " " and text.endswith("+00") and text.isascii():
         fraction = text[19:-3]

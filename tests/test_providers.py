@@ -3,7 +3,9 @@ and what real servers do (tool calls, reasoning blocks, refused parameters)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,7 @@ from promptship.store.db import Database
 from promptship.testing.model_double import ModelDouble, ToolCall
 from promptship.validation.providers import ProviderError, ProviderNotConfigured, make_provider
 from promptship.validation.providers.anthropic import REFUSES_TEMPERATURE
-from promptship.validation.providers.base import Completion, Provider
+from promptship.validation.providers.base import Completion, Provider, tls_context
 from promptship.validation.providers.openai_compatible import WANTS_MAX_COMPLETION_TOKENS
 from promptship.validation.runner import RunnerSettings, SuiteRunner
 from tests.conftest import make_policy, prompt_yaml
@@ -123,6 +125,34 @@ async def test_openai_compatible_endpoint(double: ModelDouble) -> None:
         assert double.requests[-1]["path"] == "/v1/chat/completions"
     finally:
         await provider.aclose()
+
+
+async def test_providers_load_the_certificate_store_once_per_process(
+    double: ModelDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the CA certificates is some 20 ms of CPU on the event loop: a run, its judge
+    and every soak cycle make providers, and none of them pays it again."""
+    loads: list[str] = []
+    for method in ("load_verify_locations", "load_default_certs", "set_default_verify_paths"):
+        real = getattr(ssl.SSLContext, method)
+
+        def counted(self: ssl.SSLContext, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            loads.append(_real.__name__)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(ssl.SSLContext, method, counted)
+    tls_context.cache_clear()
+    providers: list[Provider] = []
+    try:
+        for kind in ("anthropic", "openai-compatible", "anthropic", "openai-compatible"):
+            providers.append(make_provider(kind, timeout=5, max_retries=0))
+        assert len(loads) == 1, loads
+        assert await ask(providers[2]) == "[claude-sonnet-4-5] HELLO"
+        assert (await call(providers[3], "llama3")).text == "[llama3] HELLO"
+    finally:
+        for provider in providers:
+            await provider.aclose()
+        tls_context.cache_clear()
 
 
 @pytest.fixture

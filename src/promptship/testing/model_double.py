@@ -270,7 +270,14 @@ class ModelDouble:
             body = {"type": "error", "error": {"type": kind, "message": message}}
         return JSONResponse(body, status_code=status, headers=headers)
 
+    async def _latency(self, arrived: float) -> None:
+        """Answer ``latency`` seconds after the request arrived, as a model API's latency is
+        counted: the double's own parsing and bookkeeping are part of it, not added to it."""
+        if self.latency:
+            await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
+
     async def _messages(self, request: Request) -> JSONResponse:
+        arrived = time.monotonic()
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not (request.headers.get("x-api-key") or bearer):
             return _anthropic_error(401, "authentication_error", "an API key is required")
@@ -293,8 +300,7 @@ class ModelDouble:
         )
         if failure is not None and "retry-after" in limits:  # refused at the door, at once
             return self._failure(*failure, headers=limits)
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        await self._latency(arrived)
         if failure is not None:
             return self._failure(*failure, headers=limits)
         if refusal:
@@ -319,6 +325,7 @@ class ModelDouble:
         )
 
     async def _chat(self, request: Request) -> JSONResponse:
+        arrived = time.monotonic()
         body = await request.json()
         messages = body.get("messages") or []
         system = "".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
@@ -328,8 +335,7 @@ class ModelDouble:
         model = body.get("model", "")
         refused = "max_tokens" in body and model in self.refuses_max_tokens
         failure = self._record("/v1/chat/completions", body, system, user, refused=refused)
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        await self._latency(arrived)
         if failure is not None:
             return self._failure(*failure, openai=True)
         if refused:  # OpenAI's newer models

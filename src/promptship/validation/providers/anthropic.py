@@ -32,6 +32,7 @@ from promptship.validation.providers.base import (
     Learned,
     ProviderError,
     called_tools,
+    tls_context,
 )
 
 #: (base URL, model) pairs whose API refuses ``temperature``
@@ -52,7 +53,11 @@ class AnthropicProvider:
     def __init__(self, *, timeout: float, max_retries: int) -> None:
         self.timeout = timeout
         self.max_retries = max_retries
-        self._client = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout)
+        self._client = anthropic.AsyncAnthropic(
+            max_retries=0,
+            timeout=timeout,
+            http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context(), timeout=timeout),
+        )
 
     async def complete(
         self,

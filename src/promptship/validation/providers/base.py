@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +34,17 @@ def called_tools(names: list[str]) -> ProviderError:
         shown += f" and {len(names) - _TOOL_NAMES_SHOWN} more"
     tool = "tools" if len(names) > 1 else "tool"
     return ProviderError(f"the model called the {tool} {shown} instead of answering")
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS client context every provider of the process shares (certificates verified
+    against the system's, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), as the SDKs' HTTP library
+    builds it. Building one loads the certificate store, some 20 ms of CPU on the event
+    loop, which an SDK client left to itself pays again at every run and soak cycle."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
 
 
 class Learned:

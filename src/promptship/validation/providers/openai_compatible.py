@@ -32,6 +32,7 @@ from promptship.validation.providers.base import (
     Learned,
     ProviderError,
     called_tools,
+    tls_context,
 )
 
 #: (base URL, model) pairs that take ``max_completion_tokens`` instead of ``max_tokens``
@@ -51,6 +52,7 @@ class OpenAICompatibleProvider:
             api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
             max_retries=0,
             timeout=timeout,
+            http_client=openai.DefaultAsyncHttpxClient(verify=tls_context(), timeout=timeout),
         )
 
     async def complete(

@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from promptship.services import Promptship
-from promptship.services.overview import MAX_QUERY
 from promptship.services.views import PromptStatus, SoakView
 
 
@@ -27,8 +26,8 @@ def page_query(q: str, after: str | None) -> str:
 
 
 async def overview(core: Promptship, q: str = "", after: str | None = None) -> dict[str, Any]:
-    q = q.strip()[:MAX_QUERY]
     found = await core.overview_page(q, after or None)
+    q = found.query
     environments = core.policy.environments.names
     running: dict[str, list[SoakView]] = {}
     for name, soak in found.soaks:

@@ -43,6 +43,7 @@ class OpenRequest:
 
 @dataclass(frozen=True)
 class OverviewPage:
+    query: str  # the name filter as applied (trimmed and bounded): '' for none
     prompts: list[PromptStatus]
     descriptions: dict[str, str | None]
     matching: int  # prompts the filter matches (all prompts without one)
@@ -86,6 +87,7 @@ async def overview_page(
     described = await _descriptions(session, page, shown)
     requests, more, open_requests = await _open_requests(session, deps)
     return OverviewPage(
+        query=query,
         prompts=shown,
         descriptions=described,
         matching=matching,

@@ -102,6 +102,10 @@ async def measure(
     counts = re.search(r"(\d+) requests, (\d+) rejected", summary)
     assert counts, summary
     requests, rejected = int(counts[1]), int(counts[2])
+    if run.errored:  # why: the first errored case's error
+        detail = await core.validation_run(run.id)
+        why = next(r["error"] for r in detail.results if r.get("error"))
+        print(f"    ({label}: {run.errored} errored, the first: {why})")
     return Measured(label, wall, run.passed, run.errored, requests, rejected)
 
 

@@ -196,6 +196,29 @@ async def test_headers_saying_the_limit_runs_low_slow_calls_before_any_429(
     assert len(attempting(started)) == limiter.limit
 
 
+async def test_a_retry_starts_first_when_a_hold_ends_and_only_it_watches_the_clock(
+    timer: ManualTimer,
+) -> None:
+    """A retry waiting out a 429's retry-after is not overtaken by calls that had not
+    started (it would run out its timeout behind them); and a line of calls held back by
+    the clock costs one timer, not one per call."""
+    limiter = AdaptiveLimiter(4, timer=timer)
+    started = await calls(limiter, 10)
+    refused = attempting(started)[0]
+    await refused.answer(429, wait=1.0)  # window 4 -> 2; nobody starts for 1 s
+    for call in attempting(started)[:2]:
+        await call.answer()
+    assert limiter.limit == 2 and limiter.in_flight == 1  # a slot is free, the hold is not
+    assert len(timer._sleepers) == 1  # the retry, first in line, watches the clock alone
+    waiting = [call for call in started if not call.attempts]
+    await timer.advance(1.0)
+    assert refused.in_attempt and refused.attempts == 2
+    assert not any(call.attempts for call in waiting)  # the window is full again
+    await attempting(started)[0].answer()
+    assert sum(1 for call in waiting if call.in_attempt) == 1  # in the order they asked
+    assert waiting[0].in_attempt
+
+
 async def test_a_cancelled_waiter_hands_its_slot_on(timer: ManualTimer) -> None:
     limiter = AdaptiveLimiter(1, timer=timer)
     first, second, third = await calls(limiter, 3)

@@ -57,7 +57,11 @@ class _Scoring:
     def __init__(self, scorer: Scorer, threshold: float, batch: int) -> None:
         self.scorer, self.threshold, self.batch = scorer, threshold, batch
         self.divergent = 0
+        #: wall time with a batch at the scorer (being encoded or queued behind one):
+        #: overlapping batches count once
         self.seconds = 0.0
+        self._at_scorer = 0
+        self._since = 0.0
         self._pending: list[tuple[int, Sample, tuple[str, str]]] = []
         self._ahead = asyncio.Semaphore(BATCHES_AHEAD)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -77,11 +81,15 @@ class _Scoring:
         task.add_done_callback(self._tasks.discard)
 
     async def _score(self, batch: list[tuple[int, Sample, tuple[str, str]]]) -> None:
+        if not self._at_scorer:
+            self._since = time.perf_counter()
+        self._at_scorer += 1
         try:
-            started = time.perf_counter()
             similarities = await self.scorer.similarity([pair for _, _, pair in batch])
-            self.seconds += time.perf_counter() - started
         finally:
+            self._at_scorer -= 1
+            if not self._at_scorer:
+                self.seconds += time.perf_counter() - self._since
             self._ahead.release()
         for similarity, (index, sample, pair) in zip(similarities, batch, strict=True):
             if similarity < self.threshold:

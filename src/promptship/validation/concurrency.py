@@ -198,6 +198,15 @@ class Lease:
         await limiter._retry(self, status, min(delay, MAX_HOLD), budgets)
 
 
+class _Ticket:
+    """A call's place in a limiter's line, and how it is told to look again."""
+
+    __slots__ = ("turn",)
+
+    def __init__(self) -> None:
+        self.turn: asyncio.Future[None] | None = None
+
+
 class AdaptiveLimiter:
     """At most ``limit`` calls in flight, ``limit`` moving between 1 and ``ceiling``.
 
@@ -215,7 +224,8 @@ class AdaptiveLimiter:
         self.timer: Timer = timer or MonotonicTimer()
         self._limit = ceiling
         self._in_flight = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: the calls waiting to start, in the order they start
+        self._line: deque[_Ticket] = deque()
         #: bumped at each cut: a lease taken before it does not cut again
         self._epoch = 0
         self._successes = 0
@@ -250,34 +260,48 @@ class AdaptiveLimiter:
     # -- slots ---------------------------------------------------------------------------
 
     async def _acquire(self, lease: Lease, *, ahead: bool = False) -> None:
-        """Take a slot once no hold or spacing forbids a start; ``ahead``: before every
-        call waiting for its first slot (a retry)."""
+        """Take a slot, in line: calls start in the order they asked, a retry (``ahead``)
+        before every call waiting for its first slot. Only the call at the front of the
+        line watches the clock (a hold, or spacing between starts) and the free slots;
+        the others wait until it has started, so a retry is never overtaken and a line of
+        hundreds costs one wake-up a start."""
+        ticket = _Ticket()
+        if ahead:
+            self._line.appendleft(ticket)
+        else:
+            self._line.append(ticket)
         loop = asyncio.get_running_loop()
-        while True:
-            now = self.timer.now()
-            start_at = max(self._hold_until, self._last_start + self._spacing)
-            if now < start_at:
-                await self.timer.sleep(start_at - now)
-                continue
-            if self._in_flight < self._limit:
-                self._in_flight += 1
-                self._last_start = now
-                lease.epoch, lease.held = self._epoch, True
-                return
-            waiter: asyncio.Future[None] = loop.create_future()
-            if ahead:
-                self._waiters.appendleft(waiter)
-            else:
-                self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                self._waiters.remove(waiter)
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # woken, then cancelled before taking the slot: pass it on
-                raise
-            self._waiters.remove(waiter)
-            ahead = True  # woken and beaten to the slot: next in line
+        try:
+            while True:
+                delay: float | None = None
+                if self._line[0] is ticket and self._in_flight < self._limit:
+                    now = self.timer.now()
+                    delay = max(self._hold_until, self._last_start + self._spacing) - now
+                    if delay <= 0:
+                        self._line.popleft()
+                        self._in_flight += 1
+                        self._last_start = now
+                        lease.epoch, lease.held = self._epoch, True
+                        self._wake()  # the next in line may have a slot too
+                        return
+                ticket.turn = loop.create_future()
+                if delay is None:
+                    await ticket.turn
+                    continue
+                # first in line, held back by the clock alone: until then, or until told
+                # to look again (the spacing shrank as a response showed room)
+                clock = asyncio.ensure_future(self.timer.sleep(delay))
+                try:
+                    await asyncio.wait((ticket.turn, clock), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    clock.cancel()
+        except BaseException:
+            was_first = bool(self._line) and self._line[0] is ticket
+            if ticket in self._line:
+                self._line.remove(ticket)
+            if was_first:
+                self._wake()  # the next in line takes over
+            raise
 
     def _release(self, lease: Lease) -> None:
         if lease.held:
@@ -286,15 +310,12 @@ class AdaptiveLimiter:
             self._wake()
 
     def _wake(self) -> None:
-        """Wake as many waiters as there are free slots (a woken one not yet running
-        counts as taking one)."""
-        free = self._limit - self._in_flight
-        for waiter in self._waiters:
-            if free <= 0:
-                break
-            if not waiter.done():
-                waiter.set_result(None)
-            free -= 1
+        """Tell the call at the front of the line to look again: a slot is free, or it has
+        just become first."""
+        if self._line:
+            turn = self._line[0].turn
+            if turn is not None and not turn.done():
+                turn.set_result(None)
 
     # -- what calls report ---------------------------------------------------------------
 
@@ -355,5 +376,7 @@ class AdaptiveLimiter:
             if remaining <= self._limit * cost and budget.reset_in > 0:
                 wait = cost * budget.reset_in / max(remaining, cost)
                 spacing = max(spacing, min(wait, MAX_HOLD))
+        if spacing < self._spacing:
+            self._wake()  # the call first in line may start sooner than it was told
         self._spacing = spacing
         return spent

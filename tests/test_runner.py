@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,7 @@ from promptship.services import Promptship
 from promptship.services.outbox import Delivery
 from promptship.testing.model_double import ModelDouble
 from promptship.validation.runner import RunnerSettings, SuiteRunner, ValidationWorker
+from promptship.validation.scoring import Scorer
 from tests.conftest import prompt_yaml
 from tests.helpers import AUTHOR, REQUESTER, slack
 
@@ -163,6 +165,34 @@ async def test_cancelling_the_runner_records_a_cancelled_run(
     run = await core.validation_run(run_id)
     assert run.state == "cancelled"
     assert (await core.show(NAME, "1.0.0")).status == "draft"
+
+
+async def test_expected_answers_are_encoded_while_the_first_calls_are_in_flight(
+    core: Promptship, double: ModelDouble, scorer: Scorer
+) -> None:
+    """A score case's expected text is known before its answer: it is encoded while the
+    model is still answering, so the answers are all that is left to encode as they come."""
+    double.latency = 60.0  # no answer comes back during this test
+    tag = uuid.uuid4().hex  # texts no other test has had encoded
+    tests = [
+        {"input": f"question {i}", "expected": f"Answer {i} of run {tag}.", "type": "score"}
+        for i in range(5)
+    ]
+    await push(core, "1.0.0", tests=tests)
+    before = scorer.encoded_texts
+    work = SuiteRunner(core, settings=RunnerSettings(timeout=90), scorer=scorer)
+    task = asyncio.create_task(work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER))))
+    try:
+        for _ in range(3000):  # until the five texts are encoded (30 s at most)
+            if scorer.encoded_texts - before >= 5:
+                break
+            await asyncio.sleep(0.01)
+        assert scorer.encoded_texts - before == 5
+        assert double.request_count == 5 and not task.done()  # every call still unanswered
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_a_run_cancelled_elsewhere_stops_its_worker(

@@ -182,6 +182,28 @@ class SuiteRunner:
             run_id, results, regressions=found, owner=self.owner, notes=sorted(notes)
         )
 
+    def _prime(self, cases: list[TestCase]) -> asyncio.Task[None] | None:
+        """Encode the ``score`` cases' expected answers while the first calls are in flight:
+        they are known before any answer, so the answers are what is left to encode as they
+        arrive, and the last ones are scored sooner after the last call. In batches, so
+        that answers' batches take turns with them at the scorer. A failure here is left
+        to the answers' scoring to report."""
+        expected = list(
+            dict.fromkeys(str(c.expected) for c in cases if c.type is AssertionType.SCORE)
+        )
+        if not expected:
+            return None
+        size = self.settings.score_batch
+
+        async def prime() -> None:
+            try:
+                for start in range(0, len(expected), size):
+                    await self.scorer.embed(expected[start : start + size])
+            except Exception:  # the same failure errs the answers' scoring, which says why
+                log.debug("encoding expected answers ahead failed", exc_info=True)
+
+        return asyncio.create_task(prime())
+
     def _judge(self) -> Judge:
         policy = self.core.policy.judge
         if policy is None:
@@ -309,6 +331,7 @@ class SuiteRunner:
 
         async def work() -> None:
             scorer_task = asyncio.create_task(score())
+            priming = self._prime(cases)
             try:
                 shared: dict[str, list[int]] = {}
                 for index, case in enumerate(cases):
@@ -321,7 +344,11 @@ class SuiteRunner:
                 await scorer_task
             finally:
                 scorer_task.cancel()
-                await asyncio.wait([scorer_task])
+                waits: list[asyncio.Task[None]] = [scorer_task]
+                if priming is not None:
+                    priming.cancel()
+                    waits.append(priming)
+                await asyncio.wait(waits)
 
         report()
         task = asyncio.create_task(work())

@@ -6,8 +6,8 @@
     (each rendered with its vars, with few-shot turns) and 200 llm-rubric cases (an answer
     and a judge's verdict each, sharing the concurrency): wall time and its ratio to the
     ideal cases × calls × 0.1 / 16 s (target ≤ 1.1 for the scored suite, ≤ 1.3 for the
-    others); what scoring adds to the plain suite's wall time (the same calls); and a
-    sequential loop of the plain calls (the naive design).
+    others); what scoring adds to the plain suite's wall time (the same calls; target
+    ≤ 1.05); and a sequential loop of the plain calls (the naive design).
 (b) scoring 1,000 (response, expected) pairs with the scorer, in each mode (the model in a
     scorer process, the default, and in a thread of this process): pairs/s, and the ratio to
     bare batched ``SentenceTransformer.encode`` of the same 2,000 texts (target ≤ 1.2); the
@@ -47,6 +47,10 @@ from promptship.validation.providers import make_provider
 from promptship.validation.runner import RunnerSettings, SuiteRunner
 from promptship.validation.scoring import MODES, Scorer, default_model_path
 from tests.helpers import slack
+
+#: what scoring 1,000 texts may add to the wall time of the same 500 calls unscored: the
+#: scoring hides in the calls (the ideal's own target, 1.1, also holds the SDK's call path)
+ADDED_TARGET = 1.05
 
 
 @contextmanager
@@ -150,9 +154,11 @@ async def runner_benchmark(
                 f"    {label:<44} {wall:7.2f} s   ideal {ideal:6.2f} s   ratio {wall / ideal:5.2f}"
                 f"   target ≤ {target}: {'PASS' if wall / ideal <= target else 'FAIL'}"
             )
+        added = walls["bench-scored"] / walls["bench"]
         print(
-            f"    what scoring adds: the scored suite took {walls['bench-scored'] / walls['bench']:.3f}x"
-            f" the plain one's wall time (the same calls, unscored)"
+            f"    what scoring adds: the scored suite took {added:.3f}x the plain one's wall time"
+            f" (the same calls, unscored; target ≤ {ADDED_TARGET}: "
+            f"{'PASS' if added <= ADDED_TARGET else 'FAIL'})"
         )
         first_wall = walls["bench"]
         if sequential:

@@ -134,7 +134,7 @@ def test_full_promotion_by_cli_with_json(env: Path) -> None:
     assert envs == {"staging": "2.1.0", "production": "2.1.0"}
 
     code, out, _ = run("export", "deployment.yaml")
-    assert code == 0
+    assert code == 0 and "wrote deployment.yaml (1 prompt)" in out
     exported = yaml.safe_load((env / "deployment.yaml").read_text())
     prod = exported["customer-support"]["production"]
     assert prod["prompt_version"] == "2.1.0" and prod["model"] == "claude-sonnet-4-5"

@@ -72,7 +72,8 @@ def export(
     else:
         Path(output).write_text(text, encoding="utf-8")
         if not state.as_json:
-            out.print(f"wrote {output} ({len(data)} prompts)")
+            count = f"{len(data)} prompt{'' if len(data) == 1 else 's'}"
+            out.print(f"wrote {escape(output)} ({count})")
 
 
 def _deployment_drift(committed: Any, live: dict[str, dict[str, dict[str, Any]]]) -> list[str]:

@@ -32,7 +32,6 @@ from promptship.services.deps import Deps, request_code
 from promptship.services.views import ApplyChange
 from promptship.store.models import DeploymentHistory, PromotionRequest, Prompt, PromptVersion
 
-ROLLBACK_ROLES = frozenset({"oncall", "approvers"})
 #: a request closed so by a person is not reopened by applying the same file again
 CLOSED_BY_A_PERSON = frozenset({RequestState.REJECTED.value, RequestState.CANCELLED.value})
 
@@ -232,7 +231,7 @@ def _rollback_refusal(
         identities.check_decider(deps.policy, actor, f"roll back {env}")
     except Forbidden as exc:
         return f"{exc.message}; a person on-call or an approver can: {instead}"
-    if not roles & ROLLBACK_ROLES:
+    if not roles & rollbacks.ROLLBACK_ROLES:
         return (
             f"only on-call or approvers can roll back {env}, with a deciding token or in Slack "
             f"({actor.id} here is neither); one of them can: {instead}"

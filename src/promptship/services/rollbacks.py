@@ -14,6 +14,9 @@ from promptship.services.deps import Deps
 from promptship.services.views import RollbackResult
 from promptship.store.models import Deployment, DeploymentHistory, PromptVersion
 
+#: the roles that may roll an environment back (production: by a deciding person too)
+ROLLBACK_ROLES = frozenset({"oncall", "approvers"})
+
 #: what to do instead of "rolling back" to a version that is no rollback target
 ROLL_FORWARD = (
     "a rollback only returns to an older version that was not rolled back itself; to move "
@@ -57,7 +60,7 @@ async def rollback(
         )
     if environment == envs.production:  # rolling production back is a decision
         identities.check_decider(deps.policy, actor, f"roll back {environment}")
-    if not roles & {"oncall", "approvers"}:
+    if not roles & ROLLBACK_ROLES:
         raise Forbidden(
             f"only on-call or approvers can roll back {environment}",
             hint="roles.oncall and roles.approvers in the policy file list them",

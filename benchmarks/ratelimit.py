@@ -98,6 +98,7 @@ async def measure(
             run = await runner.execute(await runner.start("bench-ratelimit", "1.0.0", slack("U01")))
             wall = time.perf_counter() - started
     finally:
+        await runner.aclose()
         summary = double.stop()
     counts = re.search(r"(\d+) requests, (\d+) rejected", summary)
     assert counts, summary

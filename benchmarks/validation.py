@@ -137,7 +137,7 @@ async def runner_benchmark(
         await core.push(parse_prompt(yaml.safe_dump(warm)), slack("U09"))
         runner = SuiteRunner(core, settings=RunnerSettings(concurrency=concurrency, timeout=30))
         warm_up = await runner.start("warm-up", "1.0.0", slack("U01"))
-        await runner.execute(warm_up)  # imports, connections
+        await runner.execute(warm_up)  # imports, and connections the runner keeps
         await runner.scorer.warm_up()  # a server loads the model once, long before a run
         gc.freeze()  # as the server does once it has started (promptship.server)
         print(f"(a) the runner at {latency * 1000:.0f} ms latency, concurrency {concurrency}")
@@ -154,6 +154,14 @@ async def runner_benchmark(
                 f"    {label:<44} {wall:7.2f} s   ideal {ideal:6.2f} s   ratio {wall / ideal:5.2f}"
                 f"   target ≤ {target}: {'PASS' if wall / ideal <= target else 'FAIL'}"
             )
+        floor = await bare_calls(timed[0][1]["tests"], latency, concurrency)
+        ideal = cases * latency / concurrency
+        print(
+            f"    the same {cases} calls, bare: {floor:5.2f} s, ratio {floor / ideal:5.2f}"
+            f"   (the SDK under a semaphore: no store, limiter or scoring; the floor of this"
+            f" double and machine, the plain suite {walls['bench'] / floor:.3f}x it, the"
+            f" scored {walls['bench-scored'] / floor:.3f}x)"
+        )
         added = walls["bench-scored"] / walls["bench"]
         print(
             f"    what scoring adds: the scored suite took {added:.3f}x the plain one's wall time"
@@ -178,7 +186,32 @@ async def runner_benchmark(
                 f"    sequential loop of the {cases} plain cases {naive:7.2f} s"
                 f"   runner is {naive / first_wall:5.1f}x faster"
             )
+        await runner.aclose()
         await db.dispose()
+
+
+async def bare_calls(tests: list[dict[str, Any]], latency: float, concurrency: int) -> float:
+    """Wall time of the suite's calls through the provider alone, ``concurrency`` at a time
+    on warm connections: what any client of this double pays on this machine."""
+    provider = make_provider("anthropic", timeout=30, max_retries=2)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def call(case: dict[str, Any]) -> None:
+        async with slots:
+            await provider.complete(
+                model="m",
+                system="Echo.",
+                messages=[{"role": "user", "content": case["input"]}],
+                temperature=0,
+                max_tokens=64,
+            )
+
+    await asyncio.gather(*(call(case) for case in tests[:concurrency]))  # connections
+    started = time.perf_counter()
+    await asyncio.gather(*(call(case) for case in tests))
+    wall = time.perf_counter() - started
+    await provider.aclose()
+    return wall
 
 
 async def scoring_benchmark(pairs: int, naive_sample: int) -> None:

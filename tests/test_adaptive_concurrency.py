@@ -338,8 +338,10 @@ async def test_a_rate_limited_run_answers_every_case_with_few_rejections(
         for i in range(60)
     ]
     await core.push(parse_prompt(prompt_yaml(tests=tests)), slack(AUTHOR))
-    runner = SuiteRunner(core, settings=RunnerSettings(concurrency=16, timeout=30))
-    run = await runner.execute(await runner.start("customer-support", "1.0.0", slack(REQUESTER)))
+    async with SuiteRunner(core, settings=RunnerSettings(concurrency=16, timeout=30)) as runner:
+        run = await runner.execute(
+            await runner.start("customer-support", "1.0.0", slack(REQUESTER))
+        )
     assert (run.passed, run.errored) == (60, 0)
     # the first round is refused (16 calls at once, 5 in the bucket: 11 429s), then a few
     # at most while the window settles; fixed at 16, calls here run out of retries

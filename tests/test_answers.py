@@ -37,8 +37,8 @@ def double(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelDouble]:
 async def run_suite(core: Promptship, path: Path) -> tuple[str, list[dict[str, object]]]:
     prompt = parse_prompt(path.read_text(), source=str(path))  # noqa: ASYNC240 (a small file)
     await core.push(prompt, slack("U09"))
-    work = SuiteRunner(core, settings=RunnerSettings(timeout=10, max_retries=1))
-    run = await work.execute(await work.start(prompt.name, prompt.version, slack(REQUESTER)))
+    async with SuiteRunner(core, settings=RunnerSettings(timeout=10, max_retries=1)) as work:
+        run = await work.execute(await work.start(prompt.name, prompt.version, slack(REQUESTER)))
     detail = await core.validation_run(run.id)
     return run.state, [r for r in detail.results if not r["passed"]]
 

@@ -71,8 +71,10 @@ def judge(monkeypatch: pytest.MonkeyPatch) -> Iterator[Judge]:
 
 async def run_suite(core: Promptship, suite: list[dict[str, object]] = SUITE):  # type: ignore[no-untyped-def]
     await core.push(parse_prompt(prompt_yaml(NAME, "1.0.0", tests=suite)), slack(AUTHOR))
-    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=1, concurrency=2))
-    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    async with SuiteRunner(
+        core, settings=RunnerSettings(timeout=5, max_retries=1, concurrency=2)
+    ) as work:
+        run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
     return run, (await core.validation_run(run.id)).results
 
 
@@ -161,8 +163,8 @@ async def test_the_rubric_is_rendered_with_the_cases_vars(core: Promptship, judg
     ]
     document = prompt_yaml(NAME, "1.0.0", tests=suite, variables={"window": None})
     await core.push(parse_prompt(document), slack(AUTHOR))
-    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=1))
-    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    async with SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=1)) as work:
+        run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
     assert run.passed == 1
     assert '<rubric>\nNames the "30 days" window\n</rubric>' in judge.requests[0]
 

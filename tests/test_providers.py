@@ -384,8 +384,8 @@ def reasoning_model(system: str, user: str, model: str) -> str | ToolCall:
 async def run_suite(core: Promptship, tests: list[dict[str, object]]) -> int:
     yaml = prompt_yaml("support-bot", "1.0.0", tests=tests, provider="openai-compatible")
     await core.push(parse_prompt(yaml.replace("claude-sonnet-4-5", "qwen3")), slack(AUTHOR))
-    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=0))
-    run = await work.execute(await work.start("support-bot", "1.0.0", slack(REQUESTER)))
+    async with SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=0)) as work:
+        run = await work.execute(await work.start("support-bot", "1.0.0", slack(REQUESTER)))
     return run.id
 
 
@@ -422,8 +422,8 @@ async def test_a_temperature_the_model_refuses_is_recorded_on_the_run(
     await core.push(
         parse_prompt(prompt_yaml("support-bot", "1.0.0", tests=SUITE[:1])), slack(AUTHOR)
     )
-    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=0))
-    run = await work.execute(await work.start("support-bot", "1.0.0", slack(REQUESTER)))
+    async with SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=0)) as work:
+        run = await work.execute(await work.start("support-bot", "1.0.0", slack(REQUESTER)))
     assert (run.state, run.passed) == ("passed", 1)
     assert run.notes == ["temperature 0.7 not sent: claude-sonnet-4-5 refuses sampling parameters"]
     assert "temperature" not in double.requests[-1]["params"]

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -70,8 +70,21 @@ async def push(
     await core.push(parse_prompt(prompt_yaml(NAME, version, tests=tests, **kw)), slack(AUTHOR))
 
 
+_opened: list[SuiteRunner] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_runners() -> AsyncIterator[None]:
+    """Each runner a test makes is closed after it, with the connections it keeps."""
+    yield
+    while _opened:
+        await _opened.pop().aclose()
+
+
 def runner(core: Promptship, **settings: float) -> SuiteRunner:
-    return SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=3, **settings))  # type: ignore[arg-type]
+    made = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=3, **settings))  # type: ignore[arg-type]
+    _opened.append(made)
+    return made
 
 
 async def test_a_passing_suite_moves_the_version_to_staging(
@@ -93,6 +106,26 @@ async def test_a_passing_suite_moves_the_version_to_staging(
     detail = await core.validation_run(run_id)
     score_case = next(r for r in detail.results if r["type"] == "score")
     assert 0.6 <= score_case["score"] <= 1.0 and score_case["latency_ms"] is not None
+
+
+async def test_a_runner_keeps_its_connections_from_run_to_run_until_it_is_closed(
+    core: Promptship, double: ModelDouble
+) -> None:
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        await push(core, version)
+
+    async def run(work: SuiteRunner, version: str) -> set[str]:
+        before = len(double.requests)
+        done = await work.execute(await work.start(NAME, version, slack(REQUESTER)))
+        assert done.passed == len(SUITE)
+        return {r["connection"] for r in double.requests[before:]}
+
+    work = runner(core, concurrency=2)
+    first = await run(work, "1.0.0")
+    assert 1 <= len(first) <= 2
+    assert await run(work, "1.1.0") <= first  # the next run sets up no connection
+    await work.aclose()
+    assert not (await run(work, "1.2.0")) & first  # closed: the next run opens new ones
 
 
 async def test_failures_are_reported_with_what_was_expected(
@@ -181,6 +214,7 @@ async def test_expected_answers_are_encoded_while_the_first_calls_are_in_flight(
     await push(core, "1.0.0", tests=tests)
     before = scorer.encoded_texts
     work = SuiteRunner(core, settings=RunnerSettings(timeout=90), scorer=scorer)
+    _opened.append(work)
     task = asyncio.create_task(work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER))))
     try:
         for _ in range(3000):  # until the five texts are encoded (30 s at most)

@@ -156,11 +156,11 @@ async def _scenario(server: Server, core: Promptship, model: ModelDouble, scorer
     request = await core.request_promotion(
         NAME, "1.0.0", "staging", slack(REQUESTER), queue_tests=True
     )
-    runner = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=3))
-    run_id = await core.claim_validation_run(runner.owner)
-    assert run_id is not None
-    run = await runner.execute(run_id)
-    assert (run.state, run.passed) == ("passed", 2)
+    async with SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=3)) as runner:
+        run_id = await core.claim_validation_run(runner.owner)
+        assert run_id is not None
+        run = await runner.execute(run_id)
+        assert (run.state, run.passed) == ("passed", 2)
     expected_cases = sorted(
         [(v1("Ada", "pro"), "How do I upgrade?"), (v1("Grace"), "Where is my invoice?")]
     )
@@ -435,8 +435,10 @@ async def test_a_chat_prompt_sends_its_few_shot_turns_before_each_case(
         ],
     )
     await core.push(parse_prompt(chat), slack(REQUESTER))
-    work = SuiteRunner(core, settings=RunnerSettings(timeout=5, max_retries=1, concurrency=1))
-    run = await work.execute(await work.start(CHAT, "1.0.0", slack(REQUESTER)))
+    async with SuiteRunner(
+        core, settings=RunnerSettings(timeout=5, max_retries=1, concurrency=1)
+    ) as work:
+        run = await work.execute(await work.start(CHAT, "1.0.0", slack(REQUESTER)))
     assert (run.passed, run.errored) == (2, 0)
     sent = sorted((r["system"], json.dumps(r["messages"])) for r in model.requests)
     assert sent == sorted(

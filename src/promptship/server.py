@@ -132,9 +132,9 @@ def create_app(
         async def validation_worker() -> None:
             from promptship.validation.runner import SuiteRunner, ValidationWorker
 
-            runner = SuiteRunner(core)
-            app.state.runner = runner
-            await ValidationWorker(runner).run_forever()
+            async with SuiteRunner(core) as runner:
+                app.state.runner = runner
+                await ValidationWorker(runner).run_forever()
 
         background.append(validation_worker)
 

@@ -141,7 +141,8 @@ async def wait_for_run(
             if run.state == RunState.QUEUED:
                 if await core.claim_validation_run(runner.owner, run_id) is not None:
                     following.discard(run_id)  # ours now: Ctrl-C cancels it
-                    await runner.execute(run_id, on_progress=show_progress(show))
+                    async with runner:
+                        await runner.execute(run_id, on_progress=show_progress(show))
                     return await core.validation_run(run_id)
             elif not RunState(run.state).active:
                 return run
@@ -224,11 +225,10 @@ def test(
     from promptship.validation.runner import RunnerSettings, SuiteRunner
 
     async def use(core: Promptship) -> tuple[RunDetail, float]:
-        runner = SuiteRunner(
-            core, settings=RunnerSettings(concurrency=concurrency, timeout=timeout)
-        )
-        run_id = await runner.start(name, version, actor())
-        runner_run = await execute_run_with(core, runner, run_id)
+        settings = RunnerSettings(concurrency=concurrency, timeout=timeout)
+        async with SuiteRunner(core, settings=settings) as runner:
+            run_id = await runner.start(name, version, actor())
+            runner_run = await execute_run_with(core, runner, run_id)
         return runner_run, core.policy.environments.staging_policy.min_pass_rate
 
     run, minimum = run_core(use)

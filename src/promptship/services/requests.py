@@ -290,7 +290,6 @@ async def _queue_tests_if_needed(
         prompt.name,
         version.version,
         actor,
-        len(version.content.get("tests", [])),
         queued=True,
     )
     await session.refresh(version)

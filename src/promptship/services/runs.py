@@ -32,15 +32,18 @@ async def start_run(
     name: str,
     version_name: str,
     actor: Actor,
-    total: int,
+    total: int | None = None,
     *,
     owner: str | None = None,
     queued: bool = False,
 ) -> RunView:
-    """Record a new run of the version's suite: ``queued`` for a worker, or running now."""
+    """Record a new run of the version's suite: ``queued`` for a worker, or running now.
+    ``total`` is its count of cases: by default the suite's."""
     prompt, version = await registry.get_version(session, name, version_name)
     prompt = await registry.lock_prompt(session, prompt.id)
     await session.refresh(version)
+    if total is None:
+        total = len(version.content.get("tests") or [])
     active = (
         await session.execute(
             select(ValidationRun).where(

@@ -131,7 +131,6 @@ async def rerun_tests(
         prompt.name,
         version.version,
         actor,
-        len(version.content.get("tests", [])),
         queued=True,
     )
     await identities.record(

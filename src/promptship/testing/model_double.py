@@ -220,11 +220,13 @@ class ModelDouble:
         user: str,
         refused: bool = False,
         headers: dict[str, str] | None = None,
+        connection: str = "",
     ) -> _Failure | None:
         """Record a request; the failure to answer with (503 while down, else the next
         injected one, which a request ``refused`` for its parameters does not use up, else
         a 429 when the rate limit is spent). With ``headers``, the rate limit takes the
-        request and puts its headers there."""
+        request and puts its headers there. ``connection`` names the caller's end of the
+        connection the request came on (``host:port``)."""
         with self._lock:
             failure: _Failure | None = None
             if self.down:
@@ -246,6 +248,7 @@ class ModelDouble:
                     "params": {key: body[key] for key in _PARAMS if key in body},
                     "status": failure[0] if failure else 400 if refused else 200,
                     "at": time.time(),
+                    "connection": connection,
                 }
             )
             return failure
@@ -296,7 +299,13 @@ class ModelDouble:
         refusal = _refusal(body, self.refuses_sampling)
         limits: dict[str, str] = {}
         failure = self._record(
-            "/v1/messages", body, system, user, refused=bool(refusal), headers=limits
+            "/v1/messages",
+            body,
+            system,
+            user,
+            refused=bool(refusal),
+            headers=limits,
+            connection=_connection(request),
         )
         if failure is not None and "retry-after" in limits:  # refused at the door, at once
             return self._failure(*failure, headers=limits)
@@ -334,7 +343,14 @@ class ModelDouble:
         )
         model = body.get("model", "")
         refused = "max_tokens" in body and model in self.refuses_max_tokens
-        failure = self._record("/v1/chat/completions", body, system, user, refused=refused)
+        failure = self._record(
+            "/v1/chat/completions",
+            body,
+            system,
+            user,
+            refused=refused,
+            connection=_connection(request),
+        )
         await self._latency(arrived)
         if failure is not None:
             return self._failure(*failure, openai=True)
@@ -441,6 +457,12 @@ class ModelDouble:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _connection(request: Request) -> str:
+    """The caller's end of the request's connection: a kept-alive connection's requests
+    share it."""
+    return f"{request.client.host}:{request.client.port}" if request.client else ""
 
 
 def _anthropic_error(status: int, kind: str, message: str) -> JSONResponse:

@@ -7,6 +7,11 @@ one call, not three); the call's tokens are counted with the first of them. A ca
 no answer (provider down, retries exhausted, timeout) is ``errored``, never
 ``passed``; errored cases count against the pass rate and are reported apart from assertion
 failures.
+
+A runner keeps the providers it opens (their HTTP connections) from run to run, as a
+server's worker runs one queued run after another, and closes them in :meth:`aclose` (or
+at the end of ``async with SuiteRunner(...)``): back-to-back runs skip the connection set-up
+(and, against a real API, the TLS handshakes) their first calls would otherwise wait on.
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ def regressions(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | 
 
 
 class SuiteRunner:
-    """Executes claimed validation runs for one worker (a CLI process or a server replica)."""
+    """Executes claimed validation runs for one worker (a CLI process or a server replica).
+    Close it (``aclose``, or ``async with``) to close the connections it keeps."""
 
     def __init__(
         self,
@@ -116,6 +122,36 @@ class SuiteRunner:
         self.owner = owner or worker_id()
         #: set by the server on shutdown: a run cut short is handed back to the queue
         self.shutting_down = False
+        #: providers opened by earlier runs, kept for their connections: by (kind, role)
+        self._providers: dict[tuple[str, str], Provider] = {}
+
+    async def __aenter__(self) -> SuiteRunner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the providers (and their connections) kept from earlier runs; a later run
+        opens new ones."""
+        opened, self._providers = list(self._providers.values()), {}
+        for provider in opened:
+            await provider.aclose()
+
+    def _provider(self, kind: str, role: str) -> Provider:
+        """The ``kind`` provider for the run's calls (``role`` "suite") or the judge's, kept
+        for the next run. Raises ``BadInput`` when the provider is not configured."""
+        key = (kind, role)
+        provider = self._providers.get(key)
+        if provider is None:
+            options: dict[str, Any] = {
+                "timeout": self.settings.timeout,
+                "max_retries": self.settings.max_retries,
+            }
+            if role == "suite":
+                options["strip_reasoning"] = self.core.policy.strip_reasoning
+            provider = self._providers[key] = self._provider_factory(kind, **options)
+        return provider
 
     @property
     def scorer(self) -> Scorer:
@@ -123,10 +159,7 @@ class SuiteRunner:
 
     async def start(self, name: str, version: str, actor: Actor) -> int:
         """Record a new running run of the version's suite, owned by this worker."""
-        detail = await self.core.show(name, version)
-        run = await self.core.start_validation_run(
-            name, version, actor, len(detail.tests), owner=self.owner
-        )
+        run = await self.core.start_validation_run(name, version, actor, owner=self.owner)
         return run.id
 
     async def execute(
@@ -136,12 +169,7 @@ class SuiteRunner:
         task records the run as cancelled."""
         spec = await self.core.validation_run_spec(run_id)
         try:
-            provider = self._provider_factory(
-                spec.provider,
-                timeout=self.settings.timeout,
-                max_retries=self.settings.max_retries,
-                strip_reasoning=self.core.policy.strip_reasoning,
-            )
+            provider = self._provider(spec.provider, "suite")
         except BadInput as exc:  # e.g. a missing API key: fail before any case runs
             return await self.core.finish_validation_run(
                 run_id, [], error=exc.message, owner=self.owner
@@ -152,7 +180,6 @@ class SuiteRunner:
             try:
                 judge = self._judge()
             except BadInput as exc:  # no judge in the policy, or its provider unconfigured
-                await provider.aclose()
                 return await self.core.finish_validation_run(
                     run_id, [], error=exc.message, owner=self.owner
                 )
@@ -171,10 +198,6 @@ class SuiteRunner:
                     self.core.stop_validation_run(run_id, worker, RunState.CANCELLED, "cancelled")
                 )
             raise
-        finally:
-            await provider.aclose()
-            if judge is not None:
-                await judge.provider.aclose()
         if results is None:  # the run was cancelled or taken over elsewhere
             return await self.core.validation_run(run_id)
         found = regressions(results, spec.baseline_results)
@@ -211,10 +234,7 @@ class SuiteRunner:
                 "the suite has llm-rubric cases, and promptship.yaml names no judge to grade them",
                 hint="add judge: {provider: anthropic, model: MODEL} to promptship.yaml",
             )
-        provider = self._provider_factory(
-            policy.provider, timeout=self.settings.timeout, max_retries=self.settings.max_retries
-        )
-        return Judge(provider, policy.model, policy.max_tokens)
+        return Judge(self._provider(policy.provider, "judge"), policy.model, policy.max_tokens)
 
     async def _run_cases(
         self,

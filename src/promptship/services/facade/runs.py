@@ -33,11 +33,13 @@ class RunUseCases(RegistryUseCases):
         name: str,
         version: str,
         actor: Actor,
-        total: int,
+        total: int | None = None,
         *,
         owner: str | None = None,
         queued: bool = False,
     ) -> RunView:
+        """Record a new run of the version's suite (``total`` cases: by default the suite's),
+        queued for a worker or running in ``owner``."""
         async with self.db.transaction() as session:
             return await runs.start_run(
                 session,
@@ -52,8 +54,7 @@ class RunUseCases(RegistryUseCases):
 
     async def queue_validation_run(self, name: str, version: str, actor: Actor) -> RunView:
         """Queue a run of the version's suite for a worker (Slack, the API)."""
-        detail = await self.show(name, version)
-        return await self.start_validation_run(name, version, actor, len(detail.tests), queued=True)
+        return await self.start_validation_run(name, version, actor, queued=True)
 
     async def claim_validation_run(self, owner: str, run_id: int | None = None) -> int | None:
         async with self.db.transaction() as session:

@@ -154,7 +154,7 @@ async def runner_benchmark(
                 f"    {label:<44} {wall:7.2f} s   ideal {ideal:6.2f} s   ratio {wall / ideal:5.2f}"
                 f"   target ≤ {target}: {'PASS' if wall / ideal <= target else 'FAIL'}"
             )
-        floor = await bare_calls(timed[0][1]["tests"], latency, concurrency)
+        floor = await bare_calls(timed[0][1]["tests"], concurrency)
         ideal = cases * latency / concurrency
         print(
             f"    the same {cases} calls, bare: {floor:5.2f} s, ratio {floor / ideal:5.2f}"
@@ -170,18 +170,7 @@ async def runner_benchmark(
         )
         first_wall = walls["bench"]
         if sequential:
-            provider = make_provider("anthropic", timeout=30, max_retries=2)
-            started = time.perf_counter()
-            for case in timed[0][1]["tests"]:
-                await provider.complete(
-                    model="m",
-                    system="Echo.",
-                    messages=[{"role": "user", "content": case["input"]}],
-                    temperature=0,
-                    max_tokens=64,
-                )
-            naive = time.perf_counter() - started
-            await provider.aclose()
+            naive = await bare_calls(timed[0][1]["tests"], 1)
             print(
                 f"    sequential loop of the {cases} plain cases {naive:7.2f} s"
                 f"   runner is {naive / first_wall:5.1f}x faster"
@@ -190,9 +179,10 @@ async def runner_benchmark(
         await db.dispose()
 
 
-async def bare_calls(tests: list[dict[str, Any]], latency: float, concurrency: int) -> float:
+async def bare_calls(tests: list[dict[str, Any]], concurrency: int) -> float:
     """Wall time of the suite's calls through the provider alone, ``concurrency`` at a time
-    on warm connections: what any client of this double pays on this machine."""
+    on warm connections: what any client of this double pays on this machine (at 1, the
+    naive sequential loop)."""
     provider = make_provider("anthropic", timeout=30, max_retries=2)
     slots = asyncio.Semaphore(concurrency)
 

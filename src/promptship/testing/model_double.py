@@ -56,14 +56,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from promptship.testing.grader import grade, is_judge_request
-from promptship.testing.serve import bind_loopback
+from promptship.testing.serve import ServerThread
 
 
 class TokenBucket:
@@ -159,8 +158,7 @@ class ModelDouble:
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServerThread | None = None
         self.port = 0
 
     def _answer(self, system: str, user: str, model: str) -> Any:
@@ -426,31 +424,15 @@ class ModelDouble:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
             ]
         )
-        sock = bind_loopback()
-        self.port = sock.getsockname()[1]
-        # a request still waiting out its latency when the double stops is cut after 1 s
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-        )
-        server = self._server
-
-        def run() -> None:
-            asyncio.run(server.serve(sockets=[sock]))
-            sock.close()
-
-        self._thread = threading.Thread(target=run, name="model-double", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self._serving = ServerThread(app, name="model-double", lifespan="off").start()
+        self.port = self._serving.port
         return self
 
     def stop(self) -> None:
         """Stop serving: later calls get connection refused."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+        if self._serving is not None:
+            self._serving.stop()
+            self._serving = None
 
     def __enter__(self) -> ModelDouble:
         return self.start()

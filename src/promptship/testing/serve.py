@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -33,10 +33,20 @@ def bind_loopback() -> socket.socket:
 
 
 class ServerThread:
-    """Serve an ASGI app with uvicorn on a free loopback port, in its own thread and loop."""
+    """Serve an ASGI app with uvicorn on a free loopback port, in its own thread and loop:
+    ``start``/``stop``, or ``with ServerThread(app) as served``. A request still in progress
+    when it stops is cut after a second; later requests get connection refused."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        name: str = "promptship-server",
+        lifespan: Literal["auto", "on", "off"] = "auto",
+    ) -> None:
         self.app = app
+        self.name = name
+        self.lifespan = lifespan
         self.port = 0
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -45,31 +55,40 @@ class ServerThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> ServerThread:
+    def start(self) -> ServerThread:
         sock = bind_loopback()
         self.port = sock.getsockname()[1]
-        self._server = Server(
-            uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1)
+        server = self._server = Server(
+            uvicorn.Config(
+                self.app, log_level="warning", lifespan=self.lifespan, timeout_graceful_shutdown=1
+            )
         )
-        server = self._server
 
         def run() -> None:
             asyncio.run(server.serve(sockets=[sock]))
             sock.close()
 
-        self._thread = threading.Thread(target=run, name="promptship-server", daemon=True)
-        self._thread.start()
+        thread = self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        thread.start()
         deadline = time.monotonic() + 30
         while not server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the server did not start")
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"{self.name} did not start")
             time.sleep(0.01)
         return self
 
+    def stop(self) -> None:
+        """Stop serving (again: nothing)."""
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is not None and thread is not None:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
     def __exit__(self, *exc: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
+        self.stop()
 
 
 class Startable(Protocol):

@@ -22,7 +22,6 @@ Point the bot at it with ``SLACK_API_URL=double.api_url``.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import threading
@@ -33,13 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from promptship.testing.serve import bind_loopback
+from promptship.testing.serve import ServerThread
 from promptship.testing.slack_limits import LIMITS, block_problems
 from promptship.testing.slack_oidc import OpenIdDouble
 
@@ -85,8 +83,7 @@ class SlackDouble(OpenIdDouble):
         self._archived: set[str] = set()
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServerThread | None = None
         self.port = 0
 
     # -- control -----------------------------------------------------------------------
@@ -409,28 +406,15 @@ class SlackDouble(OpenIdDouble):
                 Route("/_double/responses/{key}", self._inspect_responses, methods=["GET"]),
             ]
         )
-        sock = bind_loopback()
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        server = self._server
-
-        def run() -> None:
-            asyncio.run(server.serve(sockets=[sock]))
-            sock.close()
-
-        self._thread = threading.Thread(target=run, name="slack-double", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self._serving = ServerThread(app, name="slack-double", lifespan="off").start()
+        self.port = self._serving.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+        """Stop serving: later calls get connection refused."""
+        if self._serving is not None:
+            self._serving.stop()
+            self._serving = None
 
     def __enter__(self) -> SlackDouble:
         return self.start()

@@ -167,6 +167,41 @@ async def signed_events(
     return [e for e in events if authentic(e, keys)]
 
 
+async def signed_version_events(
+    session: AsyncSession,
+    prompt: str,
+    version: str,
+    actions: Collection[str],
+    *,
+    environment: str | None = None,
+    newest_first: bool = False,
+) -> list[AuditEvent]:
+    """The events of one prompt version (in ``environment``, when given) with these
+    actions whose MAC holds, oldest first (or newest first)."""
+    query = select(AuditEvent).where(
+        AuditEvent.prompt == prompt, AuditEvent.version == version, AuditEvent.action.in_(actions)
+    )
+    if environment is not None:
+        query = query.where(AuditEvent.environment == environment)
+    order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
+    events = (await session.execute(query.order_by(order))).scalars().all()
+    keys = keyring(session).keys()
+    return [e for e in events if authentic(e, keys)]
+
+
+#: what a validation run's signed record is: its result, and regressions accepted later
+RUN_FINISHED, RUN_OVERRIDDEN = "validation.finished", "validation.regressions_overridden"
+
+
+async def signed_run_events(
+    session: AsyncSession, prompt: str, version: str, run_id: int
+) -> list[AuditEvent]:
+    """The signed events of one validation run: its result and any later override of its
+    regressions, oldest first."""
+    events = await signed_version_events(session, prompt, version, (RUN_FINISHED, RUN_OVERRIDDEN))
+    return [e for e in events if e.details.get("run") == run_id]
+
+
 DECISION_ACTIONS = {True: "request.approved", False: "request.rejection"}
 
 

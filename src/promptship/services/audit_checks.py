@@ -345,7 +345,7 @@ async def _run_rows(session: AsyncSession) -> list[str]:
     run's row would otherwise bring an older passed one back to the tests gate."""
     events = await session.execute(
         select(AuditEvent.prompt, AuditEvent.version, AuditEvent.details)
-        .where(AuditEvent.action == "validation.finished")
+        .where(AuditEvent.action == audit.RUN_FINISHED)
         .order_by(AuditEvent.seq)
     )
     recorded = {details.get("run"): (prompt, version) for prompt, version, details in events.all()}

@@ -9,7 +9,6 @@ import asyncio
 import functools
 from itertools import zip_longest
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain import linediff
@@ -23,7 +22,6 @@ from promptship.services.views import (
     TestsEvidence,
 )
 from promptship.store.models import (
-    AuditEvent,
     PromotionRequest,
     Prompt,
     PromptVersion,
@@ -184,30 +182,10 @@ async def _override(
     (an override given with the results, or a later one); (None, None) when nobody did."""
     if not run.regression_override:
         return None, None
-    events = (
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(
-                    AuditEvent.prompt == prompt.name,
-                    AuditEvent.version == version.version,
-                    AuditEvent.action.in_(
-                        ("validation.finished", "validation.regressions_overridden")
-                    ),
-                )
-                .order_by(AuditEvent.seq)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    keys = audit.keyring(session).keys()
     by = reason = None
-    for e in events:
-        if e.details.get("run") != run.id or not audit.authentic(e, keys):
-            continue
+    for e in await audit.signed_run_events(session, prompt.name, version.version, run.id):
         given = e.details.get(
-            "reason" if e.action == "validation.regressions_overridden" else "regression_override"
+            "reason" if e.action == audit.RUN_OVERRIDDEN else "regression_override"
         )
         if isinstance(given, str) and given:
             by, reason = e.actor, given

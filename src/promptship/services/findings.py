@@ -16,7 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import RequestState, RunState
 from promptship.errors import BadInput, Forbidden, GateRefused, NotFound
-from promptship.services import drift, identities, lifecycle, outbox, registry, requests, runs
+from promptship.services import (
+    audit,
+    drift,
+    identities,
+    lifecycle,
+    outbox,
+    registry,
+    requests,
+    runs,
+)
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RunView
 from promptship.store.models import (
@@ -79,7 +88,7 @@ async def accept_regressions(
         session,
         deps.clock,
         actor,
-        action="validation.regressions_overridden",
+        action=audit.RUN_OVERRIDDEN,
         prompt=prompt.name,
         version=version.version,
         details={"run": run.id, "regressions": list(run.regressions), "reason": reason.strip()},
@@ -127,7 +136,7 @@ async def finish_run(
         session,
         deps.clock,
         actor,
-        action="validation.finished",
+        action=audit.RUN_FINISHED,
         prompt=prompt.name,
         version=version.version,
         details={

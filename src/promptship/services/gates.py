@@ -43,7 +43,6 @@ RUN_TAMPERED = (
 SOAK_TAMPERED = (
     "the soak's record does not match its signed audit event; see promptship audit verify"
 )
-_RUN_EVENTS = ("validation.finished", "validation.regressions_overridden")
 
 
 async def run_matches_signed(
@@ -54,30 +53,14 @@ async def run_matches_signed(
     can open the tests gate, so only that is checked."""
     if run.state != RunState.PASSED.value:
         return True
-    events = (
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(
-                    AuditEvent.prompt == prompt.name,
-                    AuditEvent.version == version.version,
-                    AuditEvent.action.in_(_RUN_EVENTS),
-                )
-                .order_by(AuditEvent.seq)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    keys = audit.keyring(session).keys()
-    signed = [e for e in events if e.details.get("run") == run.id and audit.authentic(e, keys)]
-    finished = [e.details for e in signed if e.action == _RUN_EVENTS[0]]
+    signed = await audit.signed_run_events(session, prompt.name, version.version, run.id)
+    finished = [e.details for e in signed if e.action == audit.RUN_FINISHED]
     if not finished:
         return False
     result = finished[-1]
     override = result.get("regression_override")
     for e in signed:
-        if e.action == _RUN_EVENTS[1]:
+        if e.action == audit.RUN_OVERRIDDEN:
             override = f"{e.details.get('reason')} (by {e.actor})"
     return (
         result.get("state") == run.state
@@ -94,25 +77,12 @@ async def newest_run_present(
 ) -> bool:
     """Whether the run the gate reads is no older than the newest signed finished run of the
     version: deleting a failed run's row must not bring an older passed one back."""
-    events = (
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(
-                    AuditEvent.prompt == prompt.name,
-                    AuditEvent.version == version.version,
-                    AuditEvent.action == _RUN_EVENTS[0],
-                )
-                .order_by(AuditEvent.seq.desc())
-            )
-        )
-        .scalars()
-        .all()
+    signed = await audit.signed_version_events(
+        session, prompt.name, version.version, (audit.RUN_FINISHED,), newest_first=True
     )
-    keys = audit.keyring(session).keys()
-    newest = next((e for e in events if audit.authentic(e, keys)), None)
-    if newest is None:
+    if not signed:
         return True
+    newest = signed[0]
     recorded = newest.details.get("run")
     return not isinstance(recorded, int) or (run is not None and run.id >= recorded)
 
@@ -135,29 +105,19 @@ class SignedSoaks:
 async def signed_soaks(
     session: AsyncSession, prompt: Prompt, version: PromptVersion, environment: str
 ) -> SignedSoaks:
-    events = (
-        (
-            await session.execute(
-                select(AuditEvent)
-                .where(
-                    AuditEvent.prompt == prompt.name,
-                    AuditEvent.version == version.version,
-                    AuditEvent.environment == environment,
-                    AuditEvent.action.in_(("soak.passed", "soak.failed", "soak.restarted")),
-                )
-                .order_by(AuditEvent.seq.desc())
-            )
-        )
-        .scalars()
-        .all()
+    events = await audit.signed_version_events(
+        session,
+        prompt.name,
+        version.version,
+        ("soak.passed", "soak.failed", "soak.restarted"),
+        environment=environment,
+        newest_first=True,
     )
-    keys = audit.keyring(session).keys()
     signed = [
         (e.action, soak)
         for e in events
         if isinstance(soak := e.details.get("soak"), int)
         and e.details.get("kind", deployments.STAGING_SOAK) == deployments.STAGING_SOAK
-        and audit.authentic(e, keys)
     ]
     return SignedSoaks(
         newest=signed[0][1] if signed else None,

@@ -131,8 +131,7 @@ async def _change(
 ) -> ApplyChange:
     envs = deps.policy.environments
     env = entry.environment
-    pointer = await deployments.active(session, prompt.id, env)
-    current = await registry.get_version_by_id(session, pointer.version_id) if pointer else None
+    current = await deployments.live_version(session, prompt.id, env)
 
     def change(action: str, outcome: str, detail: str | None = None, **kw: Any) -> ApplyChange:
         return ApplyChange(

@@ -55,6 +55,14 @@ async def active(session: AsyncSession, prompt_id: int, environment: str) -> Dep
     ).scalar_one_or_none()
 
 
+async def live_version(
+    session: AsyncSession, prompt_id: int, environment: str
+) -> PromptVersion | None:
+    """The version ``environment`` runs now (None: nothing deployed there)."""
+    pointer = await active(session, prompt_id, environment)
+    return await registry.get_version_by_id(session, pointer.version_id) if pointer else None
+
+
 async def latest_soak(
     session: AsyncSession, version_id: int, environment: str, kind: str = STAGING_SOAK
 ) -> SoakRun | None:

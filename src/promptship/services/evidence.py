@@ -63,10 +63,7 @@ async def gather(
     request: PromotionRequest,
 ) -> RequestEvidence:
     envs = deps.policy.environments
-    production = None
-    pointer = await deployments.active(session, prompt.id, envs.production)
-    if pointer is not None:
-        production = await registry.get_version_by_id(session, pointer.version_id)
+    production = await deployments.live_version(session, prompt.id, envs.production)
     soak = None
     if request.environment == envs.production and request.kind == RequestKind.NORMAL:
         row = await deployments.latest_soak(session, version.id, envs.staging)

@@ -319,12 +319,7 @@ async def view(
 ) -> RequestView:
     """The request as people see it: decisions, the gates now (while it is open) and, unless
     ``with_evidence`` is off (a list of many), the evidence an approval message carries."""
-    prompt = (
-        prompt
-        or (
-            await session.execute(select(Prompt).where(Prompt.id == request.prompt_id))
-        ).scalar_one()
-    )
+    prompt = prompt or await registry.get_prompt_by_id(session, request.prompt_id)
     version = version or await registry.get_version_by_id(session, request.version_id)
     decisions = await decisions_on(session, request.id)
     checks = (

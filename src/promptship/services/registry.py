@@ -99,6 +99,10 @@ async def get_version(
     return prompt, found
 
 
+async def get_prompt_by_id(session: AsyncSession, prompt_id: int) -> Prompt:
+    return (await session.execute(select(Prompt).where(Prompt.id == prompt_id))).scalar_one()
+
+
 async def get_version_by_id(session: AsyncSession, version_id: int) -> PromptVersion:
     return (
         await session.execute(select(PromptVersion).where(PromptVersion.id == version_id))

@@ -243,20 +243,25 @@ class RunSpec:
     baseline_results: list[dict[str, Any]] | None
 
 
-async def run_spec(session: AsyncSession, deps: Deps, run_id: int) -> RunSpec:
+async def _run_and_version(
+    session: AsyncSession, run_id: int
+) -> tuple[ValidationRun, PromptVersion]:
     run = (
         await session.execute(select(ValidationRun).where(ValidationRun.id == run_id))
     ).scalar_one_or_none()
     if run is None:
         raise NotFound(f"no validation run {run_id}")
-    version = await registry.get_version_by_id(session, run.version_id)
-    prompt = (
-        await session.execute(select(Prompt).where(Prompt.id == version.prompt_id))
-    ).scalar_one()
+    return run, await registry.get_version_by_id(session, run.version_id)
+
+
+async def run_spec(session: AsyncSession, deps: Deps, run_id: int) -> RunSpec:
+    run, version = await _run_and_version(session, run_id)
+    prompt = await registry.get_prompt_by_id(session, version.prompt_id)
     baseline_version, baseline_results = None, None
-    pointer = await deployments.active(session, prompt.id, deps.policy.environments.production)
-    if pointer is not None and pointer.version_id != version.id:
-        production = await registry.get_version_by_id(session, pointer.version_id)
+    production = await deployments.live_version(
+        session, prompt.id, deps.policy.environments.production
+    )
+    if production is not None and production.id != version.id:
         last = await registry.latest_run(session, production)
         if last is not None and last.state in (RunState.PASSED.value, RunState.FAILED.value):
             baseline_version, baseline_results = production.version, list(last.results)
@@ -278,15 +283,8 @@ async def run_spec(session: AsyncSession, deps: Deps, run_id: int) -> RunSpec:
 
 
 async def run_detail(session: AsyncSession, run_id: int) -> RunDetail:
-    run = (
-        await session.execute(select(ValidationRun).where(ValidationRun.id == run_id))
-    ).scalar_one_or_none()
-    if run is None:
-        raise NotFound(f"no validation run {run_id}")
-    version = await registry.get_version_by_id(session, run.version_id)
-    prompt = (
-        await session.execute(select(Prompt).where(Prompt.id == version.prompt_id))
-    ).scalar_one()
+    run, version = await _run_and_version(session, run_id)
+    prompt = await registry.get_prompt_by_id(session, version.prompt_id)
     return RunDetail(
         **registry.run_view(run).model_dump(),
         prompt=prompt.name,
@@ -299,12 +297,7 @@ async def run_detail(session: AsyncSession, run_id: int) -> RunDetail:
 async def load_run(
     session: AsyncSession, run_id: int
 ) -> tuple[Prompt, PromptVersion, ValidationRun]:
-    run = (
-        await session.execute(select(ValidationRun).where(ValidationRun.id == run_id))
-    ).scalar_one_or_none()
-    if run is None:
-        raise NotFound(f"no validation run {run_id}")
-    version = await registry.get_version_by_id(session, run.version_id)
+    run, version = await _run_and_version(session, run_id)
     prompt = await registry.lock_prompt(session, version.prompt_id)
     await session.refresh(run)
     await session.refresh(version)

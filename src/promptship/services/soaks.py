@@ -200,9 +200,8 @@ async def cycle_spec(session: AsyncSession, deps: Deps, soak_id: int, cycle: int
         if soak.baseline_version_id is not None:
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
     else:
-        pointer = await deployments.active(session, prompt.id, envs.production)
-        if pointer is not None and pointer.version_id != candidate.id:
-            baseline = await registry.get_version_by_id(session, pointer.version_id)
+        live = await deployments.live_version(session, prompt.id, envs.production)
+        baseline = live if live is not None and live.id != candidate.id else None
 
     traffic = None
     samples: list[Sample] = []

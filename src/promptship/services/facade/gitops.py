@@ -87,10 +87,7 @@ class GitOpsUseCases(PromotionUseCases):
         """Whether ``environment`` runs ``version`` of ``name`` now."""
         async with self.db.reader() as session:
             prompt = await registry.get_prompt(session, name)
-            pointer = await deployments.active(session, prompt.id, environment)
-            if pointer is None:
-                return False
-            current = await registry.get_version_by_id(session, pointer.version_id)
+            current = await deployments.live_version(session, prompt.id, environment)
             return current is not None and current.version == version
 
 

@@ -29,6 +29,7 @@ from promptship.domain.promptfile import semver_key
 from promptship.errors import BadInput, Forbidden
 from promptship.services import deployments, identities, registry, rollbacks
 from promptship.services.deps import Deps, request_code
+from promptship.services.roles import ROLLBACK_ROLES
 from promptship.services.views import ApplyChange
 from promptship.store.models import DeploymentHistory, PromotionRequest, Prompt, PromptVersion
 
@@ -230,7 +231,7 @@ def _rollback_refusal(
         identities.check_decider(deps.policy, actor, f"roll back {env}")
     except Forbidden as exc:
         return f"{exc.message}; a person on-call or an approver can: {instead}"
-    if not roles & rollbacks.ROLLBACK_ROLES:
+    if not roles & ROLLBACK_ROLES:
         return (
             f"only on-call or approvers can roll back {env}, with a deciding token or in Slack "
             f"({actor.id} here is neither); one of them can: {instead}"

@@ -15,6 +15,7 @@ from promptship.domain.lifecycle import RequestState
 from promptship.errors import BadInput, Conflict, Forbidden
 from promptship.services import audit, gates, identities, lifecycle, requests
 from promptship.services.deps import Deps, request_code
+from promptship.services.roles import DECISION_ROLES
 from promptship.services.views import DecisionOutcome
 from promptship.store.models import Approval, AuditEvent, Prompt, PromptVersion
 
@@ -96,7 +97,7 @@ async def record_decision(
             f"you pushed {lifecycle.label(prompt, version)} on behalf of {author}; "
             "someone else must approve it"
         )
-    deciding_roles = roles & {"approvers", "stakeholders"}
+    deciding_roles = roles & DECISION_ROLES
     if not deciding_roles:
         raise Forbidden(
             f"only approvers can {'approve' if approve else 'reject'} {code}",

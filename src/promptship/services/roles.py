@@ -9,6 +9,12 @@ from typing import Protocol
 from promptship.config import Policy, is_email
 
 ROLE_NAMES = ("approvers", "oncall", "stakeholders")
+#: who approves or rejects a promotion request
+DECISION_ROLES = frozenset({"approvers", "stakeholders"})
+#: who rolls an environment back (production only by a person who decides: identities)
+ROLLBACK_ROLES = frozenset({"oncall", "approvers"})
+#: every role whose holders decide something: what an approve token is for
+DECIDING_ROLES = DECISION_ROLES | ROLLBACK_ROLES
 
 
 @dataclass(frozen=True)

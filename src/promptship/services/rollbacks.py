@@ -11,11 +11,9 @@ from promptship.domain.promptfile import semver_key
 from promptship.errors import BadInput, Forbidden, GateRefused
 from promptship.services import deployments, identities, lifecycle, outbox, registry, requests
 from promptship.services.deps import Deps
+from promptship.services.roles import ROLLBACK_ROLES
 from promptship.services.views import RollbackResult
 from promptship.store.models import Deployment, DeploymentHistory, PromptVersion
-
-#: the roles that may roll an environment back (production: by a deciding person too)
-ROLLBACK_ROLES = frozenset({"oncall", "approvers"})
 
 #: what to do instead of "rolling back" to a version that is no rollback target
 ROLL_FORWARD = (

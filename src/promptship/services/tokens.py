@@ -25,6 +25,7 @@ from promptship.domain.identity import Actor, Scope, Via, parse_scope
 from promptship.errors import BadInput, Forbidden, NotFound
 from promptship.services import audit
 from promptship.services.deps import Deps
+from promptship.services.roles import DECIDING_ROLES, ROLLBACK_ROLES
 from promptship.services.views import IssuedToken, TokenView
 from promptship.store.models import ApiToken, AuditEvent
 
@@ -40,8 +41,6 @@ OWN_LIFETIME = timedelta(days=90)
 _SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}")
 _SERVICE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _USER = re.compile(r"[UW][A-Z0-9]{2,31}")
-#: roles whose holders decide (approve, reject, roll back): what an approve token is for
-DECIDING_ROLES = frozenset({"approvers", "oncall", "stakeholders"})
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,8 @@ def own_scope(roles: frozenset[str], asked: Scope | None) -> Scope:
             hint="ask for approve or write; the CLI issues admin tokens only where local_decisions is on",
         )
     if asked is None:
-        return Scope.APPROVE if roles & {"approvers", "oncall"} else Scope.WRITE
+        # approvers and on-call decide day to day; a stakeholder asks for approve
+        return Scope.APPROVE if roles & ROLLBACK_ROLES else Scope.WRITE
     if asked is Scope.APPROVE and not roles & DECIDING_ROLES:
         raise Forbidden(
             "an approve token is for approvers, on-call and stakeholders, and you hold none "

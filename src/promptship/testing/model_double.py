@@ -47,13 +47,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -62,70 +58,27 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from promptship.testing.grader import grade, is_judge_request
+from promptship.testing.model_wire import (
+    MAX_TOKENS_REFUSED,
+    PARAMS,
+    Responder,
+    TokenBucket,
+    ToolCall,
+    anthropic_error,
+    calls_of,
+    chat_choices,
+    content_blocks,
+    count_tokens,
+    failure_response,
+    sampling_refusal,
+    text_of,
+)
 from promptship.testing.serve import ServerThread
 
+__all__ = ["ModelDouble", "Responder", "TokenBucket", "ToolCall", "echo"]
 
-class TokenBucket:
-    """``rate`` requests a second, up to ``burst`` at once; not thread-safe (the double
-    takes it under its lock)."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._at = time.monotonic()
-
-    def take(self) -> tuple[bool, dict[str, str]]:
-        """Whether a request may go ahead (and it takes its token), and the headers its
-        answer carries."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        allowed = self._tokens >= 1
-        if allowed:
-            self._tokens -= 1
-        full_in = (self.burst - self._tokens) / self.rate
-        headers = {
-            "anthropic-ratelimit-requests-limit": str(self.burst),
-            "anthropic-ratelimit-requests-remaining": str(math.floor(self._tokens)),
-            "anthropic-ratelimit-requests-reset": (
-                datetime.now(UTC) + timedelta(seconds=full_in)
-            ).isoformat(timespec="milliseconds"),
-        }
-        if not allowed:  # whole seconds, at least 1, as the real API says it
-            headers["retry-after"] = str(max(1, math.ceil((1 - self._tokens) / self.rate)))
-        return allowed, headers
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A responder's answer that calls a tool instead of answering."""
-
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-
-#: ``(system, user, model) -> answer``: text, tool calls instead of text, or None for no
-#: answer at all
-Responder = Callable[[str, str, str], str | ToolCall | list[ToolCall] | None]
 #: an injected failure: status, retry-after, message (None: the status's usual one)
 _Failure = tuple[int, float | None, str | None]
-
-#: the keys of a request that change how the model samples or how much it writes
-_PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens")
-_SAMPLING = ("temperature", "top_p", "top_k")
-_MAX_TOKENS_REFUSED = (
-    "Unsupported parameter: 'max_tokens' is not supported with this model. "
-    "Use 'max_completion_tokens' instead."
-)
-
-_ERRORS = {
-    400: ("invalid_request_error", "Invalid request"),
-    429: ("rate_limit_error", "Rate limited"),
-    500: ("api_error", "Internal server error"),
-    503: ("api_error", "Service unavailable"),
-    529: ("overloaded_error", "Overloaded"),
-}
 
 
 def _grade(system: str, user: str, model: str) -> str:
@@ -243,33 +196,13 @@ class ModelDouble:
                     "system": system,
                     "user": user,
                     "messages": body.get("messages") or [],
-                    "params": {key: body[key] for key in _PARAMS if key in body},
+                    "params": {key: body[key] for key in PARAMS if key in body},
                     "status": failure[0] if failure else 400 if refused else 200,
                     "at": time.time(),
                     "connection": connection,
                 }
             )
             return failure
-
-    @staticmethod
-    def _failure(
-        status: int,
-        retry_after: float | None,
-        message: str | None,
-        openai: bool = False,
-        headers: dict[str, str] | None = None,
-    ) -> JSONResponse:
-        kind, usual = _ERRORS.get(status, ("api_error", "Error"))
-        message = message or usual
-        headers = dict(headers or {})
-        if retry_after is not None:
-            headers["retry-after"] = str(int(retry_after))
-            headers["retry-after-ms"] = str(max(1, int(retry_after * 1000)))
-        if openai:
-            body: dict[str, Any] = {"error": {"message": message, "type": kind, "code": status}}
-        else:
-            body = {"type": "error", "error": {"type": kind, "message": message}}
-        return JSONResponse(body, status_code=status, headers=headers)
 
     async def _latency(self, arrived: float) -> None:
         """Answer ``latency`` seconds after the request arrived, as a model API's latency is
@@ -281,20 +214,20 @@ class ModelDouble:
         arrived = time.monotonic()
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not (request.headers.get("x-api-key") or bearer):
-            return _anthropic_error(401, "authentication_error", "an API key is required")
+            return anthropic_error(401, "authentication_error", "an API key is required")
         try:
             body = await request.json()
         except ClientDisconnect:  # the caller went away (a server stopped mid-run): no answer
             return JSONResponse({}, status_code=499)
         if not body.get("model") or not body.get("max_tokens") or not body.get("messages"):
-            return _anthropic_error(
+            return anthropic_error(
                 400, "invalid_request_error", "model, max_tokens and messages are required"
             )
         system = body.get("system") or ""
         if isinstance(system, list):
             system = "".join(part.get("text", "") for part in system)
-        user = _text(body["messages"][-1].get("content"))
-        refusal = _refusal(body, self.refuses_sampling)
+        user = text_of(body["messages"][-1].get("content"))
+        refusal = sampling_refusal(body, self.refuses_sampling)
         limits: dict[str, str] = {}
         failure = self._record(
             "/v1/messages",
@@ -306,14 +239,14 @@ class ModelDouble:
             connection=_connection(request),
         )
         if failure is not None and "retry-after" in limits:  # refused at the door, at once
-            return self._failure(*failure, headers=limits)
+            return failure_response(*failure, headers=limits)
         await self._latency(arrived)
         if failure is not None:
-            return self._failure(*failure, headers=limits)
+            return failure_response(*failure, headers=limits)
         if refusal:
-            return _anthropic_error(400, "invalid_request_error", refusal)
+            return anthropic_error(400, "invalid_request_error", refusal)
         answer = self._answer(system, user, body["model"])
-        content, written = self._content(answer)
+        content, written = content_blocks(answer, self._ids)
         return JSONResponse(
             {
                 "id": f"msg_{next(self._ids):024d}",
@@ -321,11 +254,11 @@ class ModelDouble:
                 "role": "assistant",
                 "model": body["model"],
                 "content": content,
-                "stop_reason": "tool_use" if _calls(answer) else "end_turn",
+                "stop_reason": "tool_use" if calls_of(answer) else "end_turn",
                 "stop_sequence": None,
                 "usage": {
-                    "input_tokens": _tokens(system) + _tokens(user),
-                    "output_tokens": _tokens(written),
+                    "input_tokens": count_tokens(system) + count_tokens(user),
+                    "output_tokens": count_tokens(written),
                 },
             },
             headers=limits,
@@ -335,9 +268,9 @@ class ModelDouble:
         arrived = time.monotonic()
         body = await request.json()
         messages = body.get("messages") or []
-        system = "".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+        system = "".join(text_of(m.get("content")) for m in messages if m.get("role") == "system")
         user = next(
-            (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+            (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
         )
         model = body.get("model", "")
         refused = "max_tokens" in body and model in self.refuses_max_tokens
@@ -351,18 +284,21 @@ class ModelDouble:
         )
         await self._latency(arrived)
         if failure is not None:
-            return self._failure(*failure, openai=True)
+            return failure_response(*failure, openai=True)
         if refused:  # OpenAI's newer models
             error = {
-                "message": _MAX_TOKENS_REFUSED,
+                "message": MAX_TOKENS_REFUSED,
                 "type": "invalid_request_error",
                 "param": "max_tokens",
                 "code": "unsupported_parameter",
             }
             return JSONResponse({"error": error}, status_code=400)
         answer = self._answer(system, user, model)
-        choices, written = self._choices(answer)
-        prompt_tokens, completion_tokens = _tokens(system) + _tokens(user), _tokens(written)
+        choices, written = chat_choices(answer, self._ids)
+        prompt_tokens, completion_tokens = (
+            count_tokens(system) + count_tokens(user),
+            count_tokens(written),
+        )
         return JSONResponse(
             {
                 "id": f"chatcmpl-{next(self._ids)}",
@@ -377,43 +313,6 @@ class ModelDouble:
                 },
             }
         )
-
-    def _content(self, answer: str | ToolCall | list[ToolCall] | None) -> tuple[Any, str]:
-        """/v1/messages content blocks for a responder's answer, and the text written."""
-        calls = _calls(answer)
-        if calls:
-            blocks = [
-                {
-                    "type": "tool_use",
-                    "id": f"toolu_{next(self._ids):024d}",
-                    "name": call.name,
-                    "input": call.arguments,
-                }
-                for call in calls
-            ]
-            return blocks, json.dumps([call.arguments for call in calls])
-        if answer is None:
-            return [], ""
-        return [{"type": "text", "text": answer}], str(answer)
-
-    def _choices(self, answer: str | ToolCall | list[ToolCall] | None) -> tuple[Any, str]:
-        """/v1/chat/completions choices for a responder's answer, and the text written."""
-        if answer is None:
-            return [], ""
-        calls = _calls(answer)
-        message: dict[str, Any] = {"role": "assistant", "content": None if calls else answer}
-        if calls:
-            message["tool_calls"] = [
-                {
-                    "id": f"call_{next(self._ids)}",
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-                }
-                for call in calls
-            ]
-        finish = "tool_calls" if calls else "stop"
-        written = json.dumps(message["tool_calls"]) if calls else str(answer)
-        return [{"index": 0, "message": message, "finish_reason": finish}], written
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -445,45 +344,6 @@ def _connection(request: Request) -> str:
     """The caller's end of the request's connection: a kept-alive connection's requests
     share it."""
     return f"{request.client.host}:{request.client.port}" if request.client else ""
-
-
-def _anthropic_error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"type": "error", "error": {"type": kind, "message": message}}, status_code=status
-    )
-
-
-def _refusal(body: dict[str, Any], refuses_sampling: set[str]) -> str | None:
-    """Why /v1/messages refuses a well-formed request's parameters, as the API words it."""
-    sampling = [key for key in _SAMPLING if key in body]
-    if sampling and body["model"] in refuses_sampling:  # takes no sampling parameters
-        return f"{sampling[0]}: Extra inputs are not permitted"
-    temperature = body.get("temperature", 0)
-    if not isinstance(temperature, int | float) or temperature < 0:
-        return "temperature: Input should be greater than or equal to 0"
-    if temperature > 1:
-        return "temperature: Input should be less than or equal to 1"
-    return None
-
-
-def _calls(answer: str | ToolCall | list[ToolCall] | None) -> list[ToolCall]:
-    if isinstance(answer, ToolCall):
-        return [answer]
-    if isinstance(answer, list):
-        return answer
-    return []
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
-def _tokens(text: str) -> int:
-    return max(1, len(text) // 4)
 
 
 def main() -> None:

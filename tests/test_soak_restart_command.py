@@ -106,6 +106,14 @@ async def test_a_restart_mid_soak_cancels_it_and_the_open_request_reads_the_new_
     assert gate.detail.startswith("soaking: no cycle done yet of ")
     updates = [d for d in await due(soak_core) if d.topic == "request.updated"]
     assert updates and updates[-1].payload["request"]["id"] == request.id
+    # the audit says what the restart interrupted: a soak that was still running
+    [restarted] = [
+        e for e in (await soak_core.history(NAME)).events if e.action == "soak.restarted"
+    ]
+    assert (restarted.details["previous_soak"], restarted.details["previous_state"]) == (
+        first,
+        "running",
+    )
 
 
 async def test_only_approvers_restart_a_soak(soak_core: Promptship) -> None:

@@ -79,12 +79,14 @@ async def restart(
             )
         )
     ).all()
+    # the audit records the soak as it was, so it is read before it is cancelled
+    previous = await deployments.latest_soak(session, staged.id, envs.staging)
+    previous_state = previous.state if previous else None
     now = deps.clock.now()
     for old in running:
         old.state = "cancelled"
         old.finished_at = now
         old.failure = f"restarted by {actor.id}"
-    previous = await deployments.latest_soak(session, staged.id, envs.staging)
     soak = await deployments.start_staging_soak(session, deps, staged)
     assert soak is not None  # the policy's soak length was checked above
     policy = envs.production_policy
@@ -99,7 +101,7 @@ async def restart(
         details={
             "soak": soak.id,
             "previous_soak": previous.id if previous else None,
-            "previous_state": previous.state if previous else None,
+            "previous_state": previous_state,
             "ends_at": soak.ends_at.isoformat(),
             "interval_seconds": policy.soak_interval.total_seconds(),
             "sample": policy.soak_sample,

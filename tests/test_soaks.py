@@ -241,6 +241,79 @@ async def test_a_divergent_breakglass_version_is_reverted_by_the_system(
     assert alerts[0].payload["oncall"] == ["U03"]
 
 
+async def breakglassed(core: Promptship, production: str, hotfix: str) -> int:
+    """``production`` soaked into production, then ``hotfix`` break-glassed over it:
+    returns the break-glass soak's id."""
+    await push(core, version=production)
+    await soaked_to_production(core, production)
+    await push(core, version=hotfix, system_prompt="Hotfix.")
+    await pass_tests(core, NAME, hotfix)
+    request = await core.breakglass(NAME, hotfix, slack(REQUESTER), "refunds leak PII")
+    for approver in ("U01", "U02", "U06"):
+        await core.approve(request.id, slack(approver))
+    [soak] = [s for s in await core.soak_status(NAME) if s.kind == "breakglass-production"]
+    return soak.id
+
+
+async def live(core: Promptship) -> dict[str, str]:
+    status = (await core.status(NAME))[0]
+    return {d.environment: d.version for d in status.environments}
+
+
+async def test_a_divergent_breakglass_numbered_below_production_is_reverted_all_the_same(
+    soak_core: Promptship, clock: ManualClock
+) -> None:
+    """An emergency fix on an older line (1.9.1 over 2.0.0) sorts below the version it
+    replaced: going back to that version undoes the emergency, so it is allowed."""
+    soak_id = await breakglassed(soak_core, "2.0.0", "1.9.1")
+    await traffic(soak_core, 30)
+    clock.advance(timedelta(seconds=1))
+    assert await run(soak_core, soak_id, 1, CycleResult(sample_size=30, divergent=9)) == "diverged"
+    assert (await live(soak_core))["production"] == "2.0.0"
+    assert (await soak_core.show(NAME, "1.9.1")).status == "reverted"
+    [soak] = [s for s in await soak_core.soak_status(NAME) if s.id == soak_id]
+    assert soak.state == "failed"
+    [alert] = [d for d in await due(soak_core) if d.topic == "soak.failed"]
+    assert alert.payload["not_reverted"] is None
+
+
+async def test_oncall_rolls_back_a_breakglass_numbered_below_production(
+    soak_core: Promptship,
+) -> None:
+    await breakglassed(soak_core, "2.0.0", "2.0.0-hotfix.1")  # a pre-release sorts below
+    rolled = await soak_core.rollback(NAME, "production", slack("U03"))  # the default target
+    assert (rolled.from_version, rolled.to_version) == ("2.0.0-hotfix.1", "2.0.0")
+    assert (await live(soak_core))["production"] == "2.0.0"
+    # anything else still only goes back
+    with pytest.raises(GateRefused, match="2.0.0-hotfix.1 was rolled back"):
+        await soak_core.rollback(NAME, "production", slack("U03"), "2.0.0-hotfix.1")
+
+
+async def test_a_refused_automatic_revert_still_fails_the_soak_and_tells_oncall_why(
+    soak_core: Promptship, clock: ManualClock
+) -> None:
+    from bot.blocks import messages
+
+    soak_id = await breakglassed(soak_core, "1.0.0", "1.0.1")
+    await push(soak_core, version="1.1.0", system_prompt="Be brief.")
+    await to_staging(soak_core, version="1.1.0")  # staging moves on: 1.0.0 runs nowhere else
+    await soak_core.archive(NAME, "1.0.0", slack("U01"))  # retired for good: no target now
+    await traffic(soak_core, 30)
+    clock.advance(timedelta(seconds=1))
+    assert await run(soak_core, soak_id, 1, CycleResult(sample_size=30, divergent=9)) == "diverged"
+    [cycle] = await soak_core.soak_cycles(soak_id)
+    assert cycle["state"] == "diverged"  # recorded: nobody runs the cycle again
+    [soak] = [s for s in await soak_core.soak_status(NAME) if s.id == soak_id]
+    assert soak.state == "failed" and "revert to 1.0.0 did not happen: " in (soak.failure or "")
+    assert (await live(soak_core))["production"] == "1.0.1"
+    [alert] = [d for d in await due(soak_core) if d.topic == "soak.failed"]
+    assert "1.0.0 is archived" in alert.payload["not_reverted"]
+    assert alert.payload["oncall"] == ["U03"]
+    shown = messages.soak_result_message(alert.payload)
+    assert "it still serves production: the automatic revert did not happen" in str(shown.blocks)
+    assert "/prompt rollback customer-support production 1.0.0" in str(shown.blocks)
+
+
 async def test_the_drift_watch_runs_once_per_tick(soak_core: Promptship) -> None:
     await push(soak_core)
     await soaked_to_production(soak_core)

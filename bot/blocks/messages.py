@@ -335,6 +335,8 @@ def soak_result_message(payload: dict[str, Any], console: ConsoleLinks | None = 
         action = "production is blocked for this version"
     elif insufficient:  # too little traffic reverts nothing: the version stays, unverified
         action = "the version stays in production, not yet checked against real traffic"
+    elif payload.get("not_reverted"):  # the why is in the failure; on-call rolls back by hand
+        action = "it still serves production: the automatic revert did not happen"
     else:
         action = "reverted to the previous version automatically"
     if not advice:  # an alert queued before failures carried the way on

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,13 +24,23 @@ ROLL_FORWARD = (
 )
 
 
-def target_refusal(environment: str, current: PromptVersion, target: PromptVersion) -> str | None:
+def target_refusal(
+    environment: str,
+    current: PromptVersion,
+    target: PromptVersion,
+    *,
+    breakglass_replaced: bool = False,
+) -> str | None:
     """Why ``target`` (which ran in ``environment`` before) is no rollback target from
     ``current``, or None. A rollback skips every gate, so it only ever goes back: to an
     older version, never one that was itself rolled back (by a person, or automatically
-    after a failed break-glass soak) nor an archived one."""
+    after a failed break-glass soak) nor an archived one. The version a break-glass of
+    ``current`` replaced (``breakglass_replaced``) is always a target, whatever it is
+    numbered: going back to it undoes the emergency."""
     if target.status == VersionStatus.ARCHIVED.value:
         return f"{target.version} is archived"
+    if breakglass_replaced:
+        return None
     if target.status == VersionStatus.REVERTED.value:
         return f"{target.version} was rolled back, so it is no rollback target"
     if semver_key(target.version) >= semver_key(current.version):
@@ -37,6 +49,15 @@ def target_refusal(environment: str, current: PromptVersion, target: PromptVersi
             "so it is no rollback target"
         )
     return None
+
+
+def breakglass_replaced(history: Sequence[DeploymentHistory], current: PromptVersion) -> int | None:
+    """The id of the version a break-glass replaced, when ``current`` is live through that
+    break-glass (``history``: the environment's moves, newest first); else None."""
+    latest = next((h for h in history if h.version_id == current.id), None)
+    if latest is None or latest.move != Move.BREAKGLASS.value:
+        return None
+    return latest.previous_version_id
 
 
 async def rollback(
@@ -83,6 +104,7 @@ async def rollback(
         .scalars()
         .all()
     )
+    replaced = breakglass_replaced(history, current)
     if to_version is not None:
         _, target = await registry.get_version(session, name, to_version)
         if target.id == current.id:
@@ -92,7 +114,9 @@ async def rollback(
                 f"{name} {to_version} never ran in {environment}, so it is no rollback target",
                 hint=f"promote it to {environment} instead",
             )
-        refusal = target_refusal(environment, current, target)
+        refusal = target_refusal(
+            environment, current, target, breakglass_replaced=target.id == replaced
+        )
         if refusal is not None:
             raise GateRefused(f"{name} {refusal}", hint=ROLL_FORWARD)
     else:
@@ -101,7 +125,10 @@ async def rollback(
             if entry.version_id == current.id:
                 continue
             candidate = await registry.get_version_by_id(session, entry.version_id)
-            if target_refusal(environment, current, candidate) is None:
+            refused = target_refusal(
+                environment, current, candidate, breakglass_replaced=candidate.id == replaced
+            )
+            if refused is None:
                 found = candidate
                 break
         if found is None:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM
 from promptship.domain.lifecycle import soak_cycles, soak_next_steps
-from promptship.errors import NotFound
+from promptship.errors import NotFound, PromptshipError
 from promptship.services import (
     deployments,
     findings,
@@ -321,17 +321,36 @@ async def finish(
 
     summary = _summary(spec, result)
     if state in ("diverged", "errored"):
-        failure = (
+        cause = (
             f"cycle {spec.cycle}: {summary}"
             if state == "diverged"
             else f"cycle {spec.cycle}: {result.error or _errored(result)}"
         )
-        failure = _advised(soak, failure, prompt.name, version.version, insufficient=False)
+        failure = _advised(soak, cause, prompt.name, version.version, insufficient=False)
         await findings.finish_soak(session, deps, soak.id, False, SYSTEM, failure)
+        not_reverted = None
         if soak.kind == BREAKGLASS_SOAK and soak.baseline_version_id is not None:
             baseline = await registry.get_version_by_id(session, soak.baseline_version_id)
-            await _auto_revert(session, deps, prompt, version, baseline, failure)
-        await _alert(session, deps, "soak.failed", spec, result, prompt.name, version, failure)
+            not_reverted = await _auto_revert(session, deps, prompt, version, baseline, failure)
+            if not_reverted is not None:  # the soak stays failed; on-call reverts by hand
+                failure = (
+                    f"{cause}; the automatic revert to {baseline.version} did not happen: "
+                    f"{not_reverted}. Next: roll production back by hand: /prompt rollback "
+                    f"{prompt.name} {deps.policy.environments.production} {baseline.version}"
+                )
+                soak.failure = failure
+                await session.flush()
+        await _alert(
+            session,
+            deps,
+            "soak.failed",
+            spec,
+            result,
+            prompt.name,
+            version,
+            failure,
+            not_reverted=not_reverted,
+        )
     elif settled >= plan_.cycles:
         # every cycle is settled (one still running elsewhere keeps the soak open); cycles
         # missed while every replica was down were covered by the next one that ran
@@ -388,21 +407,30 @@ async def _auto_revert(
     version: PromptVersion,
     baseline: PromptVersion,
     failure: str,
-) -> None:
+) -> str | None:
+    """Put production back on ``baseline``, the version the failed break-glass replaced.
+    Returns why that was refused (nothing of it is kept then), or None."""
     envs = deps.policy.environments
     pointer = await deployments.active(session, prompt.id, envs.production)
     if pointer is None or pointer.version_id != version.id:
-        return  # production moved on already
-    await rollbacks.rollback(
-        session,
-        deps,
-        prompt.name,
-        envs.production,
-        SYSTEM,
-        frozenset({"oncall"}),
-        baseline.version,
-        f"break-glass soak failed: {failure}",
-    )
+        return None  # production moved on already
+    try:
+        async with session.begin_nested():
+            await rollbacks.rollback(
+                session,
+                deps,
+                prompt.name,
+                envs.production,
+                SYSTEM,
+                frozenset({"oncall"}),
+                baseline.version,
+                f"break-glass soak failed: {failure}",
+            )
+    except PromptshipError as refused:
+        # the failed soak must still be recorded and on-call told, so the refusal is the
+        # alert's, not the cycle's
+        return refused.message
+    return None
 
 
 async def _alert(
@@ -414,6 +442,8 @@ async def _alert(
     prompt: str,
     version: PromptVersion,
     failure: str | None,
+    *,
+    not_reverted: str | None = None,
 ) -> None:
     await outbox.enqueue(
         session,
@@ -429,6 +459,8 @@ async def _alert(
             "summary": _summary(spec, result),
             "worst": result.worst[:3],
             "oncall": list(deps.policy.roles.oncall),
+            # a failed break-glass version that still serves production: why it was not reverted
+            "not_reverted": not_reverted,
         },
         channel=deps.policy.channel,
         thread_key=f"{prompt}/{version.version}/soak",

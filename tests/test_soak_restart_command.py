@@ -27,7 +27,7 @@ from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from promptship.testing.slack_limits import block_problems
 from tests.conftest import TEST_POLICY, make_policy
-from tests.helpers import REQUESTER, local, service, slack, start_staging_soak
+from tests.helpers import REQUESTER, local, push, service, slack, start_staging_soak, to_staging
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, ServerThread, SlackClient, wait_for
 from tests.test_soaks import SOAK_POLICY, clean, due, run, staged_with_production
 
@@ -116,6 +116,36 @@ async def test_a_restart_mid_soak_cancels_it_and_the_open_request_reads_the_new_
     )
 
 
+async def test_a_version_rolled_back_into_staging_is_not_shown_soaking_and_says_how_to_start(
+    soak_core: Promptship, clock: ManualClock
+) -> None:
+    """1.0.0's soak was cancelled when 1.1.0 replaced it; rolling staging back to 1.0.0 moves
+    the pointer only (a rollback starts nothing): its production request must not wait on a
+    soak that will never run."""
+    await push(soak_core, version="1.0.0")
+    await to_staging(soak_core, version="1.0.0")
+    await push(soak_core, version="1.1.0", system_prompt="Be brief.")
+    await to_staging(soak_core, version="1.1.0")
+    await soak_core.rollback(NAME, "staging", slack("U03"), "1.0.0")
+    clock.advance(timedelta(hours=5))  # long after the cancelled soak would have ended
+    request = await soak_core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    [gate] = [c for c in request.checks if c.gate == "soak"]
+    assert (gate.state, gate.detail) == (
+        "waiting",
+        "staging soak of 3s not started (the last one was cancelled: replaced in staging by "
+        f"1.1.0): start one with {RESTART} or /prompt soak restart {NAME}",
+    )
+    started = await soak_core.restart_soak(NAME, slack("U01"))
+    [gate] = [c for c in (await soak_core.request(request.id)).checks if c.gate == "soak"]
+    assert gate.detail.startswith("soaking: no cycle done yet of 3")
+    await soak_core.approve(request.id, slack("U01"))
+    await soak_core.approve(request.id, slack("U02"))
+    for cycle in (1, 2, 3):
+        clock.advance(timedelta(seconds=1))
+        assert await run(soak_core, started.id, cycle, clean()) == "passed"
+    assert (await soak_core.request(request.id)).state == "promoted"
+
+
 async def test_only_approvers_restart_a_soak(soak_core: Promptship) -> None:
     await staged_with_production(soak_core)
     with pytest.raises(Forbidden, match="only approvers can restart the soak of customer-support"):
@@ -143,8 +173,6 @@ async def test_only_the_staging_version_soaks_and_the_refusal_names_it(
 
 
 async def test_nothing_in_staging_has_no_soak_to_restart(soak_core: Promptship) -> None:
-    from tests.helpers import push
-
     await push(soak_core)
     with pytest.raises(GateRefused, match="has no version in staging"):
         await soak_core.restart_soak(NAME, slack("U01"))

@@ -166,6 +166,8 @@ class GateFacts:
     soak: SoakSummary | None = None
     stakeholders_configured: bool = False
     reason: str | None = None
+    #: the prompt's name, for the commands a gate names ("customer-support")
+    prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -257,8 +259,14 @@ def soak_gate(f: GateFacts) -> GateCheck:
         return GateCheck(name, GateState.PASSED, "no staging soak required")
     soak = f.soak
     length = format_duration(f.soak_required)
-    if soak is None:
-        return GateCheck(name, GateState.WAITING, f"staging soak of {length} not started")
+    if soak is None or soak.state == "cancelled":
+        # a cancelled soak never resumes (its version left staging, or it was restarted):
+        # only a restart soaks the version again, so the gate says how
+        why = f" (the last one was cancelled: {soak.failure})" if soak and soak.failure else ""
+        start = f": start one with {soak_restart_commands(f.prompt)}" if f.prompt else ""
+        return GateCheck(
+            name, GateState.WAITING, f"staging soak of {length} not started{why}{start}"
+        )
     if soak.state == "passed":
         return GateCheck(
             name, GateState.PASSED, f"soaked {length} in staging, every cycle in limits"
@@ -268,6 +276,11 @@ def soak_gate(f: GateFacts) -> GateCheck:
             name, GateState.FAILED, f"staging soak failed: {soak.failure or 'diverged'}"
         )
     return GateCheck(name, GateState.WAITING, soak_progress(soak, f.now))
+
+
+def soak_restart_commands(prompt: str) -> str:
+    """How a person soaks the staging version of ``prompt`` afresh, from the CLI or Slack."""
+    return f"promptship soak restart {prompt} or /prompt soak restart {prompt}"
 
 
 def soak_next_steps(
@@ -286,7 +299,7 @@ def soak_next_steps(
                 f"/prompt rollback {prompt} production."
             )
         return "Next: push a fixed version and promote it through staging."
-    restart = f"promptship soak restart {prompt} or /prompt soak restart {prompt}"
+    restart = soak_restart_commands(prompt)
     emergency = f"in an emergency, break-glass: /prompt breakglass {prompt} {version} REASON"
     if insufficient:
         return f"Next: {log}, then restart the soak: {restart}; {emergency}."

@@ -269,6 +269,7 @@ async def gate_facts(
         and request.environment == envs.production
         and request.kind == RequestKind.NORMAL,
         reason=request.reason,
+        prompt=prompt.name,
     )
 
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from promptship.services import Promptship
-from promptship.services.soak_spec import CycleSpec, Sample, Side
+from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, Side
 from promptship.soak.cycle import run_cycle
 from promptship.soak.scheduler import Scheduler
 from promptship.store.db import Database
@@ -231,6 +231,46 @@ async def test_a_diverging_staging_prompt_fails_its_soak_on_its_own(
     ]
     assert len(alerts) == 1 and alerts[0].payload["worst"][0]["candidate"].startswith("Arr")
     assert (await core.show(NAME, "1.0.0")).status == "production"  # production untouched
+
+
+async def test_a_cycle_that_keeps_raising_is_tried_three_times_then_fails_the_soak(
+    db: Database,
+) -> None:
+    one_cycle = "environments: {production: {approvals: 0, soak: 2s, soak_interval: 2s}}"
+    core = Promptship(db, make_policy(one_cycle))
+    attempts = 0
+
+    async def broken(spec: CycleSpec) -> CycleResult:  # e.g. a proxy answering HTML
+        nonlocal attempts
+        attempts += 1
+        raise AttributeError("'str' object has no attribute 'usage'")
+
+    soak_id = await start_staging_soak(core)
+    scheduler = Scheduler(core, broken, lease=timedelta(seconds=5), reconcile_every=0.2)
+    await scheduler.start()
+    try:
+
+        async def decided() -> bool:
+            return (await core.soak_status(NAME))[0].state != "running"
+
+        await wait_until(decided)
+    finally:
+        await scheduler.stop()
+    [soak] = await core.soak_status(NAME)
+    assert soak.state == "failed"
+    assert (
+        "cycle 1: gave up after 3 attempts; the last failed: AttributeError: "
+        "'str' object has no attribute 'usage'"
+    ) in (soak.failure or "")
+    [cycle] = await core.soak_cycles(soak_id)
+    assert (cycle["state"], cycle["attempts"]) == ("errored", 3)
+    assert attempts == 3  # each attempt repeats the cycle's model calls: no fourth
+    alerts = [
+        d
+        for d in await core.due_notifications(core.policy.channel or "", limit=200)
+        if d.topic == "soak.failed"
+    ]
+    assert len(alerts) == 1
 
 
 async def test_two_schedulers_firing_the_drift_watch_queue_one_run(

@@ -128,6 +128,31 @@ async def test_a_cycle_is_claimed_once_and_taken_over_when_its_lease_runs_out(
     assert (cycle["owner"], cycle["attempts"], cycle["state"]) == ("survivor", 2, "passed")
 
 
+async def test_a_cycle_whose_replica_keeps_dying_is_recorded_as_errored_and_fails_the_soak(
+    soak_core: Promptship, clock: ManualClock
+) -> None:
+    """Every start of a cycle repeats its model calls: after the third start that never
+    finished, nobody starts it again; the soak fails and says why."""
+    soak_id = await staged_with_production(soak_core)
+    request = await soak_core.request_promotion(NAME, "1.1.0", "production", slack(REQUESTER))
+    clock.advance(timedelta(seconds=1))
+    for owner in ("r1", "r2", "r3"):
+        assert await soak_core.claim_soak_cycle(soak_id, 1, owner, LEASE)
+        clock.advance(LEASE + timedelta(seconds=1))  # it died mid-cycle
+    assert not await soak_core.claim_soak_cycle(soak_id, 1, "r4", LEASE)
+    [cycle] = await soak_core.soak_cycles(soak_id)
+    assert (cycle["state"], cycle["attempts"]) == ("errored", 3)
+    [soak] = [s for s in await soak_core.soak_status(NAME) if s.id == soak_id]
+    assert soak.state == "failed"
+    assert "cycle 1: gave up after 3 attempts: the replica running it stopped each time" in (
+        soak.failure or ""
+    )
+    assert (await soak_core.request(request.id)).state == "failed"
+    [alert] = [d for d in await due(soak_core) if d.topic == "soak.failed"]
+    assert "gave up after 3 attempts" in alert.payload["failure"]
+    assert not await soak_core.running_soaks()
+
+
 async def test_a_passing_soak_ticks_the_gate_and_the_request_promotes(
     soak_core: Promptship, clock: ManualClock
 ) -> None:

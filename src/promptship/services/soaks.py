@@ -3,11 +3,12 @@ replicas, and what a finished cycle does to the soak, the request and production
 
 A soak of length L with interval I has ``ceil(L / I)`` cycles; cycle k is due at
 ``started_at + k * I`` (the last one at ``ends_at``). Whoever inserts the row
-``(soak_id, k)`` runs the cycle, under a lease; a replica that finds the lease run out takes
-the cycle over. The result is written to that row once (the first finisher wins), so a
-retried or doubled tick changes nothing. The end time never moves: after downtime, only the
-newest due cycle runs (the ones missed are recorded as such), and the soak still ends at
-``ends_at``.
+``(soak_id, k)`` runs the cycle, under a lease; a replica that finds the lease run out (or
+the cycle freed after it raised) takes the cycle over, up to :data:`MAX_CYCLE_ATTEMPTS`
+starts, after which the cycle is recorded as errored and the soak fails. The result is
+written to that row once (the first finisher wins), so a retried or doubled tick changes
+nothing. The end time never moves: after downtime, only the newest due cycle runs (the ones
+missed are recorded as such), and the soak still ends at ``ends_at``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ STAGING_SOAK = deployments.STAGING_SOAK
 BREAKGLASS_SOAK = deployments.BREAKGLASS_SOAK
 CLAIMED = "claimed"
 DONE_STATES = ("passed", "diverged", "insufficient", "errored", "missed")
+#: a cycle is started at most this often (each start repeats its model calls); then it is
+#: recorded as errored, which fails the soak, instead of being retried without end
+MAX_CYCLE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -150,10 +154,59 @@ async def claim(
             SoakCycle.cycle == cycle,
             SoakCycle.state == CLAIMED,
             SoakCycle.lease_until < now,
+            SoakCycle.attempts < MAX_CYCLE_ATTEMPTS,
         )
         .values(owner=owner, lease_until=now + lease, attempts=SoakCycle.attempts + 1)
     )
-    return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+    if taken.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    spent = await session.scalar(
+        select(SoakCycle).where(
+            SoakCycle.soak_id == soak_id,
+            SoakCycle.cycle == cycle,
+            SoakCycle.state == CLAIMED,
+            SoakCycle.lease_until < now,
+        )
+    )
+    if spent is not None:  # every attempt was started and none finished: the soak decides
+        await _give_up(session, deps, spent, owner)
+    return False
+
+
+async def fail_attempt(
+    session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str, error: str
+) -> str | None:
+    """Our attempt at a cycle raised ``error``: free the cycle for the next attempt, or,
+    after :data:`MAX_CYCLE_ATTEMPTS`, record it as errored (the soak fails and people are
+    told). Returns the cycle's state when it was recorded, else None."""
+    row = await session.scalar(
+        select(SoakCycle).where(
+            SoakCycle.soak_id == soak_id,
+            SoakCycle.cycle == cycle,
+            SoakCycle.state == CLAIMED,
+            SoakCycle.owner == owner,
+        )
+    )
+    if row is None:
+        return None  # recorded or taken over meanwhile
+    row.details = {**row.details, "last_error": error[:500]}
+    if row.attempts >= MAX_CYCLE_ATTEMPTS:
+        return await _give_up(session, deps, row, owner)
+    row.lease_until = deps.clock.now()  # the next reconcile tries again at once
+    await session.flush()
+    return None
+
+
+async def _give_up(session: AsyncSession, deps: Deps, row: SoakCycle, owner: str) -> str | None:
+    """Record a cycle that used up its attempts as errored, with why."""
+    last = row.details.get("last_error")
+    why = (
+        f"gave up after {row.attempts} attempts; the last failed: {last}"
+        if last
+        else f"gave up after {row.attempts} attempts: the replica running it stopped each time"
+    )
+    spec = await cycle_spec(session, deps, row.soak_id, row.cycle)
+    return await finish(session, deps, spec, owner, CycleResult(sample_size=0, error=why))
 
 
 async def renew(

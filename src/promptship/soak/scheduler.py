@@ -177,6 +177,7 @@ class Scheduler:
     async def _run(self, soak: SoakPlan, cycle: int) -> None:
         key = (soak.soak_id, cycle)
         renewal = asyncio.create_task(self._keep_lease(soak.soak_id, cycle))
+        failure: str | None = None
         try:
             spec = await self.core.soak_cycle_spec(soak.soak_id, cycle)
             result = await self.run_cycle(spec)
@@ -184,13 +185,32 @@ class Scheduler:
             log.info("cycle %d of soak %d: %s", cycle, soak.soak_id, state or "already recorded")
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # the claim's lease runs out and this or another replica tries again
-            log.exception("cycle %d of soak %d failed; it will be retried", cycle, soak.soak_id)
+        except Exception as exc:
+            log.exception("cycle %d of soak %d failed", cycle, soak.soak_id)
+            failure = f"{type(exc).__name__}: {exc}"
         finally:
             renewal.cancel()
             await asyncio.wait([renewal])  # a renewal in flight ends before the cycle does
-            self._running.pop(key, None)
+            try:
+                if failure is not None:  # after the renewal: it would hold the cycle again
+                    await self._record_failure(soak, cycle, failure)
+            finally:
+                self._running.pop(key, None)
+
+    async def _record_failure(self, soak: SoakPlan, cycle: int, error: str) -> None:
+        """Free the cycle for another attempt, or, its attempts used up, record it as errored
+        (the soak fails). If even that fails, its lease runs out and a claim decides."""
+        try:
+            state = await self.core.fail_soak_cycle_attempt(soak.soak_id, cycle, self.owner, error)
+        except Exception:
+            log.exception(
+                "could not record the failure of cycle %d of soak %d", cycle, soak.soak_id
+            )
+            return
+        if state is None:
+            log.warning("cycle %d of soak %d will be retried", cycle, soak.soak_id)
+        else:
+            log.error("cycle %d of soak %d gave up: %s", cycle, soak.soak_id, state)
 
     async def _keep_lease(self, soak_id: int, cycle: int) -> None:
         while True:

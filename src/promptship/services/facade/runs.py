@@ -186,6 +186,12 @@ class RunUseCases(RegistryUseCases):
         async with self.db.transaction() as session:
             return await soaks.renew(session, self.deps, soak_id, cycle, owner, lease)
 
+    async def fail_soak_cycle_attempt(
+        self, soak_id: int, cycle: int, owner: str, error: str
+    ) -> str | None:
+        async with self.db.transaction() as session:
+            return await soaks.fail_attempt(session, self.deps, soak_id, cycle, owner, error)
+
     async def soak_cycle_spec(self, soak_id: int, cycle: int) -> CycleSpec:
         async with self.db.reader() as session:
             return await soaks.cycle_spec(session, self.deps, soak_id, cycle)

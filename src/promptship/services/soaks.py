@@ -1,11 +1,12 @@
 """Soaks in the store: their cycles, the claims that make each due cycle run once across
-replicas, and what a finished cycle does to the soak, the request and production.
+replicas (:mod:`promptship.services.soak_claims`), and what a finished cycle does to the soak,
+the request and production.
 
 A soak of length L with interval I has ``ceil(L / I)`` cycles; cycle k is due at
 ``started_at + k * I`` (the last one at ``ends_at``). Whoever inserts the row
 ``(soak_id, k)`` runs the cycle, under a lease; a replica that finds the lease run out (or
-the cycle freed after it raised) takes the cycle over, up to :data:`MAX_CYCLE_ATTEMPTS`
-starts, after which the cycle is recorded as errored and the soak fails. The result is
+the cycle freed after it raised) takes the cycle over, up to ``MAX_CYCLE_ATTEMPTS`` starts,
+after which the cycle is recorded as errored and the soak fails. The result is
 written to that row once (the first finisher wins), so a retried or doubled tick changes
 nothing. The end time never moves: after downtime, only the newest due cycle runs (the ones
 missed are recorded as such), and the soak still ends at ``ends_at``.
@@ -43,9 +44,6 @@ STAGING_SOAK = deployments.STAGING_SOAK
 BREAKGLASS_SOAK = deployments.BREAKGLASS_SOAK
 CLAIMED = "claimed"
 DONE_STATES = ("passed", "diverged", "insufficient", "errored", "missed")
-#: a cycle is started at most this often (each start repeats its model calls); then it is
-#: recorded as errored, which fails the soak, instead of being retried without end
-MAX_CYCLE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -121,109 +119,6 @@ async def running(session: AsyncSession, deps: Deps) -> list[SoakPlan]:
         )
         for soak, name, version in rows
     ]
-
-
-async def claim(
-    session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str, lease: timedelta
-) -> bool:
-    """Claim cycle ``cycle`` of a soak for ``owner``: True if it is now ours to run."""
-    if await session.scalar(select(SoakRun.state).where(SoakRun.id == soak_id)) != "running":
-        return False  # it ended (failed, passed, cancelled) since the tick was planned
-    now = deps.clock.now()
-    insert = registry.dialect_insert(session)
-    inserted = await session.execute(
-        insert(SoakCycle)
-        .values(
-            soak_id=soak_id,
-            cycle=cycle,
-            state=CLAIMED,
-            owner=owner,
-            lease_until=now + lease,
-            claimed_at=now,
-            attempts=1,
-            details={},
-        )
-        .on_conflict_do_nothing(index_elements=["soak_id", "cycle"])
-    )
-    if inserted.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    taken = await session.execute(
-        update(SoakCycle)
-        .where(
-            SoakCycle.soak_id == soak_id,
-            SoakCycle.cycle == cycle,
-            SoakCycle.state == CLAIMED,
-            SoakCycle.lease_until < now,
-            SoakCycle.attempts < MAX_CYCLE_ATTEMPTS,
-        )
-        .values(owner=owner, lease_until=now + lease, attempts=SoakCycle.attempts + 1)
-    )
-    if taken.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    spent = await session.scalar(
-        select(SoakCycle).where(
-            SoakCycle.soak_id == soak_id,
-            SoakCycle.cycle == cycle,
-            SoakCycle.state == CLAIMED,
-            SoakCycle.lease_until < now,
-        )
-    )
-    if spent is not None:  # every attempt was started and none finished: the soak decides
-        await _give_up(session, deps, spent, owner)
-    return False
-
-
-async def fail_attempt(
-    session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str, error: str
-) -> str | None:
-    """Our attempt at a cycle raised ``error``: free the cycle for the next attempt, or,
-    after :data:`MAX_CYCLE_ATTEMPTS`, record it as errored (the soak fails and people are
-    told). Returns the cycle's state when it was recorded, else None."""
-    row = await session.scalar(
-        select(SoakCycle).where(
-            SoakCycle.soak_id == soak_id,
-            SoakCycle.cycle == cycle,
-            SoakCycle.state == CLAIMED,
-            SoakCycle.owner == owner,
-        )
-    )
-    if row is None:
-        return None  # recorded or taken over meanwhile
-    row.details = {**row.details, "last_error": error[:500]}
-    if row.attempts >= MAX_CYCLE_ATTEMPTS:
-        return await _give_up(session, deps, row, owner)
-    row.lease_until = deps.clock.now()  # the next reconcile tries again at once
-    await session.flush()
-    return None
-
-
-async def _give_up(session: AsyncSession, deps: Deps, row: SoakCycle, owner: str) -> str | None:
-    """Record a cycle that used up its attempts as errored, with why."""
-    last = row.details.get("last_error")
-    why = (
-        f"gave up after {row.attempts} attempts; the last failed: {last}"
-        if last
-        else f"gave up after {row.attempts} attempts: the replica running it stopped each time"
-    )
-    spec = await cycle_spec(session, deps, row.soak_id, row.cycle)
-    return await finish(session, deps, spec, owner, CycleResult(sample_size=0, error=why))
-
-
-async def renew(
-    session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str, lease: timedelta
-) -> bool:
-    """Extend our lease while a long cycle runs; False if someone took it over."""
-    renewed = await session.execute(
-        update(SoakCycle)
-        .where(
-            SoakCycle.soak_id == soak_id,
-            SoakCycle.cycle == cycle,
-            SoakCycle.state == CLAIMED,
-            SoakCycle.owner == owner,
-        )
-        .values(lease_until=deps.clock.now() + lease)
-    )
-    return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _side(version: PromptVersion) -> Side:

@@ -15,6 +15,7 @@ from promptship.services import (
     findings,
     registry,
     runs,
+    soak_claims,
     soak_restart,
     soak_samples,
     soaks,
@@ -178,19 +179,19 @@ class RunUseCases(RegistryUseCases):
         self, soak_id: int, cycle: int, owner: str, lease: timedelta
     ) -> bool:
         async with self.db.transaction() as session:
-            return await soaks.claim(session, self.deps, soak_id, cycle, owner, lease)
+            return await soak_claims.claim(session, self.deps, soak_id, cycle, owner, lease)
 
     async def renew_soak_cycle(
         self, soak_id: int, cycle: int, owner: str, lease: timedelta
     ) -> bool:
         async with self.db.transaction() as session:
-            return await soaks.renew(session, self.deps, soak_id, cycle, owner, lease)
+            return await soak_claims.renew(session, self.deps, soak_id, cycle, owner, lease)
 
     async def fail_soak_cycle_attempt(
         self, soak_id: int, cycle: int, owner: str, error: str
     ) -> str | None:
         async with self.db.transaction() as session:
-            return await soaks.fail_attempt(session, self.deps, soak_id, cycle, owner, error)
+            return await soak_claims.fail_attempt(session, self.deps, soak_id, cycle, owner, error)
 
     async def soak_cycle_spec(self, soak_id: int, cycle: int) -> CycleSpec:
         async with self.db.reader() as session:

@@ -217,6 +217,23 @@ async def test_an_earlier_production_version_rolls_back_only_for_on_call_or_appr
     assert outcomes(again) == [("production", "none", "unchanged")]
 
 
+async def test_the_version_a_breakglass_replaced_is_a_rollback_target_whatever_its_number(
+    released: Promptship,
+) -> None:
+    """An emergency fix numbered below production (1.0.0-hotfix.1 over 1.0.0): the file
+    naming 1.0.0 again undoes the break-glass, as /prompt rollback would."""
+    core = released
+    await push(core, version="1.0.0-hotfix.1", system_prompt="Hotfix.")
+    await pass_tests(core, NAME, "1.0.0-hotfix.1")
+    request = await core.breakglass(NAME, "1.0.0-hotfix.1", slack(REQUESTER), "PII leak")
+    for approver in ("U01", "U02", "U06"):
+        await core.approve(request.id, slack(approver))
+    assert (await live(core))["production"] == "1.0.0-hotfix.1"
+    done = await core.apply_deployments(file_of(production="1.0.0"), "d.yaml", slack("U03"))
+    assert outcomes(done) == [("production", "rollback", "done")]
+    assert (await live(core))["production"] == "1.0.0"
+
+
 async def test_a_rolled_back_newer_version_is_no_rollback_target(released: Promptship) -> None:
     """On-call rolled production 1.1.0 back to 1.0.0: applying ``production: 1.1.0`` (even by
     an approver) must not "roll back" forward to it with no approvals and no soak."""

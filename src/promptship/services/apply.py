@@ -171,7 +171,10 @@ async def _change(
         )
     not_target = None
     if ran_there is not None and current is not None:
-        not_target = rollbacks.target_refusal(env, current, version)
+        replaced = await rollbacks.breakglass_replaced_in(session, prompt.id, env, current)
+        not_target = rollbacks.target_refusal(
+            env, current, version, breakglass_replaced=version.id == replaced
+        )
     if not_target is not None and version.status in (
         VersionStatus.REVERTED.value,
         VersionStatus.ARCHIVED.value,

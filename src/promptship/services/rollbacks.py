@@ -60,6 +60,23 @@ def breakglass_replaced(history: Sequence[DeploymentHistory], current: PromptVer
     return latest.previous_version_id
 
 
+async def breakglass_replaced_in(
+    session: AsyncSession, prompt_id: int, environment: str, current: PromptVersion
+) -> int | None:
+    """:func:`breakglass_replaced`, reading the environment's newest move of ``current``."""
+    latest = await session.scalar(
+        select(DeploymentHistory)
+        .where(
+            DeploymentHistory.prompt_id == prompt_id,
+            DeploymentHistory.environment == environment,
+            DeploymentHistory.version_id == current.id,
+        )
+        .order_by(DeploymentHistory.id.desc())
+        .limit(1)
+    )
+    return breakglass_replaced([latest] if latest is not None else [], current)
+
+
 async def rollback(
     session: AsyncSession,
     deps: Deps,

@@ -14,6 +14,7 @@ reads stay open and every write is refused.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import time
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from promptship.domain.identity import Actor, Permission, Scope, Via, grants
-from promptship.domain.safe_load import load_json
+from promptship.domain.safe_load import json_items_exceed, load_json
 from promptship.errors import BadInput, Forbidden, PromptshipError
 from promptship.services import Promptship
 from promptship.services.tokens import EnvToken, TokenIdentity, digest
@@ -246,12 +247,30 @@ def dump(value: object) -> object:
 # -- request bodies ---------------------------------------------------------------------
 
 
-async def json_body(request: Request) -> object:
+async def json_body(request: Request, max_items: int | None = None) -> object:
+    """The JSON body; 400 when it is malformed or holds more than ``max_items`` lists,
+    mappings and items (counted before parsing). Parsing runs off the event loop, so a large
+    body never delays other requests (Slack's acks among them)."""
     raw = await request.body()  # its size is capped by promptship.limits.BodyLimits
+    if max_items is not None and json_items_exceed(raw, max_items):
+        raise ApiProblem(
+            problem(
+                400,
+                "Bad body",
+                f"the body holds more than {max_items:,} JSON lists, mappings and items; "
+                "send it in smaller batches",
+            )
+        )
     try:
-        return load_json(raw or b"null", "the request body")
+        if len(raw) <= _PARSE_INLINE_BYTES:
+            return load_json(raw or b"null", "the request body")
+        return await asyncio.to_thread(load_json, raw, "the request body")
     except BadInput as exc:
         raise ApiProblem(problem(400, "Bad JSON", str(exc))) from None
+
+
+#: bodies up to this size parse in microseconds: on the loop, not worth a thread hop
+_PARSE_INLINE_BYTES = 16 * 1024
 
 
 def field(document: object, key: str, required: bool = True) -> str | None:

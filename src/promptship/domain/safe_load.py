@@ -331,6 +331,21 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+#: a JSON string, escapes included (unrolled, so it runs in linear time)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_items_exceed(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text ``raw`` holds more than ``limit`` lists, mappings and separated
+    items (``[``, ``{`` and ``,`` outside strings), counted without parsing it: what parsing
+    costs grows with them, so a body over the limit is refused before it is parsed."""
+
+    def items(text: bytes) -> int:
+        return text.count(b"[") + text.count(b"{") + text.count(b",")
+
+    return items(raw) > limit and items(_JSON_STRING.sub(b"", raw)) > limit
+
+
 def nesting_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether lists and mappings in ``value`` nest deeper than ``limit`` (no recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from promptship.domain.identity import Actor, Permission, Scope, Via, grants
-from promptship.domain.safe_load import json_items_exceed, load_json
+from promptship.domain.safe_load import json_items_exceed, load_json, nul_path, nul_refusal
 from promptship.errors import BadInput, Forbidden, PromptshipError
 from promptship.services import Promptship
 from promptship.services.tokens import EnvToken, TokenIdentity, digest
@@ -261,12 +261,21 @@ async def json_body(request: Request, max_items: int | None = None) -> object:
                 "send it in smaller batches",
             )
         )
+    if len(raw) <= _PARSE_INLINE_BYTES:
+        return _document(raw or b"null")
+    return await asyncio.to_thread(_document, raw)
+
+
+def _document(raw: bytes) -> object:
     try:
-        if len(raw) <= _PARSE_INLINE_BYTES:
-            return load_json(raw or b"null", "the request body")
-        return await asyncio.to_thread(load_json, raw, "the request body")
+        document = load_json(raw, "the request body")
     except BadInput as exc:
         raise ApiProblem(problem(400, "Bad JSON", str(exc))) from None
+    # PostgreSQL text cannot hold U+0000: refused here, naming the field, not a 500 later
+    where = nul_path(document) if b"\\u0000" in raw else None
+    if where is not None:
+        raise ApiProblem(problem(400, "Bad request", nul_refusal(where)))
+    return document
 
 
 #: bodies up to this size parse in microseconds: on the loop, not worth a thread hop

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
@@ -216,6 +216,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        exception_handlers={Exception: _failed},
         middleware=[
             Middleware(RequestIds),
             Middleware(BodyLimits, limit_for=limits_from(settings)),
@@ -236,6 +237,19 @@ async def _name_unresolved_role_emails(core: Promptship) -> None:
         return
     if problems:
         log.warning("roles: %s", "; ".join(problems))
+
+
+async def _failed(request: Request, exc: Exception) -> Response:
+    """What a request that failed unexpectedly (a database error, a bug) answers: a problem
+    document on the API, a sentence elsewhere; never a traceback. The error is logged."""
+    detail = "the server could not answer this request; the error was logged"
+    if request.url.path.startswith("/v1/"):
+        return JSONResponse(
+            {"type": "about:blank", "title": "Internal error", "status": 500, "detail": detail},
+            status_code=500,
+            media_type="application/problem+json",
+        )
+    return PlainTextResponse(f"Something went wrong on our side: {detail}.", status_code=500)
 
 
 async def _healthz(request: Request) -> JSONResponse:

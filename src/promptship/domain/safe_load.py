@@ -372,3 +372,28 @@ def load_json(raw: str | bytes, source: str) -> Any:
     if nesting_exceeds(value):
         raise BadInput(f"{source}: nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+def nul_path(value: Any) -> str | None:
+    """Where a NUL character (U+0000, which PostgreSQL text cannot hold) is in ``value``, as
+    a path (``reason``, ``[3].input``, ``vars.plan``), or None when there is none."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "the body"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    return where
+                stack.append((child, where))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def nul_refusal(where: str) -> str:
+    """What a user is told about a NUL character in ``where``."""
+    return f"{where} contains a NUL character (U+0000), which cannot be stored"

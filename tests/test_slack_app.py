@@ -360,3 +360,16 @@ def test_pending_notifications_survive_a_restart_and_are_delivered_once(tmp_path
             time.sleep(1)  # a duplicate would show by now
         assert len(bot.posts(lambda a: "req-1" in a.get("text", ""))) == len(posted) == 1
         assert double.refused == []
+
+
+def test_override_button_explains_what_went_wrong(bot: Bot) -> None:
+    """Like Reject, the person who clicked hears why nothing opened."""
+    _, stale = bot.slack.click("override", "not-json", user="U01")
+    reply = bot.reply(stale)
+    assert reply["response_type"] == "ephemeral"
+    assert "this button is from an older message" in texts(reply)
+    bot.double.refuse("views.open", "expired_trigger_id", times=None)
+    _, key = bot.slack.click("override", json.dumps({"r": 1, "h": "abc"}), user="U01")
+    reply = bot.reply(key)
+    assert reply["response_type"] == "ephemeral"
+    assert "Something went wrong on our side" in texts(reply)

@@ -373,3 +373,29 @@ def test_override_button_explains_what_went_wrong(bot: Bot) -> None:
     reply = bot.reply(key)
     assert reply["response_type"] == "ephemeral"
     assert "Something went wrong on our side" in texts(reply)
+
+
+def test_the_first_command_is_acked_while_slack_is_slow_to_say_who_the_bot_is(
+    tmp_path: Path,
+) -> None:
+    """The bot's identity (auth.test) is looked up at start-up: when Slack rate-limits that
+    call, the first command's ack does not wait through the retry."""
+    policy = make_policy()
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    with SlackDouble(token=BOT_TOKEN) as double:
+        double.fail_next(1, status=429, method="auth.test", retry_after=10)
+        settings = Settings(
+            PROMPTSHIP_DATABASE_URL=db_url,
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=double.api_url,
+        )
+        with ServerThread(create_app(settings, policy)) as server:
+            bot = Bot(server.url, double, db_url, policy)
+            started = time.monotonic()
+            response, key = bot.slack.command("help")
+            assert response.status_code == 200
+            assert time.monotonic() - started < 3  # the retry alone waits 10 s
+            assert "/prompt promote" in texts(bot.reply(key))
+            bot.slack.close()
+        assert double.refused == []

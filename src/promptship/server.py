@@ -45,7 +45,7 @@ def create_app(
     With workers on a SQLite file the app holds the file's single-process lock while it
     runs: ``lock`` if given (``serve`` takes it before binding its port), else taken on
     start-up, which fails with ``Conflict`` while another process holds it."""
-    from bot.app import build_app, check_settings, web_client
+    from bot.app import BotIdentity, build_app, check_settings, web_client
     from bot.blocks.links import ConsoleLinks
     from bot.directory import SlackGroupDirectory
     from bot.dispatcher import SlackDispatcher
@@ -73,6 +73,7 @@ def create_app(
     routes = [Route("/healthz", _healthz)]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None
+    identity = None
     dispatcher = None
     client = web_client(settings) if slack_mode is not None else None
     core = Promptship(db, policy, directory=SlackGroupDirectory(client) if client else None)
@@ -81,7 +82,8 @@ def create_app(
     if client is not None:
         from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 
-        slack_app = build_app(settings, core, client)
+        identity = BotIdentity(client)
+        slack_app = build_app(settings, core, client, identity)
         handler = AsyncSlackRequestHandler(slack_app)
         secret = settings.slack_signing_secret
 
@@ -172,6 +174,8 @@ def create_app(
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
         # e-mail addresses in roles are looked up now, without holding start-up up
         roles_check = asyncio.create_task(_name_unresolved_role_emails(core))
+        # the bot's identity too: no Slack request waits for auth.test
+        identity_check = asyncio.create_task(identity.resolve()) if identity else None
         tasks: list[asyncio.Task[None]] = (
             [asyncio.create_task(job()) for job in background] if workers else []
         )
@@ -187,6 +191,8 @@ def create_app(
             yield
         finally:
             roles_check.cancel()
+            if identity_check is not None:
+                identity_check.cancel()
             if socket_handler is not None:
                 await socket_handler.close_async()
             runner = getattr(app.state, "runner", None)

@@ -90,11 +90,19 @@ class BotIdentity:
             bot_token=self.client.token, auth_test_response=response
         )
 
+    def look_up(self) -> None:
+        """Start the lookup in the background, unless it is known or already under way."""
+        if self.known is None and (self._looking is None or self._looking.done()):
+            self._looking = asyncio.create_task(self.resolve())
+
+    def stop(self) -> None:
+        if self._looking is not None:
+            self._looking.cancel()
+
     async def authorize(self) -> AuthorizeResult:
         if self.known is not None:
             return self.known
-        if self._looking is None or self._looking.done():
-            self._looking = asyncio.create_task(self.resolve())
+        self.look_up()
         return AuthorizeResult(enterprise_id=None, team_id=None, bot_token=self.client.token)
 
 

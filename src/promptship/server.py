@@ -174,8 +174,8 @@ def create_app(
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
         # e-mail addresses in roles are looked up now, without holding start-up up
         roles_check = asyncio.create_task(_name_unresolved_role_emails(core))
-        # the bot's identity too: no Slack request waits for auth.test
-        identity_check = asyncio.create_task(identity.resolve()) if identity else None
+        if identity is not None:  # the bot's identity too: no Slack request waits for auth.test
+            identity.look_up()
         tasks: list[asyncio.Task[None]] = (
             [asyncio.create_task(job()) for job in background] if workers else []
         )
@@ -191,8 +191,8 @@ def create_app(
             yield
         finally:
             roles_check.cancel()
-            if identity_check is not None:
-                identity_check.cancel()
+            if identity is not None:
+                identity.stop()
             if socket_handler is not None:
                 await socket_handler.close_async()
             runner = getattr(app.state, "runner", None)

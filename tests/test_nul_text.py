@@ -76,6 +76,9 @@ def test_the_api_refuses_a_nul_naming_the_field(api: Api) -> None:
         headers={**WRITE, "Content-Type": "application/json"},
     )
     refused(pushed, "description")
+    refused(
+        api.http.get(f"/v1/prompts/{NAME}/history?environment=%00", headers=WRITE), "environment"
+    )
     # nothing was half-done, and the same requests without the NUL go through
     assert api.http.post("/v1/traffic", json=[sample], headers=WRITE).status_code == 201
     moved = api.http.post(

@@ -226,6 +226,7 @@ class Authenticator:
         async def guarded(request: Request) -> Response:
             try:
                 request.state.caller = await self.caller(request, permission)
+                _refuse_nul_params(request)
                 return await handler(request)
             except ApiProblem as exc:
                 return exc.response
@@ -233,6 +234,14 @@ class Authenticator:
                 return from_error(exc)
 
         return guarded
+
+
+def _refuse_nul_params(request: Request) -> None:
+    """400 for a path or query parameter holding U+0000 (no name or filter can hold it)."""
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    named = next((name for name, value in params if "\x00" in str(value)), None)
+    if named is not None:
+        raise ApiProblem(problem(400, "Bad request", nul_refusal(named)))
 
 
 def dump(value: object) -> object:

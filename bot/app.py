@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -63,12 +65,67 @@ def web_client(settings: Settings) -> AsyncWebClient:
     )
 
 
-def build_app(settings: Settings, core: Promptship, client: AsyncWebClient) -> AsyncApp:
+class BotIdentity:
+    """Who the bot is in its workspace (``auth.test``), looked up once at start-up.
+
+    Bolt's single-workspace authorization calls ``auth.test`` on the first request and makes
+    its ack wait through the client's retries (seconds when Slack answers 429 or 503). Given
+    as Bolt's ``authorize``, this answers at once: with the identity once it is known, with
+    the token alone until then (a bot event is then not recognised as the bot's own, and
+    the lookup is started again)."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+        self.known: AuthorizeResult | None = None
+        self._looking: asyncio.Task[None] | None = None
+
+    async def resolve(self) -> None:
+        """Look the identity up (the client retries); log and leave it unknown on failure."""
+        try:
+            response = await self.client.auth_test()
+        except Exception as exc:  # Slack down or the token refused: requests still go on
+            log.warning("slack: could not look up the bot's identity (auth.test): %s", exc)
+            return
+        self.known = AuthorizeResult.from_auth_test_response(
+            bot_token=self.client.token, auth_test_response=response
+        )
+
+    def look_up(self) -> None:
+        """Start the lookup in the background, unless it is known or already under way."""
+        if self.known is None and (self._looking is None or self._looking.done()):
+            self._looking = asyncio.create_task(self.resolve())
+
+    def stop(self) -> None:
+        if self._looking is not None:
+            self._looking.cancel()
+
+    async def authorize(self) -> AuthorizeResult:
+        if self.known is not None:
+            return self.known
+        self.look_up()
+        return AuthorizeResult(enterprise_id=None, team_id=None, bot_token=self.client.token)
+
+
+def build_app(
+    settings: Settings,
+    core: Promptship,
+    client: AsyncWebClient,
+    identity: BotIdentity | None = None,
+) -> AsyncApp:
+    """The Bolt app. ``identity`` should be resolved at start-up (``BotIdentity.resolve``);
+    no request waits for it either way."""
     signing = (
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     )
+    identity = identity or BotIdentity(client)
     app = AsyncApp(
-        client=client,
+        # Bolt's own client carries no token: ``authorize`` gives each request the bot's
+        client=AsyncWebClient(
+            base_url=client.base_url,
+            timeout=client.timeout,
+            retry_handlers=client.retry_handlers,
+        ),
+        authorize=lambda: identity.authorize(),  # Bolt reads a bound method's self as an arg
         signing_secret=signing,
         request_verification_enabled=True,
         raise_error_for_unhandled_request=False,

@@ -25,8 +25,15 @@ TEAM = "T0001"
 
 
 class Console:
-    def __init__(self, tmp_path: Path, slack: SlackDouble, policy: str = "", **env: str) -> None:
-        self.db_url = f"sqlite+aiosqlite:///{tmp_path / 'console.db'}"
+    def __init__(
+        self,
+        tmp_path: Path,
+        slack: SlackDouble,
+        policy: str = "",
+        db_url: str | None = None,
+        **env: str,
+    ) -> None:
+        self.db_url = db_url or f"sqlite+aiosqlite:///{tmp_path / 'console.db'}"
         self.slack = slack
         settings = Settings(
             PROMPTSHIP_DATABASE_URL=self.db_url,

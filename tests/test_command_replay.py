@@ -1,12 +1,16 @@
 """Replay-safe slash commands: a captured signed request sent again inside Slack's signature
-window does nothing again, on one replica or several sharing the database."""
+window does nothing again, on one replica or several sharing the database; the ack never
+waits for the receipt."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +25,7 @@ from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
 from tests.conftest import _truncate, make_policy
 from tests.helpers import slack
-from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, ServerThread, sign
+from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, ServerThread, sign, wait_for
 from tests.test_slack_app import NAME, Bot, texts
 
 ONCALL = slack("U03")
@@ -145,12 +149,11 @@ def test_a_replayed_rollback_is_refused_and_a_new_one_works(
 
         replay = post(bot.slack.http, body, signed)
         assert replay.status_code == 200
-        answer = replay.json()
+        answer = wait_for(lambda: double.responses(key)[1:], what="the replay's answer")[0]
         assert answer["response_type"] == "ephemeral"
         assert "this command was already received at" in answer["text"].lower()
         assert "nothing was done again" in answer["text"]
         assert [r["to"] for r in rollbacks(bot)] == ["1.1.0"]
-        assert len(double.responses(key)) == 1  # the replay answered nothing through Slack
 
         _, again = bot.slack.command("rollback customer-support production", user="U03")
         assert "`1.1.0` → `1.0.0`" in texts(bot.reply(again))
@@ -174,9 +177,45 @@ def test_two_replicas_receiving_the_same_signed_request_act_once(
             for client in clients:
                 client.close()
         assert [a.status_code for a in answers] == [200, 200]
-        refused = [a for a in answers if "already received" in a.text]
-        assert len(refused) == 1
-        assert "`1.2.0` → `1.1.0`" in texts(bot.reply(key))
+        replies = wait_for(
+            lambda: r if len(r := double.responses(key)) >= 2 else None, what="both answers"
+        )
+        assert len([r for r in replies if "already received" in r["text"]]) == 1
+        assert len([r for r in replies if "`1.2.0` → `1.1.0`" in texts(r)]) == 1
         assert [r["to"] for r in rollbacks(bot)] == ["1.1.0"]
-        assert len(double.responses(key)) == 1
+        bot.slack.close()
+
+
+def test_a_changing_command_is_acked_while_another_writer_holds_the_database(
+    tmp_path: Path, double: SlackDouble
+) -> None:
+    """A validation worker or the soak scheduler holding SQLite's write lock must not push the
+    ack past Slack's 3 s (the user would see operation_timeout and type it again)."""
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    with serve(db_url, double) as server:
+        bot = Bot(server.url, double, db_url, make_policy())
+        in_production(bot, ("1.0.0", "1.1.0"))
+        writer = sqlite3.connect(tmp_path / "bot.db", timeout=30)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            body, key = bot.slack.command_body("rollback customer-support production", user="U03")
+            acked = threading.Event()
+            answer: list[httpx.Response] = []
+
+            def send() -> None:
+                answer.append(post(bot.slack.http, body, sign(body)))
+                acked.set()
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            # acked while the lock is still held: the rollback waits, the ack does not
+            assert acked.wait(timeout=10), "the ack waited for the database"
+            assert answer[0].status_code == 200
+            assert double.responses(key) == []
+        finally:
+            writer.rollback()
+            writer.close()
+        sender.join()
+        assert "`1.1.0` → `1.0.0`" in texts(bot.reply(key))
+        assert [r["to"] for r in rollbacks(bot)] == ["1.0.0"]
         bot.slack.close()

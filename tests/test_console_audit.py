@@ -167,3 +167,13 @@ def test_a_log_too_long_to_check_on_a_page_says_to_run_audit_verify(console: Con
     state, said = chain_of(console.client.get("/audit").text)
     assert state == "unchecked"
     assert "550 events and no signed checkpoint yet" in said and "promptship audit verify" in said
+
+
+def test_the_last_possible_date_is_a_form_error_not_a_crash(console: Console) -> None:
+    console.sign_in()
+    for path in ("/audit?until=9999-12-31", "/audit/export.jsonl?until=9999-12-31"):
+        page = console.client.get(path)
+        assert page.status_code == 400, path
+        assert "until: 9999-12-31 is past the last date this filter takes" in page.text
+        assert "use a date before 9999-12-31" in page.text
+    assert console.client.get("/audit?since=9999-12-31&until=9999-12-30").status_code == 200

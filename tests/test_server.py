@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.testclient import TestClient
@@ -19,6 +23,7 @@ from promptship.domain.promptfile import parse_prompt
 from promptship.server import create_app
 from promptship.services import Promptship
 from promptship.store.db import Database
+from promptship.testing.serve import ServerThread
 from tests.conftest import prompt_yaml
 from tests.helpers import slack
 
@@ -81,6 +86,62 @@ def test_traffic_ingest_needs_a_token_and_answers_problems(tmp_path: Path) -> No
         assert garbage.status_code == 400 and garbage.json()["title"] == "Bad JSON"
         shape = client.post("/v1/traffic", json={"sample": []}, headers=bearer(CI_SECRET))
         assert shape.status_code == 400
+
+
+def test_a_hostile_traffic_body_is_refused_without_stalling_other_requests(
+    tmp_path: Path,
+) -> None:
+    """8 MiB of nested arrays once held the event loop for seconds while being parsed: every
+    other request (Slack's acks among them) waited. It is refused before parsing now, and a
+    large valid batch parses off the loop."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    settings = Settings(PROMPTSHIP_DATABASE_URL=url, PROMPTSHIP_API_TOKENS=APP_SECRET)
+    hostile = ("[" + ",".join(["[[[[[[[[[[]]]]]]]]]]"] * (8 * 2**20 // 21 - 10)) + "]").encode()
+    sample = {"prompt": "customer-support", "environment": "production"}
+    # 1,000 samples of long inputs: near the body limit, a few thousand items
+    large = json.dumps([{**sample, "input": f"question {i} " + "x" * 6000} for i in range(1000)])
+    with ServerThread(create_app(settings, workers=False)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.get("/healthz").status_code == 200
+            refusals: list[httpx.Response] = []
+
+            def send(body: bytes | str) -> None:
+                with httpx.Client(base_url=server.url, timeout=60) as sender:
+                    refusals.append(
+                        sender.post("/v1/traffic", content=body, headers=bearer(APP_SECRET))
+                    )
+
+            senders = [threading.Thread(target=send, args=(b,)) for b in (hostile, large)]
+            for sender in senders:
+                sender.start()
+            slowest = 0.0
+            while any(sender.is_alive() for sender in senders):  # meanwhile, others are served
+                started = time.monotonic()
+                assert client.get("/healthz").status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+            for sender in senders:
+                sender.join()
+    assert slowest < 2.5, f"/healthz waited {slowest:.1f} s behind the traffic bodies"
+    refused = [r for r in refusals if r.status_code == 400 and r.json()["title"] == "Bad body"]
+    assert len(refused) == 1
+    assert "send it in smaller batches" in refused[0].json()["detail"]
+    # the large valid batch was parsed and checked (its prompt does not exist here)
+    assert sorted(r.status_code for r in refusals) == [400, 404]
+
+
+def test_an_unexpected_server_error_is_a_plain_answer_not_a_bare_500(tmp_path: Path) -> None:
+    database = tmp_path / "api.db"
+    app = create_app(Settings(PROMPTSHIP_DATABASE_URL=f"sqlite+aiosqlite:///{database}"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/prompts").status_code == 200
+        with sqlite3.connect(database) as broken:  # what no request can repair
+            broken.execute("ALTER TABLE prompts RENAME TO prompts_gone")
+        failed = client.get("/v1/prompts")
+        assert failed.status_code == 500
+        assert failed.headers["content-type"] == "application/problem+json"
+        assert failed.json()["title"] == "Internal error"
+        assert "the error was logged" in failed.json()["detail"]
+        assert "Traceback" not in failed.text and "prompts_gone" not in failed.text
 
 
 def test_without_tokens_writes_are_off(tmp_path: Path) -> None:

@@ -360,3 +360,42 @@ def test_pending_notifications_survive_a_restart_and_are_delivered_once(tmp_path
             time.sleep(1)  # a duplicate would show by now
         assert len(bot.posts(lambda a: "req-1" in a.get("text", ""))) == len(posted) == 1
         assert double.refused == []
+
+
+def test_override_button_explains_what_went_wrong(bot: Bot) -> None:
+    """Like Reject, the person who clicked hears why nothing opened."""
+    _, stale = bot.slack.click("override", "not-json", user="U01")
+    reply = bot.reply(stale)
+    assert reply["response_type"] == "ephemeral"
+    assert "this button is from an older message" in texts(reply)
+    bot.double.refuse("views.open", "expired_trigger_id", times=None)
+    _, key = bot.slack.click("override", json.dumps({"r": 1, "h": "abc"}), user="U01")
+    reply = bot.reply(key)
+    assert reply["response_type"] == "ephemeral"
+    assert "Something went wrong on our side" in texts(reply)
+
+
+def test_the_first_command_is_acked_while_slack_is_slow_to_say_who_the_bot_is(
+    tmp_path: Path,
+) -> None:
+    """The bot's identity (auth.test) is looked up at start-up: when Slack rate-limits that
+    call, the first command's ack does not wait through the retry."""
+    policy = make_policy()
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    with SlackDouble(token=BOT_TOKEN) as double:
+        double.fail_next(1, status=429, method="auth.test", retry_after=10)
+        settings = Settings(
+            PROMPTSHIP_DATABASE_URL=db_url,
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=double.api_url,
+        )
+        with ServerThread(create_app(settings, policy)) as server:
+            bot = Bot(server.url, double, db_url, policy)
+            started = time.monotonic()
+            response, key = bot.slack.command("help")
+            assert response.status_code == 200
+            assert time.monotonic() - started < 3  # the retry alone waits 10 s
+            assert "/prompt promote" in texts(bot.reply(key))
+            bot.slack.close()
+        assert double.refused == []

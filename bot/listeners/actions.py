@@ -59,7 +59,11 @@ async def reject(
 
 @explains_errors
 async def override(
-    ack: AsyncAck, action: dict[str, Any], body: dict[str, Any], client: AsyncWebClient
+    ack: AsyncAck,
+    action: dict[str, Any],
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    respond: AsyncRespond,  # explains_errors answers through it: a stale button, a failed modal
 ) -> None:
     await ack()
     ref = _ref(action)

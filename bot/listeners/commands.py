@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +10,6 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp, AsyncRespond
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
 
 from bot.blocks import messages, tokens
 from bot.blocks.common import Message
@@ -178,12 +176,17 @@ async def prompt_command(
     ack: AsyncAck,
     command: dict[str, Any],
     respond: AsyncRespond,
+    request: AsyncBoltRequest,
     core: Promptship,
     actor: Actor,
     public_url: str | None = None,
 ) -> None:
+    # the ack comes before any database write: a writer holding the lock (a validation run,
+    # the soak scheduler) must not push it past Slack's 3 s
     await ack()
     async with _AFTER_ACK:
+        if await _replayed(request, command, respond, core, actor):
+            return
         await _answer(command, respond, core, actor, public_url)
 
 
@@ -221,25 +224,25 @@ def _acts_once(text: str) -> bool:
         return False  # the listener answers with the right form; nothing acts
 
 
-async def once_per_request(
-    req: AsyncBoltRequest, context: Any, body: dict[str, Any], next: Any
-) -> BoltResponse | None:
-    """Let a command that changes something through once per signed request.
+async def _replayed(
+    req: AsyncBoltRequest,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    core: Promptship,
+    actor: Actor,
+) -> bool:
+    """Whether this signed request was received before (and is answered as such, acting not).
 
-    Runs after Bolt verified the signature. The fingerprint covers the signed timestamp and
-    the raw body, so a captured request sent again is answered here and never reaches the
-    handler, while the same command typed again (a new request) goes through.
+    The fingerprint covers the signed timestamp and the raw body, so a captured request sent
+    again, a retry or the same request reaching a second replica acts once, while the same
+    command typed again (a new request) goes through.
     """
     signed_at = (req.headers.get("x-slack-request-timestamp") or [""])[0]
-    actor: Actor | None = context.get("actor")
-    if not signed_at or actor is None or not _acts_once(str(body.get("text", ""))):
-        await next()  # Socket Mode requests carry no signature to replay
-        return None
-    core: Promptship = context["core"]
+    if not signed_at or not _acts_once(str(command.get("text", ""))):
+        return False  # Socket Mode requests carry no signature to replay
     receipt = await core.receive_command(signed_at, req.raw_body, actor)
     if receipt.first:
-        await next()
-        return None
+        return False
     log.warning("replayed slash command from %s refused (first received %s)",
                 actor.id, receipt.received_at.isoformat())  # fmt: skip
     text = (
@@ -247,13 +250,9 @@ async def once_per_request(
         "nothing was done again."
     )
     reply = Message(text, [section(escape(text))])
-    # the answer goes in the ack: nothing is sent to Slack on a replayer's behalf
-    return BoltResponse(
-        status=200,
-        body=json.dumps({**reply.payload(), "response_type": "ephemeral"}),
-        headers={"content-type": ["application/json;charset=utf-8"]},
-    )
+    await respond(**reply.payload(), response_type="ephemeral", replace_original=False)
+    return True
 
 
 def register(app: AsyncApp) -> None:
-    app.command(COMMAND, middleware=[once_per_request])(prompt_command)
+    app.command(COMMAND)(prompt_command)

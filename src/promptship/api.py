@@ -35,14 +35,18 @@ from promptship.api_auth import problem as problem  # where promptship.api's use
 from promptship.api_decisions import routes as decision_routes
 from promptship.domain.identity import Permission, grants
 from promptship.domain.promptfile import PromptSpec, parse_prompt, prompt_from_document
-from promptship.domain.safe_load import load_json
+from promptship.domain.safe_load import load_json, nul_path, nul_refusal
 from promptship.errors import BadInput
 from promptship.services import Promptship
+from promptship.services.traffic import MAX_BATCH
 from promptship.services.views import DeploymentMove
 
 log = logging.getLogger("promptship.api")
 
 MAX_WAIT = 60.0
+#: JSON lists, mappings and items a traffic batch may hold: its samples' keys with room for
+#: structured vars, far beyond real batches, far below what a hostile 8 MiB body packs
+MAX_TRAFFIC_ITEMS = MAX_BATCH * 100
 #: query numbers (?before=, ?limit=) fit a 64-bit integer column
 MAX_QUERY_DIGITS = 18
 
@@ -288,7 +292,7 @@ def routes(core: Promptship, auth: Authenticator, watcher: DeploymentWatcher) ->
         return JSONResponse(dump(result))
 
     async def traffic(request: Request) -> Response:
-        document = await json_body(request)
+        document = await json_body(request, max_items=MAX_TRAFFIC_ITEMS)
         samples = document.get("samples") if isinstance(document, dict) else document
         if not isinstance(samples, list):
             raise ApiProblem(
@@ -346,5 +350,10 @@ def _spec(raw: bytes, content_type: str) -> PromptSpec:
             document = load_json(text, "request body")
         except BadInput as exc:
             raise ApiProblem(problem(400, "Bad JSON", str(exc))) from None
-        return prompt_from_document(document, "request body")
-    return parse_prompt(text, "request body")
+        spec = prompt_from_document(document, "request body")
+    else:
+        spec = parse_prompt(text, "request body")
+    where = nul_path(spec.model_dump())  # PostgreSQL text cannot hold U+0000
+    if where is not None:
+        raise ApiProblem(problem(400, "Bad request", nul_refusal(where)))
+    return spec

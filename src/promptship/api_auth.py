@@ -14,6 +14,7 @@ reads stay open and every write is refused.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import time
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from promptship.domain.identity import Actor, Permission, Scope, Via, grants
-from promptship.domain.safe_load import load_json
+from promptship.domain.safe_load import json_items_exceed, load_json, nul_path, nul_refusal
 from promptship.errors import BadInput, Forbidden, PromptshipError
 from promptship.services import Promptship
 from promptship.services.tokens import EnvToken, TokenIdentity, digest
@@ -225,6 +226,7 @@ class Authenticator:
         async def guarded(request: Request) -> Response:
             try:
                 request.state.caller = await self.caller(request, permission)
+                _refuse_nul_params(request)
                 return await handler(request)
             except ApiProblem as exc:
                 return exc.response
@@ -232,6 +234,14 @@ class Authenticator:
                 return from_error(exc)
 
         return guarded
+
+
+def _refuse_nul_params(request: Request) -> None:
+    """400 for a path or query parameter holding U+0000 (no name or filter can hold it)."""
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    named = next((name for name, value in params if "\x00" in str(value)), None)
+    if named is not None:
+        raise ApiProblem(problem(400, "Bad request", nul_refusal(named)))
 
 
 def dump(value: object) -> object:
@@ -246,12 +256,39 @@ def dump(value: object) -> object:
 # -- request bodies ---------------------------------------------------------------------
 
 
-async def json_body(request: Request) -> object:
+async def json_body(request: Request, max_items: int | None = None) -> object:
+    """The JSON body; 400 when it is malformed or holds more than ``max_items`` lists,
+    mappings and items (counted before parsing). Parsing runs off the event loop, so a large
+    body never delays other requests (Slack's acks among them)."""
     raw = await request.body()  # its size is capped by promptship.limits.BodyLimits
+    if max_items is not None and json_items_exceed(raw, max_items):
+        raise ApiProblem(
+            problem(
+                400,
+                "Bad body",
+                f"the body holds more than {max_items:,} JSON lists, mappings and items; "
+                "send it in smaller batches",
+            )
+        )
+    if len(raw) <= _PARSE_INLINE_BYTES:
+        return _document(raw or b"null")
+    return await asyncio.to_thread(_document, raw)
+
+
+def _document(raw: bytes) -> object:
     try:
-        return load_json(raw or b"null", "the request body")
+        document = load_json(raw, "the request body")
     except BadInput as exc:
         raise ApiProblem(problem(400, "Bad JSON", str(exc))) from None
+    # PostgreSQL text cannot hold U+0000: refused here, naming the field, not a 500 later
+    where = nul_path(document) if b"\\u0000" in raw else None
+    if where is not None:
+        raise ApiProblem(problem(400, "Bad request", nul_refusal(where)))
+    return document
+
+
+#: bodies up to this size parse in microseconds: on the loop, not worth a thread hop
+_PARSE_INLINE_BYTES = 16 * 1024
 
 
 def field(document: object, key: str, required: bool = True) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from promptship.auditkeys import ENV_VAR as AUDIT_KEY_VAR
@@ -45,7 +45,7 @@ def create_app(
     With workers on a SQLite file the app holds the file's single-process lock while it
     runs: ``lock`` if given (``serve`` takes it before binding its port), else taken on
     start-up, which fails with ``Conflict`` while another process holds it."""
-    from bot.app import build_app, check_settings, web_client
+    from bot.app import BotIdentity, build_app, check_settings, web_client
     from bot.blocks.links import ConsoleLinks
     from bot.directory import SlackGroupDirectory
     from bot.dispatcher import SlackDispatcher
@@ -73,6 +73,7 @@ def create_app(
     routes = [Route("/healthz", _healthz)]
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     slack_app = None
+    identity = None
     dispatcher = None
     client = web_client(settings) if slack_mode is not None else None
     core = Promptship(db, policy, directory=SlackGroupDirectory(client) if client else None)
@@ -81,7 +82,8 @@ def create_app(
     if client is not None:
         from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 
-        slack_app = build_app(settings, core, client)
+        identity = BotIdentity(client)
+        slack_app = build_app(settings, core, client, identity)
         handler = AsyncSlackRequestHandler(slack_app)
         secret = settings.slack_signing_secret
 
@@ -172,6 +174,8 @@ def create_app(
             log.warning("Slack is off: no SLACK_BOT_TOKEN; serving the API and workers only")
         # e-mail addresses in roles are looked up now, without holding start-up up
         roles_check = asyncio.create_task(_name_unresolved_role_emails(core))
+        if identity is not None:  # the bot's identity too: no Slack request waits for auth.test
+            identity.look_up()
         tasks: list[asyncio.Task[None]] = (
             [asyncio.create_task(job()) for job in background] if workers else []
         )
@@ -187,6 +191,8 @@ def create_app(
             yield
         finally:
             roles_check.cancel()
+            if identity is not None:
+                identity.stop()
             if socket_handler is not None:
                 await socket_handler.close_async()
             runner = getattr(app.state, "runner", None)
@@ -216,6 +222,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        exception_handlers={Exception: _failed},
         middleware=[
             Middleware(RequestIds),
             Middleware(BodyLimits, limit_for=limits_from(settings)),
@@ -236,6 +243,19 @@ async def _name_unresolved_role_emails(core: Promptship) -> None:
         return
     if problems:
         log.warning("roles: %s", "; ".join(problems))
+
+
+async def _failed(request: Request, exc: Exception) -> Response:
+    """What a request that failed unexpectedly (a database error, a bug) answers: a problem
+    document on the API, a sentence elsewhere; never a traceback. The error is logged."""
+    detail = "the server could not answer this request; the error was logged"
+    if request.url.path.startswith("/v1/"):
+        return JSONResponse(
+            {"type": "about:blank", "title": "Internal error", "status": 500, "detail": detail},
+            status_code=500,
+            media_type="application/problem+json",
+        )
+    return PlainTextResponse(f"Something went wrong on our side: {detail}.", status_code=500)
 
 
 async def _healthz(request: Request) -> JSONResponse:

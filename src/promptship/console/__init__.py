@@ -16,12 +16,14 @@ from starlette.routing import Route
 from promptship.config import Settings
 from promptship.console.audit import audit_routes
 from promptship.console.auth import SignIn
+from promptship.console.common import nul_param
 from promptship.console.live import LiveUpdates
 from promptship.console.operations import operation_routes
 from promptship.console.overview import overview
 from promptship.console.pages import Pages, script, secured, stylesheet
 from promptship.console.prompts import prompt_routes
 from promptship.console.settings import ConsoleSettings
+from promptship.domain.safe_load import nul_refusal
 from promptship.errors import Unavailable
 from promptship.services import Promptship
 from promptship.services.overview import MAX_QUERY
@@ -62,6 +64,9 @@ def console_routes(
         session = pages.session_of(request, core.clock.now())
         if session is None:
             return pages.redirect("login")
+        named = nul_param(request)
+        if named is not None:
+            return pages.message("Bad request", nul_refusal(named), 400, session)
         try:
             found = await overview(core, **_page_of(request))
         except Unavailable as exc:  # the database is down or stalls: say so, in the layout
@@ -73,6 +78,9 @@ def console_routes(
         session = pages.session_of(request, core.clock.now())
         if session is None:
             return secured(PlainTextResponse("Sign in first: this part needs a session.", 401))
+        named = nul_param(request)
+        if named is not None:
+            return secured(PlainTextResponse(nul_refusal(named), 400))
         try:
             found = await overview(core, **_page_of(request))
         except Unavailable as exc:

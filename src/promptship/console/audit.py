@@ -52,7 +52,14 @@ def _day(text: str | None, name: str, next_day: bool = False) -> datetime | None
             f"{name}: {text[:40]!r} is not a date", hint="use YYYY-MM-DD, e.g. 2026-01-31"
         )
     start = datetime.combine(day, time(0), tzinfo=UTC)
-    return start + timedelta(days=1) if next_day else start
+    if not next_day:
+        return start
+    if day == date.max:  # the day after it does not exist; nothing is recorded that late
+        raise BadInput(
+            f"{name}: {text} is past the last date this filter takes",
+            hint="use a date before 9999-12-31",
+        )
+    return start + timedelta(days=1)
 
 
 def audit_routes(pages: Pages, core: Promptship) -> list[Route]:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from promptship.console.pages import Pages, Session
+from promptship.domain.safe_load import nul_refusal
 from promptship.errors import NotFound, PromptshipError, Unavailable
 from promptship.services import Promptship
 
@@ -32,6 +33,9 @@ def guarded(
             return pages.message(
                 "Not found", "No such page: the address is too long.", 404, session
             )
+        named = nul_param(request)
+        if named is not None:
+            return pages.message("Bad request", nul_refusal(named), 400, session)
         try:
             return await handler(request, session)
         except NotFound as exc:
@@ -43,6 +47,13 @@ def guarded(
             return pages.message("Cannot show this", text, exc.http_status, session)
 
     return endpoint
+
+
+def nul_param(request: Request) -> str | None:
+    """The query or path parameter holding a NUL character (which PostgreSQL text cannot
+    hold, so no filter can match it), or None."""
+    params = [*request.query_params.multi_items(), *request.path_params.items()]
+    return next((name for name, value in params if "\x00" in str(value)), None)
 
 
 def not_found(pages: Pages, session: Session, text: str) -> Response:

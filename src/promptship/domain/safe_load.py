@@ -331,6 +331,21 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+#: a JSON string, escapes included (unrolled, so it runs in linear time)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_items_exceed(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text ``raw`` holds more than ``limit`` lists, mappings and separated
+    items (``[``, ``{`` and ``,`` outside strings), counted without parsing it: what parsing
+    costs grows with them, so a body over the limit is refused before it is parsed."""
+
+    def items(text: bytes) -> int:
+        return text.count(b"[") + text.count(b"{") + text.count(b",")
+
+    return items(raw) > limit and items(_JSON_STRING.sub(b"", raw)) > limit
+
+
 def nesting_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether lists and mappings in ``value`` nest deeper than ``limit`` (no recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
@@ -357,3 +372,28 @@ def load_json(raw: str | bytes, source: str) -> Any:
     if nesting_exceeds(value):
         raise BadInput(f"{source}: nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+def nul_path(value: Any) -> str | None:
+    """Where a NUL character (U+0000, which PostgreSQL text cannot hold) is in ``value``, as
+    a path (``reason``, ``[3].input``, ``vars.plan``), or None when there is none."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "the body"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    return where
+                stack.append((child, where))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def nul_refusal(where: str) -> str:
+    """What a user is told about a NUL character in ``where``."""
+    return f"{where} contains a NUL character (U+0000), which cannot be stored"

@@ -217,6 +217,11 @@ def tests_gate(f: GateFacts) -> GateCheck:
             GateState.FAILED,
             f"pass rate {rate:.0%} is below the required {f.min_pass_rate:.0%} ({counts})",
         )
+    if run.state is not RunState.PASSED:
+        # a run is judged once, when it finishes: its numbers alone never open the gate
+        return GateCheck(
+            name, GateState.FAILED, f"the last test run failed ({counts}): run the tests again"
+        )
     return GateCheck(
         name, GateState.PASSED, f"pass rate {rate:.0%} ≥ {f.min_pass_rate:.0%} ({counts})"
     )

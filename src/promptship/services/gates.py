@@ -48,28 +48,13 @@ SOAK_TAMPERED = (
 async def run_matches_signed(
     session: AsyncSession, prompt: Prompt, version: PromptVersion, run: ValidationRun
 ) -> bool:
-    """Whether a passed run's result is the one its signed ``validation.finished`` event
-    recorded (and its regression override one a signed event granted). Only a passed run
-    can open the tests gate, so only that is checked."""
-    if run.state != RunState.PASSED.value:
+    """Whether a finished run's result is the one its signed ``validation.finished`` event
+    recorded (and its regression override one a signed event granted). A failed run is
+    checked too: its numbers edited into a pass must not read as one."""
+    if not RunState(run.state).finished:
         return True
     signed = await audit.signed_run_events(session, prompt.name, version.version, run.id)
-    finished = [e.details for e in signed if e.action == audit.RUN_FINISHED]
-    if not finished:
-        return False
-    result = finished[-1]
-    override = result.get("regression_override")
-    for e in signed:
-        if e.action == audit.RUN_OVERRIDDEN:
-            override = f"{e.details.get('reason')} (by {e.actor})"
-    return (
-        result.get("state") == run.state
-        and result.get("pass_rate") == run.pass_rate
-        and (result.get("passed"), result.get("failed"), result.get("errored"))
-        == (run.passed, run.failed, run.errored)
-        and result.get("regressions") == len(run.regressions)
-        and override == run.regression_override
-    )
+    return audit_checks.run_matches(run, signed)
 
 
 async def newest_run_present(

@@ -11,9 +11,11 @@ import pytest
 
 from bot.blocks.requests import request_message
 from promptship.domain.identity import Scope
+from promptship.domain.promptfile import parse_prompt
 from promptship.errors import BadInput, Conflict, Forbidden, GateRefused
 from promptship.services import Promptship
 from promptship.services.views import RequestView
+from tests.conftest import prompt_yaml
 from tests.helpers import REQUESTER, case_results, push, service, slack, to_production
 from tests.slack_helpers import wait_for
 from tests.test_api_identity import CI, Served, bearer
@@ -179,6 +181,69 @@ async def test_an_override_binds_to_the_run_the_approver_saw_never_a_later_one(
         if e.action == "validation.regressions_overridden"
     ]  # fmt: skip
     assert event.details["run"] == latest.tests.run_id
+
+
+async def test_an_approver_never_overrides_the_regressions_of_their_own_request(
+    core: Promptship,
+) -> None:
+    await push(core, version="1.0.0")
+    await to_production(core)
+    # U01, an approver, writes 1.1.0 and asks for staging; its run finds a regression
+    await core.push(parse_prompt(prompt_yaml(NAME, "1.1.0", system_prompt="v1.1")), slack("U01"))
+    run = await core.start_validation_run(NAME, "1.1.0", slack("U01"), 10, owner="ci")
+    request = await core.request_promotion(NAME, "1.1.0", "staging", slack("U01"))
+    await core.finish_validation_run(
+        run.id, case_results(10), regressions=["refund policy"], owner="ci"
+    )
+    own = f"you requested {request.code}; someone else must override its regressions"
+    with pytest.raises(Forbidden, match=own):
+        await core.override_request(request.id, slack("U01"), "fine by me", run_id=run.id)
+    with pytest.raises(Forbidden, match=own):
+        await core.override_regressions(NAME, "1.1.0", "fine by me", slack("U01"))
+    assert (await core.request(request.id)).state == "open"
+    done = await core.override_request(request.id, slack("U02"), "known flake", run_id=run.id)
+    assert done.state == "promoted"
+
+
+async def test_the_author_never_overrides_the_regressions_of_their_version(
+    core: Promptship,
+) -> None:
+    await push(core, version="1.0.0")
+    await to_production(core)
+    await core.push(parse_prompt(prompt_yaml(NAME, "1.1.0", system_prompt="v1.1")), slack("U01"))
+    wrote = f"you wrote {NAME} 1.1.0; someone else must override its regressions"
+    with pytest.raises(Forbidden, match=wrote):
+        await core.record_validation_run(
+            NAME,
+            "1.1.0",
+            case_results(10),
+            slack("U01"),
+            regressions=["refund policy"],
+            regression_override="mine is fine",
+        )
+    await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["refund policy"]
+    )
+    with pytest.raises(Forbidden, match=wrote):
+        await core.override_regressions(NAME, "1.1.0", "mine is fine", slack("U01"))
+
+
+async def test_an_override_before_asking_does_not_count_for_ones_own_request(
+    core: Promptship,
+) -> None:
+    """promote --override-regressions: the approver overrides, then asks, in one go."""
+    await push(core, version="1.0.0")
+    await to_production(core)
+    await push(core, version="1.1.0", system_prompt="v1.1")
+    await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["refund policy"]
+    )
+    await core.override_regressions(NAME, "1.1.0", "fine by me", slack("U01"))
+    with pytest.raises(GateRefused, match="overridden, but U01 requested req-.*someone else"):
+        await core.request_promotion(NAME, "1.1.0", "staging", slack("U01"))
+    await core.override_regressions(NAME, "1.1.0", "known flake", slack("U02"))
+    staged = await core.request_promotion(NAME, "1.1.0", "staging", slack("U01"))
+    assert staged.state == "promoted"
 
 
 def test_the_api_refuses_an_override_of_a_replaced_run(api: Served) -> None:

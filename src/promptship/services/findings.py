@@ -22,6 +22,7 @@ from promptship.services import (
     identities,
     lifecycle,
     outbox,
+    parties,
     registry,
     requests,
     runs,
@@ -45,6 +46,23 @@ def check_override(deps: Deps, actor: Actor, roles: frozenset[str], label: str) 
             f"only approvers can override the regressions of {label}",
             hint="ask an approver (roles.approvers in the policy file), or fix the regressions",
         )
+
+
+async def check_impartial_override(
+    session: AsyncSession, deps: Deps, actor: Actor, prompt: Prompt, version: PromptVersion
+) -> None:
+    """Accepting regressions lets the version move, so the person rules of an approval
+    apply: never the author, nor the requester of an open request of the version, nor
+    whoever pushed or asked on their behalf."""
+    await parties.check_impartial(
+        session,
+        deps,
+        actor.id,
+        prompt,
+        version,
+        await parties.open_requests(session, version),
+        "override its regressions",
+    )
 
 
 async def override_regressions(
@@ -76,7 +94,9 @@ async def accept_regressions(
     run: ValidationRun | None = None,
 ) -> RunView:
     """Record the override on ``run`` (by default the version's latest; the caller checked
-    who may and holds the prompt lock), then promote any open request it held back."""
+    the role and holds the prompt lock; no party to the version or its open requests may),
+    then promote any open request it held back."""
+    await check_impartial_override(session, deps, actor, prompt, version)
     label = lifecycle.label(prompt, version)
     if run is None:
         run = await registry.latest_run(session, version)
@@ -115,6 +135,7 @@ async def finish_run(
     prompt, version, run = await runs.load_run(session, run_id)
     if regression_override is not None:
         check_override(deps, actor, roles, lifecycle.label(prompt, version))
+        await check_impartial_override(session, deps, actor, prompt, version)
     if run.state != RunState.RUNNING.value or (owner is not None and run.owner != owner):
         raise GateRefused(f"validation run {run_id} is {run.state}; its results were not recorded")
     errored = sum(1 for r in results if r.get("error"))

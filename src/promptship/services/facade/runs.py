@@ -137,6 +137,9 @@ class RunUseCases(RegistryUseCases):
         if regression_override is not None:  # refused before a run is started, not after
             roles = await self.roles.roles_of(actor.id)
             findings.check_override(self.deps, actor, roles, f"{name} {version}")
+            async with self.db.reader() as session:
+                prompt, row = await registry.get_version(session, name, version)
+                await findings.check_impartial_override(session, self.deps, actor, prompt, row)
         run = await self.start_validation_run(name, version, actor, len(results))
         return await self.finish_validation_run(
             run.id, results, actor, regressions, regression_override

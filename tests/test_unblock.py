@@ -18,7 +18,7 @@ from promptship.services.views import RequestView
 from tests.conftest import prompt_yaml
 from tests.helpers import REQUESTER, case_results, push, service, slack, to_production
 from tests.slack_helpers import wait_for
-from tests.test_api_identity import CI, Served, bearer
+from tests.test_api_identity import CI, Served, bearer, cli
 from tests.test_api_identity import api as api
 from tests.test_slack_app import Bot, texts
 from tests.test_slack_app import bot as bot
@@ -263,6 +263,62 @@ def test_the_api_refuses_an_override_of_a_replaced_run(api: Served) -> None:
     )
     assert stale.status_code == 409 and "ran again" in stale.json()["detail"], stale.text
     assert api.core(lambda c: c.request(request.id)).state == "open"
+
+
+async def two_runs_of_1_1_0(core: Promptship) -> tuple[int, int]:
+    """1.0.0 in production; 1.1.0's tests ran twice: a regression in "tone", then two
+    others."""
+    await push(core, version="1.0.0")
+    await to_production(core)
+    await push(core, version="1.1.0", system_prompt="v1.1")
+    first = await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["tone"]
+    )
+    second = await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["refund policy", "PII"]
+    )
+    return first.id, second.id
+
+
+async def test_a_version_override_binds_to_the_run_the_approver_saw(core: Promptship) -> None:
+    first, second = await two_runs_of_1_1_0(core)
+    with pytest.raises(BadInput, match=f"the tests of {NAME} 1.1.0 ran more than once"):
+        await core.override_regressions(NAME, "1.1.0", "tone is fine", slack("U01"))
+    with pytest.raises(Conflict, match=f"ran again since the run you named \\(run {first}\\)"):
+        await core.override_regressions(NAME, "1.1.0", "tone is fine", slack("U01"), run_id=first)
+    latest = (await core.show(NAME, "1.1.0")).latest_run
+    assert latest is not None and latest.id == second and latest.regression_override is None
+    run = await core.override_regressions(
+        NAME, "1.1.0", "all three known", slack("U01"), run_id=second
+    )
+    assert run.id == second and run.regression_override == "all three known (by U01)"
+    staged = await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
+    assert staged.state == "promoted"
+
+
+def test_the_cli_and_the_api_name_the_run_a_version_override_accepts(api: Served) -> None:
+    first, second = api.core(two_runs_of_1_1_0)
+    approver = api.person["U01"]
+    args = ["promote", NAME, "1.1.0", "staging", "--override-regressions", "tone is fine"]
+    unnamed = cli(api, approver, *args)
+    assert unnamed.exit_code == 2 and "say which run's regressions" in unnamed.stderr
+    stale = cli(api, approver, *args, "--run-id", str(first))
+    assert stale.exit_code == 2 and f"ran again since the run you named (run {first})" in (
+        stale.stderr
+    )
+    alone = cli(api, approver, "promote", NAME, "1.1.0", "staging", "--run-id", str(second))
+    assert alone.exit_code == 2 and "--override-regressions" in alone.stderr
+    override = f"/v1/prompts/{NAME}/versions/1.1.0/override"
+    refused = api.http.post(
+        override, json={"reason": "tone is fine", "run_id": first}, headers=bearer(approver)
+    )
+    assert refused.status_code == 409 and "ran again" in refused.json()["detail"]
+    accepted = api.http.post(
+        override, json={"reason": "all known", "run_id": second}, headers=bearer(approver)
+    )
+    assert accepted.status_code == 200 and accepted.json()["id"] == second, accepted.text
+    promoted = cli(api, CI, "promote", NAME, "1.1.0", "staging")
+    assert promoted.exit_code == 0 and "promoted" in promoted.stdout, promoted.output
 
 
 def test_the_api_overrides_and_reruns_for_approvers_only(api: Served) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import RequestState, RunState
-from promptship.errors import BadInput, Forbidden, GateRefused, NotFound
+from promptship.errors import BadInput, Conflict, Forbidden, GateRefused, NotFound
 from promptship.services import (
     audit,
     drift,
@@ -65,6 +65,54 @@ async def check_impartial_override(
     )
 
 
+async def run_to_override(
+    session: AsyncSession,
+    prompt: Prompt,
+    version: PromptVersion,
+    run_id: int | None,
+    tests_of: str,
+    seen: str,
+    give: str,
+) -> ValidationRun | None:
+    """The run an override lands on: the version's latest, which must be ``run_id`` (the
+    run the approver weighed; Conflict when a later run replaced it, so regressions of a
+    re-run are never accepted unseen). ``run_id`` may be left out only while the version
+    has a single finished run (nothing to confuse it with). ``tests_of`` names what was
+    tested ("req-3"), ``seen`` where the approver saw the run, ``give`` where its id is."""
+    run = await registry.latest_run(session, version)
+    if run is None:
+        return None
+    if run_id is None and await _finished_runs(session, version) > 1:
+        raise BadInput(
+            f"say which run's regressions you accept: the tests of {tests_of} ran more than once",
+            hint=f"give run_id ({give}, now {run.id})",
+        )
+    if run_id is not None and run.id != run_id:
+        raise Conflict(
+            f"the tests of {tests_of} ran again since {seen} (run {run_id}); "
+            f"run {run.id} is the one that counts now, with {len(run.regressions)} "
+            "regression(s)",
+            hint=f"look at it again before overriding: /prompt show {prompt.name} "
+            f"{version.version}",
+        )
+    return run
+
+
+async def _finished_runs(session: AsyncSession, version: PromptVersion) -> int:
+    """How many finished runs the version's content has had."""
+    return (
+        await session.execute(
+            select(func.count())
+            .select_from(ValidationRun)
+            .where(
+                ValidationRun.version_id == version.id,
+                ValidationRun.content_hash == version.content_hash,
+                ValidationRun.state.in_((RunState.PASSED.value, RunState.FAILED.value)),
+            )
+        )
+    ).scalar_one()
+
+
 async def override_regressions(
     session: AsyncSession,
     deps: Deps,
@@ -73,15 +121,27 @@ async def override_regressions(
     reason: str,
     actor: Actor,
     roles: frozenset[str],
+    run_id: int | None = None,
 ) -> RunView:
-    """Accept the listed regressions of the version's latest run, with a recorded reason;
-    approvers only."""
+    """Accept the listed regressions of the version's run ``run_id``, with a recorded
+    reason; approvers only. Refused when a later run replaced it; ``run_id`` may be left
+    out while the version has a single finished run."""
     check_override(deps, actor, roles, f"{name} {version_name}")
     if not reason.strip():
         raise BadInput("overriding regressions needs a reason")
     prompt, version = await registry.get_version(session, name, version_name)
     prompt = await registry.lock_prompt(session, prompt.id)
-    return await accept_regressions(session, deps, prompt, version, reason, actor)
+    label = lifecycle.label(prompt, version)
+    run = await run_to_override(
+        session,
+        prompt,
+        version,
+        run_id,
+        label,
+        "the run you named",
+        f"promptship show {name} {version_name} shows its latest run",
+    )
+    return await accept_regressions(session, deps, prompt, version, reason, actor, run)
 
 
 async def accept_regressions(

@@ -115,13 +115,14 @@ class RunUseCases(RegistryUseCases):
             )
 
     async def override_regressions(
-        self, name: str, version: str, reason: str, actor: Actor
+        self, name: str, version: str, reason: str, actor: Actor, *, run_id: int | None = None
     ) -> RunView:
-        """Accept a version's listed regressions: an authenticated approver's decision."""
+        """Accept the regressions of a version's run ``run_id`` (the one the approver
+        weighed; refused when a later run replaced it): an authenticated approver's decision."""
         roles = await self.roles.roles_of(self._acting(actor).id)
         async with self.db.transaction() as session:
             return await findings.override_regressions(
-                session, self.deps, name, version, reason, actor, roles
+                session, self.deps, name, version, reason, actor, roles, run_id
             )
 
     async def record_validation_run(

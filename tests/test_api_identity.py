@@ -424,7 +424,9 @@ def test_the_cli_decides_through_the_server_with_the_persons_token(api: Served) 
         )
     )
     args = ["promote", NAME, "1.1.0", "staging", "--override-regressions", "known flake"]
-    promoted = cli(api, api.person["U01"], *args)
+    own = cli(api, api.person["U01"], *args)  # U01 would request it: their override
+    assert own.exit_code == 1 and "someone else must override them" in own.stderr, own.output
+    promoted = cli(api, CI, "promote", NAME, "1.1.0", "staging")  # counts for another's
     assert promoted.exit_code == 0, promoted.output
     assert "customer-support 1.1.0 → staging" in promoted.stdout and "promoted" in promoted.stdout
     history = api.http.get(f"/v1/prompts/{NAME}/history", headers=bearer(READER)).json()

@@ -298,7 +298,9 @@ def test_overriding_regressions_from_the_cli_takes_an_approver(cli: Path) -> Non
     promote = ("promote", NAME, "1.0.0", "staging", "--override-regressions", "fine")
     code, _, err = run("--as", REQUESTER, *promote)
     assert code == 1 and "only approvers can override the regressions" in err
-    code, out, _ = run("--json", "--as", "U01", *promote)
+    code, _, err = run("--as", "U01", *promote)  # U01's override, for U01's own request
+    assert code == 1 and "U01 requested req-" in err and "someone else must override" in err
+    code, out, _ = run("--json", "--as", REQUESTER, "promote", NAME, "1.0.0", "staging")
     assert code == 0 and json.loads(out)["state"] == "promoted"
 
 

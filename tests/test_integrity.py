@@ -187,6 +187,34 @@ async def test_a_failed_test_run_marked_passed_in_the_database_opens_no_gate(
         await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))
 
 
+async def test_a_failed_test_run_with_edited_numbers_opens_no_gate_and_verify_names_it(
+    core: Promptship,
+) -> None:
+    await push(core)
+    await pass_tests(core, "customer-support", "1.0.0", passed=2, failed=8)
+    # the numbers of a pass, the state left failed
+    problems = await tamper(
+        core, "UPDATE validation_runs SET pass_rate = 1.0, passed = 10, failed = 0"
+    )
+    assert problems == [
+        "customer-support 1.0.0's test run 1 differs from its signed validation.finished "
+        "event (changed in the database directly?)"
+    ]
+    with pytest.raises(GateRefused, match="the test run's record does not match its signed"):
+        await core.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))
+
+
+async def test_only_a_passed_run_opens_the_tests_gate_whatever_its_pass_rate(
+    db: Database, clock: ManualClock
+) -> None:
+    strict = Promptship(db, make_policy("environments: {staging: {min_pass_rate: 0.9}}"), clock)
+    await push(strict)
+    await pass_tests(strict, "customer-support", "1.0.0", passed=8, failed=2)  # failed at 90%
+    relaxed = Promptship(db, make_policy(), clock)  # the policy now asks for 80%
+    with pytest.raises(GateRefused, match="the last test run failed"):
+        await relaxed.request_promotion("customer-support", "1.0.0", "staging", slack(REQUESTER))
+
+
 async def test_a_soak_marked_passed_in_the_database_opens_no_gate(
     db: Database, clock: ManualClock
 ) -> None:

@@ -282,6 +282,19 @@ async def test_sweeper_expires_stale_requests_once(
     assert await core.expire_stale_requests() == []
 
 
+async def test_asking_again_after_expiry_opens_a_new_request_that_takes_approvals(
+    core: Promptship, clock: ManualClock, production_request: int
+) -> None:
+    clock.advance(timedelta(hours=73))
+    again = await core.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    assert again.id != production_request and again.state == "open"
+    assert (await core.request(production_request)).state == "expired"
+    assert await count(core.db, AuditEvent, AuditEvent.action == "request.expired") == 1
+    await core.approve(again.id, slack("U01"))
+    outcome = await core.approve(again.id, slack("U02"))
+    assert outcome.request.state == "promoted"
+
+
 async def test_cancel_by_requester_or_approver_only(
     core: Promptship, production_request: int
 ) -> None:

@@ -11,12 +11,14 @@ import pytest
 
 from bot.blocks.requests import request_message
 from promptship.domain.identity import Scope
+from promptship.domain.promptfile import parse_prompt
 from promptship.errors import BadInput, Conflict, Forbidden, GateRefused
 from promptship.services import Promptship
 from promptship.services.views import RequestView
+from tests.conftest import prompt_yaml
 from tests.helpers import REQUESTER, case_results, push, service, slack, to_production
 from tests.slack_helpers import wait_for
-from tests.test_api_identity import CI, Served, bearer
+from tests.test_api_identity import CI, Served, bearer, cli
 from tests.test_api_identity import api as api
 from tests.test_slack_app import Bot, texts
 from tests.test_slack_app import bot as bot
@@ -181,6 +183,69 @@ async def test_an_override_binds_to_the_run_the_approver_saw_never_a_later_one(
     assert event.details["run"] == latest.tests.run_id
 
 
+async def test_an_approver_never_overrides_the_regressions_of_their_own_request(
+    core: Promptship,
+) -> None:
+    await push(core, version="1.0.0")
+    await to_production(core)
+    # U01, an approver, writes 1.1.0 and asks for staging; its run finds a regression
+    await core.push(parse_prompt(prompt_yaml(NAME, "1.1.0", system_prompt="v1.1")), slack("U01"))
+    run = await core.start_validation_run(NAME, "1.1.0", slack("U01"), 10, owner="ci")
+    request = await core.request_promotion(NAME, "1.1.0", "staging", slack("U01"))
+    await core.finish_validation_run(
+        run.id, case_results(10), regressions=["refund policy"], owner="ci"
+    )
+    own = f"you requested {request.code}; someone else must override its regressions"
+    with pytest.raises(Forbidden, match=own):
+        await core.override_request(request.id, slack("U01"), "fine by me", run_id=run.id)
+    with pytest.raises(Forbidden, match=own):
+        await core.override_regressions(NAME, "1.1.0", "fine by me", slack("U01"))
+    assert (await core.request(request.id)).state == "open"
+    done = await core.override_request(request.id, slack("U02"), "known flake", run_id=run.id)
+    assert done.state == "promoted"
+
+
+async def test_the_author_never_overrides_the_regressions_of_their_version(
+    core: Promptship,
+) -> None:
+    await push(core, version="1.0.0")
+    await to_production(core)
+    await core.push(parse_prompt(prompt_yaml(NAME, "1.1.0", system_prompt="v1.1")), slack("U01"))
+    wrote = f"you wrote {NAME} 1.1.0; someone else must override its regressions"
+    with pytest.raises(Forbidden, match=wrote):
+        await core.record_validation_run(
+            NAME,
+            "1.1.0",
+            case_results(10),
+            slack("U01"),
+            regressions=["refund policy"],
+            regression_override="mine is fine",
+        )
+    await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["refund policy"]
+    )
+    with pytest.raises(Forbidden, match=wrote):
+        await core.override_regressions(NAME, "1.1.0", "mine is fine", slack("U01"))
+
+
+async def test_an_override_before_asking_does_not_count_for_ones_own_request(
+    core: Promptship,
+) -> None:
+    """promote --override-regressions: the approver overrides, then asks, in one go."""
+    await push(core, version="1.0.0")
+    await to_production(core)
+    await push(core, version="1.1.0", system_prompt="v1.1")
+    await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["refund policy"]
+    )
+    await core.override_regressions(NAME, "1.1.0", "fine by me", slack("U01"))
+    with pytest.raises(GateRefused, match="overridden, but U01 requested req-.*someone else"):
+        await core.request_promotion(NAME, "1.1.0", "staging", slack("U01"))
+    await core.override_regressions(NAME, "1.1.0", "known flake", slack("U02"))
+    staged = await core.request_promotion(NAME, "1.1.0", "staging", slack("U01"))
+    assert staged.state == "promoted"
+
+
 def test_the_api_refuses_an_override_of_a_replaced_run(api: Served) -> None:
     request = api.core(blocked_request)
     override = f"/v1/requests/req-{request.id}/override"
@@ -198,6 +263,62 @@ def test_the_api_refuses_an_override_of_a_replaced_run(api: Served) -> None:
     )
     assert stale.status_code == 409 and "ran again" in stale.json()["detail"], stale.text
     assert api.core(lambda c: c.request(request.id)).state == "open"
+
+
+async def two_runs_of_1_1_0(core: Promptship) -> tuple[int, int]:
+    """1.0.0 in production; 1.1.0's tests ran twice: a regression in "tone", then two
+    others."""
+    await push(core, version="1.0.0")
+    await to_production(core)
+    await push(core, version="1.1.0", system_prompt="v1.1")
+    first = await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["tone"]
+    )
+    second = await core.record_validation_run(
+        NAME, "1.1.0", case_results(10), slack(REQUESTER), regressions=["refund policy", "PII"]
+    )
+    return first.id, second.id
+
+
+async def test_a_version_override_binds_to_the_run_the_approver_saw(core: Promptship) -> None:
+    first, second = await two_runs_of_1_1_0(core)
+    with pytest.raises(BadInput, match=f"the tests of {NAME} 1.1.0 ran more than once"):
+        await core.override_regressions(NAME, "1.1.0", "tone is fine", slack("U01"))
+    with pytest.raises(Conflict, match=f"ran again since the run you named \\(run {first}\\)"):
+        await core.override_regressions(NAME, "1.1.0", "tone is fine", slack("U01"), run_id=first)
+    latest = (await core.show(NAME, "1.1.0")).latest_run
+    assert latest is not None and latest.id == second and latest.regression_override is None
+    run = await core.override_regressions(
+        NAME, "1.1.0", "all three known", slack("U01"), run_id=second
+    )
+    assert run.id == second and run.regression_override == "all three known (by U01)"
+    staged = await core.request_promotion(NAME, "1.1.0", "staging", slack(REQUESTER))
+    assert staged.state == "promoted"
+
+
+def test_the_cli_and_the_api_name_the_run_a_version_override_accepts(api: Served) -> None:
+    first, second = api.core(two_runs_of_1_1_0)
+    approver = api.person["U01"]
+    args = ["promote", NAME, "1.1.0", "staging", "--override-regressions", "tone is fine"]
+    unnamed = cli(api, approver, *args)
+    assert unnamed.exit_code == 2 and "say which run's regressions" in unnamed.stderr
+    stale = cli(api, approver, *args, "--run-id", str(first))
+    assert stale.exit_code == 2 and f"ran again since the run you named (run {first})" in (
+        stale.stderr
+    )
+    alone = cli(api, approver, "promote", NAME, "1.1.0", "staging", "--run-id", str(second))
+    assert alone.exit_code == 2 and "--override-regressions" in alone.stderr
+    override = f"/v1/prompts/{NAME}/versions/1.1.0/override"
+    refused = api.http.post(
+        override, json={"reason": "tone is fine", "run_id": first}, headers=bearer(approver)
+    )
+    assert refused.status_code == 409 and "ran again" in refused.json()["detail"]
+    accepted = api.http.post(
+        override, json={"reason": "all known", "run_id": second}, headers=bearer(approver)
+    )
+    assert accepted.status_code == 200 and accepted.json()["id"] == second, accepted.text
+    promoted = cli(api, CI, "promote", NAME, "1.1.0", "staging")
+    assert promoted.exit_code == 0 and "promoted" in promoted.stdout, promoted.output
 
 
 def test_the_api_overrides_and_reruns_for_approvers_only(api: Served) -> None:

@@ -116,6 +116,7 @@ def routes(core: Promptship, auth: Authenticator) -> list[Route]:
             request.path_params["version"],
             field(document, "reason") or "",
             decider(request),
+            run_id=_run_id(document),
         )
         return JSONResponse(dump(run))
 

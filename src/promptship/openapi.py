@@ -84,10 +84,14 @@ def _strings(required: list[str], *optional: str, **formats: str) -> dict[str, A
     return {"type": "object", "required": required, "properties": properties}
 
 
-def _override_body() -> dict[str, Any]:
-    body = _strings(["reason"], "content_hash")
+def _run_body(body: dict[str, Any]) -> dict[str, Any]:
+    """An override's body: ``run_id`` names the test run the caller weighed."""
     body["properties"]["run_id"] = {"type": "integer", "minimum": 1}
     return body
+
+
+def _override_body() -> dict[str, Any]:
+    return _run_body(_strings(["reason"], "content_hash"))
 
 
 def _traffic_sample() -> dict[str, Any]:
@@ -420,9 +424,11 @@ def _decision_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
             _ok(_ref(RequestView), "201"),
         ),
         "/v1/prompts/{name}/versions/{version}/override": post(
-            "Accept the regressions of the version's latest run (approvers), with a reason",
+            "Accept the regressions of the version's test run you weighed (run_id: its "
+            "latest run's id; required once the version's tests finished more than once), "
+            "with a reason (approvers); 409 when a later run replaced it",
             [NAME, VERSION],
-            _json_body(_strings(["reason"])),
+            _json_body(_run_body(_strings(["reason"]))),
             _ok(_ref(RunView)),
         ),
         "/v1/prompts/{name}/environments/{environment}/rollback": post(

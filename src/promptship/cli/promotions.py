@@ -47,6 +47,15 @@ def promote(
         str | None,
         typer.Option(help="Accept the listed regressions, with this reason (audited)."),
     ] = None,
+    run_id: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The test run whose regressions --override-regressions accepts (see "
+            "promptship show); refused when a later run replaced it. Needed once the tests "
+            "finished more than once.",
+        ),
+    ] = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Queue the tests and return; do not wait for them.")
     ] = False,
@@ -60,6 +69,8 @@ def promote(
     or, when a server's worker took the run, by following that worker until it ends
     (Ctrl-C stops following; the run goes on). With --server the server's workers run them.
     """
+    if run_id is not None and not override_regressions:
+        raise typer.BadParameter("--run-id goes with --override-regressions", param_hint="--run-id")
     waited: list[RunDetail] = []
     queued: list[int] = []
     following: set[int] = set()
@@ -67,7 +78,7 @@ def promote(
     async def use(core: Promptship) -> RequestView | DeploymentMove:
         who = actor()
         if override_regressions:
-            await core.override_regressions(name, version, override_regressions, who)
+            await core.override_regressions(name, version, override_regressions, who, run_id=run_id)
         request = await core.promote(name, version, env, who, reason, queue_tests=True)
         if isinstance(request, DeploymentMove):
             return request
@@ -82,7 +93,7 @@ def promote(
 
     async def remote(client: Remote) -> RequestView | DeploymentMove:
         if override_regressions:
-            await client.override_regressions(name, version, override_regressions)
+            await client.override_regressions(name, version, override_regressions, run_id)
         return await client.request_promotion(name, version, env, reason)
 
     try:

@@ -166,9 +166,14 @@ class Remote:
             await self.act(f"/v1/prompts/{_q(name)}/breakglass", body)
         )
 
-    async def override_regressions(self, name: str, version: str, reason: str) -> RunView:
+    async def override_regressions(
+        self, name: str, version: str, reason: str, run_id: int | None = None
+    ) -> RunView:
         path = f"/v1/prompts/{_q(name)}/versions/{_q(version)}/override"
-        return RunView.model_validate(await self.act(path, {"reason": reason}))
+        body: dict[str, object] = {"reason": reason}
+        if run_id is not None:
+            body["run_id"] = run_id
+        return RunView.model_validate(await self.act(path, body))
 
     async def approve(self, request_id: int, comment: str | None) -> DecisionOutcome:
         path = f"/v1/requests/{request_id}/approve"

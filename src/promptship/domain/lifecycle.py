@@ -160,6 +160,9 @@ class GateFacts:
     min_pass_rate: float = 0.8
     regression_check: bool = True
     run: RunSummary | None = None
+    #: who overrode the run's regressions and how they are party to the request
+    #: ("U01 requested req-3"): their override does not count for it
+    override_refused: str | None = None
     required_approvals: int = 0
     decisions: tuple[Decision, ...] = ()
     soak_required: timedelta = timedelta(0)
@@ -219,6 +222,11 @@ def tests_gate(f: GateFacts) -> GateCheck:
             GateState.FAILED,
             f"pass rate {rate:.0%} is below the required {f.min_pass_rate:.0%} ({counts})",
         )
+    if run.state is not RunState.PASSED:
+        # a run is judged once, when it finishes: its numbers alone never open the gate
+        return GateCheck(
+            name, GateState.FAILED, f"the last test run failed ({counts}): run the tests again"
+        )
     return GateCheck(
         name, GateState.PASSED, f"pass rate {rate:.0%} ≥ {f.min_pass_rate:.0%} ({counts})"
     )
@@ -229,6 +237,13 @@ def regression_gate(f: GateFacts) -> GateCheck:
     run = f.run
     if not f.regression_check or run is None or not run.regressions:
         return GateCheck(name, GateState.PASSED, "no case that passes in production fails here")
+    if run.regression_override and f.override_refused:
+        return GateCheck(
+            name,
+            GateState.FAILED,
+            f"{len(run.regressions)} regression(s) overridden, but {f.override_refused}: "
+            "someone else must override them",
+        )
     if run.regression_override:
         return GateCheck(
             name,

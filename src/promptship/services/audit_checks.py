@@ -3,11 +3,13 @@ into the database, without the service that records its event, shows up here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from promptship.domain.lifecycle import RequestState
+from promptship.domain.lifecycle import RequestState, RunState
 from promptship.services import audit, registry, tokens
 from promptship.services.deps import request_code
 from promptship.store.models import (
@@ -61,6 +63,27 @@ def request_mismatches(
         "required approvals": request.required_approvals,
     }
     return [name for name, value in stored.items() if recorded[name] != value]
+
+
+def run_matches(run: ValidationRun, events: Sequence[AuditEvent]) -> bool:
+    """Whether a finished run's row holds the result its last ``validation.finished`` event
+    among ``events`` (the run's, oldest first) recorded, with the override its events granted."""
+    finished = [e.details for e in events if e.action == audit.RUN_FINISHED]
+    if not finished:
+        return False
+    result = finished[-1]
+    override = result.get("regression_override")
+    for e in events:
+        if e.action == audit.RUN_OVERRIDDEN:
+            override = f"{e.details.get('reason')} (by {e.actor})"
+    return (
+        result.get("state") == run.state
+        and result.get("pass_rate") == run.pass_rate
+        and (result.get("passed"), result.get("failed"), result.get("errored"))
+        == (run.passed, run.failed, run.errored)
+        and result.get("regressions") == len(run.regressions)
+        and override == run.regression_override
+    )
 
 
 async def _approvals(session: AsyncSession) -> list[str]:
@@ -341,18 +364,50 @@ async def _soak_results(session: AsyncSession) -> list[str]:
 
 
 async def _run_rows(session: AsyncSession) -> list[str]:
-    """Every finished run the audit log recorded must still have its row: deleting a failed
-    run's row would otherwise bring an older passed one back to the tests gate."""
-    events = await session.execute(
-        select(AuditEvent.prompt, AuditEvent.version, AuditEvent.details)
-        .where(AuditEvent.action == audit.RUN_FINISHED)
-        .order_by(AuditEvent.seq)
-    )
-    recorded = {details.get("run"): (prompt, version) for prompt, version, details in events.all()}
+    """Every finished run the audit log recorded must still have its row (deleting a failed
+    run's row would otherwise bring an older passed one back to the tests gate), and every
+    finished run's row must hold the result its recorded events give it."""
+    events = (
+        await session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action.in_((audit.RUN_FINISHED, audit.RUN_OVERRIDDEN)))
+            .order_by(AuditEvent.seq)
+        )
+    ).all()
+    recorded: dict[object, tuple[str | None, str | None]] = {}
+    of_run: dict[object, list[AuditEvent]] = {}
+    for e in events:
+        run_id = e.details.get("run")
+        of_run.setdefault(run_id, []).append(e)
+        if e.action == audit.RUN_FINISHED:
+            recorded[run_id] = (e.prompt, e.version)
     present = set((await session.scalars(select(ValidationRun.id))).all())
     missing = [label for run, label in recorded.items() if run not in present]
+    finished = [RunState.PASSED.value, RunState.FAILED.value]
+    rows = await session.stream(
+        select(ValidationRun, Prompt.name, PromptVersion.version)
+        .join(PromptVersion, PromptVersion.id == ValidationRun.version_id)
+        .join(Prompt, Prompt.id == PromptVersion.prompt_id)
+        .where(ValidationRun.state.in_(finished))
+        .order_by(ValidationRun.id)
+        .execution_options(yield_per=1000)
+    )
+    changed: list[str] = []
+    async for run, prompt, version in rows:
+        # a row without any recorded result is left to the chain and its checkpoints: the
+        # newest events may have been cut off, and the gates refuse such a run anyway
+        if run.id in recorded and not run_matches(run, of_run[run.id]):
+            changed.append(
+                f"{prompt} {version}'s test run {run.id} differs from its signed "
+                "validation.finished event (changed in the database directly?)"
+            )
+            if len(changed) >= LIMIT:
+                break
     return [
-        f"{prompt} {version} has a finished test run in the audit log but no row for it "
-        "(deleted from the database directly?)"
-        for prompt, version in missing[:LIMIT]
+        *(
+            f"{prompt} {version} has a finished test run in the audit log but no row for it "
+            "(deleted from the database directly?)"
+            for prompt, version in missing[:LIMIT]
+        ),
+        *changed,
     ]

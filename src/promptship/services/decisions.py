@@ -13,42 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestState
 from promptship.errors import BadInput, Conflict, Forbidden
-from promptship.services import audit, gates, identities, lifecycle, requests
+from promptship.services import gates, identities, lifecycle, parties, requests
 from promptship.services.deps import Deps, request_code
 from promptship.services.roles import DECISION_ROLES
 from promptship.services.views import DecisionOutcome
-from promptship.store.models import Approval, AuditEvent, Prompt, PromptVersion
-
-TAMPERED_VERSION = (
-    "the version's record does not match its signed audit event; see promptship audit verify"
-)
-
-
-async def signed_authorship(
-    session: AsyncSession, prompt: Prompt, version: PromptVersion
-) -> tuple[str, str | None]:
-    """The author and proxy of a version from its signed registration, never from its row
-    (no hash covers ``author``/``pushed_by``); refused when no signed registration exists."""
-    events = (
-        await session.scalars(
-            select(AuditEvent)
-            .where(
-                AuditEvent.action == "version.registered",
-                AuditEvent.prompt == prompt.name,
-                AuditEvent.version == version.version,
-            )
-            .order_by(AuditEvent.seq)
-        )
-    ).all()
-    keys = audit.keyring(session).keys()
-    signed = [e for e in events if audit.authentic(e, keys)]
-    if not signed or signed[0].details.get("content_hash") != version.content_hash:
-        raise Conflict(TAMPERED_VERSION, hint="ask an admin to run promptship audit verify")
-    return audit.registered_authorship(signed[0])
-
-
-def _is(deps: Deps, person: str, proxy: str | None) -> bool:
-    return proxy is not None and person == identities.person_of(deps.policy, proxy)
+from promptship.store.models import Approval
 
 
 async def record_decision(
@@ -71,32 +40,14 @@ async def record_decision(
         )
     await requests.ensure_open(session, deps, prompt, version, request)
     user = actor.id
-    # the person rules compare people: an outside identity counts as its Slack user
-    person = identities.person_of(deps.policy, user)
-    if person == identities.person_of(deps.policy, request.requester):
-        if approve:
-            raise Forbidden(f"you requested {code}; someone else must approve it")
+    if not approve and identities.person_of(deps.policy, user) == identities.person_of(
+        deps.policy, request.requester
+    ):
         raise Forbidden(
             f"you requested {code}; cancel it instead of rejecting it", hint=f"cancel {code}"
         )
-    author, pushed_by = (
-        await signed_authorship(session, prompt, version) if approve else (None, None)
-    )
-    if approve and person == identities.person_of(deps.policy, author or ""):
-        raise Forbidden(
-            f"you wrote {lifecycle.label(prompt, version)}; someone else must approve it"
-        )
-    # whoever acted on behalf of the author or requester counts as them: else an admin
-    # pushes as U09 and then approves their own content
-    if approve and _is(deps, person, request.requested_by):
-        raise Forbidden(
-            f"you requested {code} on behalf of {request.requester}; someone else must approve it"
-        )
-    if approve and _is(deps, person, pushed_by):
-        raise Forbidden(
-            f"you pushed {lifecycle.label(prompt, version)} on behalf of {author}; "
-            "someone else must approve it"
-        )
+    if approve:
+        await parties.check_impartial(session, deps, user, prompt, version, [request], "approve it")
     deciding_roles = roles & DECISION_ROLES
     if not deciding_roles:
         raise Forbidden(

@@ -155,7 +155,7 @@ async def _tests(
     version: PromptVersion,
     run: ValidationRun,
 ) -> TestsEvidence:
-    by, reason = await _override(session, prompt, version, run)
+    by, reason = await signed_override(session, prompt, version, run)
     return TestsEvidence(
         state=run.state,
         passed=run.passed,
@@ -172,7 +172,7 @@ async def _tests(
     )
 
 
-async def _override(
+async def signed_override(
     session: AsyncSession, prompt: Prompt, version: PromptVersion, run: ValidationRun
 ) -> tuple[str | None, str | None]:
     """Who accepted the run's regressions and why, as the signed audit events record it

@@ -10,18 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import SYSTEM, Actor
 from promptship.domain.lifecycle import RequestState, RunState
-from promptship.errors import BadInput, Forbidden, GateRefused, NotFound
+from promptship.errors import BadInput, Conflict, Forbidden, GateRefused, NotFound
 from promptship.services import (
     audit,
     drift,
     identities,
     lifecycle,
     outbox,
+    parties,
     registry,
     requests,
     runs,
@@ -47,6 +48,71 @@ def check_override(deps: Deps, actor: Actor, roles: frozenset[str], label: str) 
         )
 
 
+async def check_impartial_override(
+    session: AsyncSession, deps: Deps, actor: Actor, prompt: Prompt, version: PromptVersion
+) -> None:
+    """Accepting regressions lets the version move, so the person rules of an approval
+    apply: never the author, nor the requester of an open request of the version, nor
+    whoever pushed or asked on their behalf."""
+    await parties.check_impartial(
+        session,
+        deps,
+        actor.id,
+        prompt,
+        version,
+        await parties.open_requests(session, version),
+        "override its regressions",
+    )
+
+
+async def run_to_override(
+    session: AsyncSession,
+    prompt: Prompt,
+    version: PromptVersion,
+    run_id: int | None,
+    tests_of: str,
+    seen: str,
+    give: str,
+) -> ValidationRun | None:
+    """The run an override lands on: the version's latest, which must be ``run_id`` (the
+    run the approver weighed; Conflict when a later run replaced it, so regressions of a
+    re-run are never accepted unseen). ``run_id`` may be left out only while the version
+    has a single finished run (nothing to confuse it with). ``tests_of`` names what was
+    tested ("req-3"), ``seen`` where the approver saw the run, ``give`` where its id is."""
+    run = await registry.latest_run(session, version)
+    if run is None:
+        return None
+    if run_id is None and await _finished_runs(session, version) > 1:
+        raise BadInput(
+            f"say which run's regressions you accept: the tests of {tests_of} ran more than once",
+            hint=f"give run_id ({give}, now {run.id})",
+        )
+    if run_id is not None and run.id != run_id:
+        raise Conflict(
+            f"the tests of {tests_of} ran again since {seen} (run {run_id}); "
+            f"run {run.id} is the one that counts now, with {len(run.regressions)} "
+            "regression(s)",
+            hint=f"look at it again before overriding: /prompt show {prompt.name} "
+            f"{version.version}",
+        )
+    return run
+
+
+async def _finished_runs(session: AsyncSession, version: PromptVersion) -> int:
+    """How many finished runs the version's content has had."""
+    return (
+        await session.execute(
+            select(func.count())
+            .select_from(ValidationRun)
+            .where(
+                ValidationRun.version_id == version.id,
+                ValidationRun.content_hash == version.content_hash,
+                ValidationRun.state.in_((RunState.PASSED.value, RunState.FAILED.value)),
+            )
+        )
+    ).scalar_one()
+
+
 async def override_regressions(
     session: AsyncSession,
     deps: Deps,
@@ -55,15 +121,27 @@ async def override_regressions(
     reason: str,
     actor: Actor,
     roles: frozenset[str],
+    run_id: int | None = None,
 ) -> RunView:
-    """Accept the listed regressions of the version's latest run, with a recorded reason;
-    approvers only."""
+    """Accept the listed regressions of the version's run ``run_id``, with a recorded
+    reason; approvers only. Refused when a later run replaced it; ``run_id`` may be left
+    out while the version has a single finished run."""
     check_override(deps, actor, roles, f"{name} {version_name}")
     if not reason.strip():
         raise BadInput("overriding regressions needs a reason")
     prompt, version = await registry.get_version(session, name, version_name)
     prompt = await registry.lock_prompt(session, prompt.id)
-    return await accept_regressions(session, deps, prompt, version, reason, actor)
+    label = lifecycle.label(prompt, version)
+    run = await run_to_override(
+        session,
+        prompt,
+        version,
+        run_id,
+        label,
+        "the run you named",
+        f"promptship show {name} {version_name} shows its latest run",
+    )
+    return await accept_regressions(session, deps, prompt, version, reason, actor, run)
 
 
 async def accept_regressions(
@@ -76,7 +154,9 @@ async def accept_regressions(
     run: ValidationRun | None = None,
 ) -> RunView:
     """Record the override on ``run`` (by default the version's latest; the caller checked
-    who may and holds the prompt lock), then promote any open request it held back."""
+    the role and holds the prompt lock; no party to the version or its open requests may),
+    then promote any open request it held back."""
+    await check_impartial_override(session, deps, actor, prompt, version)
     label = lifecycle.label(prompt, version)
     if run is None:
         run = await registry.latest_run(session, version)
@@ -115,6 +195,7 @@ async def finish_run(
     prompt, version, run = await runs.load_run(session, run_id)
     if regression_override is not None:
         check_override(deps, actor, roles, lifecycle.label(prompt, version))
+        await check_impartial_override(session, deps, actor, prompt, version)
     if run.state != RunState.RUNNING.value or (owner is not None and run.owner != owner):
         raise GateRefused(f"validation run {run_id} is {run.state}; its results were not recorded")
     errored = sum(1 for r in results if r.get("error"))

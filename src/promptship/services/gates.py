@@ -22,7 +22,15 @@ from promptship.domain.lifecycle import (
     find_transition,
     soak_cycles,
 )
-from promptship.services import audit, audit_checks, deployments, evidence, lifecycle, registry
+from promptship.services import (
+    audit,
+    audit_checks,
+    deployments,
+    evidence,
+    lifecycle,
+    parties,
+    registry,
+)
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import CheckView, DecisionView, RequestView
 from promptship.store.models import (
@@ -48,28 +56,13 @@ SOAK_TAMPERED = (
 async def run_matches_signed(
     session: AsyncSession, prompt: Prompt, version: PromptVersion, run: ValidationRun
 ) -> bool:
-    """Whether a passed run's result is the one its signed ``validation.finished`` event
-    recorded (and its regression override one a signed event granted). Only a passed run
-    can open the tests gate, so only that is checked."""
-    if run.state != RunState.PASSED.value:
+    """Whether a finished run's result is the one its signed ``validation.finished`` event
+    recorded (and its regression override one a signed event granted). A failed run is
+    checked too: its numbers edited into a pass must not read as one."""
+    if not RunState(run.state).finished:
         return True
     signed = await audit.signed_run_events(session, prompt.name, version.version, run.id)
-    finished = [e.details for e in signed if e.action == audit.RUN_FINISHED]
-    if not finished:
-        return False
-    result = finished[-1]
-    override = result.get("regression_override")
-    for e in signed:
-        if e.action == audit.RUN_OVERRIDDEN:
-            override = f"{e.details.get('reason')} (by {e.actor})"
-    return (
-        result.get("state") == run.state
-        and result.get("pass_rate") == run.pass_rate
-        and (result.get("passed"), result.get("failed"), result.get("errored"))
-        == (run.passed, run.failed, run.errored)
-        and result.get("regressions") == len(run.regressions)
-        and override == run.regression_override
-    )
+    return audit_checks.run_matches(run, signed)
 
 
 async def newest_run_present(
@@ -125,10 +118,7 @@ async def signed_soaks(
     )
 
 
-async def _run_summary(session: AsyncSession, version: PromptVersion) -> RunSummary | None:
-    run = await registry.latest_run(session, version)
-    if run is None:
-        return None
+def _run_summary(run: ValidationRun) -> RunSummary:
     return RunSummary(
         run_id=run.id,
         state=RunState(run.state),
@@ -247,6 +237,16 @@ async def gate_facts(
                     row.ends_at - row.started_at, envs.production_policy.soak_interval
                 ),
             )
+    latest = await registry.latest_run(session, version)
+    run = _run_summary(latest) if latest is not None else None
+    override_refused = None
+    if latest is not None and latest.regressions and latest.regression_override:
+        # an override counts for a request only when none of its parties gave it
+        by, _ = await evidence.signed_override(session, prompt, version, latest)
+        party = by and await parties.party_to(
+            session, deps, by, prompt, version, [request], authorship=False
+        )
+        override_refused = f"{by} {party}" if party else None
     return GateFacts(
         label=lifecycle.label(prompt, version),
         status=VersionStatus(version.status),
@@ -254,7 +254,8 @@ async def gate_facts(
         now=deps.clock.now(),
         min_pass_rate=envs.staging_policy.min_pass_rate,
         regression_check=envs.staging_policy.regression_check,
-        run=await _run_summary(session, version),
+        run=run,
+        override_refused=override_refused,
         required_approvals=required_approvals,
         decisions=tuple(
             Decision(user=d.user_id, approve=d.approve, roles=d.roles) for d in decisions

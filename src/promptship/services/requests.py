@@ -205,6 +205,10 @@ async def request_promotion(
             )
         )
     ).scalar_one_or_none()
+    if existing is not None and deps.clock.now() >= existing.expires_at:
+        # the sweeper had not closed it yet: asking again opens a request that takes decisions
+        await expire(session, deps, prompt, version, existing)
+        existing = None
     if existing is not None:
         return await gates.view(session, deps, existing, prompt, version)
 

@@ -8,16 +8,15 @@ request's tests run again at most ``MAX_RERUNS`` times: past that, the version n
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.domain.identity import Actor
 from promptship.domain.lifecycle import RequestKind
 from promptship.errors import BadInput, Conflict, Forbidden, GateRefused
-from promptship.services import evidence, findings, gates, identities, registry, requests, runs
+from promptship.services import evidence, findings, gates, identities, requests, runs
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RequestView
-from promptship.store.models import PromotionRequest, Prompt, PromptVersion, ValidationRun
+from promptship.store.models import PromotionRequest, Prompt, PromptVersion
 
 
 async def _open_request(
@@ -49,43 +48,24 @@ async def override(
     The override binds to the run the approver saw: ``run_id`` (the message's
     ``evidence.tests.run_id``) must still be the version's latest run, or it is refused
     (Conflict), so regressions of a later re-run are never accepted unseen. It may be left
-    out only while the version has a single run (nothing to confuse it with)."""
+    out only while the version has a single finished run (nothing to confuse it with)."""
     code = request_code(request_id)
     findings.check_override(deps, actor, roles, f"{code}")
     if not reason.strip():
         raise BadInput("overriding regressions needs a reason")
     # load_request takes the prompt lock: no run can be recorded between check and override
     prompt, version, request = await _open_request(session, deps, request_id, content_hash)
-    run = await registry.latest_run(session, version)
-    see = f"/prompt show {prompt.name} {version.version}"
-    if run is not None and run_id is None and await _runs(session, version) > 1:
-        raise BadInput(
-            f"say which run's regressions you accept: the tests of {code} ran more than once",
-            hint=f"give run_id (the request's evidence.tests.run_id, now {run.id})",
-        )
-    if run is not None and run_id is not None and run.id != run_id:
-        raise Conflict(
-            f"the tests of {code} ran again since the message you answered (run {run_id}); "
-            f"run {run.id} is the one that counts now, with {len(run.regressions)} "
-            "regression(s)",
-            hint=f"look at the request again before overriding: {see}",
-        )
+    run = await findings.run_to_override(
+        session,
+        prompt,
+        version,
+        run_id,
+        code,
+        "the message you answered",
+        "the request's evidence.tests.run_id",
+    )
     await findings.accept_regressions(session, deps, prompt, version, reason, actor, run)
     return await gates.view(session, deps, request, prompt, version)
-
-
-async def _runs(session: AsyncSession, version: PromptVersion) -> int:
-    """How many runs the version's content has had."""
-    return (
-        await session.execute(
-            select(func.count())
-            .select_from(ValidationRun)
-            .where(
-                ValidationRun.version_id == version.id,
-                ValidationRun.content_hash == version.content_hash,
-            )
-        )
-    ).scalar_one()
 
 
 async def rerun_tests(

@@ -116,13 +116,14 @@ class RunUseCases(RegistryUseCases):
             )
 
     async def override_regressions(
-        self, name: str, version: str, reason: str, actor: Actor
+        self, name: str, version: str, reason: str, actor: Actor, *, run_id: int | None = None
     ) -> RunView:
-        """Accept a version's listed regressions: an authenticated approver's decision."""
+        """Accept the regressions of a version's run ``run_id`` (the one the approver
+        weighed; refused when a later run replaced it): an authenticated approver's decision."""
         roles = await self.roles.roles_of(self._acting(actor).id)
         async with self.db.transaction() as session:
             return await findings.override_regressions(
-                session, self.deps, name, version, reason, actor, roles
+                session, self.deps, name, version, reason, actor, roles, run_id
             )
 
     async def record_validation_run(
@@ -138,6 +139,9 @@ class RunUseCases(RegistryUseCases):
         if regression_override is not None:  # refused before a run is started, not after
             roles = await self.roles.roles_of(actor.id)
             findings.check_override(self.deps, actor, roles, f"{name} {version}")
+            async with self.db.reader() as session:
+                prompt, row = await registry.get_version(session, name, version)
+                await findings.check_impartial_override(session, self.deps, actor, prompt, row)
         run = await self.start_validation_run(name, version, actor, len(results))
         return await self.finish_validation_run(
             run.id, results, actor, regressions, regression_override

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -242,6 +244,44 @@ async def test_a_run_cancelled_elsewhere_stops_its_worker(
     await core.stop_validation_run(run_id, slack("U01"), RunState.CANCELLED, "cancelled by U01")
     result = await asyncio.wait_for(task, timeout=5)
     assert result.state == "cancelled" and result.error == "cancelled by U01"
+
+
+async def test_a_heartbeat_the_store_refuses_is_tried_again_and_the_run_keeps_its_results(
+    core: Promptship,
+    double: ModelDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One transient store error ("database is locked") while the answers come in: the
+    next beat is recorded, and the run finishes with every answer it got."""
+    await push(core, "1.0.0")
+    recorded = core.heartbeat_validation_run
+    beats = 0
+    answers = threading.Event()  # the model answers once a beat after the failure is recorded
+
+    async def locked_once(*args: Any, **kwargs: Any) -> bool:
+        nonlocal beats
+        beats += 1
+        if beats == 1:
+            raise RuntimeError("database is locked")
+        alive = await recorded(*args, **kwargs)
+        answers.set()
+        return alive
+
+    def held(system: str, user: str, model: str) -> str:
+        answers.wait(timeout=60)  # bounds a broken heartbeat's test, not a quiet machine
+        return GOOD.get(user, "I don't know.")
+
+    monkeypatch.setattr(core, "heartbeat_validation_run", locked_once)
+    double.responder = held
+    work = runner(core, heartbeat=0.02)
+    try:
+        run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    finally:
+        answers.set()
+    assert (run.state, run.passed, run.errored) == ("passed", 5, 0)
+    assert beats >= 2
+    assert "heartbeat was not recorded" in caplog.text
 
 
 async def test_a_dead_workers_run_is_re_queued_for_another_worker(

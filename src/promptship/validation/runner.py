@@ -340,9 +340,13 @@ class SuiteRunner:
         async def heartbeat(work: asyncio.Task[None]) -> None:
             while not work.done():
                 await asyncio.sleep(self.settings.heartbeat)
-                alive = await self.core.heartbeat_validation_run(
-                    run_id, self.owner, progress.passed, progress.failed, progress.errored
-                )
+                try:
+                    alive = await self.core.heartbeat_validation_run(
+                        run_id, self.owner, progress.passed, progress.failed, progress.errored
+                    )
+                except Exception:  # e.g. "database is locked": the next beat tries again
+                    log.warning("run %s: its heartbeat was not recorded", run_id, exc_info=True)
+                    continue
                 if not alive:
                     log.warning("run %s was cancelled or taken over; stopping", run_id)
                     stopped_elsewhere.set()

@@ -88,6 +88,25 @@ async def test_provider_down(anthropic: Provider, double: ModelDouble) -> None:
         await ask(anthropic)
 
 
+@pytest.mark.parametrize("kind", ["anthropic", "openai-compatible"])
+async def test_a_proxy_password_in_the_base_url_stays_out_of_the_error(
+    double: ModelDouble, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    host = double.url.removeprefix("http://")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://svc:S3cretProxyPass@{host}?key=K3y")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://svc:S3cretProxyPass@{host}/v1?key=K3y")
+    double.stop()
+    provider = make_provider(kind, timeout=5, max_retries=0)
+    try:
+        with pytest.raises(ProviderError) as refused:
+            await ask(provider)
+    finally:
+        await provider.aclose()
+    message = str(refused.value)
+    assert f"cannot reach the provider at http://{host}" in message
+    assert "S3cretProxyPass" not in message and "svc" not in message and "K3y" not in message
+
+
 async def test_our_timeout_bounds_each_call(double: ModelDouble) -> None:
     double.latency = 2.0
     provider = make_provider("anthropic", timeout=0.3, max_retries=0)

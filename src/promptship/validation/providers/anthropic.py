@@ -32,6 +32,7 @@ from promptship.validation.providers.base import (
     Learned,
     ProviderError,
     called_tools,
+    shown_url,
     tls_context,
 )
 
@@ -92,7 +93,7 @@ class AnthropicProvider:
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except anthropic.APIConnectionError:
             raise ProviderError(
-                f"cannot reach the provider at {self._client.base_url}: connection failed"
+                f"cannot reach the provider at {shown_url(self._client.base_url)}: connection failed"
             ) from None
         except anthropic.RateLimitError:
             raise ProviderError("rate limited by the provider (429) after retries") from None

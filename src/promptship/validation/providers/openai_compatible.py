@@ -32,6 +32,7 @@ from promptship.validation.providers.base import (
     Learned,
     ProviderError,
     called_tools,
+    shown_url,
     tls_context,
 )
 
@@ -87,7 +88,7 @@ class OpenAICompatibleProvider:
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except openai.APIConnectionError:
             raise ProviderError(
-                f"cannot reach the provider at {self._client.base_url}: connection failed"
+                f"cannot reach the provider at {shown_url(self._client.base_url)}: connection failed"
             ) from None
         except openai.RateLimitError:
             raise ProviderError("rate limited by the provider (429) after retries") from None

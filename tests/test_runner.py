@@ -16,14 +16,14 @@ import pytest
 from bot.dispatcher import render
 from promptship.clock import ManualClock
 from promptship.domain.lifecycle import RunState
-from promptship.errors import Forbidden, GateRefused
+from promptship.errors import Forbidden, GateRefused, Unavailable
 from promptship.services import Promptship
 from promptship.services.outbox import Delivery
 from promptship.testing.model_double import ModelDouble
 from promptship.validation.runner import RunnerSettings, SuiteRunner, ValidationWorker
 from promptship.validation.scoring import Scorer
 from tests.conftest import prompt_yaml
-from tests.helpers import AUTHOR, REQUESTER, slack
+from tests.helpers import AUTHOR, REQUESTER, answering, slack
 
 NAME = "support-bot"
 
@@ -170,6 +170,55 @@ async def test_provider_down_errors_every_case_and_fails_the_gate(
     assert all("cannot reach" in r["error"] for r in detail.results)
     with pytest.raises(GateRefused, match="5 errored"):
         await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
+
+
+async def test_a_proxy_page_instead_of_the_api_errors_every_case_and_the_run_finishes(
+    core: Promptship, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await push(core, "1.0.0")
+    with answering("<html>Sign in to the proxy</html>", "text/html") as page:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", page.url)
+        work = runner(core)
+        run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    assert (run.state, run.passed, run.failed, run.errored) == ("failed", 0, 0, 5)
+    detail = await core.validation_run(run.id)
+    assert {r["error"] for r in detail.results} == {
+        f"the provider at {page.url} answered something that is not a Messages API response "
+        "(text/html): is ANTHROPIC_BASE_URL the API, or a page in front of it?"
+    }
+
+
+class UnavailableScorer:
+    """The scorer process cannot encode (it died twice, or the model is missing)."""
+
+    async def embed(self, texts: list[str]) -> list[object]:
+        raise Unavailable("the scorer process ended (exit code -9) and again on restart")
+
+    async def similarity(self, pairs: list[tuple[str, str]]) -> list[float]:
+        raise Unavailable("the scorer process ended (exit code -9) and again on restart")
+
+
+async def test_answers_the_scorer_cannot_score_are_errored_and_the_rest_checked(
+    core: Promptship, double: ModelDouble
+) -> None:
+    await push(core, "1.0.0")
+    work = SuiteRunner(
+        core,
+        settings=RunnerSettings(timeout=5),
+        scorer=UnavailableScorer(),  # type: ignore[arg-type]
+    )
+    _opened.append(work)
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    assert (run.passed, run.failed, run.errored) == (4, 0, 1)
+    assert double.request_count == 4  # each answer asked for once: the run was not retried
+    detail = await core.validation_run(run.id)
+    [unscored] = [r for r in detail.results if r["error"]]
+    assert unscored["type"] == "score" and unscored["got"] == GOOD["How do I roll back?"]
+    assert unscored["error"] == (
+        "the answer could not be scored: the scorer process ended (exit code -9) and again "
+        "on restart"
+    )
 
 
 async def test_a_missing_key_fails_the_run_before_any_case(

@@ -103,18 +103,21 @@ class AnthropicProvider:
             raise ProviderError(
                 f"the provider answered {exc.status_code}: {_message(exc)}"
             ) from None
-        text = "".join(block.text for block in message.content if block.type == "text")
-        if not text.strip():
+        try:
+            text = "".join(block.text for block in message.content if block.type == "text")
             tools = [block.name for block in message.content if block.type == "tool_use"]
-            if tools:
-                raise called_tools(tools)
+            input_tokens, output_tokens = message.usage.input_tokens, message.usage.output_tokens
+        except Exception:  # a body of the wrong shape: what a proxy made of the answer
+            raise self._not_an_answer() from None
+        if not text.strip() and tools:
+            raise called_tools(tools)
         notes: tuple[str, ...] = ()
         if not send_temperature:
             notes = (f"temperature {temperature:g} not sent: {model} refuses sampling parameters",)
         return Completion(
             text=text,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             latency_ms=(time.perf_counter() - started) * 1000,
             notes=notes,
         )
@@ -140,12 +143,25 @@ class AnthropicProvider:
                 max_tokens=max_tokens,
                 extra_body={"temperature": temperature} if send_temperature else None,
             )
-            message = await raw.parse()
-            usage = message.usage
-            lease.succeeded(budgets(raw.headers), usage.input_tokens + usage.output_tokens)
+            try:
+                message = await raw.parse()
+                usage = message.usage
+                tokens = usage.input_tokens + usage.output_tokens
+            except Exception:  # an HTML page from a proxy, an error body answered 200
+                raise self._not_an_answer(raw.headers.get("content-type")) from None
+            lease.succeeded(budgets(raw.headers), tokens)
             return message
 
         return await retrying(attempt, lease, self.max_retries, _refused)
+
+    def _not_an_answer(self, content_type: str | None = None) -> ProviderError:
+        """The provider answered, but not with a Messages API response."""
+        what = f" ({content_type.partition(';')[0].strip()[:60]})" if content_type else ""
+        return ProviderError(
+            f"the provider at {shown_url(self._client.base_url)} answered something that is "
+            f"not a Messages API response{what}: is ANTHROPIC_BASE_URL the API, or a page in "
+            "front of it?"
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

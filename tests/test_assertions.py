@@ -86,3 +86,29 @@ def test_an_answer_nested_beyond_any_parser_fails_the_json_schema_case_without_c
     case = TestCase(input="q", expected={"type": "object"}, type=AssertionType.JSON_SCHEMA)
     result = check_text(case, "[" * 200_000 + "]" * 200_000)
     assert not result.passed and "nested too deep" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("ref", "shown"),
+    [
+        ("#/definitions/answer", "'#/definitions/answer'"),
+        ("https://schemas.example.com/answer.json", "'https://schemas.example.com/answer.json'"),
+    ],
+)
+def test_a_schema_whose_reference_cannot_be_resolved_fails_its_case_saying_so(
+    ref: str, shown: str
+) -> None:
+    schema = {"type": "object", "properties": {"ok": {"$ref": ref}}}
+    result = check_text(case("json-schema", schema), '{"ok": true}')
+    assert not result.passed
+    assert result.detail == f"the schema's reference {shown} cannot be resolved"
+
+
+def test_references_within_the_schema_are_followed() -> None:
+    schema = {
+        "$defs": {"flag": {"type": "boolean"}},
+        "properties": {"ok": {"$ref": "#/$defs/flag"}},
+    }
+    assert check_text(case("json-schema", schema), '{"ok": true}').passed
+    wrong = check_text(case("json-schema", schema), '{"ok": 1}')
+    assert wrong.detail == "JSON does not match the schema: 1 is not of type 'boolean'"

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+from jsonschema_specifications import REGISTRY as SPECIFICATIONS
+from referencing.exceptions import Unresolvable
 
 from promptship.domain.promptfile import LIST_TYPES, AssertionType, TestCase
 from promptship.validation.scoring import Scorer
@@ -50,10 +52,19 @@ def check_text(case: TestCase, got: str) -> AssertionResult:
         if expected is None:  # is-json without a schema: any valid JSON
             return AssertionResult(True)
         assert isinstance(expected, dict)
+        # references resolve within the schema and the JSON Schema specifications only:
+        # a check never fetches a URL a schema names
+        validator = jsonschema.validators.validator_for(expected)(expected, registry=SPECIFICATIONS)
         try:
-            jsonschema.validate(document, expected)
-        except jsonschema.ValidationError as exc:
-            return AssertionResult(False, detail=f"JSON does not match the schema: {exc.message}")
+            error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+        except Unresolvable as exc:
+            ref = str(getattr(exc, "ref", None) or exc)
+            ref = f"#{ref}" if ref.startswith("/") else ref  # a pointer into the schema
+            return AssertionResult(
+                False, detail=f"the schema's reference {_short(ref)} cannot be resolved"
+            )
+        if error is not None:
+            return AssertionResult(False, detail=f"JSON does not match the schema: {error.message}")
         return AssertionResult(True)
     if kind in LIST_TYPES:
         assert isinstance(expected, list)

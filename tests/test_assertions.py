@@ -112,3 +112,23 @@ def test_references_within_the_schema_are_followed() -> None:
     assert check_text(case("json-schema", schema), '{"ok": true}').passed
     wrong = check_text(case("json-schema", schema), '{"ok": 1}')
     assert wrong.detail == "JSON does not match the schema: 1 is not of type 'boolean'"
+
+
+def test_a_pattern_that_backtracks_without_end_fails_its_case_as_too_slow() -> None:
+    # (a|aa)+ tries every way of splitting the a's before it gives up on the "!"
+    result = check_text(case("regex", r"^(a|aa)+$"), "a" * 40 + "!")
+    assert not result.passed
+    assert result.detail.startswith("the pattern '^(a|aa)+$' is too slow: no result after 1s")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "answer", "passed"),
+    [
+        (r"^(\w+\s?)*$", "Thanks for reaching out to support today!", False),
+        (r"(?i)^thanks\b", "THANKS for waiting", True),
+        (r"(?P<n>\d+) days", "within 30 days", True),
+        (r"\bSKU-\d{4}\b", "order SKU-12345", False),
+    ],
+)
+def test_patterns_read_as_python_reads_them(pattern: str, answer: str, passed: bool) -> None:
+    assert check_text(case("regex", pattern), answer).passed is passed

@@ -26,7 +26,14 @@ from typing import Any
 import anthropic
 from anthropic.types import Message
 
-from promptship.validation.concurrency import Budget, Lease, Refused, current_lease, retrying
+from promptship.validation.concurrency import (
+    Budget,
+    Lease,
+    Refused,
+    WaitTooLong,
+    current_lease,
+    retrying,
+)
 from promptship.validation.providers.base import (
     Completion,
     Learned,
@@ -74,10 +81,17 @@ class AnthropicProvider:
         send_temperature = key not in REFUSES_TEMPERATURE
         lease = current_lease()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout) as scope:
                 try:
                     message = await self._create(
-                        lease, model, system, messages, max_tokens, temperature, send_temperature
+                        lease,
+                        scope.when(),
+                        model,
+                        system,
+                        messages,
+                        max_tokens,
+                        temperature,
+                        send_temperature,
                     )
                 except anthropic.BadRequestError as exc:
                     if not (send_temperature and _refuses_temperature(exc)):
@@ -85,8 +99,17 @@ class AnthropicProvider:
                     REFUSES_TEMPERATURE.add(key)
                     send_temperature = False
                     message = await self._create(
-                        lease, model, system, messages, max_tokens, temperature, send_temperature
+                        lease,
+                        scope.when(),
+                        model,
+                        system,
+                        messages,
+                        max_tokens,
+                        temperature,
+                        send_temperature,
                     )
+        except WaitTooLong as exc:
+            raise ProviderError(str(exc)) from None
         except TimeoutError:
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except anthropic.APITimeoutError:
@@ -125,6 +148,7 @@ class AnthropicProvider:
     async def _create(
         self,
         lease: Lease,
+        deadline: float | None,
         model: str,
         system: str,
         messages: list[dict[str, str]],
@@ -152,7 +176,7 @@ class AnthropicProvider:
             lease.succeeded(budgets(raw.headers), tokens)
             return message
 
-        return await retrying(attempt, lease, self.max_retries, _refused)
+        return await retrying(attempt, lease, self.max_retries, _refused, deadline)
 
     def _not_an_answer(self, content_type: str | None = None) -> ProviderError:
         """The provider answered, but not with a Messages API response."""

@@ -26,7 +26,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from promptship.validation.concurrency import Refused, current_lease, retrying
+from promptship.validation.concurrency import Refused, WaitTooLong, current_lease, retrying
 from promptship.validation.providers.base import (
     Completion,
     Learned,
@@ -71,10 +71,15 @@ class OpenAICompatibleProvider:
         completion_tokens = key in WANTS_MAX_COMPLETION_TOKENS
         conversation = [{"role": "system", "content": system}, *messages]
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout) as scope:
                 try:
                     response = await self._create(
-                        model, conversation, temperature, max_tokens, completion_tokens
+                        scope.when(),
+                        model,
+                        conversation,
+                        temperature,
+                        max_tokens,
+                        completion_tokens,
                     )
                 except openai.BadRequestError as exc:
                     if completion_tokens or not _refuses_max_tokens(exc):
@@ -82,8 +87,10 @@ class OpenAICompatibleProvider:
                     WANTS_MAX_COMPLETION_TOKENS.add(key)
                     completion_tokens = True
                     response = await self._create(
-                        model, conversation, temperature, max_tokens, True
+                        scope.when(), model, conversation, temperature, max_tokens, True
                     )
+        except WaitTooLong as exc:
+            raise ProviderError(str(exc)) from None
         except (TimeoutError, openai.APITimeoutError):
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except openai.APIConnectionError:
@@ -131,6 +138,7 @@ class OpenAICompatibleProvider:
 
     async def _create(
         self,
+        deadline: float | None,
         model: str,
         conversation: list[dict[str, str]],
         temperature: float,
@@ -159,7 +167,7 @@ class OpenAICompatibleProvider:
             lease.succeeded(tokens=tokens)
             return response
 
-        return await retrying(attempt, lease, self.max_retries, _refused)
+        return await retrying(attempt, lease, self.max_retries, _refused, deadline)
 
     def _not_an_answer(self, content_type: str | None = None) -> ProviderError:
         """The server answered, but not with a chat completion."""

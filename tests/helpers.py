@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from promptship.domain.identity import Actor, Via
 from promptship.domain.promptfile import parse_prompt
 from promptship.services import Promptship
 from promptship.services.views import RequestView
+from promptship.testing.serve import ServerThread
 from tests.conftest import prompt_yaml
 
 AUTHOR = "U09"  # writes prompts; holds no role
@@ -81,3 +87,13 @@ async def start_staging_soak(
     soak_id = await core.staging_soak_id(name, version)
     assert soak_id is not None, "the policy sets no staging soak"
     return soak_id
+
+
+def answering(body: str, content_type: str) -> ServerThread:
+    """A server in front of the API (a proxy's login page, a catch-all) answering every
+    POST with 200 and ``body``."""
+
+    async def fixed(request: Request) -> Response:
+        return Response(body, media_type=content_type)
+
+    return ServerThread(Starlette(routes=[Route("/{path:path}", fixed, methods=["POST"])]))

@@ -15,11 +15,14 @@ from promptship.testing.model_double import ModelDouble
 from promptship.validation.concurrency import (
     AdaptiveLimiter,
     Budget,
+    Refused,
+    WaitTooLong,
     current_lease,
     retry_after,
     retryable,
+    retrying,
 )
-from promptship.validation.providers import make_provider
+from promptship.validation.providers import ProviderError, make_provider
 from promptship.validation.providers.anthropic import budgets
 from promptship.validation.runner import RunnerSettings, SuiteRunner
 from tests.conftest import prompt_yaml
@@ -326,6 +329,64 @@ async def test_the_provider_tells_the_limiter_of_a_429(
         await provider.aclose()
     assert completion.text == "Answer: hi" and double.request_count == 2
     assert limiter.limit == 4 and limiter.in_flight == 0
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai-compatible"])
+async def test_a_retry_after_past_the_calls_time_fails_it_at_once_saying_so(
+    double: ModelDouble, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", double.url + "/v1")
+    double.fail_next(1, status=429, retry_after=30)
+    provider = make_provider(kind, timeout=3, max_retries=4)
+    limiter = AdaptiveLimiter(4)
+    try:
+        with pytest.raises(ProviderError) as refused:
+            async with limiter:
+                await provider.complete(
+                    model="m",
+                    system="s",
+                    messages=[{"role": "user", "content": "hi"}],
+                    temperature=0,
+                    max_tokens=20,
+                )
+    finally:
+        await provider.aclose()
+    assert str(refused.value).startswith(
+        "rate limited by the provider (429) and asked to wait 30s, more than the "
+    )
+    assert double.request_count == 1 and limiter.in_flight == 0
+
+
+class RateLimited(Exception):
+    """An attempt answered 429 with a ``retry-after``."""
+
+    def __init__(self, wait: float) -> None:
+        self.headers = {"retry-after": f"{wait:g}"}
+
+
+async def test_a_call_given_up_on_a_long_retry_after_holds_later_calls_only_that_long(
+    timer: ManualTimer,
+) -> None:
+    limiter = AdaptiveLimiter(4, timer=timer)
+
+    async def attempt() -> None:
+        raise RateLimited(30)
+
+    deadline = asyncio.get_running_loop().time() + 3  # the call has 3 s left
+    with pytest.raises(WaitTooLong, match="asked to wait 30s"):
+        async with limiter:
+            await retrying(
+                attempt,
+                current_lease(),
+                4,
+                lambda exc: Refused(429, exc.headers) if isinstance(exc, RateLimited) else None,
+                deadline,
+            )
+    later = await calls(limiter, 1)
+    await timer.advance(29.9)
+    assert not later[0].attempts  # the provider asked every call to wait 30 s
+    await timer.advance(0.1)
+    assert later[0].attempts == 1  # and no longer
 
 
 async def test_a_rate_limited_run_answers_every_case_with_few_rejections(

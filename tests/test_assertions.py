@@ -86,3 +86,49 @@ def test_an_answer_nested_beyond_any_parser_fails_the_json_schema_case_without_c
     case = TestCase(input="q", expected={"type": "object"}, type=AssertionType.JSON_SCHEMA)
     result = check_text(case, "[" * 200_000 + "]" * 200_000)
     assert not result.passed and "nested too deep" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("ref", "shown"),
+    [
+        ("#/definitions/answer", "'#/definitions/answer'"),
+        ("https://schemas.example.com/answer.json", "'https://schemas.example.com/answer.json'"),
+    ],
+)
+def test_a_schema_whose_reference_cannot_be_resolved_fails_its_case_saying_so(
+    ref: str, shown: str
+) -> None:
+    schema = {"type": "object", "properties": {"ok": {"$ref": ref}}}
+    result = check_text(case("json-schema", schema), '{"ok": true}')
+    assert not result.passed
+    assert result.detail == f"the schema's reference {shown} cannot be resolved"
+
+
+def test_references_within_the_schema_are_followed() -> None:
+    schema = {
+        "$defs": {"flag": {"type": "boolean"}},
+        "properties": {"ok": {"$ref": "#/$defs/flag"}},
+    }
+    assert check_text(case("json-schema", schema), '{"ok": true}').passed
+    wrong = check_text(case("json-schema", schema), '{"ok": 1}')
+    assert wrong.detail == "JSON does not match the schema: 1 is not of type 'boolean'"
+
+
+def test_a_pattern_that_backtracks_without_end_fails_its_case_as_too_slow() -> None:
+    # (a|aa)+ tries every way of splitting the a's before it gives up on the "!"
+    result = check_text(case("regex", r"^(a|aa)+$"), "a" * 40 + "!")
+    assert not result.passed
+    assert result.detail.startswith("the pattern '^(a|aa)+$' is too slow: no result after 1s")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "answer", "passed"),
+    [
+        (r"^(\w+\s?)*$", "Thanks for reaching out to support today!", False),
+        (r"(?i)^thanks\b", "THANKS for waiting", True),
+        (r"(?P<n>\d+) days", "within 30 days", True),
+        (r"\bSKU-\d{4}\b", "order SKU-12345", False),
+    ],
+)
+def test_patterns_read_as_python_reads_them(pattern: str, answer: str, passed: bool) -> None:
+    assert check_text(case("regex", pattern), answer).passed is passed

@@ -20,7 +20,7 @@ from promptship.validation.providers.base import Completion, Provider, tls_conte
 from promptship.validation.providers.openai_compatible import WANTS_MAX_COMPLETION_TOKENS
 from promptship.validation.runner import RunnerSettings, SuiteRunner
 from tests.conftest import make_policy, prompt_yaml
-from tests.helpers import AUTHOR, REQUESTER, slack
+from tests.helpers import AUTHOR, REQUESTER, answering, slack
 
 
 @pytest.fixture
@@ -86,6 +86,62 @@ async def test_provider_down(anthropic: Provider, double: ModelDouble) -> None:
     double.stop()
     with pytest.raises(ProviderError, match="cannot reach the provider"):
         await ask(anthropic)
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai-compatible"])
+async def test_a_proxy_password_in_the_base_url_stays_out_of_the_error(
+    double: ModelDouble, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    host = double.url.removeprefix("http://")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://svc:S3cretProxyPass@{host}?key=K3y")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://svc:S3cretProxyPass@{host}/v1?key=K3y")
+    double.stop()
+    provider = make_provider(kind, timeout=5, max_retries=0)
+    try:
+        with pytest.raises(ProviderError) as refused:
+            await ask(provider)
+    finally:
+        await provider.aclose()
+    message = str(refused.value)
+    assert f"cannot reach the provider at http://{host}" in message
+    assert "S3cretProxyPass" not in message and "svc" not in message and "K3y" not in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "content_type", "api"),
+    [
+        ("anthropic", "<html>Sign in</html>", "text/html", "Messages API"),
+        (
+            "anthropic",
+            '{"type": "error", "error": {"message": "x"}}',
+            "application/json",
+            "Messages API",
+        ),
+        ("anthropic", '{"content": "hi", "usage": 3}', "application/json", "Messages API"),
+        ("openai-compatible", "<html>Sign in</html>", "text/html", "chat completions"),
+        (
+            "openai-compatible",
+            '{"choices": [{"message": 3}]}',
+            "application/json",
+            "chat completions",
+        ),
+    ],
+)
+async def test_a_200_that_is_not_the_apis_answer_is_a_provider_error_saying_so(
+    monkeypatch: pytest.MonkeyPatch, kind: str, body: str, content_type: str, api: str
+) -> None:
+    with answering(body, content_type) as page:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", page.url)
+        monkeypatch.setenv("OPENAI_BASE_URL", page.url + "/v1")
+        provider = make_provider(kind, timeout=5, max_retries=2)
+        try:
+            with pytest.raises(ProviderError) as refused:
+                await ask(provider)
+        finally:
+            await provider.aclose()
+    assert f"the provider at {page.url}" in str(refused.value)
+    assert f"answered something that is not a {api} response" in str(refused.value)
 
 
 async def test_our_timeout_bounds_each_call(double: ModelDouble) -> None:

@@ -6,22 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 from bot.dispatcher import render
 from promptship.clock import ManualClock
 from promptship.domain.lifecycle import RunState
-from promptship.errors import Forbidden, GateRefused
+from promptship.errors import Forbidden, GateRefused, Unavailable
 from promptship.services import Promptship
 from promptship.services.outbox import Delivery
 from promptship.testing.model_double import ModelDouble
 from promptship.validation.runner import RunnerSettings, SuiteRunner, ValidationWorker
 from promptship.validation.scoring import Scorer
 from tests.conftest import prompt_yaml
-from tests.helpers import AUTHOR, REQUESTER, slack
+from tests.helpers import AUTHOR, REQUESTER, answering, slack
 
 NAME = "support-bot"
 
@@ -170,6 +172,55 @@ async def test_provider_down_errors_every_case_and_fails_the_gate(
         await core.request_promotion(NAME, "1.0.0", "staging", slack(REQUESTER))
 
 
+async def test_a_proxy_page_instead_of_the_api_errors_every_case_and_the_run_finishes(
+    core: Promptship, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await push(core, "1.0.0")
+    with answering("<html>Sign in to the proxy</html>", "text/html") as page:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", page.url)
+        work = runner(core)
+        run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    assert (run.state, run.passed, run.failed, run.errored) == ("failed", 0, 0, 5)
+    detail = await core.validation_run(run.id)
+    assert {r["error"] for r in detail.results} == {
+        f"the provider at {page.url} answered something that is not a Messages API response "
+        "(text/html): is ANTHROPIC_BASE_URL the API, or a page in front of it?"
+    }
+
+
+class UnavailableScorer:
+    """The scorer process cannot encode (it died twice, or the model is missing)."""
+
+    async def embed(self, texts: list[str]) -> list[object]:
+        raise Unavailable("the scorer process ended (exit code -9) and again on restart")
+
+    async def similarity(self, pairs: list[tuple[str, str]]) -> list[float]:
+        raise Unavailable("the scorer process ended (exit code -9) and again on restart")
+
+
+async def test_answers_the_scorer_cannot_score_are_errored_and_the_rest_checked(
+    core: Promptship, double: ModelDouble
+) -> None:
+    await push(core, "1.0.0")
+    work = SuiteRunner(
+        core,
+        settings=RunnerSettings(timeout=5),
+        scorer=UnavailableScorer(),  # type: ignore[arg-type]
+    )
+    _opened.append(work)
+    run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    assert (run.passed, run.failed, run.errored) == (4, 0, 1)
+    assert double.request_count == 4  # each answer asked for once: the run was not retried
+    detail = await core.validation_run(run.id)
+    [unscored] = [r for r in detail.results if r["error"]]
+    assert unscored["type"] == "score" and unscored["got"] == GOOD["How do I roll back?"]
+    assert unscored["error"] == (
+        "the answer could not be scored: the scorer process ended (exit code -9) and again "
+        "on restart"
+    )
+
+
 async def test_a_missing_key_fails_the_run_before_any_case(
     core: Promptship, double: ModelDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,6 +293,44 @@ async def test_a_run_cancelled_elsewhere_stops_its_worker(
     await core.stop_validation_run(run_id, slack("U01"), RunState.CANCELLED, "cancelled by U01")
     result = await asyncio.wait_for(task, timeout=5)
     assert result.state == "cancelled" and result.error == "cancelled by U01"
+
+
+async def test_a_heartbeat_the_store_refuses_is_tried_again_and_the_run_keeps_its_results(
+    core: Promptship,
+    double: ModelDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One transient store error ("database is locked") while the answers come in: the
+    next beat is recorded, and the run finishes with every answer it got."""
+    await push(core, "1.0.0")
+    recorded = core.heartbeat_validation_run
+    beats = 0
+    answers = threading.Event()  # the model answers once a beat after the failure is recorded
+
+    async def locked_once(*args: Any, **kwargs: Any) -> bool:
+        nonlocal beats
+        beats += 1
+        if beats == 1:
+            raise RuntimeError("database is locked")
+        alive = await recorded(*args, **kwargs)
+        answers.set()
+        return alive
+
+    def held(system: str, user: str, model: str) -> str:
+        answers.wait(timeout=60)  # bounds a broken heartbeat's test, not a quiet machine
+        return GOOD.get(user, "I don't know.")
+
+    monkeypatch.setattr(core, "heartbeat_validation_run", locked_once)
+    double.responder = held
+    work = runner(core, heartbeat=0.02)
+    try:
+        run = await work.execute(await work.start(NAME, "1.0.0", slack(REQUESTER)))
+    finally:
+        answers.set()
+    assert (run.state, run.passed, run.errored) == ("passed", 5, 0)
+    assert beats >= 2
+    assert "heartbeat was not recorded" in caplog.text
 
 
 async def test_a_dead_workers_run_is_re_queued_for_another_worker(

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from promptship.errors import Unavailable
 from promptship.services.soak_spec import CycleSpec, Sample, Side
-from promptship.soak.cycle import run_cycle
+from promptship.services.soaks import _cycle_state
+from promptship.soak.cycle import BATCHES_AHEAD, run_cycle
 from promptship.testing.model_double import ModelDouble
 from promptship.validation.scoring import Scorer
 
@@ -122,3 +124,29 @@ async def test_a_cycle_of_suite_inputs_makes_no_pairs_and_scores_nothing(
     result = await run_cycle(spec, scorer, concurrency=3, batch=4)
     assert (result.model_calls, result.divergent, result.worst) == (9, 0, [])
     assert result.scoring_seconds == 0
+
+
+class UnavailableScorer:
+    """A scorer whose process cannot encode (it died twice, or the model is missing)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    async def similarity(self, pairs: list[tuple[str, str]]) -> list[float]:
+        self.batches += 1
+        raise Unavailable("the scorer process ended (exit code -9) and again on restart")
+
+
+async def test_a_cycle_whose_answers_cannot_be_scored_is_errored_and_stops_calling(
+    model: ModelDouble,
+) -> None:
+    spec = cycle(logged(400))
+    scorer = UnavailableScorer()
+    result = await run_cycle(spec, scorer, concurrency=4, batch=8)  # type: ignore[arg-type]
+    assert result.error is not None
+    assert "could not be scored: the scorer process ended (exit code -9)" in result.error
+    assert _cycle_state(spec, result) == "errored"  # not passed with 0 divergent
+    # the calls stop at the first failed batch: at most the batches already at the scorer
+    # and the calls in flight were made, not the other 400
+    assert scorer.batches <= BATCHES_AHEAD
+    assert model.request_count <= result.model_calls < 8 * (BATCHES_AHEAD + 1) + 4

@@ -13,6 +13,8 @@ limits and widens back; the provider retries through it) and hand each pair of a
 pairs are scored in batches of ``batch`` as they arrive, in the scorer's worker,
 while the calls go on. Only what the result needs is kept: the divergent count and the five
 least similar pairs. The result is the one scoring every pair at the end would give.
+A batch that cannot be scored (the scorer unavailable) ends the cycle as errored with the
+reason, and no call starts after it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ BATCHES_AHEAD = 4
 WORST = 5
 
 
+class _ScoringFailed(Exception):
+    """A batch could not be scored: the cycle stops calling the model (its answers could
+    not be scored either) and reports the failure as its error."""
+
+
 async def held_pages(spec: CycleSpec) -> AsyncIterator[list[Sample]]:
     """The samples a spec holds (the suite's inputs, or a spec built by hand), as one page."""
     if spec.traffic is not None:
@@ -67,8 +74,16 @@ class _Scoring:
         self._tasks: set[asyncio.Task[None]] = set()
         #: the WORST least similar so far, as a max-heap on (similarity, place)
         self._worst: list[tuple[float, int, Sample, tuple[str, str]]] = []
+        #: why the first batch that could not be scored failed: the cycle's error
+        self.error: str | None = None
+
+    def check(self) -> None:
+        """Raise ``_ScoringFailed`` once a batch could not be scored."""
+        if self.error is not None:
+            raise _ScoringFailed(self.error)
 
     async def add(self, index: int, sample: Sample, pair: tuple[str, str]) -> None:
+        self.check()
         self._pending.append((index, sample, pair))
         if len(self._pending) >= self.batch:
             await self._launch()
@@ -76,6 +91,9 @@ class _Scoring:
     async def _launch(self) -> None:
         batch, self._pending = self._pending, []
         await self._ahead.acquire()  # the scorer is behind: the calls wait for it
+        if self.error is not None:  # a batch failed meanwhile: this one would be wasted
+            self._ahead.release()
+            return
         task = asyncio.create_task(self._score(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -86,6 +104,11 @@ class _Scoring:
         self._at_scorer += 1
         try:
             similarities = await self.scorer.similarity([pair for _, _, pair in batch])
+        except Exception as exc:  # e.g. the scorer process is unavailable
+            if self.error is None:
+                reason = exc.message if isinstance(exc, PromptshipError) else repr(exc)
+                self.error = f"the answers could not be scored: {reason}"
+            return
         finally:
             self._at_scorer -= 1
             if not self._at_scorer:
@@ -102,7 +125,7 @@ class _Scoring:
 
     async def finish(self) -> None:
         """Score what is left, and wait for every batch."""
-        if self._pending:
+        if self._pending and self.error is None:
             await self._launch()
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
@@ -170,6 +193,7 @@ async def run_cycle(
         except BadInput as exc:
             raise BadInput(f"{side.version} does not render: {exc.message}") from None
         async with limit:
+            scoring.check()  # no answer is asked for that could not be scored
             result.model_calls += 1
             completion = await opened[side.provider].complete(
                 model=side.model,
@@ -210,10 +234,13 @@ async def run_cycle(
 
     started = time.perf_counter()
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(feed())
-            for _ in range(concurrency):
-                group.create_task(work())
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(feed())
+                for _ in range(concurrency):
+                    group.create_task(work())
+        except* _ScoringFailed:
+            pass  # the calls stopped: scoring.error says why
         result.calls_seconds = time.perf_counter() - started
         await scoring.finish()
     finally:
@@ -221,6 +248,7 @@ async def run_cycle(
         for provider in opened.values():
             await provider.aclose()
     result.scoring_seconds = scoring.seconds
+    result.error = scoring.error
     result.divergent = scoring.divergent
     result.worst = scoring.worst()
     return result

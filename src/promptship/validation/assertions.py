@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -9,9 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import regex
+from jsonschema_specifications import REGISTRY as SPECIFICATIONS
+from referencing.exceptions import Unresolvable
 
 from promptship.domain.promptfile import LIST_TYPES, AssertionType, TestCase
 from promptship.validation.scoring import Scorer
+
+#: the longest a case's pattern may search one answer: a pattern that backtracks without
+#: end fails its case instead of holding the event loop for minutes
+REGEX_SECONDS = 1.0
 
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -50,10 +58,19 @@ def check_text(case: TestCase, got: str) -> AssertionResult:
         if expected is None:  # is-json without a schema: any valid JSON
             return AssertionResult(True)
         assert isinstance(expected, dict)
+        # references resolve within the schema and the JSON Schema specifications only:
+        # a check never fetches a URL a schema names
+        validator = jsonschema.validators.validator_for(expected)(expected, registry=SPECIFICATIONS)
         try:
-            jsonschema.validate(document, expected)
-        except jsonschema.ValidationError as exc:
-            return AssertionResult(False, detail=f"JSON does not match the schema: {exc.message}")
+            error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+        except Unresolvable as exc:
+            ref = str(getattr(exc, "ref", None) or exc)
+            ref = f"#{ref}" if ref.startswith("/") else ref  # a pointer into the schema
+            return AssertionResult(
+                False, detail=f"the schema's reference {_short(ref)} cannot be resolved"
+            )
+        if error is not None:
+            return AssertionResult(False, detail=f"JSON does not match the schema: {error.message}")
         return AssertionResult(True)
     if kind in LIST_TYPES:
         assert isinstance(expected, list)
@@ -84,11 +101,37 @@ def check_text(case: TestCase, got: str) -> AssertionResult:
             ok, detail="" if ok else f"expected exactly {_short(expected.strip())}"
         )
     if kind is AssertionType.REGEX:
-        ok = re.search(expected, got) is not None
+        try:
+            ok = _search(expected, got)
+        except TimeoutError:
+            return AssertionResult(
+                False,
+                detail=f"the pattern {_short(expected)} is too slow: no result after "
+                f"{REGEX_SECONDS:g}s on this answer (nested repeats such as (a|aa)+ backtrack "
+                "without end)",
+            )
         return AssertionResult(
             ok, detail="" if ok else f"no match for the pattern {_short(expected)}"
         )
     raise ValueError(f"{kind} needs a scorer or a judge")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> regex.Pattern[str] | None:
+    """``pattern`` for the ``regex`` package, read as ``re`` reads it (its VERSION0), or
+    None when only ``re`` reads it."""
+    try:
+        return regex.compile(pattern)
+    except regex.error:
+        return None
+
+
+def _search(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` matches in ``text``; TimeoutError after ``REGEX_SECONDS``."""
+    compiled = _compiled(pattern)
+    if compiled is None:
+        return re.search(pattern, text) is not None
+    return compiled.search(text, timeout=REGEX_SECONDS) is not None
 
 
 def _check_list(kind: AssertionType, expected: list[str], got: str) -> AssertionResult:

@@ -3,7 +3,8 @@
 A run starts with as many calls in flight as its ``concurrency`` setting allows, the
 ceiling. Pressure from the provider halves that window (never below 1):
 
-- a 429: besides, no new call starts before its ``retry-after`` has passed;
+- a 429: besides, no new call starts before its ``retry-after`` has passed (a call whose
+  time would run out first fails at once with the 429, and holds the others no longer);
 - a 529 or 503 (overloaded);
 - a response whose rate-limit headers (Anthropic's ``anthropic-ratelimit-requests-*`` and
   ``-tokens-*``) say the limit is nearly spent (a tenth or less left).
@@ -126,16 +127,36 @@ class Refused:
     budgets: Sequence[Budget] = ()
 
 
+class WaitTooLong(Exception):
+    """The provider asked for a wait longer than the call has left: the call fails at once
+    with the provider's refusal rather than sleep into its timeout."""
+
+    def __init__(self, status: int | None, wait: float, left: float) -> None:
+        self.status, self.wait, self.left = status, wait, max(left, 0.0)
+        refused = (
+            "rate limited by the provider (429)"
+            if status == 429
+            else (f"the provider answered {status}")
+        )
+        super().__init__(
+            f"{refused} and asked to wait {wait:g}s, more than the {self.left:.1f}s the call "
+            "had left"
+        )
+
+
 async def retrying(
     attempt: Callable[[], Awaitable[T]],
     lease: Lease,
     max_retries: int,
     refused: Callable[[Exception], Refused | None],
+    deadline: float | None = None,
 ) -> T:
     """``attempt()``'s answer, retried up to ``max_retries`` times through ``lease`` when
     ``refused`` reads its error as worth a retry (a connection failure, or a status
     :func:`retryable` allows); the last error otherwise. The attempt reports its own
-    success to the lease (it has the response's headers)."""
+    success to the lease (it has the response's headers). ``deadline`` (the event loop's
+    time, as ``asyncio.Timeout.when()``) is when the call gives up: a wait the provider
+    asks for past it raises :class:`WaitTooLong` at once."""
     retries_taken = 0
     while True:
         try:
@@ -148,9 +169,13 @@ async def retrying(
                 or (why.status is not None and not retryable(why.status, why.headers))
             ):
                 raise
-        await lease.retry(
-            retries_taken, status=why.status, wait=retry_after(why.headers), budgets=why.budgets
-        )
+            wait = retry_after(why.headers)
+            if wait is not None and deadline is not None:
+                left = deadline - asyncio.get_running_loop().time()
+                if wait > left:
+                    lease.refused(status=why.status, wait=wait, budgets=why.budgets)
+                    raise WaitTooLong(why.status, wait, left) from exc
+        await lease.retry(retries_taken, status=why.status, wait=wait, budgets=why.budgets)
         retries_taken += 1
 
 
@@ -178,6 +203,13 @@ class Lease:
         what it cost."""
         if self._limiter is not None:
             self._limiter._succeeded(self, budgets, tokens)
+
+    def refused(self, *, status: int | None, wait: float, budgets: Sequence[Budget] = ()) -> None:
+        """The attempt was refused and the call gives up without waiting ``wait`` seconds:
+        the limiter still hears of it (a 429 holds later calls back for that wait, no
+        longer)."""
+        if self._limiter is not None and self._limiter.adaptive:
+            self._limiter._refused(self, status, min(wait, MAX_HOLD), budgets)
 
     async def retry(
         self,
@@ -343,7 +375,7 @@ class AdaptiveLimiter:
             self._successes = 0
             self._wake()
 
-    async def _retry(
+    def _refused(
         self, lease: Lease, status: int | None, delay: float, budgets: Sequence[Budget]
     ) -> None:
         if status in PRESSURE:
@@ -351,6 +383,11 @@ class AdaptiveLimiter:
         self._space(budgets)
         if status == 429:  # nobody starts before the retry-after has passed
             self._hold_until = max(self._hold_until, self.timer.now() + delay)
+
+    async def _retry(
+        self, lease: Lease, status: int | None, delay: float, budgets: Sequence[Budget]
+    ) -> None:
+        self._refused(lease, status, delay, budgets)
         self._release(lease)
         if status != 429:  # only this call waits
             await self.timer.sleep(delay)

@@ -29,10 +29,10 @@ from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import RunState
 from promptship.domain.promptfile import AssertionType, TestCase, case_identity
 from promptship.domain.template import render_prompt, resolve
-from promptship.errors import BadInput
+from promptship.errors import BadInput, PromptshipError
 from promptship.services import Promptship
 from promptship.services.views import RunView
-from promptship.validation.assertions import check_many
+from promptship.validation.assertions import AssertionResult, check_many, check_text
 from promptship.validation.concurrency import AdaptiveLimiter
 from promptship.validation.judge import Graded, Judge
 from promptship.validation.providers import make_provider
@@ -312,6 +312,16 @@ class SuiteRunner:
                 progress.failed += 1
             report()
 
+        def apart(case: TestCase, got: str, failure: Exception) -> AssertionResult | str:
+            """The case checked alone, after its batch's check failed with ``failure``; or
+            why it cannot be: a ``score`` case shares the batch's failure (the scorer's)."""
+            if case.type is AssertionType.SCORE:
+                return f"the answer could not be scored: {_reason(failure)}"
+            try:
+                return check_text(case, got)
+            except Exception as exc:
+                return f"the answer could not be checked: {_reason(exc)}"
+
         async def score() -> None:
             while True:
                 first = await answered.get()
@@ -324,10 +334,21 @@ class SuiteRunner:
                         await answered.put(None)  # seen again after this batch
                         break
                     batch.append(item)
-                verdicts = await check_many(
-                    [(cases[i], completion.text) for i, completion in batch], self.scorer
-                )
+                verdicts: list[AssertionResult | str]
+                try:
+                    verdicts = list(
+                        await check_many(
+                            [(cases[i], completion.text) for i, completion in batch], self.scorer
+                        )
+                    )
+                except Exception as exc:  # e.g. the scorer unavailable: checked one by one
+                    log.warning("run %s: checking a batch of answers failed", run_id, exc_info=True)
+                    verdicts = [apart(cases[i], completion.text, exc) for i, completion in batch]
                 for (i, completion), verdict in zip(batch, verdicts, strict=True):
+                    if isinstance(verdict, str):  # why the answer could not be checked
+                        results[i] = _result(cases[i], completion, error=verdict)
+                        progress.errored += 1
+                        continue
                     results[i] = _result(cases[i], completion, verdict=verdict)
                     if verdict.passed:
                         progress.passed += 1
@@ -340,9 +361,13 @@ class SuiteRunner:
         async def heartbeat(work: asyncio.Task[None]) -> None:
             while not work.done():
                 await asyncio.sleep(self.settings.heartbeat)
-                alive = await self.core.heartbeat_validation_run(
-                    run_id, self.owner, progress.passed, progress.failed, progress.errored
-                )
+                try:
+                    alive = await self.core.heartbeat_validation_run(
+                        run_id, self.owner, progress.passed, progress.failed, progress.errored
+                    )
+                except Exception:  # e.g. "database is locked": the next beat tries again
+                    log.warning("run %s: its heartbeat was not recorded", run_id, exc_info=True)
+                    continue
                 if not alive:
                     log.warning("run %s was cancelled or taken over; stopping", run_id)
                     stopped_elsewhere.set()
@@ -384,6 +409,11 @@ class SuiteRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
         return [r for r in results if r is not None]
+
+
+def _reason(exc: Exception) -> str:
+    """What a failure says, for the person reading the case's error."""
+    return exc.message if isinstance(exc, PromptshipError) else repr(exc)
 
 
 def _result(

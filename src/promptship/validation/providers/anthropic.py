@@ -26,12 +26,20 @@ from typing import Any
 import anthropic
 from anthropic.types import Message
 
-from promptship.validation.concurrency import Budget, Lease, Refused, current_lease, retrying
+from promptship.validation.concurrency import (
+    Budget,
+    Lease,
+    Refused,
+    WaitTooLong,
+    current_lease,
+    retrying,
+)
 from promptship.validation.providers.base import (
     Completion,
     Learned,
     ProviderError,
     called_tools,
+    shown_url,
     tls_context,
 )
 
@@ -73,10 +81,17 @@ class AnthropicProvider:
         send_temperature = key not in REFUSES_TEMPERATURE
         lease = current_lease()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout) as scope:
                 try:
                     message = await self._create(
-                        lease, model, system, messages, max_tokens, temperature, send_temperature
+                        lease,
+                        scope.when(),
+                        model,
+                        system,
+                        messages,
+                        max_tokens,
+                        temperature,
+                        send_temperature,
                     )
                 except anthropic.BadRequestError as exc:
                     if not (send_temperature and _refuses_temperature(exc)):
@@ -84,15 +99,24 @@ class AnthropicProvider:
                     REFUSES_TEMPERATURE.add(key)
                     send_temperature = False
                     message = await self._create(
-                        lease, model, system, messages, max_tokens, temperature, send_temperature
+                        lease,
+                        scope.when(),
+                        model,
+                        system,
+                        messages,
+                        max_tokens,
+                        temperature,
+                        send_temperature,
                     )
+        except WaitTooLong as exc:
+            raise ProviderError(str(exc)) from None
         except TimeoutError:
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except anthropic.APITimeoutError:
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except anthropic.APIConnectionError:
             raise ProviderError(
-                f"cannot reach the provider at {self._client.base_url}: connection failed"
+                f"cannot reach the provider at {shown_url(self._client.base_url)}: connection failed"
             ) from None
         except anthropic.RateLimitError:
             raise ProviderError("rate limited by the provider (429) after retries") from None
@@ -102,18 +126,21 @@ class AnthropicProvider:
             raise ProviderError(
                 f"the provider answered {exc.status_code}: {_message(exc)}"
             ) from None
-        text = "".join(block.text for block in message.content if block.type == "text")
-        if not text.strip():
+        try:
+            text = "".join(block.text for block in message.content if block.type == "text")
             tools = [block.name for block in message.content if block.type == "tool_use"]
-            if tools:
-                raise called_tools(tools)
+            input_tokens, output_tokens = message.usage.input_tokens, message.usage.output_tokens
+        except Exception:  # a body of the wrong shape: what a proxy made of the answer
+            raise self._not_an_answer() from None
+        if not text.strip() and tools:
+            raise called_tools(tools)
         notes: tuple[str, ...] = ()
         if not send_temperature:
             notes = (f"temperature {temperature:g} not sent: {model} refuses sampling parameters",)
         return Completion(
             text=text,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             latency_ms=(time.perf_counter() - started) * 1000,
             notes=notes,
         )
@@ -121,6 +148,7 @@ class AnthropicProvider:
     async def _create(
         self,
         lease: Lease,
+        deadline: float | None,
         model: str,
         system: str,
         messages: list[dict[str, str]],
@@ -139,12 +167,25 @@ class AnthropicProvider:
                 max_tokens=max_tokens,
                 extra_body={"temperature": temperature} if send_temperature else None,
             )
-            message = await raw.parse()
-            usage = message.usage
-            lease.succeeded(budgets(raw.headers), usage.input_tokens + usage.output_tokens)
+            try:
+                message = await raw.parse()
+                usage = message.usage
+                tokens = usage.input_tokens + usage.output_tokens
+            except Exception:  # an HTML page from a proxy, an error body answered 200
+                raise self._not_an_answer(raw.headers.get("content-type")) from None
+            lease.succeeded(budgets(raw.headers), tokens)
             return message
 
-        return await retrying(attempt, lease, self.max_retries, _refused)
+        return await retrying(attempt, lease, self.max_retries, _refused, deadline)
+
+    def _not_an_answer(self, content_type: str | None = None) -> ProviderError:
+        """The provider answered, but not with a Messages API response."""
+        what = f" ({content_type.partition(';')[0].strip()[:60]})" if content_type else ""
+        return ProviderError(
+            f"the provider at {shown_url(self._client.base_url)} answered something that is "
+            f"not a Messages API response{what}: is ANTHROPIC_BASE_URL the API, or a page in "
+            "front of it?"
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

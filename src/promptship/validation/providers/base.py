@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ssl
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,21 @@ class ProviderError(Exception):
 
 
 _TOOL_NAMES_SHOWN = 5
+
+
+def shown_url(url: object) -> str:
+    """``url`` as an error message may show it: scheme, host, port and path, without the
+    user name and password (``http://user:secret@proxy``), query or fragment it may carry."""
+    parts = urllib.parse.urlsplit(str(url))
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: shown without it
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def called_tools(names: list[str]) -> ProviderError:

@@ -26,12 +26,13 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from promptship.validation.concurrency import Refused, current_lease, retrying
+from promptship.validation.concurrency import Refused, WaitTooLong, current_lease, retrying
 from promptship.validation.providers.base import (
     Completion,
     Learned,
     ProviderError,
     called_tools,
+    shown_url,
     tls_context,
 )
 
@@ -70,10 +71,15 @@ class OpenAICompatibleProvider:
         completion_tokens = key in WANTS_MAX_COMPLETION_TOKENS
         conversation = [{"role": "system", "content": system}, *messages]
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout) as scope:
                 try:
                     response = await self._create(
-                        model, conversation, temperature, max_tokens, completion_tokens
+                        scope.when(),
+                        model,
+                        conversation,
+                        temperature,
+                        max_tokens,
+                        completion_tokens,
                     )
                 except openai.BadRequestError as exc:
                     if completion_tokens or not _refuses_max_tokens(exc):
@@ -81,13 +87,15 @@ class OpenAICompatibleProvider:
                     WANTS_MAX_COMPLETION_TOKENS.add(key)
                     completion_tokens = True
                     response = await self._create(
-                        model, conversation, temperature, max_tokens, True
+                        scope.when(), model, conversation, temperature, max_tokens, True
                     )
+        except WaitTooLong as exc:
+            raise ProviderError(str(exc)) from None
         except (TimeoutError, openai.APITimeoutError):
             raise ProviderError(f"timed out after {self.timeout:g}s") from None
         except openai.APIConnectionError:
             raise ProviderError(
-                f"cannot reach the provider at {self._client.base_url}: connection failed"
+                f"cannot reach the provider at {shown_url(self._client.base_url)}: connection failed"
             ) from None
         except openai.RateLimitError:
             raise ProviderError("rate limited by the provider (429) after retries") from None
@@ -99,27 +107,38 @@ class OpenAICompatibleProvider:
             notes.append(
                 f"max_tokens {max_tokens} sent as max_completion_tokens: {model} refuses max_tokens"
             )
-        if not response.choices:
-            raise ProviderError("the provider answered with no choices (no answer to check)")
-        message = response.choices[0].message
-        text = message.content or ""
+        try:
+            if not response.choices:
+                raise ProviderError("the provider answered with no choices (no answer to check)")
+            message = response.choices[0].message
+            text = message.content or ""
+            if not isinstance(text, str):
+                raise TypeError("the message's content is not text")
+            tools = [_tool_name(call) for call in message.tool_calls or ()]
+            usage = response.usage
+            input_tokens = usage.prompt_tokens if usage else None
+            output_tokens = usage.completion_tokens if usage else None
+        except ProviderError:
+            raise
+        except Exception:  # a body of the wrong shape: what a proxy made of the answer
+            raise self._not_an_answer() from None
         if self.strip_reasoning:
             text, note = strip_reasoning(text)
             if note:
                 notes.append(note)
-        if not text.strip() and message.tool_calls:
-            raise called_tools([_tool_name(call) for call in message.tool_calls])
-        usage = response.usage
+        if not text.strip() and tools:
+            raise called_tools(tools)
         return Completion(
             text=text,
-            input_tokens=usage.prompt_tokens if usage else None,
-            output_tokens=usage.completion_tokens if usage else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             latency_ms=(time.perf_counter() - started) * 1000,
             notes=tuple(notes),
         )
 
     async def _create(
         self,
+        deadline: float | None,
         model: str,
         conversation: list[dict[str, str]],
         temperature: float,
@@ -134,16 +153,30 @@ class OpenAICompatibleProvider:
         lease = current_lease()
 
         async def attempt() -> ChatCompletion:
-            response = await self._client.chat.completions.create(
+            raw = await self._client.chat.completions.with_raw_response.create(
                 model=model,
                 messages=conversation,  # type: ignore[arg-type]
                 temperature=temperature,
                 **limit,
             )
-            lease.succeeded(tokens=response.usage.total_tokens if response.usage else None)
+            try:
+                response: ChatCompletion = raw.parse()
+                tokens = response.usage.total_tokens if response.usage else None
+            except Exception:  # an HTML page from a proxy, a body of another API
+                raise self._not_an_answer(raw.headers.get("content-type")) from None
+            lease.succeeded(tokens=tokens)
             return response
 
-        return await retrying(attempt, lease, self.max_retries, _refused)
+        return await retrying(attempt, lease, self.max_retries, _refused, deadline)
+
+    def _not_an_answer(self, content_type: str | None = None) -> ProviderError:
+        """The server answered, but not with a chat completion."""
+        what = f" ({content_type.partition(';')[0].strip()[:60]})" if content_type else ""
+        return ProviderError(
+            f"the provider at {shown_url(self._client.base_url)} answered something that is "
+            f"not a chat completions response{what}: is OPENAI_BASE_URL the /v1 endpoint, "
+            "or a page in front of it?"
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

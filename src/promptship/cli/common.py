@@ -68,6 +68,7 @@ SERVER_MODULES = frozenset(
         "openai",
         "prometheus_client",
         "pydantic_settings",
+        "regex",
         "sentence_transformers",
         "slack_bolt",
         "slack_sdk",

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.blocks import messages, views
-from bot.blocks.limits import escape, truncate
+from bot.blocks.limits import code, escape, truncate
 from promptship.services.views import (
     AuditEventView,
     CheckView,
@@ -292,3 +292,14 @@ def test_a_token_message_fits_escapes_and_keeps_the_secret_out_of_the_preview(
     assert "/prompt token revoke psk_AbC12dEf" in body and "until 2026-04-01" in body
     revoked = token_revoked_message(token)
     assert block_problems(revoked.blocks, limit=50) == [] and "psk_AbC12dEf" in revoked.text
+
+
+@given(st.text(alphabet="`ab\n", max_size=60))
+def test_backticks_in_shown_text_never_close_its_code_block(text: str) -> None:
+    """A system prompt holding ``` stays inside its preformatted block: the only fences are
+    the block's own, and the text reads the same without the zero-width spaces."""
+    shown = code(text)["text"]["text"]
+    inner = shown[3:-3]
+    assert shown.startswith("```") and shown.endswith("```")
+    assert "``" not in inner and not inner.startswith("`") and not inner.endswith("`")
+    assert inner.replace("\u200b", "") == text

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from promptship.config import Policy, Settings, load_policy, parse_policy
 from promptship.durations import format_duration, parse_duration
 from promptship.errors import BadInput
+from promptship.store.db import create_engine
 
 DESIGN_EXAMPLE = """
 channel: C0PROMPTOPS          # where notifications and approval requests go
@@ -157,3 +158,18 @@ def test_roles_take_user_ids_groups_and_email_addresses() -> None:
         assert "not a Slack user ID (U01ABCDEF), a user-group ID (S0GROUP) or an e-mail" in (
             err.value.message
         )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://admin:s3cret@db:port/promptship",
+        "postgresql+asyncpg://admin:s3c@ret@db:54x/promptship",
+    ],
+)
+def test_a_malformed_database_url_is_refused_without_its_password(url: str) -> None:
+    with pytest.raises(BadInput) as refused:
+        create_engine(url)
+    assert "is not a database URL" in refused.value.message
+    assert "admin:***@" in refused.value.message
+    assert "s3c" not in refused.value.message and "ret" not in refused.value.message

@@ -92,9 +92,20 @@ def divider() -> Block:
     return {"type": "divider"}
 
 
+def unfenced(text: str) -> str:
+    """``text`` that cannot close the ``` fence it is shown in: a zero-width space between
+    any two backticks (twice, as the pairs overlap), and between a backtick at either end
+    and the fence's own."""
+    text = text.replace("``", "`\u200b`").replace("``", "`\u200b`")
+    if text.startswith("`"):
+        text = "\u200b" + text
+    return text + "\u200b" if text.endswith("`") else text
+
+
 def code(text: str, where: str | None = None) -> Block:
-    """A preformatted section (``` fenced), truncated inside the fence."""
-    body = truncate(escape(text), SECTION_TEXT - 8, where)
+    """A preformatted section (``` fenced), truncated inside the fence; backticks in
+    ``text`` never close it early."""
+    body = truncate(unfenced(escape(text)), SECTION_TEXT - 8, where)
     return {"type": "section", "text": {"type": "mrkdwn", "text": f"```{body}```"}}
 
 

@@ -18,6 +18,7 @@ from bot.blocks.limits import (
     plain,
     section,
     truncate,
+    unfenced,
 )
 from bot.blocks.links import ConsoleLinks, link
 from bot.ids import ActionId, BlockId
@@ -124,9 +125,7 @@ def diff_blocks(
                 BlockId.DIFF,
             )
         ]
-    # a line holding ``` would close the code block early: a zero-width space between
-    # backticks keeps every diff line inside it
-    body = escape("\n".join(d.lines)).replace("``", "`\u200b`").replace("``", "`\u200b`")
+    body = unfenced(escape("\n".join(d.lines)))  # a line holding ``` stays inside the block
     room = SECTION_TEXT - len(head) - 8
     fenced = f"{head}\n```{truncate(body, room)}```"
     shown = "" if d.shown_all else " (only the first changed lines are shown)"

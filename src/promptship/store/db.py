@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,6 +67,12 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def _without_password(url: str) -> str:
+    """``url`` with whatever stands between ``user:`` and the last ``@`` starred out (a
+    password may hold ``@``), for an error about a URL too malformed to parse."""
+    return re.sub(r"(//[^/@:]*):.*@", r"\1:***@", url)
+
+
 def create_engine(url: str, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> AsyncEngine:
     """An engine for ``url`` (SQLite or PostgreSQL) whose every call gives up after
     ``timeout`` seconds: SQLite's busy timeout, PostgreSQL's command and connect timeouts,
@@ -74,7 +81,7 @@ def create_engine(url: str, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> 
         parsed = make_url(url)
     except Exception:
         raise BadInput(
-            f"PROMPTSHIP_DATABASE_URL is not a database URL: {url!r}",
+            f"PROMPTSHIP_DATABASE_URL is not a database URL: {_without_password(url)!r}",
             hint="e.g. sqlite+aiosqlite:///./promptship.db or postgresql+asyncpg://user@host/db",
         ) from None
     if parsed.get_backend_name() == "sqlite":

@@ -253,6 +253,7 @@ async def request_promotion(
             "required_approvals": required,
             "requester": request.requester,
             "reason": request.reason,
+            "expires_at": request.expires_at.isoformat(),
         },
     )
     checks = await gates.check_request(session, deps, prompt, version, request, [])

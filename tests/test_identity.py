@@ -122,6 +122,16 @@ async def test_the_local_cli_cancels_only_its_own_request_unless_the_policy_allo
     assert (await trial.cancel(request.id, local("U01"))).state == "cancelled"
 
 
+async def test_only_slack_hands_a_person_their_own_token(core: Promptship) -> None:
+    issued = await core.create_own_token(slack("U01"))
+    assert issued.secret.startswith("psk_") and issued.token.subject == "U01"
+    # a token never mints its successor: a leaked one would renew itself for ever
+    for actor in (Actor("U01", Via.TOKEN), Actor("U04", Via.TOKEN, proxy="U02"), local("U01")):
+        with pytest.raises(Forbidden, match="only a person signed in through Slack") as refused:
+            await core.create_own_token(actor)
+        assert refused.value.hint == "ask in Slack with /prompt token"
+
+
 async def test_rolling_back_staging_is_no_decision(core: Promptship) -> None:
     await push(core)
     await to_staging(core)

@@ -107,6 +107,31 @@ async def test_the_local_cli_does_not_decide_unless_the_policy_allows_it(
     assert (await core.request(request_id)).decisions == []
 
 
+async def test_the_local_cli_cancels_only_its_own_request_unless_the_policy_allows_decisions(
+    db: Database, clock: ManualClock
+) -> None:
+    core = Promptship(db, make_policy(), clock)
+    request_id = await production_request(core)
+    with pytest.raises(Forbidden, match="the local CLI cannot cancel someone else's request"):
+        await core.cancel(request_id, local("U01"))  # an approver, self-declared
+    assert (await core.request(request_id)).state == "open"
+    assert (await core.cancel(request_id, local(REQUESTER))).state == "cancelled"
+
+    trial = Promptship(db, make_policy("local_decisions: true"), clock)
+    request = await trial.request_promotion(NAME, "1.0.0", "production", slack(REQUESTER))
+    assert (await trial.cancel(request.id, local("U01"))).state == "cancelled"
+
+
+async def test_only_slack_hands_a_person_their_own_token(core: Promptship) -> None:
+    issued = await core.create_own_token(slack("U01"))
+    assert issued.secret.startswith("psk_") and issued.token.subject == "U01"
+    # a token never mints its successor: a leaked one would renew itself for ever
+    for actor in (Actor("U01", Via.TOKEN), Actor("U04", Via.TOKEN, proxy="U02"), local("U01")):
+        with pytest.raises(Forbidden, match="only a person signed in through Slack") as refused:
+            await core.create_own_token(actor)
+        assert refused.value.hint == "ask in Slack with /prompt token"
+
+
 async def test_rolling_back_staging_is_no_decision(core: Promptship) -> None:
     await push(core)
     await to_staging(core)
@@ -264,6 +289,13 @@ def test_one_shell_cannot_cast_two_approvals_with_as(cli: Path) -> None:
     assert code == 1 and "the local CLI cannot roll back production" in err
     view = with_core(make_policy(), lambda core: core.request(request_id))
     assert view.state == "open" and view.decisions == []
+
+
+def test_one_shell_cannot_cancel_someone_elses_request_with_as(cli: Path) -> None:
+    request_id = open_production_request(make_policy())
+    code, _, err = run("--as", "U01", "cancel", f"req-{request_id}")
+    assert code == 1 and "the local CLI cannot cancel someone else's request" in err
+    assert with_core(make_policy(), lambda core: core.request(request_id)).state == "open"
 
 
 def test_a_trial_with_local_decisions_marks_them_unverified(cli: Path) -> None:

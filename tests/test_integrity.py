@@ -5,12 +5,13 @@ authentication trust only what a signed event or a MAC covers, and verify names 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from promptship.clock import ManualClock
-from promptship.domain.identity import Scope
+from promptship.domain.identity import Actor, Scope, Via
 from promptship.domain.promptfile import content_hash, parse_prompt
 from promptship.errors import Conflict, Forbidden, GateRefused, RequestClosed
 from promptship.services import Promptship, tokens
@@ -311,6 +312,43 @@ async def test_an_author_rewritten_in_the_database_does_not_let_the_author_appro
     await tamper(core, "UPDATE audit_events SET actor = 'U09' WHERE action = 'version.registered'")
     with pytest.raises(Conflict, match="the version's record does not match its signed audit"):
         await core.approve(request.id, slack("U02"))
+
+
+async def test_a_proxy_erased_from_a_request_in_the_database_still_cannot_approve_it(
+    core: Promptship,
+) -> None:
+    await push(core)
+    await to_staging(core)
+    # U02, an approver, asks with an admin token on behalf of the requester
+    proxied = Actor(REQUESTER, Via.TOKEN, proxy="U02")
+    request = await core.request_promotion("customer-support", "1.0.0", "production", proxied)
+    problems = await tamper(
+        core, "UPDATE promotion_requests SET requested_by = NULL WHERE id = :r", r=request.id
+    )
+    assert problems == [
+        f"{request.code}'s requested by differ from its signed request.created event "
+        "(changed in the database directly?)"
+    ]
+    with pytest.raises(Forbidden, match=f"you requested {request.code} on behalf of U04"):
+        await core.approve(request.id, slack("U02"))
+
+
+async def test_a_requests_expiry_or_reason_changed_in_the_database_is_found(
+    core: Promptship,
+) -> None:
+    await push(core)
+    await to_staging(core)
+    request = await core.breakglass("customer-support", "1.0.0", slack(REQUESTER), "PII leak")
+    problems = await tamper(
+        core,
+        "UPDATE promotion_requests SET expires_at = :later, reason = 'drill' WHERE id = :r",
+        later=request.expires_at + timedelta(days=30),
+        r=request.id,
+    )
+    assert problems == [
+        f"{request.code}'s reason, expiry differ from its signed request.created event "
+        "(changed in the database directly?)"
+    ]
 
 
 async def test_a_revoked_token_is_not_revived_by_changing_its_prefix(core: Promptship) -> None:

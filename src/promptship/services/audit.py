@@ -307,3 +307,10 @@ def registered_authorship(event: AuditEvent) -> tuple[str, str | None]:
     event records."""
     proxy = event.details.get("on_behalf_of_by")
     return str(event.details.get("author", event.actor)), str(proxy) if proxy else None
+
+
+def created_requester(event: AuditEvent) -> tuple[str, str | None]:
+    """The requester and the proxy (who asked on the requester's behalf) a
+    ``request.created`` event records."""
+    proxy = event.details.get("on_behalf_of_by")
+    return str(event.details.get("requester", event.actor)), str(proxy) if proxy else None

@@ -4,6 +4,7 @@ into the database, without the service that records its event, shows up here."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,25 +45,45 @@ async def cross_check(session: AsyncSession) -> list[str]:
 def request_mismatches(
     request: PromotionRequest, prompt: str, version: str, event: AuditEvent
 ) -> list[str]:
-    """The fields of a request's row that differ from its ``request.created`` event."""
+    """The fields of a request's row that differ from its ``request.created`` event. The
+    expiry and the reason are compared only when the event records them (older events do
+    not); the proxy always is (every event records one the actor had)."""
     details = event.details
-    recorded = {
+    requester, requested_by = audit.created_requester(event)
+    recorded: dict[str, object] = {
         "prompt": event.prompt,
         "version": event.version,
         "environment": event.environment,
         "kind": details.get("kind"),
-        "requester": details.get("requester", event.actor),
+        "requester": requester,
+        "requested by": requested_by,
         "required approvals": details.get("required_approvals"),
     }
-    stored = {
+    stored: dict[str, object] = {
         "prompt": prompt,
         "version": version,
         "environment": request.environment,
         "kind": request.kind,
         "requester": request.requester,
+        "requested by": request.requested_by,
         "required approvals": request.required_approvals,
     }
+    if "reason" in details:
+        recorded["reason"], stored["reason"] = details["reason"], request.reason
+    if "expires_at" in details:
+        recorded["expiry"] = _parsed_time(details["expires_at"])
+        stored["expiry"] = request.expires_at
     return [name for name, value in stored.items() if recorded[name] != value]
+
+
+def _parsed_time(value: object) -> datetime | str | None:
+    """An event's ISO time as a datetime (compared by instant); anything else as it is."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return value
 
 
 def run_matches(run: ValidationRun, events: Sequence[AuditEvent]) -> bool:

@@ -43,6 +43,19 @@ async def signed_authorship(
     return audit.registered_authorship(signed[0])
 
 
+async def signed_requester(
+    session: AsyncSession, request: PromotionRequest
+) -> tuple[str, str | None]:
+    """The requester and the proxy (who asked on the requester's behalf) of a request from
+    its signed ``request.created`` event, never from its row (no hash covers
+    ``requested_by``); the row's only when the request has no signed creation, which its
+    gates refuse anyway."""
+    event = await audit.signed_creation(session, request.id)
+    if event is None:
+        return request.requester, request.requested_by
+    return audit.created_requester(event)
+
+
 def _is(deps: Deps, person: str, proxy: str | None) -> bool:
     return proxy is not None and person == identities.person_of(deps.policy, proxy)
 
@@ -62,8 +75,9 @@ async def party_to(
     outside identity counts as its Slack user. ``authorship`` off leaves the version's
     author and pusher out (the caller checked them)."""
     person = identities.person_of(deps.policy, who)
-    for request in requests:
-        if person == identities.person_of(deps.policy, request.requester):
+    signed = [(request, *await signed_requester(session, request)) for request in requests]
+    for request, requester, _ in signed:
+        if person == identities.person_of(deps.policy, requester):
             return f"requested {request_code(request.id)}"
     author, pushed_by = (
         await signed_authorship(session, prompt, version) if authorship else (None, None)
@@ -73,9 +87,9 @@ async def party_to(
         return f"wrote {label}"
     # whoever acted on behalf of the author or requester counts as them: else an admin
     # pushes as U09 and then approves their own content
-    for request in requests:
-        if _is(deps, person, request.requested_by):
-            return f"requested {request_code(request.id)} on behalf of {request.requester}"
+    for request, requester, requested_by in signed:
+        if _is(deps, person, requested_by):
+            return f"requested {request_code(request.id)} on behalf of {requester}"
     if _is(deps, person, pushed_by):
         return f"pushed {label} on behalf of {author}"
     return None

@@ -22,7 +22,16 @@ from promptship.domain.lifecycle import (
     require_transition,
 )
 from promptship.errors import BadInput, Forbidden, GateRefused, NotFound, RequestClosed
-from promptship.services import deployments, gates, identities, lifecycle, outbox, registry, runs
+from promptship.services import (
+    deployments,
+    gates,
+    identities,
+    lifecycle,
+    outbox,
+    parties,
+    registry,
+    runs,
+)
 from promptship.services.deps import Deps, request_code
 from promptship.services.views import RequestView
 from promptship.store.models import PromotionRequest, Prompt, PromptVersion
@@ -253,6 +262,7 @@ async def request_promotion(
             "required_approvals": required,
             "requester": request.requester,
             "reason": request.reason,
+            "expires_at": request.expires_at.isoformat(),
         },
     )
     checks = await gates.check_request(session, deps, prompt, version, request, [])
@@ -377,11 +387,18 @@ async def ensure_open(
 async def cancel(
     session: AsyncSession, deps: Deps, request_id: int, actor: Actor, roles: frozenset[str]
 ) -> RequestView:
+    """Cancel an open request: its requester withdraws it, or an approver closes someone
+    else's, which is a decision (an authenticated person, never a service or the local CLI
+    unless ``local_decisions``)."""
     prompt, version, request = await load_request(session, request_id)
     await ensure_open(session, deps, prompt, version, request)
-    requester = identities.person_of(deps.policy, request.requester)
-    if identities.person_of(deps.policy, actor.id) != requester and "approvers" not in roles:
-        raise Forbidden(f"only the requester or an approver can cancel {request_code(request.id)}")
+    requester, _ = await parties.signed_requester(session, request)
+    if identities.person_of(deps.policy, actor.id) != identities.person_of(deps.policy, requester):
+        if "approvers" not in roles:
+            raise Forbidden(
+                f"only the requester or an approver can cancel {request_code(request.id)}"
+            )
+        identities.check_decider(deps.policy, actor, "cancel someone else's request")
     return await close(session, deps, prompt, version, request, RequestState.CANCELLED, actor, None)
 
 

@@ -53,10 +53,14 @@ class IdentityUseCases(UseCaseBase):
             )  # fmt: skip
 
     async def create_own_token(self, actor: Actor, scope: Scope | None = None) -> IssuedToken:
-        """A verified person's token for themselves (``/prompt token``), for
-        ``tokens.OWN_LIFETIME``; its scope follows ``tokens.own_scope``."""
-        if not (actor.is_person and actor.verified and actor.proxy is None):
-            raise Forbidden("only a person signed in through Slack gets a token for themselves")
+        """A token for a person Slack vouches for (``/prompt token``), for
+        ``tokens.OWN_LIFETIME``; its scope follows ``tokens.own_scope``. A token never mints
+        another: else one leaked token renews itself for ever."""
+        if not (actor.is_person and actor.via is Via.SLACK and actor.proxy is None):
+            raise Forbidden(
+                "only a person signed in through Slack gets a token for themselves",
+                hint="ask in Slack with /prompt token",
+            )
         chosen = tokens.own_scope(await self.roles.roles_of(actor.id), scope)
         async with self.db.transaction() as session:
             return await tokens.create(

@@ -184,6 +184,19 @@ async def test_a_stopped_scorer_process_is_killed_and_started_again() -> None:
         scorer.close()
 
 
+async def test_a_batch_too_big_to_send_to_a_stopped_scorer_process_fails_in_time() -> None:
+    scorer = Scorer(mode="process", timeout=3, per_text=0)
+    try:
+        await scorer.warm_up()
+        assert scorer.pid is not None
+        os.kill(scorer.pid, signal.SIGSTOP)
+        texts = [f"{i} " + "x" * 200 for i in range(20_000)]  # more than the socket holds
+        with pytest.raises(Unavailable, match="did not answer within 3 s .* and again"):
+            await asyncio.wait_for(scorer.embed(texts), 120)
+    finally:
+        scorer.close()
+
+
 async def test_a_scorer_process_that_never_answers_in_time_is_an_error() -> None:
     scorer = Scorer(mode="process", timeout=1e-9, per_text=0)
     try:

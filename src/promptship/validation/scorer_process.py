@@ -90,41 +90,37 @@ class ScorerProcess:
             while True:
                 if self._proc is None:
                     self._start()
-                assert self._conn is not None
+                assert self._proc is not None and self._conn is not None
+                # a stopped or wedged child is killed: the send or recv below then fails
+                late = threading.Event()
+                watchdog = threading.Timer(wait, _kill_late, (self._proc, late))
+                watchdog.daemon = True
+                watchdog.start()
                 try:
                     self._conn.send(list(texts))
-                    # (an ended child answers at once: recv then sees it end)
-                    if self._conn.poll(wait):
-                        reply = self._conn.recv()
-                        break
+                    reply = self._conn.recv()
+                    break
                 except (EOFError, OSError):
+                    _stop(watchdog)
                     code = self._reap()
                     if self._closes != closes:
                         raise Unavailable("the scorer was closed while it was encoding") from None
+                    what = (
+                        f"did not answer within {wait:.0f} s"
+                        if late.is_set()
+                        else f"ended (exit code {code})"
+                    )
                     if retried:
                         raise Unavailable(
-                            f"the scorer process ended (exit code {code}) while encoding "
-                            f"{len(texts)} texts, and again when started anew for them"
+                            f"the scorer process {what} while encoding {len(texts)} texts, "
+                            "and again when started anew for them"
                         ) from None
-                    log.warning("the scorer process ended (exit code %s); starting it again", code)
+                    log.warning("the scorer process %s; starting it again", what)
                     retried = True
-                    continue
-                # no answer in time: the child is stopped or wedged
-                proc = self._proc
-                if proc is not None:
-                    proc.kill()
+                finally:
+                    _stop(watchdog)
+            if late.is_set():  # it answered, but only as the watchdog killed it
                 self._reap()
-                if self._closes != closes:
-                    raise Unavailable("the scorer was closed while it was encoding")
-                if retried:
-                    raise Unavailable(
-                        f"the scorer process did not answer within {wait:.0f} s while encoding "
-                        f"{len(texts)} texts, and again when started anew for them"
-                    )
-                log.warning(
-                    "the scorer process did not answer within %.0f s; starting it again", wait
-                )
-                retried = True
         if reply[0] == "error":
             raise Unavailable(f"the scorer process could not encode: {reply[1]}")
         return reply[1], reply[2]
@@ -194,6 +190,18 @@ class ScorerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+
+def _stop(watchdog: threading.Timer) -> None:
+    """Stop a watchdog, and wait for it if it is firing now."""
+    watchdog.cancel()
+    watchdog.join()
+
+
+def _kill_late(proc: subprocess.Popen[bytes], late: threading.Event) -> None:
+    """The watchdog of a request the child did not answer in time."""
+    late.set()
+    proc.kill()
 
 
 #: what the child runs: ``python -c _CHILD SYS_PATH FD CONFIG``

@@ -168,6 +168,45 @@ async def test_a_scorer_process_that_dies_is_started_again_and_none_outlives_clo
         await many
 
 
+@pytest.mark.slow
+async def test_a_stopped_scorer_process_is_killed_and_started_again() -> None:
+    scorer = Scorer(mode="process", timeout=15, per_text=0)
+    try:
+        await scorer.warm_up()
+        first = scorer.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # wedged: alive, but never answers
+        (score,) = await asyncio.wait_for(scorer.similarity([("a prompt", "a prompt")]), 120)
+        assert score == pytest.approx(1.0) and scorer.load_count == 2
+        assert scorer.pid not in (None, first)
+        assert gone(first)
+    finally:
+        scorer.close()
+
+
+async def test_a_batch_too_big_to_send_to_a_stopped_scorer_process_fails_in_time() -> None:
+    scorer = Scorer(mode="process", timeout=3, per_text=0)
+    try:
+        await scorer.warm_up()
+        assert scorer.pid is not None
+        os.kill(scorer.pid, signal.SIGSTOP)
+        texts = [f"{i} " + "x" * 200 for i in range(20_000)]  # more than the socket holds
+        with pytest.raises(Unavailable, match="did not answer within 3 s .* and again"):
+            await asyncio.wait_for(scorer.embed(texts), 120)
+    finally:
+        scorer.close()
+
+
+async def test_a_scorer_process_that_never_answers_in_time_is_an_error() -> None:
+    scorer = Scorer(mode="process", timeout=1e-9, per_text=0)
+    try:
+        with pytest.raises(Unavailable, match="did not answer within .* and again when started"):
+            await asyncio.wait_for(scorer.similarity([("a", "b")]), 120)
+        assert scorer.load_count == 2 and scorer.pid is None
+    finally:
+        scorer.close()
+
+
 async def test_a_scorer_process_that_cannot_load_the_model_says_so(tmp_path: Path) -> None:
     scorer = Scorer(f"{tmp_path}/no-such-model", mode="process")
     with pytest.raises(Unavailable, match="could not load the model at .*no-such-model: no such"):
@@ -240,6 +279,12 @@ def test_the_scorer_settings_come_from_the_environment(monkeypatch: pytest.Monke
     with pytest.raises(BadInput, match="PROMPTSHIP_SCORER must be process or thread"):
         Scorer()
     monkeypatch.delenv("PROMPTSHIP_SCORER")
+    monkeypatch.setenv("PROMPTSHIP_SCORER_TIMEOUT", "90")
+    assert Scorer().timeout == 90
+    monkeypatch.setenv("PROMPTSHIP_SCORER_TIMEOUT", "soon")
+    with pytest.raises(BadInput, match="PROMPTSHIP_SCORER_TIMEOUT must be a number of seconds"):
+        Scorer()
+    monkeypatch.delenv("PROMPTSHIP_SCORER_TIMEOUT")
     monkeypatch.setenv("PROMPTSHIP_SCORER_THREADS", "many")
     with pytest.raises(BadInput, match="PROMPTSHIP_SCORER_THREADS must be a whole number"):
         Scorer()

@@ -131,6 +131,56 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
     assert (done.state, done.cycles_done, done.ends_at) == ("passed", 3, soak.ends_at)
 
 
+@pytest.mark.slow
+def test_a_server_shut_down_mid_cycle_hands_it_to_the_next_at_once_uncounted(
+    tmp_path: Path, model: ModelDouble
+) -> None:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'soak.db'}"
+    (tmp_path / "promptship.yaml").write_text(POLICY)
+    env = {
+        "PROMPTSHIP_DATABASE_URL": db_url,
+        "PROMPTSHIP_CONFIG": str(tmp_path / "promptship.yaml"),
+        "PROMPTSHIP_SCHEDULER_TICK": "0.2",
+        "PROMPTSHIP_CLAIM_LEASE": "600",  # longer than this test may wait
+    }
+    policy = make_policy(POLICY)
+
+    def call(use: Callable[[Promptship], Awaitable[T]], clock: Clock | None = None) -> T:
+        async def go() -> T:
+            db = Database(db_url)
+            try:
+                return await use(Promptship(db, policy, clock))
+            finally:
+                await db.dispose()
+
+        return asyncio.run(go())
+
+    model.latency = 600.0  # the first server's cycle is still calling the model at shutdown
+    first = ServeProcess(env, tmp_path / "serve.log")
+    try:
+        soak_id = call(start_staging_soak, ManualClock(datetime.now(UTC) - INTERVAL))
+        deadline = time.monotonic() + 60
+        while model.request_count == 0:
+            assert time.monotonic() < deadline, "the first cycle never called the model"
+            time.sleep(0.05)
+    finally:
+        first.stop()  # SIGTERM: a planned shutdown, as in a rolling restart
+    [handed] = call(lambda c: c.soak_cycles(soak_id))
+    assert (handed["state"], handed["attempts"]) == ("claimed", 0)
+
+    model.latency = 0.0
+    second = ServeProcess(env, tmp_path / "serve.log")
+    try:
+        deadline = time.monotonic() + 60
+        while call(lambda c: c.soak_cycles(soak_id))[0]["state"] == "claimed":
+            assert time.monotonic() < deadline, "the next server never took cycle 1 over"
+            time.sleep(0.1)
+    finally:
+        second.stop()
+    [taken] = call(lambda c: c.soak_cycles(soak_id))
+    assert (taken["state"], taken["attempts"]) == ("passed", 1)
+
+
 async def test_a_replica_back_after_the_soak_ended_takes_over_and_records_the_gap(
     db: Database, clock: ManualClock, model: ModelDouble, scorer: Scorer
 ) -> None:
@@ -167,6 +217,41 @@ async def test_a_replica_back_after_the_soak_ended_takes_over_and_records_the_ga
     [soak] = await core.soak_status(NAME)
     assert (soak.state, soak.cycles_done, soak.ends_at) == ("passed", 2, plan.ends_at)
     assert model.request_count == 4  # cycles 1 and 3 replay the suite's 2 cases; 2 made none
+
+
+async def test_rolling_restarts_mid_cycle_use_no_attempts_and_the_soak_passes(
+    db: Database, clock: ManualClock, model: ModelDouble, scorer: Scorer
+) -> None:
+    """Replicas shut down (planned) while a cycle runs, more often than a cycle may be
+    started: each hands the cycle back, the next replica takes it over at once, without
+    waiting out a lease, and the cycle passes on its first counted attempt."""
+    core = Promptship(db, make_policy(POLICY), clock)
+    soak_id = await start_staging_soak(core)
+    started: list[CycleSpec] = []
+
+    async def stopped_mid_cycle(spec: CycleSpec) -> CycleResult:
+        started.append(spec)
+        await asyncio.Event().wait()  # the shutdown comes before it answers
+        raise AssertionError("unreachable")
+
+    clock.advance(INTERVAL)
+    for n in range(4):
+        replica = Scheduler(core, stopped_mid_cycle, owner=f"restarting-{n}", lease=LEASE)
+        await replica.reconcile()
+        async with asyncio.timeout(60):
+            while len(started) <= n:
+                await asyncio.sleep(0.05)
+        replica.shutting_down = True  # what the server sets before it stops its workers
+        await replica.stop()
+        [cycle] = await core.soak_cycles(soak_id)
+        assert (cycle["state"], cycle["owner"]) == ("claimed", f"restarting-{n}")
+
+    survivor = Scheduler(core, lambda spec: run_cycle(spec, scorer), owner="last", lease=LEASE)
+    await survivor.reconcile()  # the clock has not moved: no lease had to run out
+    await settled(core, soak_id, [(1, "passed", 1)])
+    await survivor.stop()
+    [soak] = await core.soak_status(NAME)
+    assert soak.state == "running" and soak.failure is None
 
 
 REPLICAS_POLICY = """

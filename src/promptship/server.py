@@ -198,6 +198,9 @@ def create_app(
             runner = getattr(app.state, "runner", None)
             if runner is not None:
                 runner.shutting_down = True  # a run cut short is recorded as interrupted
+            scheduler = getattr(app.state, "scheduler", None)
+            if scheduler is not None:
+                scheduler.shutting_down = True  # a cycle cut short is handed back, uncounted
             for task in tasks:
                 task.cancel()
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):

@@ -1,6 +1,7 @@
 """Claims on soak cycles: the keyed insert that makes a due cycle run once across replicas,
-the lease that lets another replica take a dead one's cycle over, and the cap on how often a
-cycle is started before it is recorded as errored."""
+the lease that lets another replica take a dead one's cycle over, the cap on how often a
+cycle is started before it is recorded as errored, and the hand-back of a cycle cut short
+by a planned shutdown (which does not count against that cap)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,30 @@ async def fail_attempt(
     row.lease_until = deps.clock.now()  # the next reconcile tries again at once
     await session.flush()
     return None
+
+
+async def hand_back(
+    session: AsyncSession, deps: Deps, soak_id: int, cycle: int, owner: str
+) -> bool:
+    """Our replica is shutting down (planned) mid-cycle: give the cycle back without using one
+    of its attempts, and let another replica take it at once rather than after our lease.
+    A crash hands nothing back: its lease runs out and the takeover counts. False if the
+    cycle was recorded or taken over meanwhile."""
+    handed = await session.execute(
+        update(SoakCycle)
+        .where(
+            SoakCycle.soak_id == soak_id,
+            SoakCycle.cycle == cycle,
+            SoakCycle.state == CLAIMED,
+            SoakCycle.owner == owner,
+        )
+        # (a lease already over: ``claim`` takes over only leases that ended before now)
+        .values(
+            attempts=SoakCycle.attempts - 1,
+            lease_until=deps.clock.now() - timedelta(seconds=1),
+        )
+    )
+    return bool(handed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def _give_up(session: AsyncSession, deps: Deps, row: SoakCycle, owner: str) -> str | None:

@@ -59,6 +59,9 @@ class Scheduler:
         #: the jobs APScheduler is running now; its shutdown cancels them but cannot wait
         self._jobs: set[asyncio.Task[Any]] = set()
         self.alive = False
+        #: set by the server on a planned shutdown: a cycle cut short is handed back without
+        #: using one of its attempts (a crash still uses one)
+        self.shutting_down = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -178,12 +181,14 @@ class Scheduler:
         key = (soak.soak_id, cycle)
         renewal = asyncio.create_task(self._keep_lease(soak.soak_id, cycle))
         failure: str | None = None
+        handing_back = False
         try:
             spec = await self.core.soak_cycle_spec(soak.soak_id, cycle)
             result = await self.run_cycle(spec)
             state = await self.core.finish_soak_cycle(spec, self.owner, result)
             log.info("cycle %d of soak %d: %s", cycle, soak.soak_id, state or "already recorded")
         except asyncio.CancelledError:
+            handing_back = self.shutting_down
             raise
         except Exception as exc:
             log.exception("cycle %d of soak %d failed", cycle, soak.soak_id)
@@ -194,6 +199,8 @@ class Scheduler:
             try:
                 if failure is not None:  # after the renewal: it would hold the cycle again
                     await self._record_failure(soak, cycle, failure)
+                if handing_back:
+                    await asyncio.shield(self._hand_back(soak, cycle))
             finally:
                 self._running.pop(key, None)
 
@@ -211,6 +218,15 @@ class Scheduler:
             log.warning("cycle %d of soak %d will be retried", cycle, soak.soak_id)
         else:
             log.error("cycle %d of soak %d gave up: %s", cycle, soak.soak_id, state)
+
+    async def _hand_back(self, soak: SoakPlan, cycle: int) -> None:
+        """Give a cycle cut short by our shutdown to the next replica, attempt uncounted. If
+        that fails, its lease runs out and the takeover counts, as after a crash."""
+        try:
+            if await self.core.hand_back_soak_cycle(soak.soak_id, cycle, self.owner):
+                log.info("cycle %d of soak %d handed back on shutdown", cycle, soak.soak_id)
+        except Exception:
+            log.exception("could not hand back cycle %d of soak %d", cycle, soak.soak_id)
 
     async def _keep_lease(self, soak_id: int, cycle: int) -> None:
         while True:

@@ -7,8 +7,9 @@ The child loads the model once and answers encode requests over a socket, one at
 the order they come. No scorer process outlives its server: it leaves when the scorer is
 closed or the socket closes, and on Linux the kernel ends it the moment the server's
 process ends in any way (killed, or re-raising SIGTERM after a graceful shutdown, as
-uvicorn does), even in the middle of an encode. A child that dies is started again once for
-the request it was answering; dying twice on one request is an error that says so.
+uvicorn does), even in the middle of an encode. A child that dies, or does not answer a
+request in time (stopped, wedged), is killed and started again once for the request it was
+answering; failing twice on one request is an error that says so.
 """
 
 from __future__ import annotations
@@ -37,13 +38,24 @@ log = logging.getLogger("promptship.scoring")
 NICE = 10
 #: prctl(2): set the signal a process gets when its parent ends
 PR_SET_PDEATHSIG = 1
+#: how long a request may wait for the child's answer: this much, plus ``PER_TEXT`` a text
+#: (generous: a busy machine runs the niced child last)
+TIMEOUT = 60.0
+PER_TEXT = 0.1
 
 
 class ScorerProcess:
     """The parent's handle on the child: started on first use, one request at a time."""
 
     def __init__(
-        self, model_path: str, *, batch_size: int, threads: int | None, nice: int = NICE
+        self,
+        model_path: str,
+        *,
+        batch_size: int,
+        threads: int | None,
+        nice: int = NICE,
+        timeout: float = TIMEOUT,
+        per_text: float = PER_TEXT,
     ) -> None:
         self.config = {
             "model_path": model_path,
@@ -51,6 +63,8 @@ class ScorerProcess:
             "threads": threads,
             "nice": nice,
         }
+        self.timeout = timeout
+        self.per_text = per_text
         self.starts = 0  # each start loads the model once
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -72,25 +86,41 @@ class ScorerProcess:
         """What ``Encoder.encode`` returns, computed in the child."""
         with self._lock:
             closes, retried = self._closes, False
+            wait = self.timeout + self.per_text * len(texts)
             while True:
                 if self._proc is None:
                     self._start()
-                assert self._conn is not None
+                assert self._proc is not None and self._conn is not None
+                # a stopped or wedged child is killed: the send or recv below then fails
+                late = threading.Event()
+                watchdog = threading.Timer(wait, _kill_late, (self._proc, late))
+                watchdog.daemon = True
+                watchdog.start()
                 try:
                     self._conn.send(list(texts))
                     reply = self._conn.recv()
                     break
                 except (EOFError, OSError):
+                    _stop(watchdog)
                     code = self._reap()
                     if self._closes != closes:
                         raise Unavailable("the scorer was closed while it was encoding") from None
+                    what = (
+                        f"did not answer within {wait:.0f} s"
+                        if late.is_set()
+                        else f"ended (exit code {code})"
+                    )
                     if retried:
                         raise Unavailable(
-                            f"the scorer process ended (exit code {code}) while encoding "
-                            f"{len(texts)} texts, and again when started anew for them"
+                            f"the scorer process {what} while encoding {len(texts)} texts, "
+                            "and again when started anew for them"
                         ) from None
-                    log.warning("the scorer process ended (exit code %s); starting it again", code)
+                    log.warning("the scorer process %s; starting it again", what)
                     retried = True
+                finally:
+                    _stop(watchdog)
+            if late.is_set():  # it answered, but only as the watchdog killed it
+                self._reap()
         if reply[0] == "error":
             raise Unavailable(f"the scorer process could not encode: {reply[1]}")
         return reply[1], reply[2]
@@ -160,6 +190,18 @@ class ScorerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+
+def _stop(watchdog: threading.Timer) -> None:
+    """Stop a watchdog, and wait for it if it is firing now."""
+    watchdog.cancel()
+    watchdog.join()
+
+
+def _kill_late(proc: subprocess.Popen[bytes], late: threading.Event) -> None:
+    """The watchdog of a request the child did not answer in time."""
+    late.set()
+    proc.kill()
 
 
 #: what the child runs: ``python -c _CHILD SYS_PATH FD CONFIG``

@@ -29,7 +29,7 @@ import numpy as np
 
 from promptship.errors import BadInput
 from promptship.validation.encoder import DIMENSIONS, Encoder, default_model_path
-from promptship.validation.scorer_process import ScorerProcess
+from promptship.validation.scorer_process import PER_TEXT, TIMEOUT, ScorerProcess
 
 __all__ = ["MODES", "Scorer", "default_model_path", "get_scorer", "set_scorer"]
 
@@ -52,6 +52,21 @@ def _threads_from_env() -> int | None:
     return int(raw)
 
 
+def _timeout_from_env() -> float:
+    raw = os.environ.get("PROMPTSHIP_SCORER_TIMEOUT", "").strip()
+    if not raw:
+        return TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise BadInput(
+            f"PROMPTSHIP_SCORER_TIMEOUT must be a number of seconds above 0, got {raw!r}"
+        )
+    return seconds
+
+
 def _mode_from_env() -> str:
     raw = os.environ.get("PROMPTSHIP_SCORER", "").strip().lower() or MODES[0]
     if raw not in MODES:
@@ -70,6 +85,8 @@ class Scorer:
         batch_size: int = 64,
         cache_size: int = 20_000,
         threads: int | None = None,
+        timeout: float | None = None,
+        per_text: float = PER_TEXT,
     ) -> None:
         self.model_path = model_path or default_model_path()
         self.mode = mode or _mode_from_env()
@@ -79,6 +96,9 @@ class Scorer:
         #: In process mode the OS runs the server first whatever the count; fewer threads
         #: trade scoring speed for headroom on a busy machine.
         self.threads = threads or _threads_from_env()
+        #: how long the scorer process may take to answer a batch before it is killed and
+        #: started again (PROMPTSHIP_SCORER_TIMEOUT), plus ``per_text`` a text
+        self.timeout = timeout if timeout is not None else _timeout_from_env()
         self.cache_size = cache_size
         self.encoded_texts = 0  # texts (or windows) actually run through the model
         self._encoder: Encoder | None = None
@@ -87,7 +107,11 @@ class Scorer:
             self._encoder = Encoder(self.model_path, batch_size=batch_size, threads=self.threads)
         else:
             self._process = ScorerProcess(
-                self.model_path, batch_size=batch_size, threads=self.threads
+                self.model_path,
+                batch_size=batch_size,
+                threads=self.threads,
+                timeout=self.timeout,
+                per_text=per_text,
             )
         # one worker: encodes run one at a time, in the order they were asked for
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptship-scorer")

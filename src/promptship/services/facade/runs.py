@@ -197,6 +197,10 @@ class RunUseCases(RegistryUseCases):
         async with self.db.transaction() as session:
             return await soak_claims.fail_attempt(session, self.deps, soak_id, cycle, owner, error)
 
+    async def hand_back_soak_cycle(self, soak_id: int, cycle: int, owner: str) -> bool:
+        async with self.db.transaction() as session:
+            return await soak_claims.hand_back(session, self.deps, soak_id, cycle, owner)
+
     async def soak_cycle_spec(self, soak_id: int, cycle: int) -> CycleSpec:
         async with self.db.reader() as session:
             return await soaks.cycle_spec(session, self.deps, soak_id, cycle)

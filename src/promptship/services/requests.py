@@ -438,20 +438,7 @@ async def reevaluate(
     """After a run or soak finished: promote any open request of the version now clear, close
     as failed one whose gate failed (with ``failure`` as the reason when given), and tell
     the rest their gates changed."""
-    open_requests = (
-        (
-            await session.execute(
-                select(PromotionRequest)
-                .where(
-                    PromotionRequest.version_id == version.id,
-                    PromotionRequest.state == RequestState.OPEN.value,
-                )
-                .order_by(PromotionRequest.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    open_requests = await parties.open_requests(session, version)
     promoted = []
     for request in open_requests:
         if request.state != RequestState.OPEN.value:

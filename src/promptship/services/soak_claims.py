@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from promptship.services import registry
@@ -19,6 +19,16 @@ from promptship.store.models import SoakCycle, SoakRun
 #: a cycle is started at most this often (each start repeats its model calls); then it is
 #: recorded as errored, which fails the soak, instead of being retried without end
 MAX_CYCLE_ATTEMPTS = 3
+
+
+def _ours(soak_id: int, cycle: int, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The cycle, while ``owner`` holds its claim."""
+    return (
+        SoakCycle.soak_id == soak_id,
+        SoakCycle.cycle == cycle,
+        SoakCycle.state == CLAIMED,
+        SoakCycle.owner == owner,
+    )
 
 
 async def claim(
@@ -77,14 +87,7 @@ async def fail_attempt(
     """Our attempt at a cycle raised ``error``: free the cycle for the next attempt, or,
     after :data:`MAX_CYCLE_ATTEMPTS`, record it as errored (the soak fails and people are
     told). Returns the cycle's state when it was recorded, else None."""
-    row = await session.scalar(
-        select(SoakCycle).where(
-            SoakCycle.soak_id == soak_id,
-            SoakCycle.cycle == cycle,
-            SoakCycle.state == CLAIMED,
-            SoakCycle.owner == owner,
-        )
-    )
+    row = await session.scalar(select(SoakCycle).where(*_ours(soak_id, cycle, owner)))
     if row is None:
         return None  # recorded or taken over meanwhile
     row.details = {**row.details, "last_error": error[:500]}
@@ -104,12 +107,7 @@ async def hand_back(
     cycle was recorded or taken over meanwhile."""
     handed = await session.execute(
         update(SoakCycle)
-        .where(
-            SoakCycle.soak_id == soak_id,
-            SoakCycle.cycle == cycle,
-            SoakCycle.state == CLAIMED,
-            SoakCycle.owner == owner,
-        )
+        .where(*_ours(soak_id, cycle, owner))
         # (a lease already over: ``claim`` takes over only leases that ended before now)
         .values(
             attempts=SoakCycle.attempts - 1,
@@ -137,12 +135,7 @@ async def renew(
     """Extend our lease while a long cycle runs; False if someone took it over."""
     renewed = await session.execute(
         update(SoakCycle)
-        .where(
-            SoakCycle.soak_id == soak_id,
-            SoakCycle.cycle == cycle,
-            SoakCycle.state == CLAIMED,
-            SoakCycle.owner == owner,
-        )
+        .where(*_ours(soak_id, cycle, owner))
         .values(lease_until=deps.clock.now() + lease)
     )
     return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]

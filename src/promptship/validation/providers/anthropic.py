@@ -17,6 +17,7 @@ model carries a note saying the temperature was not sent. An answer that only ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from promptship.validation.providers.base import (
     Learned,
     ProviderError,
     called_tools,
+    not_an_answer,
     shown_url,
     tls_context,
 )
@@ -82,32 +84,24 @@ class AnthropicProvider:
         lease = current_lease()
         try:
             async with asyncio.timeout(self.timeout) as scope:
+                create = functools.partial(
+                    self._create,
+                    lease,
+                    scope.when(),
+                    model,
+                    system,
+                    messages,
+                    max_tokens,
+                    temperature,
+                )
                 try:
-                    message = await self._create(
-                        lease,
-                        scope.when(),
-                        model,
-                        system,
-                        messages,
-                        max_tokens,
-                        temperature,
-                        send_temperature,
-                    )
+                    message = await create(send_temperature)
                 except anthropic.BadRequestError as exc:
                     if not (send_temperature and _refuses_temperature(exc)):
                         raise
                     REFUSES_TEMPERATURE.add(key)
                     send_temperature = False
-                    message = await self._create(
-                        lease,
-                        scope.when(),
-                        model,
-                        system,
-                        messages,
-                        max_tokens,
-                        temperature,
-                        send_temperature,
-                    )
+                    message = await create(send_temperature)
         except WaitTooLong as exc:
             raise ProviderError(str(exc)) from None
         except TimeoutError:
@@ -179,12 +173,11 @@ class AnthropicProvider:
         return await retrying(attempt, lease, self.max_retries, _refused, deadline)
 
     def _not_an_answer(self, content_type: str | None = None) -> ProviderError:
-        """The provider answered, but not with a Messages API response."""
-        what = f" ({content_type.partition(';')[0].strip()[:60]})" if content_type else ""
-        return ProviderError(
-            f"the provider at {shown_url(self._client.base_url)} answered something that is "
-            f"not a Messages API response{what}: is ANTHROPIC_BASE_URL the API, or a page in "
-            "front of it?"
+        return not_an_answer(
+            self._client.base_url,
+            content_type,
+            "a Messages API response",
+            "is ANTHROPIC_BASE_URL the API, or a page in front of it?",
         )
 
     async def aclose(self) -> None:

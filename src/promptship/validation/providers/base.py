@@ -43,6 +43,15 @@ def shown_url(url: object) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def not_an_answer(url: object, content_type: str | None, api: str, hint: str) -> ProviderError:
+    """The provider at ``url`` answered, but not with an ``api`` response (an HTML page from
+    a proxy, an error body answered 200): say what it sent and what to check."""
+    what = f" ({content_type.partition(';')[0].strip()[:60]})" if content_type else ""
+    return ProviderError(
+        f"the provider at {shown_url(url)} answered something that is not {api}{what}: {hint}"
+    )
+
+
 def called_tools(names: list[str]) -> ProviderError:
     """The model called tools instead of answering: no answer to check, naming them."""
     shown = ", ".join(name[:64] or "(unnamed)" for name in names[:_TOOL_NAMES_SHOWN])

@@ -32,6 +32,7 @@ from promptship.validation.providers.base import (
     Learned,
     ProviderError,
     called_tools,
+    not_an_answer,
     shown_url,
     tls_context,
 )
@@ -170,12 +171,11 @@ class OpenAICompatibleProvider:
         return await retrying(attempt, lease, self.max_retries, _refused, deadline)
 
     def _not_an_answer(self, content_type: str | None = None) -> ProviderError:
-        """The server answered, but not with a chat completion."""
-        what = f" ({content_type.partition(';')[0].strip()[:60]})" if content_type else ""
-        return ProviderError(
-            f"the provider at {shown_url(self._client.base_url)} answered something that is "
-            f"not a chat completions response{what}: is OPENAI_BASE_URL the /v1 endpoint, "
-            "or a page in front of it?"
+        return not_an_answer(
+            self._client.base_url,
+            content_type,
+            "a chat completions response",
+            "is OPENAI_BASE_URL the /v1 endpoint, or a page in front of it?",
         )
 
     async def aclose(self) -> None:

@@ -29,6 +29,12 @@ class PromptshipError(Exception):
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
 
+def reason(exc: BaseException) -> str:
+    """What a failure says to the person reading it: one of ours, its message; any other,
+    its repr (its type and words)."""
+    return exc.message if isinstance(exc, PromptshipError) else repr(exc)
+
+
 class BadInput(PromptshipError):
     """The input is malformed: a bad file, name, version, duration or argument."""
 

@@ -302,15 +302,20 @@ async def export(session: AsyncSession, fmt: str, batch: int = 5000) -> AsyncIte
             yield json.dumps(event_row(event), ensure_ascii=False) + "\n"
 
 
+def _on_behalf(event: AuditEvent, role: str) -> tuple[str, str | None]:
+    """The person an event names in ``role`` (its actor when it names none) and the proxy
+    who acted on their behalf, if one did."""
+    proxy = event.details.get("on_behalf_of_by")
+    return str(event.details.get(role, event.actor)), str(proxy) if proxy else None
+
+
 def registered_authorship(event: AuditEvent) -> tuple[str, str | None]:
     """The author and the proxy (who pushed on the author's behalf) a ``version.registered``
     event records."""
-    proxy = event.details.get("on_behalf_of_by")
-    return str(event.details.get("author", event.actor)), str(proxy) if proxy else None
+    return _on_behalf(event, "author")
 
 
 def created_requester(event: AuditEvent) -> tuple[str, str | None]:
     """The requester and the proxy (who asked on the requester's behalf) a
     ``request.created`` event records."""
-    proxy = event.details.get("on_behalf_of_by")
-    return str(event.details.get("requester", event.actor)), str(proxy) if proxy else None
+    return _on_behalf(event, "requester")

@@ -13,7 +13,7 @@ from promptship.domain.lifecycle import RequestState
 from promptship.errors import Conflict, Forbidden
 from promptship.services import audit, identities, lifecycle
 from promptship.services.deps import Deps, request_code
-from promptship.store.models import AuditEvent, PromotionRequest, Prompt, PromptVersion
+from promptship.store.models import PromotionRequest, Prompt, PromptVersion
 
 TAMPERED_VERSION = (
     "the version's record does not match its signed audit event; see promptship audit verify"
@@ -25,19 +25,9 @@ async def signed_authorship(
 ) -> tuple[str, str | None]:
     """The author and proxy of a version from its signed registration, never from its row
     (no hash covers ``author``/``pushed_by``); refused when no signed registration exists."""
-    events = (
-        await session.scalars(
-            select(AuditEvent)
-            .where(
-                AuditEvent.action == "version.registered",
-                AuditEvent.prompt == prompt.name,
-                AuditEvent.version == version.version,
-            )
-            .order_by(AuditEvent.seq)
-        )
-    ).all()
-    keys = audit.keyring(session).keys()
-    signed = [e for e in events if audit.authentic(e, keys)]
+    signed = await audit.signed_version_events(
+        session, prompt.name, version.version, ("version.registered",)
+    )
     if not signed or signed[0].details.get("content_hash") != version.content_hash:
         raise Conflict(TAMPERED_VERSION, hint="ask an admin to run promptship audit verify")
     return audit.registered_authorship(signed[0])

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from promptship.domain.template import MissingVariable
-from promptship.errors import BadInput, PromptshipError
+from promptship.errors import BadInput, PromptshipError, reason
 from promptship.services.soak_spec import CycleResult, CycleSpec, Sample, Side
 from promptship.validation.concurrency import AdaptiveLimiter
 from promptship.validation.providers import Provider, ProviderError, make_provider
@@ -106,8 +106,7 @@ class _Scoring:
             similarities = await self.scorer.similarity([pair for _, _, pair in batch])
         except Exception as exc:  # e.g. the scorer process is unavailable
             if self.error is None:
-                reason = exc.message if isinstance(exc, PromptshipError) else repr(exc)
-                self.error = f"the answers could not be scored: {reason}"
+                self.error = f"the answers could not be scored: {reason(exc)}"
             return
         finally:
             self._at_scorer -= 1

@@ -29,7 +29,7 @@ from promptship.domain.identity import Actor, Via
 from promptship.domain.lifecycle import RunState
 from promptship.domain.promptfile import AssertionType, TestCase, case_identity
 from promptship.domain.template import render_prompt, resolve
-from promptship.errors import BadInput, PromptshipError
+from promptship.errors import BadInput, reason
 from promptship.services import Promptship
 from promptship.services.views import RunView
 from promptship.validation.assertions import AssertionResult, check_many, check_text
@@ -316,11 +316,11 @@ class SuiteRunner:
             """The case checked alone, after its batch's check failed with ``failure``; or
             why it cannot be: a ``score`` case shares the batch's failure (the scorer's)."""
             if case.type is AssertionType.SCORE:
-                return f"the answer could not be scored: {_reason(failure)}"
+                return f"the answer could not be scored: {reason(failure)}"
             try:
                 return check_text(case, got)
             except Exception as exc:
-                return f"the answer could not be checked: {_reason(exc)}"
+                return f"the answer could not be checked: {reason(exc)}"
 
         async def score() -> None:
             while True:
@@ -409,11 +409,6 @@ class SuiteRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
         return [r for r in results if r is not None]
-
-
-def _reason(exc: Exception) -> str:
-    """What a failure says, for the person reading the case's error."""
-    return exc.message if isinstance(exc, PromptshipError) else repr(exc)
 
 
 def _result(

@@ -140,6 +140,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 
 @pytest.fixture
+def db_url(database_url: str) -> str:
+    """The test database, empty (a PostgreSQL database is shared by the process's tests)."""
+    if database_url.startswith("postgresql"):
+
+        async def clean() -> None:
+            database = Database(database_url)
+            try:
+                await _truncate(database)
+            finally:
+                await database.dispose()
+
+        asyncio.run(clean())
+    return database_url
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url, audit_keys=TEST_AUDIT_KEY)
     if database.dialect == "postgresql":

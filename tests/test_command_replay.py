@@ -23,7 +23,7 @@ from promptship.services import Promptship
 from promptship.services.receipts import CLOCK_MARGIN, RECEIPT_TTL
 from promptship.store.db import Database
 from promptship.testing.slack_double import SlackDouble
-from tests.conftest import _truncate, make_policy
+from tests.conftest import make_policy
 from tests.helpers import slack
 from tests.slack_helpers import BOT_TOKEN, SIGNING_SECRET, ServerThread, sign, wait_for
 from tests.test_slack_app import NAME, Bot, texts
@@ -69,22 +69,6 @@ async def test_replicas_claiming_the_same_request_together_act_once(
         *(r.receive_command("1700000000", "text=rollback", ONCALL) for r in replicas)
     )
     assert sorted(r.first for r in receipts) == [False, False, False, False, True]
-
-
-@pytest.fixture
-def db_url(database_url: str) -> str:
-    """The test database, empty (a PostgreSQL database is shared by the process's tests)."""
-    if database_url.startswith("postgresql"):
-
-        async def clean() -> None:
-            database = Database(database_url)
-            try:
-                await _truncate(database)
-            finally:
-                await database.dispose()
-
-        asyncio.run(clean())
-    return database_url
 
 
 @pytest.fixture

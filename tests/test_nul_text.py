@@ -3,7 +3,6 @@ comes in, naming the field, on both databases: never a 500 from the database und
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,29 +13,12 @@ import yaml
 
 from promptship.config import Settings
 from promptship.server import create_app
-from promptship.store.db import Database
 from promptship.testing.serve import ServerThread
-from tests.conftest import _truncate, make_policy, prompt_yaml
+from tests.conftest import make_policy, prompt_yaml
 from tests.console_helpers import Console
 from tests.test_api import NAME, TOKENS, WRITE, Api
 
 NUL = "\u0000"
-
-
-@pytest.fixture
-def db_url(database_url: str) -> str:
-    """The test database, empty (a PostgreSQL database is shared by the process's tests)."""
-    if database_url.startswith("postgresql"):
-
-        async def clean() -> None:
-            database = Database(database_url)
-            try:
-                await _truncate(database)
-            finally:
-                await database.dispose()
-
-        asyncio.run(clean())
-    return database_url
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 from promptship.clock import Clock, ManualClock
+from promptship.config import Policy
 from promptship.services import Promptship
 from promptship.services.soak_spec import CycleResult, CycleSpec
 from promptship.soak.cycle import run_cycle
@@ -32,6 +33,27 @@ from tests.conftest import make_policy
 from tests.helpers import start_staging_soak
 
 T = TypeVar("T")
+
+
+def core_call(
+    db_url: str,
+    policy: Policy,
+    use: Callable[[Promptship], Awaitable[T]],
+    clock: Clock | None = None,
+) -> T:
+    """``use(core)`` on a core of its own over ``db_url``, from a synchronous test whose
+    servers run in processes of their own."""
+
+    async def go() -> T:
+        db = Database(db_url)
+        try:
+            return await use(Promptship(db, policy, clock))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
 NAME = "customer-support"
 POLICY = """
 environments:
@@ -75,14 +97,7 @@ def test_a_server_killed_mid_cycle_is_taken_over_and_the_soak_completes(
     policy = make_policy(POLICY)
 
     def call(use: Callable[[Promptship], Awaitable[T]], clock: Clock | None = None) -> T:
-        async def go() -> T:
-            db = Database(db_url)
-            try:
-                return await use(Promptship(db, policy, clock))
-            finally:
-                await db.dispose()
-
-        return asyncio.run(go())
+        return core_call(db_url, policy, use, clock)
 
     model.latency = 600.0  # the first server's cycle is still calling the model when it dies
     first = ServeProcess(env, tmp_path / "serve.log")
@@ -146,14 +161,7 @@ def test_a_server_shut_down_mid_cycle_hands_it_to_the_next_at_once_uncounted(
     policy = make_policy(POLICY)
 
     def call(use: Callable[[Promptship], Awaitable[T]], clock: Clock | None = None) -> T:
-        async def go() -> T:
-            db = Database(db_url)
-            try:
-                return await use(Promptship(db, policy, clock))
-            finally:
-                await db.dispose()
-
-        return asyncio.run(go())
+        return core_call(db_url, policy, use, clock)
 
     model.latency = 600.0  # the first server's cycle is still calling the model at shutdown
     first = ServeProcess(env, tmp_path / "serve.log")
@@ -280,15 +288,8 @@ def test_two_servers_on_postgres_record_each_cycle_once_and_post_once(
     (tmp_path / "promptship.yaml").write_text(REPLICAS_POLICY)
     policy = make_policy(REPLICAS_POLICY)
 
-    def call(use):  # type: ignore[no-untyped-def]
-        async def go():  # type: ignore[no-untyped-def]
-            db = Database(postgres_url)
-            try:
-                return await use(Promptship(db, policy))
-            finally:
-                await db.dispose()
-
-        return asyncio.run(go())
+    def call(use: Callable[[Promptship], Awaitable[T]]) -> T:
+        return core_call(postgres_url, policy, use)
 
     with (
         DoubleProcess("promptship.testing.model_double", "--latency", "1.0") as model,
